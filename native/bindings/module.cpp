@@ -1,0 +1,563 @@
+// pybind11 bindings: plain dicts out, engine exceptions mapped to Python classes.
+// Nothing in the engine depends on this file.
+#include <pybind11/functional.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "ptmalloc/heap.h"
+#include "target/target.h"
+#include "util/errors.h"
+
+namespace py = pybind11;
+using namespace heapwalk;
+
+namespace {
+
+constexpr const char* kSchema = "heapwalk/1";
+
+py::object opt(const std::optional<uint64_t>& v) {
+  return v ? py::object(py::int_(*v)) : py::object(py::none());
+}
+
+py::list diagnostics(const Diagnostics& a, const Diagnostics& b) {
+  py::list out;
+  for (const Diagnostics* d : {&a, &b}) {
+    for (const auto& x : d->items()) {
+      py::dict e;
+      e["kind"] = x.kind;
+      e["address"] = opt(x.address);
+      e["arena"] = opt(x.arena);
+      e["detail"] = x.detail;
+      out.append(e);
+    }
+    if (d->dropped()) {
+      py::dict e;
+      e["kind"] = "note";
+      e["address"] = py::none();
+      e["arena"] = py::none();
+      e["detail"] = std::to_string(d->dropped()) + " more diagnostics not shown";
+      out.append(e);
+    }
+  }
+  return out;
+}
+
+py::dict count(const ptmalloc::Count& c) {
+  py::dict d;
+  d["count"] = c.count;
+  d["bytes"] = c.bytes;
+  return d;
+}
+
+class PyTarget {
+ public:
+  explicit PyTarget(std::unique_ptr<target::Target> t) : t_(std::move(t)) {}
+
+  ptmalloc::Heap& heap() {
+    if (!t_) throw Error("target is closed");
+    if (!heap_) {
+      py::gil_scoped_release nogil;
+      heap_ = std::make_unique<ptmalloc::Heap>(*t_, version_hint_);
+      heap_->summarize();
+    }
+    return *heap_;
+  }
+  py::list diags() { return diagnostics(t_->diagnostics(), heap_ ? heap_->diagnostics() : empty_); }
+
+  py::dict describe() {
+    if (!t_) throw Error("target is closed");
+    py::dict d;
+    const char* kinds[] = {"core", "live", "callback", "buffer"};
+    d["kind"] = kinds[static_cast<int>(t_->kind())];
+    d["path"] = t_->path().empty() ? py::object(py::none()) : py::object(py::str(t_->path()));
+    d["pid"] = t_->pid() ? py::object(py::int_(t_->pid())) : py::object(py::none());
+    py::list threads, modules;
+    for (const auto& th : t_->threads()) {
+      py::dict x;
+      x["lwp"] = th.lwp;
+      x["fs_base"] = th.fs_base;
+      threads.append(x);
+    }
+    for (const auto& m : t_->modules()) {
+      py::dict x;
+      x["path"] = m.path;
+      x["base"] = m.base;
+      x["build_id"] = m.build_id;
+      modules.append(x);
+    }
+    d["threads"] = threads;
+    d["modules"] = modules;
+    d["diagnostics"] = diagnostics(t_->diagnostics(), empty_);
+    return d;
+  }
+
+  py::dict glibc_dict() {
+    const auto& g = heap().glibc();
+    py::dict d;
+    d["version"] = g.version;
+    d["layout_source"] = g.layout_source;
+    d["layout"] = g.layout->name;
+    d["version_source"] = g.version_source;
+    d["libc"] = g.libc_path;
+    d["build_id"] = g.build_id;
+    d["debug_file"] = g.debug_file;
+    d["main_arena"] = g.main_arena;
+    d["mp_"] = g.mp;
+    py::dict how;
+    for (const auto& [k, v] : g.how) how[py::str(k)] = v;
+    d["symbols"] = how;
+    return d;
+  }
+
+  py::dict arenas() {
+    auto& h = heap();
+    py::dict out;
+    out["schema"] = kSchema;
+    out["glibc"] = glibc_dict();
+    py::list arenas;
+    for (const auto& a : h.arenas()) {
+      py::dict d;
+      d["address"] = a.address;
+      d["index"] = a.index;
+      d["main"] = a.main;
+      d["system_bytes"] = a.system_mem;
+      d["max_system_bytes"] = a.max_system_mem;
+      py::list heaps;
+      for (const auto& hr : a.heaps) {
+        py::dict x;
+        x["address"] = hr.address;
+        x["size"] = hr.size;
+        x["mprotect_size"] = hr.mprotect_size;
+        heaps.append(x);
+      }
+      d["heaps"] = heaps;
+      d["fastbins"] = count(a.fast);
+      d["bins"] = count(a.binned);
+      d["top"] = a.top;
+      d["top_bytes"] = a.top_size;
+      d["tcache"] = count(a.tcache);
+      d["in_use"] = count(a.in_use);
+      d["attached_threads"] = a.attached_threads;
+      arenas.append(d);
+    }
+    out["arenas"] = arenas;
+    py::list threads;
+    for (const auto& tc : h.threads()) {
+      py::dict d;
+      d["lwp"] = tc.lwp;
+      d["arena"] = opt(tc.arena);
+      py::dict t;
+      t["address"] = opt(tc.address);
+      t["count"] = tc.total.count;
+      t["bytes"] = tc.total.bytes;
+      d["tcache"] = t;
+      threads.append(d);
+    }
+    out["threads"] = threads;
+    const auto& m = h.mmapped();
+    py::dict mm;
+    mm["count"] = m.n_mmaps;
+    mm["bytes"] = m.mmapped_mem;
+    mm["max_count"] = m.max_n_mmaps;
+    mm["max_bytes"] = m.max_mmapped_mem;
+    mm["found"] = count(m.found);
+    out["mmapped"] = mm;
+    const auto& p = h.params();
+    py::dict params;
+    params["trim_threshold"] = p.trim_threshold;
+    params["top_pad"] = p.top_pad;
+    params["mmap_threshold"] = p.mmap_threshold;
+    params["arena_test"] = p.arena_test;
+    params["arena_max"] = p.arena_max;
+    params["sbrk_base"] = p.sbrk_base;
+    params["tcache_bins"] = p.tcache_bins;
+    params["tcache_count"] = p.tcache_count;
+    out["params"] = params;
+    out["diagnostics"] = diags();
+    return out;
+  }
+
+  const ptmalloc::Arena* select(std::optional<uint64_t> arena) {
+    if (!arena) return nullptr;
+    const auto* a = heap().find_arena(*arena);
+    if (!a) throw Error("no arena " + (*arena < 4096 ? std::to_string(*arena) : hex(*arena)) +
+                        " (see `heapwalk arenas`)");
+    return a;
+  }
+
+  static py::list chunk_list(const std::vector<ptmalloc::FreeChunk>& cs, bool with_size) {
+    py::list l;
+    for (const auto& c : cs) {
+      if (with_size) {
+        py::dict x;
+        x["address"] = c.address;
+        x["size"] = c.size;
+        l.append(x);
+      } else {
+        l.append(py::int_(c.address));
+      }
+    }
+    return l;
+  }
+
+  py::dict bins(std::optional<uint64_t> arena) {
+    const auto* only = select(arena);
+    auto& h = heap();
+    py::list arenas;
+    for (const auto& a : h.arenas()) {
+      if (only && only != &a) continue;
+      py::dict d;
+      d["address"] = a.address;
+      d["index"] = a.index;
+      d["main"] = a.main;
+      py::list fb, bs;
+      for (const auto& fl : a.fastbins) {
+        py::dict x;
+        x["index"] = fl.index;
+        x["size"] = fl.chunks.empty() ? 0 : (fl.index + 2) * h.layout().alignment;
+        x["count"] = fl.chunks.size();
+        x["bytes"] = fl.bytes;
+        x["chunks"] = chunk_list(fl.chunks, false);
+        fb.append(x);
+      }
+      for (const auto& fl : a.bins) {
+        py::dict x;
+        x["index"] = fl.index;
+        x["kind"] = ptmalloc::state_name(fl.kind);
+        x["count"] = fl.chunks.size();
+        x["bytes"] = fl.bytes;
+        x["chunks"] = chunk_list(fl.chunks, true);
+        bs.append(x);
+      }
+      d["fastbins"] = fb;
+      d["bins"] = bs;
+      py::dict top;
+      top["address"] = a.top;
+      top["size"] = a.top_size;
+      d["top"] = top;
+      arenas.append(d);
+    }
+    py::dict out;
+    out["schema"] = kSchema;
+    out["arenas"] = arenas;
+    out["diagnostics"] = diags();
+    return out;
+  }
+
+  py::dict tcache(std::optional<int> lwp) {
+    auto& h = heap();
+    py::list threads;
+    bool found = false;
+    for (const auto& tc : h.threads()) {
+      if (lwp && tc.lwp != *lwp) continue;
+      found = true;
+      py::dict d;
+      d["lwp"] = tc.lwp;
+      d["address"] = opt(tc.address);
+      d["arena"] = opt(tc.arena);
+      d["count"] = tc.total.count;
+      d["bytes"] = tc.total.bytes;
+      py::list bins;
+      for (const auto& fl : tc.bins) {
+        py::dict x;
+        x["index"] = fl.index;
+        x["size"] = fl.index * h.layout().alignment + h.layout().minsize;
+        x["count"] = fl.chunks.size();
+        x["bytes"] = fl.bytes;
+        x["chunks"] = chunk_list(fl.chunks, false);
+        bins.append(x);
+      }
+      d["bins"] = bins;
+      threads.append(d);
+    }
+    if (lwp && !found) throw Error("no thread with LWP " + std::to_string(*lwp) + " (see `heapwalk arenas`)");
+    py::dict out;
+    out["schema"] = kSchema;
+    out["threads"] = threads;
+    out["diagnostics"] = diags();
+    return out;
+  }
+
+  static py::dict chunk_rec(uint64_t addr, uint64_t size, ptmalloc::ChunkState st,
+                            const ptmalloc::Arena* a, size_t heap_index) {
+    py::dict x;
+    x["address"] = addr;
+    x["size"] = size;
+    x["state"] = ptmalloc::state_name(st);
+    x["arena"] = a ? py::object(py::int_(a->address)) : py::object(py::none());
+    x["heap"] = a && heap_index < a->heaps.size() ? py::object(py::int_(a->heaps[heap_index].address))
+                                                  : py::object(py::none());
+    return x;
+  }
+
+  py::dict chunks(std::optional<uint64_t> arena, const std::string& state, std::optional<uint64_t> limit) {
+    if (state != "all" && state != "free" && state != "used")
+      throw Error("state must be all, free or used, not " + state);
+    const auto* only = select(arena);
+    auto& h = heap();
+    struct Rec {
+      uint64_t a, s;
+      ptmalloc::ChunkState st;
+      const ptmalloc::Arena* ar;
+      size_t hi;
+    };
+    std::vector<Rec> recs;
+    uint64_t total = 0;
+    {
+      py::gil_scoped_release nogil;
+      h.walk(only, [&](uint64_t addr, uint64_t size, ptmalloc::ChunkState st, const ptmalloc::Arena* a, size_t hi) {
+        bool f = ptmalloc::is_free(st);
+        bool used = st == ptmalloc::ChunkState::Used || st == ptmalloc::ChunkState::Mmapped;
+        if ((state == "free" && !f) || (state == "used" && !used)) return true;
+        ++total;
+        if (!limit || recs.size() < *limit) recs.push_back({addr, size, st, a, hi});
+        return true;
+      });
+    }
+    py::list l;
+    for (const auto& r : recs) l.append(chunk_rec(r.a, r.s, r.st, r.ar, r.hi));
+    py::dict out;
+    out["schema"] = kSchema;
+    out["chunks"] = l;
+    out["total"] = total;
+    out["truncated"] = total > recs.size();
+    out["diagnostics"] = diags();
+    return out;
+  }
+
+  py::dict chunk(uint64_t addr) {
+    auto& h = heap();
+    py::dict out;
+    out["schema"] = kSchema;
+    out["query"] = addr;
+    out["chunk"] = py::none();
+    out["prev"] = py::none();
+    out["next"] = py::none();
+    out["arena"] = py::none();
+    auto finish = [&](uint64_t c, uint64_t size, ptmalloc::ChunkState st, const ptmalloc::Arena* a, size_t hi) {
+      py::dict rec = chunk_rec(c, size, st, a, hi);
+      rec["mem"] = c + 16;
+      rec["usable"] = st == ptmalloc::ChunkState::Mmapped ? size - 16 : (size >= 8 ? size - 8 : 0);
+      rec["offset"] = static_cast<int64_t>(addr) - static_cast<int64_t>(c + 16);
+      out["chunk"] = rec;
+      out["arena"] = a ? py::object(py::int_(a->address)) : py::object(py::none());
+    };
+    for (const auto& m : h.mmapped().chunks) {
+      if (addr >= m.address && addr < m.address + m.size) {
+        finish(m.address, m.size, ptmalloc::ChunkState::Mmapped, nullptr, 0);
+        out["diagnostics"] = diags();
+        return out;
+      }
+    }
+    const ptmalloc::Arena* a = h.arena_of(addr);
+    if (a) {
+      struct Rec {
+        uint64_t a = 0, s = 0;
+        ptmalloc::ChunkState st{};
+        size_t hi = 0;
+        bool set = false;
+      } prev, hit, next;
+      {
+        py::gil_scoped_release nogil;
+        h.walk(a, [&](uint64_t c, uint64_t size, ptmalloc::ChunkState st, const ptmalloc::Arena*, size_t hi) {
+          if (hit.set) {
+            next = {c, size, st, hi, true};
+            return false;
+          }
+          if (addr >= c && addr - c < size) {
+            hit = {c, size, st, hi, true};
+            return true;
+          }
+          if (c > addr) return false;
+          prev = {c, size, st, hi, true};
+          return true;
+        });
+      }
+      if (hit.set) {
+        finish(hit.a, hit.s, hit.st, a, hit.hi);
+        if (prev.set && a->heaps[prev.hi].address == a->heaps[hit.hi].address)
+          out["prev"] = chunk_rec(prev.a, prev.s, prev.st, a, prev.hi);
+        if (next.set && a->heaps[next.hi].address == a->heaps[hit.hi].address)
+          out["next"] = chunk_rec(next.a, next.s, next.st, a, next.hi);
+      } else {
+        out["arena"] = a->address;
+      }
+    }
+    out["diagnostics"] = diags();
+    return out;
+  }
+
+  void close() {
+    heap_.reset();
+    if (t_) t_->close();
+    t_.reset();
+  }
+
+  std::unique_ptr<target::Target> t_;
+  std::unique_ptr<ptmalloc::Heap> heap_;
+  std::string version_hint_;
+  Diagnostics empty_;
+};
+
+void apply_overrides(target::Target& t, const std::optional<py::dict>& ov) {
+  if (!ov) return;
+  auto get = [&](const char* k) -> std::optional<uint64_t> {
+    if (!ov->contains(k) || (*ov)[k].is_none()) return std::nullopt;
+    return (*ov)[k].cast<uint64_t>();
+  };
+  t.overrides().main_arena = get("main_arena");
+  t.overrides().mp = get("mp_");
+  t.overrides().tcache_key = get("tcache_key");
+}
+
+std::vector<target::Thread> threads_from(const std::optional<py::list>& l) {
+  std::vector<target::Thread> out;
+  if (!l) return out;
+  for (auto item : *l) {
+    auto d = item.cast<py::dict>();
+    target::Thread t;
+    t.lwp = d["lwp"].cast<int>();
+    if (d.contains("fs_base") && !d["fs_base"].is_none()) t.fs_base = d["fs_base"].cast<uint64_t>();
+    if (d.contains("tcache") && !d["tcache"].is_none()) t.tcache = d["tcache"].cast<uint64_t>();
+    if (d.contains("arena") && !d["arena"].is_none()) t.arena = d["arena"].cast<uint64_t>();
+    out.push_back(t);
+  }
+  return out;
+}
+
+py::dict layout_dict(const ptmalloc::Layout& l) {
+  py::dict d;
+  d["name"] = l.name;
+  d["last"] = l.last;
+  d["source"] = l.source;
+#define F(x) d[#x] = l.x
+  F(ms_size); F(ms_fastbins); F(ms_top); F(ms_last_remainder); F(ms_bins); F(ms_next);
+  F(ms_next_free); F(ms_attached_threads); F(ms_system_mem); F(ms_max_system_mem);
+  F(hi_size); F(hi_ar_ptr); F(hi_prev); F(hi_heap_size); F(hi_mprotect_size);
+  F(mp_size); F(mp_trim_threshold); F(mp_top_pad); F(mp_mmap_threshold); F(mp_arena_test);
+  F(mp_arena_max); F(mp_n_mmaps); F(mp_n_mmaps_max); F(mp_max_n_mmaps); F(mp_mmapped_mem);
+  F(mp_max_mmapped_mem); F(mp_sbrk_base); F(mp_tcache_bins); F(mp_tcache_max_bytes);
+  F(mp_tcache_count); F(tc_counts); F(tc_entries); F(tc_size); F(te_next); F(te_key);
+  F(tcache_bins); F(tcache_count_width); F(nfastbins); F(nbins);
+#undef F
+  return d;
+}
+
+PyObject* g_error = nullptr;
+PyObject* g_format = nullptr;
+PyObject* g_fault = nullptr;
+PyObject* g_symbol = nullptr;
+
+void raise_with(PyObject* cls, const char* msg, const char* attr, py::object value) {
+  py::object inst = py::reinterpret_borrow<py::object>(cls)(py::str(msg));
+  if (attr) inst.attr(attr) = value;
+  PyErr_SetObject(cls, inst.ptr());
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_native, m) {
+  m.doc() = "heapwalk engine: glibc malloc arenas from cores and live processes";
+  g_error = PyErr_NewException("heapwalk._native.Error", PyExc_RuntimeError, nullptr);
+  g_format = PyErr_NewException("heapwalk._native.FormatError", g_error, nullptr);
+  g_fault = PyErr_NewException("heapwalk._native.FaultError", g_error, nullptr);
+  g_symbol = PyErr_NewException("heapwalk._native.SymbolError", g_error, nullptr);
+  m.attr("Error") = py::handle(g_error);
+  m.attr("FormatError") = py::handle(g_format);
+  m.attr("FaultError") = py::handle(g_fault);
+  m.attr("SymbolError") = py::handle(g_symbol);
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const FormatError& e) {
+      raise_with(g_format, e.what(), "path", py::str(e.path));
+    } catch (const Fault& e) {
+      py::object inst = py::reinterpret_borrow<py::object>(g_fault)(py::str(e.what()));
+      inst.attr("address") = e.address;
+      inst.attr("size") = e.size;
+      PyErr_SetObject(g_fault, inst.ptr());
+    } catch (const SymbolError& e) {
+      raise_with(g_symbol, e.what(), "symbol", py::str(e.symbol));
+    } catch (const Error& e) {
+      raise_with(g_error, e.what(), nullptr, py::none());
+    } catch (const std::bad_alloc&) {
+      raise_with(g_error, "out of memory", nullptr, py::none());
+    }
+  });
+
+  py::class_<PyTarget>(m, "Target")
+      .def("describe", &PyTarget::describe)
+      .def("arenas", &PyTarget::arenas)
+      .def("bins", &PyTarget::bins, py::arg("arena") = py::none())
+      .def("tcache", &PyTarget::tcache, py::arg("lwp") = py::none())
+      .def("chunks", &PyTarget::chunks, py::arg("arena") = py::none(), py::arg("state") = "all",
+           py::arg("limit") = py::none())
+      .def("chunk", &PyTarget::chunk, py::arg("addr"))
+      .def("close", &PyTarget::close)
+      .def("__enter__", [](PyTarget& t) -> PyTarget& { return t; }, py::return_value_policy::reference)
+      .def("__exit__", [](PyTarget& t, py::args) { t.close(); return false; });
+
+  m.def(
+      "open_core",
+      [](const std::string& path, std::optional<std::string> sysroot, std::optional<py::dict> overrides) {
+        std::unique_ptr<target::Target> t;
+        {
+          py::gil_scoped_release nogil;
+          t = target::Target::open_core(path, sysroot.value_or(""));
+        }
+        apply_overrides(*t, overrides);
+        return std::make_unique<PyTarget>(std::move(t));
+      },
+      py::arg("path"), py::arg("sysroot") = py::none(), py::arg("overrides") = py::none());
+  m.def(
+      "attach",
+      [](int pid, std::optional<py::list> threads, std::optional<py::dict> overrides) {
+        auto th = threads_from(threads);
+        std::unique_ptr<target::Target> t;
+        {
+          py::gil_scoped_release nogil;
+          t = target::Target::attach(pid, std::move(th));
+        }
+        apply_overrides(*t, overrides);
+        return std::make_unique<PyTarget>(std::move(t));
+      },
+      py::arg("pid"), py::arg("threads") = py::none(), py::arg("overrides") = py::none());
+  m.def(
+      "open_callback",
+      [](py::function read, std::optional<py::list> threads, std::optional<py::dict> overrides,
+         std::optional<std::string> glibc_version) {
+        auto fn = [read](uint64_t addr, void* out, size_t len) -> size_t {
+          py::gil_scoped_acquire gil;
+          try {
+            py::object r = read(addr, len);
+            if (r.is_none()) return 0;
+            std::string s = r.cast<py::bytes>();
+            size_t n = std::min(s.size(), len);
+            std::memcpy(out, s.data(), n);
+            return n;
+          } catch (py::error_already_set&) {
+            return 0;
+          }
+        };
+        auto t = target::Target::from_callback(fn, threads_from(threads));
+        apply_overrides(*t, overrides);
+        auto pt = std::make_unique<PyTarget>(std::move(t));
+        pt->version_hint_ = glibc_version.value_or("");
+        return pt;
+      },
+      py::arg("read"), py::arg("threads") = py::none(), py::arg("overrides") = py::none(),
+      py::arg("glibc_version") = py::none());
+  m.def(
+      "layout",
+      [](const std::string& version) -> py::object {
+        const auto* l = ptmalloc::layout_for(version);
+        if (!l) return py::none();
+        return layout_dict(*l);
+      },
+      py::arg("version"));
+  m.attr("SCHEMA") = kSchema;
+}

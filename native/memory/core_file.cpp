@@ -1,0 +1,228 @@
+#include "memory/core_file.h"
+
+#include <elf.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+namespace heapwalk::memory {
+
+namespace {
+
+// x86-64 struct elf_prstatus (linux/elfcore.h): pr_pid at 32, pr_reg (user_regs_struct) at 112.
+constexpr size_t kPrstatusPid = 32;
+constexpr size_t kPrstatusReg = 112;
+constexpr size_t kPrstatusMin = kPrstatusReg + 27 * 8;
+// user_regs_struct (sys/user.h) word indices.
+constexpr size_t kRegRip = 16, kRegRsp = 19, kRegFsBase = 21;
+
+template <typename T>
+bool load(const uint8_t* base, size_t size, size_t off, T& out) {
+  if (off > size || sizeof(T) > size - off) return false;
+  std::memcpy(&out, base + off, sizeof(T));
+  return true;
+}
+
+}  // namespace
+
+CoreFile::CoreFile(const std::string& path) : path_(path) {
+  fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd_ < 0) throw FormatError(path, std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd_);
+    throw FormatError(path, "not a regular file");
+  }
+  size_ = static_cast<uint64_t>(st.st_size);
+  if (size_ < sizeof(Elf64_Ehdr)) {
+    ::close(fd_);
+    throw FormatError(path, "not an ELF core file (too small)");
+  }
+  void* m = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd_, 0);
+  if (m == MAP_FAILED) {
+    int e = errno;
+    ::close(fd_);
+    throw FormatError(path, std::string("cannot map: ") + std::strerror(e));
+  }
+  map_ = static_cast<const uint8_t*>(m);
+  try {
+    Elf64_Ehdr eh;
+    std::memcpy(&eh, map_, sizeof eh);
+    if (std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0) throw FormatError(path, "not an ELF file");
+    if (eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_ident[EI_DATA] != ELFDATA2LSB ||
+        eh.e_machine != EM_X86_64)
+      throw FormatError(path, "not an x86-64 little-endian ELF file");
+    if (eh.e_type != ET_CORE) throw FormatError(path, "ELF file but not a core dump (e_type " +
+                                                          std::to_string(eh.e_type) + ")");
+    uint64_t phnum = eh.e_phnum;
+    if (phnum == PN_XNUM) {
+      // The real count lives in section header 0's sh_info.
+      Elf64_Shdr sh0;
+      if (eh.e_shoff == 0 || !load(map_, size_, eh.e_shoff, sh0))
+        throw FormatError(path, "truncated: PN_XNUM without a readable section header");
+      phnum = sh0.sh_info;
+    }
+    if (eh.e_phentsize != sizeof(Elf64_Phdr)) throw FormatError(path, "bad program header size");
+    if (eh.e_phoff > size_ || phnum * sizeof(Elf64_Phdr) > size_ - eh.e_phoff)
+      throw FormatError(path, "truncated: program headers lie beyond the end of the file");
+    for (uint64_t i = 0; i < phnum; ++i) {
+      Elf64_Phdr ph;
+      std::memcpy(&ph, map_ + eh.e_phoff + i * sizeof ph, sizeof ph);
+      if (ph.p_type == PT_NOTE) {
+        if (ph.p_offset >= size_) {
+          diags_.add("truncated", std::nullopt, std::nullopt, "note segment beyond end of file");
+          continue;
+        }
+        uint64_t n = std::min<uint64_t>(ph.p_filesz, size_ - ph.p_offset);
+        if (n < ph.p_filesz)
+          diags_.add("truncated", std::nullopt, std::nullopt, "note segment cut short");
+        parse_notes(map_ + ph.p_offset, n);
+      } else if (ph.p_type == PT_LOAD) {
+        if (ph.p_vaddr + ph.p_memsz < ph.p_vaddr) continue;  // wraps: ignore
+        Segment s{ph.p_vaddr, ph.p_memsz, ph.p_offset, ph.p_filesz};
+        if (s.filesz > s.memsz) s.filesz = s.memsz;
+        if (s.filesz && (s.offset >= size_ || s.filesz > size_ - s.offset)) {
+          uint64_t avail = s.offset >= size_ ? 0 : size_ - s.offset;
+          diags_.add("truncated", s.vaddr, std::nullopt,
+                     "core file truncated: segment " + hex(s.vaddr) + "-" + hex(s.vaddr + s.memsz) +
+                         " has " + std::to_string(avail) + " of " + std::to_string(s.filesz) +
+                         " bytes");
+          s.filesz = avail;
+        }
+        segs_.push_back(s);
+        Region r;
+        r.start = s.vaddr;
+        r.end = s.vaddr + s.memsz;
+        r.read = (ph.p_flags & PF_R) != 0;
+        r.write = (ph.p_flags & PF_W) != 0;
+        r.exec = (ph.p_flags & PF_X) != 0;
+        r.saved = s.filesz > 0;
+        r.saved_end = s.vaddr + s.filesz;
+        regions_.push_back(r);
+      }
+    }
+  } catch (...) {
+    ::munmap(const_cast<uint8_t*>(map_), size_);
+    ::close(fd_);
+    throw;
+  }
+  std::sort(segs_.begin(), segs_.end(),
+            [](const Segment& a, const Segment& b) { return a.vaddr < b.vaddr; });
+  std::sort(regions_.begin(), regions_.end(),
+            [](const Region& a, const Region& b) { return a.start < b.start; });
+  // Name regions from NT_FILE.
+  for (auto& r : regions_) {
+    for (const auto& f : files_) {
+      if (r.start >= f.start && r.start < f.end) {
+        r.path = f.path;
+        r.file_offset = f.file_offset + (r.start - f.start);
+        break;
+      }
+    }
+  }
+  if (segs_.empty()) throw FormatError(path, "core file has no PT_LOAD segments");
+  ::madvise(const_cast<uint8_t*>(map_), size_, MADV_RANDOM);
+}
+
+CoreFile::~CoreFile() {
+  if (map_) ::munmap(const_cast<uint8_t*>(map_), size_);
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void CoreFile::parse_notes(const uint8_t* p, size_t n) {
+  size_t off = 0;
+  while (off + sizeof(Elf64_Nhdr) <= n) {
+    Elf64_Nhdr nh;
+    std::memcpy(&nh, p + off, sizeof nh);
+    size_t name_off = off + sizeof nh;
+    size_t namesz = (nh.n_namesz + 3u) & ~3u;
+    size_t desc_off = name_off + namesz;
+    size_t descsz = (nh.n_descsz + 3u) & ~3u;
+    if (namesz > n || desc_off > n || nh.n_descsz > n - desc_off) {
+      diags_.add("truncated", std::nullopt, std::nullopt, "core note cut short");
+      return;
+    }
+    const uint8_t* desc = p + desc_off;
+    size_t dn = nh.n_descsz;
+    bool is_core = nh.n_namesz >= 4 && std::memcmp(p + name_off, "CORE", 4) == 0;
+    if (is_core && nh.n_type == NT_PRSTATUS && dn >= kPrstatusMin) {
+      CoreThread t;
+      int32_t pid;
+      std::memcpy(&pid, desc + kPrstatusPid, 4);
+      t.lwp = pid;
+      std::memcpy(&t.fs_base, desc + kPrstatusReg + kRegFsBase * 8, 8);
+      std::memcpy(&t.rsp, desc + kPrstatusReg + kRegRsp * 8, 8);
+      std::memcpy(&t.rip, desc + kPrstatusReg + kRegRip * 8, 8);
+      threads_.push_back(t);
+    } else if (is_core && nh.n_type == NT_PRPSINFO && dn >= 28) {
+      // struct elf_prpsinfo: pr_pid at offset 24 on x86-64.
+      int32_t pid;
+      std::memcpy(&pid, desc + 24, 4);
+      pid_ = pid;
+    } else if (is_core && nh.n_type == NT_FILE && dn >= 16) {
+      uint64_t count, page;
+      std::memcpy(&count, desc, 8);
+      std::memcpy(&page, desc + 8, 8);
+      if (count > (dn - 16) / 24) {
+        diags_.add("truncated", std::nullopt, std::nullopt, "NT_FILE note has a bad count");
+      } else {
+        size_t str = 16 + count * 24;
+        for (uint64_t i = 0; i < count; ++i) {
+          FileMapping f;
+          std::memcpy(&f.start, desc + 16 + i * 24, 8);
+          std::memcpy(&f.end, desc + 16 + i * 24 + 8, 8);
+          uint64_t pgoff;
+          std::memcpy(&pgoff, desc + 16 + i * 24 + 16, 8);
+          f.file_offset = pgoff * page;
+          size_t e = str;
+          while (e < dn && desc[e] != 0) ++e;
+          f.path.assign(reinterpret_cast<const char*>(desc + str), e - str);
+          str = e + 1;
+          files_.push_back(std::move(f));
+          if (str > dn) break;
+        }
+      }
+    }
+    off = desc_off + descsz;
+  }
+  if (pid_ == 0 && !threads_.empty()) pid_ = threads_.front().lwp;
+}
+
+const CoreFile::Segment* CoreFile::find(uint64_t addr) const {
+  auto it = std::upper_bound(segs_.begin(), segs_.end(), addr,
+                             [](uint64_t a, const Segment& s) { return a < s.vaddr; });
+  if (it == segs_.begin()) return nullptr;
+  --it;
+  if (addr - it->vaddr >= it->memsz) return nullptr;
+  return &*it;
+}
+
+const uint8_t* CoreFile::direct(uint64_t addr, size_t len) {
+  const Segment* s = find(addr);
+  if (!s) return nullptr;
+  uint64_t rel = addr - s->vaddr;
+  if (rel >= s->filesz || len > s->filesz - rel) return nullptr;
+  return map_ + s->offset + rel;
+}
+
+size_t CoreFile::read(uint64_t addr, void* out, size_t len) {
+  size_t done = 0;
+  auto* dst = static_cast<uint8_t*>(out);
+  while (done < len) {
+    const Segment* s = find(addr + done);
+    if (!s) break;
+    uint64_t rel = addr + done - s->vaddr;
+    if (rel >= s->filesz) break;
+    size_t n = static_cast<size_t>(std::min<uint64_t>(len - done, s->filesz - rel));
+    std::memcpy(dst + done, map_ + s->offset + rel, n);
+    done += n;
+  }
+  return done;
+}
+
+}  // namespace heapwalk::memory

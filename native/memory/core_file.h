@@ -1,0 +1,66 @@
+// An ELF core file (gcore or kernel), mmapped once; reads are memcpy from the mapping.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "memory/memory.h"
+#include "util/diagnostics.h"
+
+namespace heapwalk::memory {
+
+/// A thread as recorded in the core's NT_PRSTATUS note.
+struct CoreThread {
+  int lwp = 0;
+  uint64_t fs_base = 0;
+  uint64_t rsp = 0;
+  uint64_t rip = 0;
+};
+
+/// A file mapping from the core's NT_FILE note.
+struct FileMapping {
+  uint64_t start = 0, end = 0, file_offset = 0;
+  std::string path;
+};
+
+class CoreFile : public MemorySource {
+ public:
+  /// Opens and validates `path`; throws FormatError with a one-line reason when it is not an
+  /// x86-64 ELF core. Truncation is not fatal: missing bytes are recorded in diagnostics().
+  explicit CoreFile(const std::string& path);
+  ~CoreFile() override;
+  CoreFile(const CoreFile&) = delete;
+  CoreFile& operator=(const CoreFile&) = delete;
+
+  size_t read(uint64_t addr, void* out, size_t len) override;
+  const uint8_t* direct(uint64_t addr, size_t len) override;
+  const std::vector<Region>& regions() const override { return regions_; }
+
+  const std::vector<CoreThread>& threads() const { return threads_; }
+  const std::vector<FileMapping>& files() const { return files_; }
+  int pid() const { return pid_; }
+  const std::string& path() const { return path_; }
+  const Diagnostics& diagnostics() const { return diags_; }
+  uint64_t file_size() const { return size_; }
+
+ private:
+  struct Segment {
+    uint64_t vaddr, memsz, offset, filesz;  // filesz already clipped to the file's size
+  };
+  const Segment* find(uint64_t addr) const;
+  void parse_notes(const uint8_t* p, size_t n);
+
+  std::string path_;
+  int fd_ = -1;
+  const uint8_t* map_ = nullptr;
+  uint64_t size_ = 0;
+  std::vector<Segment> segs_;
+  std::vector<Region> regions_;
+  std::vector<CoreThread> threads_;
+  std::vector<FileMapping> files_;
+  int pid_ = 0;
+  Diagnostics diags_;
+};
+
+}  // namespace heapwalk::memory

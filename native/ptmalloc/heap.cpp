@@ -1,0 +1,651 @@
+#include "ptmalloc/heap.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "memory/memory.h"
+
+namespace heapwalk::ptmalloc {
+
+namespace {
+
+constexpr uint64_t kPage = 4096;
+constexpr unsigned kMaxArenas = 4096;  // bound on the ring walk; glibc's own limit is 8 * cores
+constexpr uint64_t kMaxHeapsPerArena = 1u << 16;
+
+uint64_t rd64(const uint8_t* p, uint64_t off) {
+  uint64_t v;
+  std::memcpy(&v, p + off, 8);
+  return v;
+}
+
+// Brent's cycle detection: O(1) memory over lists of any length. feed() returns true when the
+// node was seen before (the list loops).
+class CycleCheck {
+ public:
+  explicit CycleCheck(uint64_t start) : saved_(start) {}
+  bool feed(uint64_t node) {
+    if (node == saved_) return true;
+    if (++steps_ == power_) {
+      saved_ = node;
+      power_ <<= 1;
+      steps_ = 0;
+    }
+    return false;
+  }
+
+ private:
+  uint64_t saved_;
+  uint64_t power_ = 1, steps_ = 0;
+};
+
+}  // namespace
+
+const char* state_name(ChunkState s) {
+  switch (s) {
+    case ChunkState::Used: return "used";
+    case ChunkState::Tcache: return "tcache";
+    case ChunkState::Fastbin: return "fastbin";
+    case ChunkState::Unsorted: return "unsorted";
+    case ChunkState::Small: return "small";
+    case ChunkState::Large: return "large";
+    case ChunkState::Top: return "top";
+    case ChunkState::Mmapped: return "mmapped";
+    case ChunkState::Fencepost: return "fencepost";
+  }
+  return "?";
+}
+
+bool is_free(ChunkState s) {
+  switch (s) {
+    case ChunkState::Tcache:
+    case ChunkState::Fastbin:
+    case ChunkState::Unsorted:
+    case ChunkState::Small:
+    case ChunkState::Large:
+    case ChunkState::Top:
+      return true;
+    default:
+      return false;
+  }
+}
+
+Heap::Heap(target::Target& t, const std::string& version_hint) : t_(t) {
+  glibc_ = locate_glibc(t, version_hint);
+  read_params();
+  read_arenas();
+  read_tcaches();
+  build_free_index();
+  scan_mmapped();
+}
+
+uint64_t Heap::reveal(uint64_t field_address, uint64_t stored) const {
+  return layout().safe_linking ? ((field_address >> 12) ^ stored) : stored;
+}
+
+void Heap::read_params() {
+  const Layout& l = layout();
+  memory::Reader r(t_.memory());
+  std::vector<uint8_t> mp(l.mp_size);
+  r.bytes(glibc_.mp, mp.data(), mp.size(), "glibc's mp_ (malloc parameters)");
+  auto i32 = [&](uint64_t off) {
+    int32_t v;
+    std::memcpy(&v, mp.data() + off, 4);
+    return static_cast<uint64_t>(static_cast<uint32_t>(v));
+  };
+  params_.trim_threshold = rd64(mp.data(), l.mp_trim_threshold);
+  params_.top_pad = rd64(mp.data(), l.mp_top_pad);
+  params_.mmap_threshold = rd64(mp.data(), l.mp_mmap_threshold);
+  params_.arena_test = rd64(mp.data(), l.mp_arena_test);
+  params_.arena_max = rd64(mp.data(), l.mp_arena_max);
+  params_.sbrk_base = rd64(mp.data(), l.mp_sbrk_base);
+  mmapped_.n_mmaps = i32(l.mp_n_mmaps);
+  mmapped_.max_n_mmaps = i32(l.mp_max_n_mmaps);
+  mmapped_.mmapped_mem = rd64(mp.data(), l.mp_mmapped_mem);
+  mmapped_.max_mmapped_mem = rd64(mp.data(), l.mp_max_mmapped_mem);
+  if (l.has_tcache) {
+    params_.tcache_bins = rd64(mp.data(), l.mp_tcache_bins);
+    params_.tcache_count = rd64(mp.data(), l.mp_tcache_count);
+    params_.tcache_max_bytes = rd64(mp.data(), l.mp_tcache_max_bytes);
+  }
+}
+
+void Heap::read_arenas() {
+  uint64_t a = glibc_.main_arena;
+  std::vector<uint64_t> seen;
+  for (unsigned i = 0; i < kMaxArenas; ++i) {
+    if (std::find(seen.begin(), seen.end(), a) != seen.end()) {
+      diags_.add("cycle", a, std::nullopt,
+                 "arena ring returns to " + hex(a) + " without passing main_arena");
+      break;
+    }
+    seen.push_back(a);
+    Arena ar;
+    ar.address = a;
+    ar.index = i;
+    ar.main = a == glibc_.main_arena;
+    try {
+      read_arena(ar);
+    } catch (const Fault& f) {
+      if (ar.main) throw;
+      diags_.add("unreadable", a, a, std::string("arena: ") + f.what());
+      break;
+    }
+    uint64_t next = ar.next;
+    arenas_.push_back(std::move(ar));
+    if (next == glibc_.main_arena) return;
+    if (next == 0 || (next & 7) != 0) {
+      diags_.add("bad_fd_bk", a, a, "arena ring broken: next = " + hex(next));
+      return;
+    }
+    a = next;
+  }
+}
+
+void Heap::read_arena(Arena& a) {
+  const Layout& l = layout();
+  memory::Reader r(t_.memory());
+  std::vector<uint8_t> ms(l.ms_size);
+  r.bytes(a.address, ms.data(), ms.size(), a.main ? "main_arena" : "malloc_state");
+  a.top = rd64(ms.data(), l.ms_top);
+  a.next = rd64(ms.data(), l.ms_next);
+  a.attached_threads = rd64(ms.data(), l.ms_attached_threads);
+  a.system_mem = rd64(ms.data(), l.ms_system_mem);
+  a.max_system_mem = rd64(ms.data(), l.ms_max_system_mem);
+  uint64_t top_word;
+  if (r.try_u64(a.top + 8, top_word)) {
+    a.top_size = top_word & ~uint64_t{7};
+  } else {
+    diags_.add("unreadable", a.top, a.address, "top chunk header unreadable");
+  }
+  read_fastbins(a, ms.data());
+  read_bins(a, ms.data());
+  read_heaps(a);
+}
+
+void Heap::read_fastbins(Arena& a, const uint8_t* ms) {
+  const Layout& l = layout();
+  memory::Reader r(t_.memory());
+  uint64_t bound = a.system_mem / l.minsize + 2;
+  for (unsigned i = 0; i < l.nfastbins; ++i) {
+    uint64_t p = rd64(ms, l.ms_fastbins + i * 8);
+    if (p == 0) continue;
+    FreeList fl;
+    fl.index = i;
+    fl.kind = ChunkState::Fastbin;
+    uint64_t expect = (i + 2) * l.alignment;
+    CycleCheck cyc(p);
+    bool first = true;
+    for (uint64_t n = 0; p != 0; ++n) {
+      if (!first && cyc.feed(p)) {
+        diags_.add("cycle", p, a.address,
+                   "fastbin[" + std::to_string(i) + "] loops back to chunk " + hex(p));
+        break;
+      }
+      first = false;
+      if (n > bound) {
+        diags_.add("cycle", p, a.address, "fastbin[" + std::to_string(i) + "] longer than the arena allows");
+        break;
+      }
+      if (p & (l.alignment - 1)) {
+        diags_.add("misaligned", p, a.address, "fastbin[" + std::to_string(i) + "] chunk is misaligned");
+        break;
+      }
+      uint64_t size_word, fd;
+      if (!r.try_u64(p + 8, size_word) || !r.try_u64(p + 16, fd)) {
+        diags_.add("unreadable", p, a.address, "fastbin[" + std::to_string(i) + "] chunk unreadable");
+        break;
+      }
+      uint64_t sz = size_word & ~uint64_t{7};
+      if (sz != expect)
+        diags_.add("bad_size", p, a.address,
+                   "fastbin[" + std::to_string(i) + "] chunk has size " + hex(sz) + ", expected " + hex(expect));
+      fl.chunks.push_back({p, sz});
+      fl.bytes += sz;
+      a.fast.add(sz);
+      p = reveal(p + 16, fd);
+    }
+    if (!fl.chunks.empty()) a.fastbins.push_back(std::move(fl));
+  }
+}
+
+void Heap::read_bins(Arena& a, const uint8_t* ms) {
+  const Layout& l = layout();
+  memory::Reader r(t_.memory());
+  uint64_t bound = a.system_mem / l.minsize + 2;
+  for (unsigned i = 1; i < l.nbins; ++i) {
+    uint64_t slot = l.ms_bins + (i - 1) * 16;
+    uint64_t bin = a.address + slot - 16;  // bin_at(): a fake chunk whose fd/bk are the slot
+    uint64_t fd = rd64(ms, slot);
+    if (fd == bin || fd == 0) continue;
+    FreeList fl;
+    fl.index = i;
+    fl.kind = i == 1 ? ChunkState::Unsorted : (i < l.nsmallbins ? ChunkState::Small : ChunkState::Large);
+    const char* kind = state_name(fl.kind);
+    uint64_t prev = bin, p = fd;
+    CycleCheck cyc(bin);
+    for (uint64_t n = 0; p != bin; ++n) {
+      if (cyc.feed(p) || n > bound) {
+        diags_.add("cycle", p, a.address,
+                   std::string(kind) + " bin " + std::to_string(i) + " loops at chunk " + hex(p) +
+                       " without returning to the bin");
+        break;
+      }
+      if (p & (l.alignment - 1)) {
+        diags_.add("misaligned", p, a.address, std::string(kind) + " bin " + std::to_string(i) + " chunk is misaligned");
+        break;
+      }
+      const uint8_t* c = r.span(p, 32);
+      if (!c) {
+        diags_.add("unreadable", p, a.address, std::string(kind) + " bin " + std::to_string(i) + " chunk unreadable");
+        break;
+      }
+      uint64_t sz = rd64(c, 8) & ~uint64_t{7};
+      uint64_t nfd = rd64(c, 16), bk = rd64(c, 24);
+      if (bk != prev)
+        diags_.add("bad_fd_bk", p, a.address,
+                   std::string(kind) + " bin " + std::to_string(i) + ": chunk's bk is " + hex(bk) +
+                       " but the previous chunk is " + hex(prev));
+      bool size_ok = sz >= l.minsize && (sz & (l.alignment - 1)) == 0;
+      if (fl.kind == ChunkState::Small) size_ok = size_ok && sz == i * l.alignment;
+      if (fl.kind == ChunkState::Large) size_ok = size_ok && sz >= l.nsmallbins * l.alignment;
+      if (!size_ok)
+        diags_.add("bad_size", p, a.address,
+                   std::string(kind) + " bin " + std::to_string(i) + " chunk has size " + hex(sz));
+      fl.chunks.push_back({p, sz});
+      fl.bytes += sz;
+      a.binned.add(sz);
+      prev = p;
+      p = nfd;
+    }
+    if (!fl.chunks.empty()) a.bins.push_back(std::move(fl));
+  }
+}
+
+void Heap::read_heaps(Arena& a) {
+  const Layout& l = layout();
+  memory::Reader r(t_.memory());
+  if (a.main) {
+    uint64_t base = params_.sbrk_base;
+    if (base == 0 || a.top_size == 0) return;  // malloc never initialised the main heap
+    HeapRange h;
+    h.address = base;
+    h.size = h.mprotect_size = a.system_mem;
+    h.first_chunk = (base + l.alignment - 1) & ~(l.alignment - 1);
+    h.walk_end = a.top + a.top_size;
+    if (a.top < h.first_chunk || h.walk_end > base + a.system_mem + kPage) {
+      diags_.add("note", a.top, a.address,
+                 "main arena is not contiguous (top outside the sbrk heap); walked up to top only");
+      if (a.top < h.first_chunk) h.walk_end = base + a.system_mem;
+    }
+    a.heaps.push_back(h);
+    return;
+  }
+  std::vector<HeapRange> chain;
+  uint64_t hp = a.top & ~(l.heap_max - 1);
+  for (uint64_t n = 0; hp != 0 && n < kMaxHeapsPerArena; ++n) {
+    const uint8_t* hi = r.span(hp, l.hi_size);
+    if (!hi) {
+      diags_.add("heap_info", hp, a.address, "heap_info unreadable");
+      break;
+    }
+    uint64_t ar = rd64(hi, l.hi_ar_ptr), prev = rd64(hi, l.hi_prev);
+    HeapRange h;
+    h.address = hp;
+    h.size = rd64(hi, l.hi_heap_size);
+    h.mprotect_size = rd64(hi, l.hi_mprotect_size);
+    if (ar != a.address || h.size > l.heap_max || h.size < l.hi_size) {
+      diags_.add("heap_info", hp, a.address,
+                 "heap_info does not belong to this arena (ar_ptr " + hex(ar) + ", size " + hex(h.size) + ")");
+      break;
+    }
+    h.walk_end = hp + h.size;
+    h.first_chunk = hp + l.hi_size;
+    chain.push_back(h);
+    if (std::any_of(chain.begin(), chain.end() - 1, [&](const HeapRange& x) { return x.address == prev; })) {
+      diags_.add("cycle", prev, a.address, "heap_info prev chain loops");
+      break;
+    }
+    hp = prev;
+  }
+  std::reverse(chain.begin(), chain.end());
+  if (!chain.empty()) {
+    // The oldest heap holds the malloc_state right after heap_info.
+    HeapRange& first = chain.front();
+    if (first.address + l.hi_size == a.address)
+      first.first_chunk = (a.address + l.ms_size + l.alignment - 1) & ~(l.alignment - 1);
+    HeapRange& last = chain.back();
+    if (a.top >= last.address && a.top < last.address + last.size) last.walk_end = a.top + a.top_size;
+  }
+  a.heaps = std::move(chain);
+}
+
+void Heap::read_tcaches() {
+  const Layout& l = layout();
+  memory::Reader r(t_.memory());
+  for (const auto& th : t_.threads()) {
+    ThreadCache tc;
+    tc.lwp = th.lwp;
+    uint64_t v;
+    if (th.arena) {
+      tc.arena = *th.arena;
+    } else if (glibc_.thread_arena_tpoff && th.fs_base &&
+               r.try_u64(th.fs_base + static_cast<uint64_t>(*glibc_.thread_arena_tpoff), v)) {
+      if (v) tc.arena = v;
+    }
+    std::optional<uint64_t> ptr;
+    if (th.tcache) {
+      ptr = *th.tcache;
+    } else if (glibc_.tcache_tpoff && th.fs_base) {
+      if (r.try_u64(th.fs_base + static_cast<uint64_t>(*glibc_.tcache_tpoff), v)) {
+        ptr = v;
+      } else {
+        diags_.add("unreadable", th.fs_base, std::nullopt,
+                   "thread " + std::to_string(th.lwp) + ": TLS block unreadable");
+      }
+    }
+    if (!l.has_tcache || !ptr || *ptr == 0) {
+      threads_.push_back(std::move(tc));
+      continue;
+    }
+    tc.address = *ptr;
+    std::vector<uint8_t> ts(l.tc_size);
+    if (t_.memory().read(*ptr, ts.data(), ts.size()) != ts.size()) {
+      diags_.add("bad_tcache", *ptr, std::nullopt,
+                 "thread " + std::to_string(th.lwp) + ": tcache_perthread_struct unreadable");
+      threads_.push_back(std::move(tc));
+      continue;
+    }
+    for (unsigned i = 0; i < l.tcache_bins; ++i) {
+      uint64_t count = 0;
+      if (l.tcache_count_width == 2) {
+        uint16_t c;
+        std::memcpy(&c, ts.data() + l.tc_counts + i * 2, 2);
+        count = c;
+      } else {
+        count = ts[l.tc_counts + i];
+      }
+      uint64_t e = rd64(ts.data(), l.tc_entries + i * 8);
+      if (e == 0 && count == 0) continue;
+      FreeList fl;
+      fl.index = i;
+      fl.kind = ChunkState::Tcache;
+      uint64_t expect = i * l.alignment + l.minsize;
+      CycleCheck cyc(e);
+      bool first = true;
+      uint64_t n = 0;
+      for (; e != 0 && n < 65536; ++n) {
+        if (!first && cyc.feed(e)) {
+          diags_.add("cycle", e - 16, std::nullopt,
+                     "thread " + std::to_string(th.lwp) + " tcache bin " + std::to_string(i) + " loops at chunk " + hex(e - 16));
+          break;
+        }
+        first = false;
+        if (e & (l.alignment - 1)) {
+          diags_.add("misaligned", e, std::nullopt,
+                     "thread " + std::to_string(th.lwp) + " tcache bin " + std::to_string(i) + " entry is misaligned");
+          break;
+        }
+        uint64_t p = e - 16;
+        const uint8_t* c = r.span(p, 32);
+        if (!c) {
+          diags_.add("unreadable", p, std::nullopt,
+                     "thread " + std::to_string(th.lwp) + " tcache bin " + std::to_string(i) + " chunk unreadable");
+          break;
+        }
+        uint64_t sz = rd64(c, 8) & ~uint64_t{7};
+        uint64_t next = rd64(c, 16 + l.te_next), key = rd64(c, 16 + l.te_key);
+        if (sz != expect)
+          diags_.add("bad_tcache", p, std::nullopt,
+                     "tcache bin " + std::to_string(i) + " chunk has size " + hex(sz) + ", expected " + hex(expect));
+        if (l.key_kind == TcacheKey::Random && glibc_.tcache_key && key != *glibc_.tcache_key)
+          diags_.add("bad_tcache", p, std::nullopt,
+                     "tcache bin " + std::to_string(i) + " chunk's key is not tcache_key");
+        fl.chunks.push_back({p, sz});
+        fl.bytes += sz;
+        tc.total.add(sz);
+        e = reveal(e + l.te_next, next);
+      }
+      if (n != count)
+        diags_.add("bad_tcache", *ptr, std::nullopt,
+                   "thread " + std::to_string(th.lwp) + " tcache bin " + std::to_string(i) + " holds " +
+                       std::to_string(n) + " chunks but counts[] says " + std::to_string(count));
+      if (!fl.chunks.empty()) tc.bins.push_back(std::move(fl));
+    }
+    threads_.push_back(std::move(tc));
+  }
+}
+
+const Arena* Heap::arena_of(uint64_t address) const {
+  for (const auto& a : arenas_) {
+    for (const auto& h : a.heaps) {
+      uint64_t end = a.main ? h.walk_end : h.address + h.size;
+      if (address >= h.address && address < end) return &a;
+    }
+  }
+  return nullptr;
+}
+
+const Arena* Heap::find_arena(uint64_t selector) const {
+  for (const auto& a : arenas_)
+    if (a.address == selector) return &a;
+  if (selector < arenas_.size()) return &arenas_[selector];
+  return nullptr;
+}
+
+void Heap::build_free_index() {
+  free_index_.clear();
+  for (auto& a : arenas_) {
+    for (const auto& fl : a.fastbins)
+      for (const auto& c : fl.chunks) free_index_.emplace_back(c.address, ChunkState::Fastbin);
+    for (const auto& fl : a.bins)
+      for (const auto& c : fl.chunks) free_index_.emplace_back(c.address, fl.kind);
+  }
+  for (const auto& tc : threads_) {
+    for (const auto& fl : tc.bins) {
+      for (const auto& c : fl.chunks) {
+        free_index_.emplace_back(c.address, ChunkState::Tcache);
+        const Arena* a = arena_of(c.address);
+        if (a) {
+          const_cast<Arena*>(a)->tcache.add(c.size);
+        } else {
+          diags_.add("outside_heap", c.address, std::nullopt,
+                     "thread " + std::to_string(tc.lwp) + " tcache chunk lies in no arena's heap");
+        }
+      }
+    }
+  }
+  std::sort(free_index_.begin(), free_index_.end());
+  for (size_t i = 1; i < free_index_.size(); ++i) {
+    if (free_index_[i].first == free_index_[i - 1].first)
+      diags_.add("double_free", free_index_[i].first, std::nullopt,
+                 std::string("chunk is on two free lists (") + state_name(free_index_[i - 1].second) +
+                     " and " + state_name(free_index_[i].second) + ")");
+  }
+  for (const auto& [addr, st] : free_index_) {
+    if (st != ChunkState::Tcache && !arena_of(addr))
+      diags_.add("outside_heap", addr, std::nullopt,
+                 std::string(state_name(st)) + " chunk lies in no arena's heap");
+  }
+}
+
+void Heap::scan_mmapped() {
+  const Layout& l = layout();
+  // Heaps are excluded by range: a heap's mapping may be merged with neighbouring anonymous memory.
+  std::vector<std::pair<uint64_t, uint64_t>> excluded;
+  for (const auto& a : arenas_)
+    for (const auto& h : a.heaps)
+      excluded.emplace_back(h.address, a.main ? h.walk_end : h.address + l.heap_max);
+  std::sort(excluded.begin(), excluded.end());
+  memory::Reader r(t_.memory());
+  auto& mem = t_.memory();
+  for (const auto& reg : mem.regions()) {
+    if (!reg.read || !reg.write || !reg.path.empty() || !reg.saved) continue;
+    uint64_t o = (reg.start + kPage - 1) & ~(kPage - 1);
+    while (o + 16 <= reg.end) {
+      auto ex = std::upper_bound(excluded.begin(), excluded.end(), std::make_pair(o, ~uint64_t{0}));
+      if (ex != excluded.begin() && o < std::prev(ex)->second) {
+        o = (std::prev(ex)->second + kPage - 1) & ~(kPage - 1);
+        continue;
+      }
+      const uint8_t* hdr = r.span(o, 16);
+      if (!hdr) {
+        o += kPage;
+        continue;
+      }
+      uint64_t prev_size = rd64(hdr, 0), size_word = rd64(hdr, 8);
+      uint64_t sz = size_word & ~uint64_t{7};
+      // sysmalloc_mmap sets the head to size | IS_MMAPPED and prev_size to 0 for plain requests.
+      if (prev_size == 0 && (size_word & 7) == 2 && sz >= kPage && (sz & (kPage - 1)) == 0 &&
+          mem.readable_span(o, sz) >= std::min<uint64_t>(sz, 16)) {
+        if (sz <= reg.end - o || mem.readable_span(o, sz) == sz) {
+          mmapped_.chunks.push_back({o, sz, prev_size});
+          mmapped_.found.add(sz);
+          o += sz;
+          continue;
+        }
+      }
+      o += kPage;
+    }
+  }
+  (void)l;
+  if (mmapped_.found.count != mmapped_.n_mmaps || mmapped_.found.bytes != mmapped_.mmapped_mem) {
+    diags_.add("mmapped_mismatch", std::nullopt, std::nullopt,
+               "found " + std::to_string(mmapped_.found.count) + " mmapped chunks (" +
+                   std::to_string(mmapped_.found.bytes) + " bytes) but mp_ counts " +
+                   std::to_string(mmapped_.n_mmaps) + " (" + std::to_string(mmapped_.mmapped_mem) +
+                   " bytes); aligned (memalign) or unsaved mmapped chunks are not found by the scan");
+  }
+}
+
+uint64_t Heap::resync(uint64_t p, uint64_t end, const Arena& a) {
+  const Layout& l = layout();
+  memory::Reader r(t_.memory());
+  auto plausible = [&](uint64_t q, uint64_t& sz) {
+    uint64_t w;
+    if (!r.try_u64(q + 8, w)) return false;
+    sz = w & ~uint64_t{7};
+    return sz >= l.minsize && (sz & (l.alignment - 1)) == 0 && sz <= end - q;
+  };
+  // The next known free-list chunk is a trustworthy landing point; otherwise look for two
+  // consecutive plausible headers.
+  auto fi = std::upper_bound(free_index_.begin(), free_index_.end(), std::make_pair(p, ChunkState::Fencepost));
+  uint64_t known = (fi != free_index_.end() && fi->first < end) ? fi->first : end;
+  for (uint64_t q = p + l.alignment; q + 16 <= end && q < known; q += l.alignment) {
+    if (q == a.top) return q;
+    uint64_t s1, s2;
+    if (!plausible(q, s1)) continue;
+    uint64_t n = q + s1;
+    if (n == end || n == a.top || (n < end && plausible(n, s2))) return q;
+  }
+  return std::min(known, a.top >= p && a.top < end ? a.top : end);
+}
+
+void Heap::walk_heap(const Arena& a, size_t hi, const ChunkVisitor& visit, bool record) {
+  const Layout& l = layout();
+  const HeapRange& h = a.heaps[hi];
+  uint64_t p = h.first_chunk, end = h.walk_end;
+  bool top_heap = a.top >= h.first_chunk && a.top <= end;
+  memory::Reader r(t_.memory());
+  // Fast path for mmapped cores: one pointer to the whole heap, no per-chunk lookups.
+  const uint8_t* base = end > p ? t_.memory().direct(p, end - p) : nullptr;
+  auto fi = std::lower_bound(free_index_.begin(), free_index_.end(), std::make_pair(p, ChunkState::Used));
+  auto fend = free_index_.end();
+  while (p < end) {
+    if (p == a.top) {
+      visit(p, a.top_size, ChunkState::Top, &a, hi);
+      return;
+    }
+    uint64_t size_word;
+    if (base) {
+      if (p + 16 > end) break;
+      std::memcpy(&size_word, base + (p - h.first_chunk) + 8, 8);
+    } else if (!r.try_u64(p + 8, size_word)) {
+      if (record) diags_.add("unreadable", p, a.address, "chunk header unreadable; rest of heap skipped");
+      return;
+    }
+    uint64_t sz = size_word & ~uint64_t{7};
+    if (sz == 0 && !top_heap) {
+      visit(p, end - p, ChunkState::Fencepost, &a, hi);  // the final fencepost of an old heap
+      return;
+    }
+    if (sz == 16 && !top_heap) {
+      visit(p, 16, ChunkState::Fencepost, &a, hi);
+      p += 16;
+      continue;
+    }
+    bool bad = sz < l.minsize || (sz & (l.alignment - 1)) != 0 || sz > end - p ||
+               (top_heap && p < a.top && sz > a.top - p);
+    if (bad) {
+      uint64_t q = resync(p, end, a);
+      if (record)
+        diags_.add("bad_size", p, a.address,
+                   "chunk size field " + hex(size_word) + " is impossible here; skipped " +
+                       std::to_string(q - p) + " bytes to " + hex(q));
+      p = q;
+      continue;
+    }
+    while (fi != fend && fi->first < p) {
+      if (record)
+        diags_.add("outside_heap", fi->first, a.address,
+                   std::string(state_name(fi->second)) + " chunk is not on a chunk boundary of the heap walk");
+      ++fi;
+    }
+    ChunkState st = ChunkState::Used;
+    if (fi != fend && fi->first == p) {
+      st = fi->second;
+      while (fi != fend && fi->first == p) ++fi;
+    }
+    if (record && (st == ChunkState::Used || st == ChunkState::Fastbin || st == ChunkState::Tcache) &&
+        ((size_word & 4) != 0) == a.main)
+      diags_.add("bad_size", p, a.address,
+                 std::string("chunk's NON_MAIN_ARENA bit does not match its arena (size field ") +
+                     hex(size_word) + ")");
+    if (!visit(p, sz, st, &a, hi)) return;
+    p += sz;
+  }
+}
+
+void Heap::walk(const Arena* only, const ChunkVisitor& visit) {
+  summarize();
+  walk_impl(only, visit, false);
+}
+
+void Heap::walk_impl(const Arena* only, const ChunkVisitor& visit, bool record) {
+  bool stop = false;
+  ChunkVisitor v = [&](uint64_t addr, uint64_t size, ChunkState st, const Arena* a, size_t h) {
+    if (!visit(addr, size, st, a, h)) {
+      stop = true;
+      return false;
+    }
+    return true;
+  };
+  for (const auto& a : arenas_) {
+    if (only && only != &a) continue;
+    for (size_t h = 0; h < a.heaps.size() && !stop; ++h) walk_heap(a, h, v, record);
+    if (stop) return;
+  }
+  if (!only) {
+    for (const auto& c : mmapped_.chunks)
+      if (!visit(c.address, c.size, ChunkState::Mmapped, nullptr, 0)) return;
+  }
+}
+
+void Heap::summarize() {
+  if (walked_once_) return;
+  for (auto& a : arenas_) {
+    a.in_use = Count{};
+    a.fenceposts = Count{};
+  }
+  walk_impl(nullptr, [&](uint64_t, uint64_t size, ChunkState st, const Arena* a, size_t) {
+    if (!a) return true;
+    auto* ar = const_cast<Arena*>(a);
+    if (st == ChunkState::Used) ar->in_use.add(size);
+    if (st == ChunkState::Fencepost) ar->fenceposts.add(size);
+    return true;
+  }, true);
+  for (auto& a : arenas_) a.walked = true;
+  walked_once_ = true;
+}
+
+}  // namespace heapwalk::ptmalloc

@@ -1,0 +1,138 @@
+// The ptmalloc model: arenas, heaps, free lists, tcaches and mmapped chunks of one target,
+// and the chunk walk shared by every analysis.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ptmalloc/glibc.h"
+#include "target/target.h"
+#include "util/diagnostics.h"
+
+namespace heapwalk::ptmalloc {
+
+enum class ChunkState : uint8_t { Used, Tcache, Fastbin, Unsorted, Small, Large, Top, Mmapped, Fencepost };
+const char* state_name(ChunkState s);
+bool is_free(ChunkState s);
+
+struct Count {
+  uint64_t count = 0, bytes = 0;
+  void add(uint64_t b) {
+    ++count;
+    bytes += b;
+  }
+};
+
+struct HeapRange {
+  uint64_t address = 0;        ///< heap_info address (main arena: sbrk_base)
+  uint64_t size = 0;           ///< heap_info.size (main arena: system_mem)
+  uint64_t mprotect_size = 0;  ///< heap_info.mprotect_size (main arena: system_mem)
+  uint64_t first_chunk = 0;    ///< where the chunk walk starts
+  uint64_t walk_end = 0;       ///< where it stops (exclusive)
+};
+
+struct FreeChunk {
+  uint64_t address = 0, size = 0;
+};
+
+/// One non-empty fastbin, bin (unsorted/small/large) or tcache bin.
+struct FreeList {
+  unsigned index = 0;
+  ChunkState kind = ChunkState::Fastbin;
+  std::vector<FreeChunk> chunks;
+  uint64_t bytes = 0;
+};
+
+struct Arena {
+  uint64_t address = 0;
+  unsigned index = 0;
+  bool main = false;
+  uint64_t system_mem = 0, max_system_mem = 0, attached_threads = 0, next = 0;
+  uint64_t top = 0, top_size = 0;
+  std::vector<HeapRange> heaps;  ///< oldest first
+  std::vector<FreeList> fastbins, bins;
+  Count fast, binned, tcache, in_use, fenceposts;
+  bool walked = false;  ///< in_use/tcache filled
+};
+
+struct ThreadCache {
+  int lwp = 0;
+  std::optional<uint64_t> address;  ///< tcache_perthread_struct, if any
+  std::optional<uint64_t> arena;    ///< thread_arena
+  std::vector<FreeList> bins;
+  Count total;
+};
+
+struct MmappedChunk {
+  uint64_t address = 0, size = 0, prev_size = 0;
+};
+
+struct Mmapped {
+  uint64_t n_mmaps = 0, mmapped_mem = 0, max_n_mmaps = 0, max_mmapped_mem = 0;
+  std::vector<MmappedChunk> chunks;  ///< found by scanning anonymous mappings
+  Count found;
+};
+
+struct Params {
+  uint64_t trim_threshold = 0, top_pad = 0, mmap_threshold = 0, arena_test = 0, arena_max = 0;
+  uint64_t sbrk_base = 0, tcache_bins = 0, tcache_count = 0, tcache_max_bytes = 0;
+};
+
+/// A visitor over chunks in address order; return false to stop.
+using ChunkVisitor = std::function<bool(uint64_t address, uint64_t size, ChunkState state,
+                                        const Arena* arena, size_t heap)>;
+
+class Heap {
+ public:
+  /// Builds the model: arena ring, heaps, bins, tcaches, mmapped chunks. Throws SymbolError or
+  /// Fault only when main_arena itself cannot be used; everything else becomes diagnostics.
+  explicit Heap(target::Target& t, const std::string& version_hint = "");
+
+  const GlibcInfo& glibc() const { return glibc_; }
+  const Params& params() const { return params_; }
+  const std::vector<Arena>& arenas() const { return arenas_; }
+  const std::vector<ThreadCache>& threads() const { return threads_; }
+  const Mmapped& mmapped() const { return mmapped_; }
+  Diagnostics& diagnostics() { return diags_; }
+
+  /// Walks every chunk of one arena (or all when arena == nullptr) in address order.
+  /// `record` adds corruption diagnostics found during the walk (only the first walk does).
+  void walk(const Arena* arena, const ChunkVisitor& visit);
+  /// Counts in-use and cached chunks per arena (runs the walk once).
+  void summarize();
+  /// Arena owning an address, by heap range; nullptr if none.
+  const Arena* arena_of(uint64_t address) const;
+  /// Which arena does `selector` name: a ring index or an arena address.
+  const Arena* find_arena(uint64_t selector) const;
+  const Layout& layout() const { return *glibc_.layout; }
+
+ private:
+  void read_params();
+  void read_arenas();
+  void read_arena(Arena& a);
+  void read_fastbins(Arena& a, const uint8_t* ms);
+  void read_bins(Arena& a, const uint8_t* ms);
+  void read_heaps(Arena& a);
+  void read_tcaches();
+  void scan_mmapped();
+  void build_free_index();
+  void walk_impl(const Arena* only, const ChunkVisitor& visit, bool record);
+  void walk_heap(const Arena& a, size_t hi, const ChunkVisitor& visit, bool record);
+  uint64_t resync(uint64_t p, uint64_t end, const Arena& a);
+  uint64_t reveal(uint64_t field_address, uint64_t stored) const;
+
+  target::Target& t_;
+  GlibcInfo glibc_;
+  Params params_;
+  std::vector<Arena> arenas_;
+  std::vector<ThreadCache> threads_;
+  Mmapped mmapped_;
+  Diagnostics diags_;
+  std::vector<std::pair<uint64_t, ChunkState>> free_index_;  ///< sorted by address
+  bool walked_once_ = false;
+};
+
+}  // namespace heapwalk::ptmalloc

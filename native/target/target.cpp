@@ -1,0 +1,176 @@
+#include "target/target.h"
+
+#include <elf.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "memory/core_file.h"
+#include "memory/live_process.h"
+
+namespace heapwalk::target {
+
+namespace {
+
+std::string basename_of(const std::string& p) {
+  size_t s = p.rfind('/');
+  return s == std::string::npos ? p : p.substr(s + 1);
+}
+
+// Reads the build-id note of an ELF image mapped at `base` in the target, "" if unreadable.
+std::string image_build_id(memory::MemorySource& mem, uint64_t base) {
+  Elf64_Ehdr eh;
+  if (mem.read(base, &eh, sizeof eh) != sizeof eh) return "";
+  if (std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 || eh.e_phentsize != sizeof(Elf64_Phdr) ||
+      eh.e_phnum > 64)
+    return "";
+  std::vector<Elf64_Phdr> ph(eh.e_phnum);
+  size_t n = ph.size() * sizeof(Elf64_Phdr);
+  if (mem.read(base + eh.e_phoff, ph.data(), n) != n) return "";
+  uint64_t first = 0;
+  bool have = false;
+  for (auto& p : ph)
+    if (p.p_type == PT_LOAD && !have) {
+      first = p.p_vaddr;
+      have = true;
+    }
+  for (auto& p : ph) {
+    if (p.p_type != PT_NOTE || p.p_memsz > 4096) continue;
+    std::vector<uint8_t> buf(p.p_memsz);
+    if (mem.read(base - first + p.p_vaddr, buf.data(), buf.size()) != buf.size()) continue;
+    std::string id = build_id_from_notes(buf.data(), buf.size());
+    if (!id.empty()) return id;
+  }
+  return "";
+}
+
+}  // namespace
+
+std::unique_ptr<Target> Target::open_core(const std::string& path, const std::string& sysroot) {
+  auto core = std::make_unique<memory::CoreFile>(path);
+  auto t = std::unique_ptr<Target>(new Target());
+  t->kind_ = Kind::Core;
+  t->path_ = path;
+  t->sysroot_ = sysroot;
+  t->pid_ = core->pid();
+  for (const auto& ct : core->threads()) {
+    Thread th;
+    th.lwp = ct.lwp;
+    th.fs_base = ct.fs_base;
+    th.rsp = ct.rsp;
+    t->threads_.push_back(th);
+  }
+  t->diags_.append(core->diagnostics());
+  t->mem_ = std::move(core);
+  t->modules_from_regions();
+  return t;
+}
+
+std::unique_ptr<Target> Target::attach(int pid, std::vector<Thread> threads) {
+  bool freeze = threads.empty();
+  auto live = std::make_unique<memory::LiveProcess>(pid, freeze);
+  auto t = std::unique_ptr<Target>(new Target());
+  t->kind_ = Kind::Live;
+  t->pid_ = pid;
+  t->path_ = "/proc/" + std::to_string(pid);
+  if (freeze) {
+    for (const auto& ct : live->threads()) {
+      Thread th;
+      th.lwp = ct.lwp;
+      th.fs_base = ct.fs_base;
+      th.rsp = ct.rsp;
+      t->threads_.push_back(th);
+    }
+  } else {
+    t->threads_ = std::move(threads);
+  }
+  t->mem_ = std::move(live);
+  t->modules_from_regions();
+  return t;
+}
+
+std::unique_ptr<Target> Target::from_callback(memory::CallbackSource::ReadFn fn,
+                                              std::vector<Thread> threads) {
+  auto t = std::unique_ptr<Target>(new Target());
+  t->kind_ = Kind::Callback;
+  t->threads_ = std::move(threads);
+  t->mem_ = std::make_unique<memory::CallbackSource>(std::move(fn));
+  return t;
+}
+
+std::unique_ptr<Target> Target::from_source(std::unique_ptr<memory::MemorySource> src,
+                                            std::vector<Module> modules,
+                                            std::vector<Thread> threads) {
+  auto t = std::unique_ptr<Target>(new Target());
+  t->kind_ = Kind::Buffer;
+  t->mem_ = std::move(src);
+  t->modules_ = std::move(modules);
+  t->threads_ = std::move(threads);
+  return t;
+}
+
+void Target::close() {
+  if (auto* live = dynamic_cast<memory::LiveProcess*>(mem_.get())) live->release();
+}
+
+void Target::modules_from_regions() {
+  std::map<std::string, Module> by_path;
+  for (const auto& r : mem_->regions()) {
+    if (r.path.empty() || r.path[0] != '/') continue;
+    auto [it, fresh] = by_path.try_emplace(r.path);
+    Module& m = it->second;
+    if (fresh) {
+      m.path = r.path;
+      m.base = r.start - std::min(r.start, r.file_offset);
+      m.end = r.end;
+    } else {
+      if (r.file_offset == 0 || r.start - std::min(r.start, r.file_offset) < m.base)
+        m.base = std::min(m.base, r.start - std::min(r.start, r.file_offset));
+      m.end = std::max(m.end, r.end);
+    }
+  }
+  for (auto& [p, m] : by_path) {
+    m.build_id = image_build_id(*mem_, m.base);
+    modules_.push_back(std::move(m));
+  }
+  std::sort(modules_.begin(), modules_.end(),
+            [](const Module& a, const Module& b) { return a.base < b.base; });
+}
+
+const Module* Target::find_module(const std::function<bool(const std::string&)>& match) const {
+  for (const auto& m : modules_)
+    if (match(basename_of(m.path))) return &m;
+  return nullptr;
+}
+
+std::unique_ptr<ElfFile> Target::module_file(const Module& m) {
+  std::string p = resolve_under(sysroot_, m.path);
+  auto f = ElfFile::open(p);
+  if (!f) {
+    diags_.add("symbols", m.base, std::nullopt,
+               m.path + ": file not found" + (sysroot_.empty() ? "" : " under sysroot " + sysroot_));
+    return nullptr;
+  }
+  if (!m.build_id.empty() && !f->build_id().empty() && f->build_id() != m.build_id) {
+    diags_.add("symbols", m.base, std::nullopt,
+               p + ": build-id " + f->build_id() + " does not match the image's " + m.build_id +
+                   "; not using it");
+    return nullptr;
+  }
+  return f;
+}
+
+std::unique_ptr<ElfFile> Target::debug_file(const std::string& build_id) {
+  if (build_id.size() < 4) return nullptr;
+  std::string rel = "/usr/lib/debug/.build-id/" + build_id.substr(0, 2) + "/" + build_id.substr(2) + ".debug";
+  std::vector<std::string> candidates;
+  if (!sysroot_.empty()) candidates.push_back(resolve_under(sysroot_, rel));
+  candidates.push_back(rel);
+  for (const auto& c : candidates) {
+    auto f = ElfFile::open(c);
+    if (f && (f->build_id().empty() || f->build_id() == build_id)) return f;
+  }
+  return nullptr;
+}
+
+}  // namespace heapwalk::target

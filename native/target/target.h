@@ -1,0 +1,83 @@
+// The process model: memory, threads (with TLS base), modules and their symbols.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "memory/memory.h"
+#include "target/elf_file.h"
+#include "util/diagnostics.h"
+
+namespace heapwalk::target {
+
+struct Thread {
+  int lwp = 0;
+  uint64_t fs_base = 0;  ///< x86-64 thread pointer (TLS base)
+  uint64_t rsp = 0;
+  /// Values of libc's `tcache` / `thread_arena` TLS variables when a caller (gdb) supplied them.
+  std::optional<uint64_t> tcache, arena;
+};
+
+struct Module {
+  std::string path;     ///< as the target named it
+  uint64_t base = 0;    ///< address where file offset 0 is mapped
+  uint64_t end = 0;     ///< end of its last mapping
+  std::string build_id; ///< from the image when readable, else ""
+};
+
+/// User-supplied addresses that win over every other way of finding them.
+struct Overrides {
+  std::optional<uint64_t> main_arena, mp, tcache_key;
+};
+
+class Target {
+ public:
+  enum class Kind { Core, Live, Callback, Buffer };
+
+  static std::unique_ptr<Target> open_core(const std::string& path, const std::string& sysroot);
+  /// `threads` empty: ptrace-freeze and read registers; else trust the caller's (gdb's) threads.
+  static std::unique_ptr<Target> attach(int pid, std::vector<Thread> threads);
+  static std::unique_ptr<Target> from_callback(memory::CallbackSource::ReadFn fn,
+                                               std::vector<Thread> threads);
+  /// For unit tests: any source, explicit modules and threads.
+  static std::unique_ptr<Target> from_source(std::unique_ptr<memory::MemorySource> src,
+                                             std::vector<Module> modules,
+                                             std::vector<Thread> threads);
+
+  memory::MemorySource& memory() { return *mem_; }
+  Kind kind() const { return kind_; }
+  const std::string& path() const { return path_; }
+  int pid() const { return pid_; }
+  const std::vector<Thread>& threads() const { return threads_; }
+  const std::vector<Module>& modules() const { return modules_; }
+  const std::string& sysroot() const { return sysroot_; }
+  Diagnostics& diagnostics() { return diags_; }
+  Overrides& overrides() { return overrides_; }
+
+  /// The module whose file name starts with `prefix` (e.g. "libc.so"), or nullptr.
+  const Module* find_module(const std::function<bool(const std::string& base)>& match) const;
+  /// The module's file on disk (under the sysroot), checked against the image's build-id.
+  std::unique_ptr<ElfFile> module_file(const Module& m);
+  /// The separate debug file for a build-id under <sysroot>/usr/lib/debug/.build-id, then the host's.
+  std::unique_ptr<ElfFile> debug_file(const std::string& build_id);
+  /// Releases OS resources (ptrace) early.
+  void close();
+
+ private:
+  void modules_from_regions();
+  std::unique_ptr<memory::MemorySource> mem_;
+  Kind kind_ = Kind::Buffer;
+  std::string path_, sysroot_;
+  int pid_ = 0;
+  std::vector<Thread> threads_;
+  std::vector<Module> modules_;
+  Overrides overrides_;
+  Diagnostics diags_;
+};
+
+}  // namespace heapwalk::target

@@ -1,0 +1,65 @@
+"""heapwalk: walk glibc malloc arenas in an ELF core or a live process.
+
+The engine is the C++ extension ``heapwalk._native``; this package renders its results and
+exposes the same commands to the CLI (``python3 -m heapwalk``) and to gdb (``gdbinit``).
+
+    >>> import heapwalk
+    >>> with heapwalk.open_core("core.1234") as target:
+    ...     report = target.arenas()
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from types import ModuleType
+from typing import Optional
+
+from .errors import NATIVE_MISSING, HeapwalkError, NativeMissingError
+from .target import Target
+
+__all__ = ["Target", "HeapwalkError", "open_core", "attach", "from_gdb", "native"]
+
+
+def native() -> ModuleType:
+    """Return ``heapwalk._native``, importing it on first use.
+
+    Raises :class:`NativeMissingError` (one line, no traceback material) when the extension
+    is not built or cannot be loaded. Tests replace it by setting ``heapwalk._native``.
+    """
+    module = globals().get("_native")
+    if module is not None:
+        return module
+    try:
+        module = importlib.import_module(__name__ + "._native")
+    except ImportError as exc:
+        here = os.path.dirname(os.path.abspath(__file__))
+        built = [n for n in os.listdir(here) if n.startswith("_native") and
+                 n.endswith(".so")]
+        if built:
+            raise NativeMissingError(
+                "heapwalk's native module failed to load: %s" % exc,
+                hint="rebuild it with the README's build for %s (python %d.%d)"
+                % (sys.executable, *sys.version_info[:2])) from None
+        raise NativeMissingError(NATIVE_MISSING) from None
+    globals()["_native"] = module
+    return module
+
+
+def open_core(path: str, sysroot: Optional[str] = None) -> Target:
+    """Open an ELF core file (gcore or kernel); ``sysroot`` prefixes module paths."""
+    handle = native().open_core(os.fspath(path), sysroot)
+    return Target(handle, os.fspath(path), "core")
+
+
+def attach(pid: int) -> Target:
+    """Attach to a live process; the engine freezes it until :meth:`Target.close`."""
+    handle = native().attach(int(pid), None)
+    return Target(handle, "pid %d" % int(pid), "live")
+
+
+def from_gdb() -> Target:
+    """The current gdb inferior (core or process) as a Target; only works inside gdb."""
+    from . import gdbcmd  # pylint: disable=import-outside-toplevel
+    return gdbcmd.current_target()

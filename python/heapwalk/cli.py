@@ -1,0 +1,176 @@
+"""The command-line front end: ``python3 -m heapwalk <command> (CORE | --pid PID) …``.
+
+Exit status: 0 success, 1 analysis error (engine exception, unreadable input, or a report
+with diagnostics other than notes), 2 usage error, 130 interrupted. Errors are one line
+(``heapwalk: <subject>: <message>``) plus an optional hint line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from typing import List, Optional, Sequence, TextIO
+
+from . import commands as registry
+from .commands import Invocation, Parser, ParserExit
+from .errors import HeapwalkError, UsageError, describe_error
+from .render import Style
+from .target import Target
+
+PROG = "heapwalk"
+EPILOG = ("Exit status: 0 success, 1 analysis error (including diagnostics other than "
+          "notes), 2 usage error. 'heapwalk COMMAND --help' describes a command.")
+
+
+def build_parser() -> Parser:
+    """The CLI parser: one subparser per registered command, plus target options."""
+    parser = Parser(prog=PROG, description="Walk glibc malloc arenas in an ELF core file "
+                    "or a live process.", epilog=EPILOG)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    sub.required = True
+    for command in registry.COMMANDS.values():
+        p = sub.add_parser(command.name, help=command.summary,
+                           description=command.description, epilog=EPILOG)
+        p.add_argument("core", nargs="?", metavar="CORE",
+                       help="an ELF core file (from gcore or the kernel)")
+        command.configure(p)
+        target = p.add_argument_group("target")
+        target.add_argument("--pid", type=int, metavar="PID",
+                            help="analyse the live process PID instead of a core "
+                                 "(it is frozen while heapwalk reads it)")
+        target.add_argument("--sysroot", metavar="DIR",
+                            help="look for the core's libraries under DIR (cores from "
+                                 "containers or other machines)")
+        registry.add_common(p)
+    return parser
+
+
+def _subparser(parser: Parser, name: str) -> argparse.ArgumentParser:
+    """The subparser of command ``name``."""
+    for action in parser._actions:  # pylint: disable=protected-access
+        if isinstance(action, argparse._SubParsersAction):  # pylint: disable=protected-access
+            return action.choices[name]
+    raise KeyError(name)
+
+
+def _fix_positionals(parser: Parser, args: argparse.Namespace) -> None:
+    """Resolve CORE vs --pid: with --pid, a word argparse took as CORE is the command's.
+
+    ``heapwalk bins --pid 42 1`` parses "1" as CORE (the first positional); shift it into
+    the command's optional positionals when there is room, otherwise it is an error.
+    """
+    sub = _subparser(parser, args.command)
+    if args.pid is None:
+        if args.core is None:
+            sub.error("give a CORE file or --pid PID")
+        return
+    if args.core is None:
+        return
+    own = [a.dest for a in sub._actions  # pylint: disable=protected-access
+           if not a.option_strings and a.dest != "core"]
+    values = [args.core] + [getattr(args, dest) for dest in own]
+    if not own or values[-1] is not None:
+        sub.error("give either CORE or --pid, not both")
+    args.core = None
+    for dest, value in zip(own, values):
+        setattr(args, dest, value)
+
+
+def open_target(args: argparse.Namespace) -> Target:
+    """Open the core or attach to the pid named by ``args``."""
+    import heapwalk  # pylint: disable=import-outside-toplevel
+    if args.pid is not None:
+        return heapwalk.attach(args.pid)
+    if not os.path.exists(args.core):
+        raise HeapwalkError("no such file", subject=args.core)
+    if os.path.isdir(args.core):
+        raise HeapwalkError("is a directory, not a core file", subject=args.core)
+    return heapwalk.open_core(args.core, sysroot=args.sysroot)
+
+
+def _native_error() -> Optional[type]:
+    """``_native.Error`` if the engine is loaded (or loadable), else None."""
+    import heapwalk  # pylint: disable=import-outside-toplevel
+    try:
+        return heapwalk.native().Error
+    except HeapwalkError:
+        return None
+
+
+def _report(exc: BaseException, subject: Optional[str], live: bool, err: TextIO) -> None:
+    """Print ``exc`` as one line plus a hint."""
+    line, hint = describe_error(exc, subject, _native_error(), live)
+    err.write(line + "\n")
+    if hint:
+        err.write("hint: %s\n" % hint)
+
+
+def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
+    """Parse ``argv``, run the command, print to ``out``/``err``; return the exit status."""
+    parser = build_parser()
+    try:
+        with contextlib.redirect_stdout(out):  # --help goes to `out`
+            args = parser.parse_args(list(argv))
+        _fix_positionals(parser, args)
+    except ParserExit as exc:
+        if exc.message:
+            err.write(exc.message)
+        return exc.status
+    except UsageError as exc:
+        err.write(getattr(exc, "usage", ""))
+        _report(exc, None, False, err)
+        return 2
+
+    subject = "pid %d" % args.pid if args.pid is not None else args.core
+    live = args.pid is not None
+    command = registry.COMMANDS[args.command]
+    style = Style(False) if args.json else Style.for_stream(out)
+    target: Optional[Target] = None
+    try:
+        target = open_target(args)
+        output = registry.execute(command, Invocation(target, args, style=style))
+        out.write(output.text)
+        out.flush()
+        return output.status
+    except UsageError as exc:
+        _report(exc, None, False, err)
+        return 2
+    except Exception as exc:  # pylint: disable=broad-except
+        if os.environ.get("HEAPWALK_DEBUG"):
+            raise
+        error_class = _native_error()
+        known = isinstance(exc, (HeapwalkError, OSError)) or (
+            error_class is not None and isinstance(exc, error_class))
+        if not known:
+            exc = HeapwalkError("internal error: %s: %s" % (type(exc).__name__, exc),
+                                hint="please report this; HEAPWALK_DEBUG=1 shows the "
+                                     "traceback")
+        _report(exc, subject, live, err)
+        return 1
+    finally:
+        if target is not None:
+            try:
+                target.close()
+            except Exception:  # pylint: disable=broad-except
+                pass
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of ``python3 -m heapwalk`` and the installed launcher."""
+    if argv is None:
+        argv = sys.argv[1:]
+    try:
+        return run(argv, sys.stdout, sys.stderr)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): exit quietly, and keep Python from
+        # complaining when it flushes stdout at shutdown.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 1

@@ -1,0 +1,336 @@
+"""The command registry shared by the CLI and gdb.
+
+Each command is defined once: its argparse arguments (help text comes from the parser), how
+it queries a :class:`~heapwalk.target.Target` into a JSON document, and how that document is
+rendered as text. Front ends (``cli.py``, ``gdbcmd.py``) only build parsers from the registry,
+pick a target and an expression evaluator, and print :class:`Output`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional
+
+from . import render
+from .errors import NotFoundError, UsageError
+from .render import Style
+from .target import Target
+
+Record = Dict[str, Any]
+#: Turns an ADDR/ARENA/THREAD argument into an int (gdb evaluates any expression).
+Evaluator = Callable[[str], int]
+
+#: Text output of ``chunks`` shows this many chunks unless ``--limit`` is given.
+DEFAULT_TEXT_LIMIT = 100
+#: The engine treats smaller ARENA values as ring indices, larger ones as addresses.
+MAX_ARENA_INDEX = 4096
+
+
+class ParserExit(Exception):
+    """argparse wanted to exit (``--help``); carries the status and message."""
+
+    def __init__(self, status: int, message: Optional[str]) -> None:
+        super().__init__(message or "")
+        self.status = status
+        self.message = message
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser that raises instead of exiting, so gdb can survive ``--help``."""
+
+    def error(self, message: str) -> NoReturn:
+        words = self.prog.split(None, 1)
+        exc = UsageError(message, subject=words[1] if len(words) > 1 else None,
+                         hint="try '%s --help'" % self.prog)
+        exc.usage = self.format_usage()  # type: ignore[attr-defined]
+        raise exc
+
+    def exit(self, status: int = 0, message: Optional[str] = None) -> NoReturn:
+        raise ParserExit(status, message)
+
+
+def parse_int(text: str) -> int:
+    """Parse a non-negative integer: ``0x`` hex or decimal (``0010`` is decimal)."""
+    stripped = text.strip().replace("_", "")
+    try:
+        if stripped.lower().startswith("0x"):
+            value = int(stripped[2:], 16)
+        else:
+            value = int(stripped, 10)
+    except ValueError:
+        raise UsageError("not a number (use 0x… hex or decimal): %r" % text) from None
+    if value < 0:
+        raise UsageError("must not be negative: %r" % text)
+    return value
+
+
+def _limit(text: str) -> int:
+    """argparse type for ``--limit`` (0 = no limit)."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a number: %r" % text) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 (no limit) or more: %r" % text)
+    return value
+
+
+@dataclass
+class Invocation:
+    """One run of a command: its target, parsed arguments, evaluator and style."""
+
+    target: Target
+    args: argparse.Namespace
+    evaluate: Evaluator = parse_int
+    style: Style = field(default_factory=Style)
+
+    @property
+    def json(self) -> bool:
+        """True when ``--json`` was given."""
+        return bool(getattr(self.args, "json", False))
+
+    def names(self) -> Dict[int, str]:
+        """Arena address -> ``#i`` labels for text output (cosmetic: empty on failure)."""
+        try:
+            index = self.target.arena_index()
+        except Exception:  # pylint: disable=broad-except  # labels are optional
+            return {}
+        return {a: "#%d" % i for a, i in index.items()}
+
+
+@dataclass
+class Output:
+    """What a command produced: text to print and an exit status."""
+
+    text: str
+    status: int
+    document: Record
+
+
+def problem_status(document: Mapping[str, Any]) -> int:
+    """1 when the document carries a diagnostic that is not a note, else 0."""
+    return 1 if any(render.is_problem(d) for d in document.get("diagnostics", [])) else 0
+
+
+class Command:
+    """Base class: subclasses set ``name``/``summary``/``description`` and override hooks."""
+
+    name = ""
+    summary = ""
+    description = ""
+    #: gdb completion for positional words: "expression" or None.
+    completes_expressions = False
+
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        """Add this command's own arguments (``--json`` is added by :func:`build_parser`)."""
+
+    def collect(self, inv: Invocation) -> Record:
+        """Query the target; return the JSON document."""
+        raise NotImplementedError
+
+    def render(self, document: Record, inv: Invocation) -> List[str]:
+        """Text lines for ``document`` (diagnostics are appended by :func:`execute`)."""
+        raise NotImplementedError
+
+    def status(self, document: Record) -> int:
+        """Exit status for ``document``."""
+        return problem_status(document)
+
+
+# -- argument helpers --------------------------------------------------------------------------
+
+def resolve_arena(inv: Invocation, text: Optional[str]) -> Optional[int]:
+    """Evaluate an ARENA argument (index or address) and check the target has it."""
+    if text is None:
+        return None
+    value = inv.evaluate(text)
+    known = inv.target.arena_index()
+    if value < MAX_ARENA_INDEX:
+        if value not in known.values():
+            raise NotFoundError("no arena #%d (the target has %d)" % (value, len(known)),
+                                hint="'heapwalk arenas' lists them")
+    elif value not in known:
+        raise NotFoundError("no arena at %s" % render.addr(value),
+                            hint="'heapwalk arenas' lists them; ARENA is an index "
+                                 "(0 = main) or an arena's address")
+    return value
+
+
+ARENA_HELP = "an arena: its index (0 = main_arena) or its address (0x… hex or decimal)"
+
+
+# -- the commands ------------------------------------------------------------------------------
+
+class Arenas(Command):
+    """``arenas``: the per-arena accounting report."""
+
+    name = "arenas"
+    summary = "per-arena accounting: system bytes, in use, free lists, tcache, threads"
+    description = ("Walk every arena (ring order from main_arena) and report what malloc_info "
+                   "reports: system and max system bytes, heaps, in-use chunks, fastbins, "
+                   "bins, top and tcache, plus threads, mmapped chunks and diagnostics. "
+                   "--json prints the engine's report unchanged.")
+
+    def collect(self, inv: Invocation) -> Record:
+        return inv.target.arenas()
+
+    def render(self, document: Record, inv: Invocation) -> List[str]:
+        return render.render_arenas(document, inv.style)
+
+
+class Heaps(Command):
+    """``heaps``: each arena's heaps (heap_info chain; the sbrk heap for main)."""
+
+    name = "heaps"
+    summary = "each arena's heaps: address, size, mprotect size"
+    description = ("List the heaps of every arena (the heap_info chain of non-main arenas, "
+                   "64 MiB-aligned) with their size and mprotect size.")
+
+    def collect(self, inv: Invocation) -> Record:
+        report = inv.target.arenas()
+        arenas = [{"index": a.get("index", i), "address": a.get("address"),
+                   "main": a.get("main", False), "heaps": a.get("heaps", [])}
+                  for i, a in enumerate(report.get("arenas", []))]
+        return render.wrap(self.name, {"arenas": arenas,
+                                       "diagnostics": report.get("diagnostics", [])})
+
+    def render(self, document: Record, inv: Invocation) -> List[str]:
+        return render.render_heaps(document, inv.style)
+
+
+class Bins(Command):
+    """``bins [ARENA]``: free lists of one or every arena."""
+
+    name = "bins"
+    summary = "non-empty fastbins and bins (unsorted, small, large) and top, per arena"
+    description = ("Show the non-empty fastbins and bins and the top chunk of every arena, "
+                   "or of ARENA, with counts, bytes and the first chunks of each list.")
+    completes_expressions = True
+
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("arena", nargs="?", metavar="ARENA", help=ARENA_HELP)
+
+    def collect(self, inv: Invocation) -> Record:
+        arena = resolve_arena(inv, inv.args.arena)
+        return render.wrap(self.name, inv.target.bins(arena))
+
+    def render(self, document: Record, inv: Invocation) -> List[str]:
+        return render.render_bins(document, inv.style)
+
+
+class Tcache(Command):
+    """``tcache [THREAD]``: per-thread tcaches."""
+
+    name = "tcache"
+    summary = "each thread's tcache (or one thread's, by LWP)"
+    description = ("Show the tcache of every thread, or of THREAD, with the chunks cached in "
+                   "each size class.")
+    completes_expressions = True
+
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("thread", nargs="?", metavar="THREAD",
+                            help="a thread's LWP (kernel thread id)")
+
+    def collect(self, inv: Invocation) -> Record:
+        lwp = None if inv.args.thread is None else inv.evaluate(inv.args.thread)
+        document = render.wrap(self.name, inv.target.tcache(lwp))
+        if lwp is not None and not document.get("threads"):
+            raise NotFoundError("no thread with LWP %d" % lwp,
+                                hint="'heapwalk arenas' lists the threads")
+        return document
+
+    def render(self, document: Record, inv: Invocation) -> List[str]:
+        return render.render_tcache(document, inv.names(), inv.style)
+
+
+class Chunks(Command):
+    """``chunks``: list chunks, filtered by arena and state."""
+
+    name = "chunks"
+    summary = "list chunks (address, size, state, arena)"
+    description = ("List the chunks of every arena (or of --arena), in address order. "
+                   "Text output stops after %d chunks unless --limit is given; JSON lists "
+                   "all of them unless --limit is given." % DEFAULT_TEXT_LIMIT)
+
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--arena", metavar="ARENA", help=ARENA_HELP)
+        group = parser.add_mutually_exclusive_group()
+        group.add_argument("--free", dest="state", action="store_const", const="free",
+                           help="only free chunks (tcache, fastbin, unsorted, small, large, "
+                                "top)")
+        group.add_argument("--used", dest="state", action="store_const", const="used",
+                           help="only chunks in use (including mmapped chunks)")
+        parser.add_argument("--limit", metavar="N", type=_limit,
+                            help="show at most N chunks (0 = all; text default %d)"
+                                 % DEFAULT_TEXT_LIMIT)
+
+    def _limit(self, inv: Invocation) -> Optional[int]:
+        limit = inv.args.limit
+        if limit is None:
+            return None if inv.json else DEFAULT_TEXT_LIMIT
+        return limit or None
+
+    def collect(self, inv: Invocation) -> Record:
+        arena = resolve_arena(inv, inv.args.arena)
+        state = inv.args.state or "all"
+        return render.wrap(self.name, inv.target.chunks(arena, state, self._limit(inv)))
+
+    def render(self, document: Record, inv: Invocation) -> List[str]:
+        return render.render_chunks(document, inv.names(), inv.args.limit is None,
+                                    inv.style)
+
+
+class Chunk(Command):
+    """``chunk ADDR``: the chunk holding an address."""
+
+    name = "chunk"
+    summary = "which chunk holds ADDR: its state, arena, offset and neighbours"
+    description = ("Find the chunk holding ADDR (any address inside it, header included) and "
+                   "show its state, size, arena, the offset of ADDR into the user data and "
+                   "the previous and next chunks. Exit status 1 when no chunk holds ADDR.")
+    completes_expressions = True
+
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("address", metavar="ADDR",
+                            help="an address (0x… hex or decimal; in gdb any expression, "
+                                 "e.g. $rax+8)")
+
+    def collect(self, inv: Invocation) -> Record:
+        return render.wrap(self.name, inv.target.chunk(inv.evaluate(inv.args.address)))
+
+    def render(self, document: Record, inv: Invocation) -> List[str]:
+        return render.render_chunk(document, inv.names(), inv.style)
+
+    def status(self, document: Record) -> int:
+        return 1 if document.get("chunk") is None else problem_status(document)
+
+
+COMMANDS: Dict[str, Command] = {c.name: c for c in (Arenas(), Heaps(), Bins(), Tcache(),
+                                                     Chunks(), Chunk())}
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """Options every command has."""
+    parser.add_argument("--json", action="store_true",
+                        help="print a JSON document (schema heapwalk/1) instead of text")
+
+
+def build_parser(command: Command, prog: str) -> Parser:
+    """A standalone parser for ``command`` (gdb uses one per subcommand)."""
+    parser = Parser(prog=prog, description=command.description, add_help=True)
+    command.configure(parser)
+    add_common(parser)
+    return parser
+
+
+def execute(command: Command, inv: Invocation) -> Output:
+    """Run ``command``: JSON or text (diagnostics after the text), and its exit status."""
+    document = command.collect(inv)
+    if inv.json:
+        return Output(render.to_json(document), command.status(document), document)
+    lines = command.render(document, inv)
+    notes = render.diagnostics(document.get("diagnostics", []), inv.style)
+    if notes:
+        lines = lines + [""] + notes
+    return Output("\n".join(lines) + "\n", command.status(document), document)

@@ -1,0 +1,126 @@
+"""Python-side exceptions and the one-line rendering of every error heapwalk can raise.
+
+Engine exceptions come from ``heapwalk._native`` (``Error`` and its subclasses
+``FormatError``, ``FaultError``, ``SymbolError``); this module turns those, ``OSError`` and
+heapwalk's own errors into the ``heapwalk: <subject>: <message>`` line plus an optional hint
+that both the CLI and gdb print.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import Optional, Tuple
+
+NATIVE_MISSING = "heapwalk's native module is not built: run the README's build"
+
+
+class HeapwalkError(Exception):
+    """An error raised by heapwalk's Python layer; ``str()`` is one user-facing line.
+
+    ``subject`` (a file, an address, a command) prefixes the message; ``hint`` is an
+    optional second line telling the user what to do.
+    """
+
+    def __init__(self, message: str, subject: Optional[str] = None,
+                 hint: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.subject = subject
+        self.hint = hint
+
+
+class NativeMissingError(HeapwalkError):
+    """``heapwalk._native`` could not be imported (the message names no file)."""
+
+    def __init__(self, message: str, hint: Optional[str] = None) -> None:
+        super().__init__(message, subject="", hint=hint)
+
+
+class UsageError(HeapwalkError):
+    """Bad command-line arguments (exit status 2)."""
+
+
+class NotFoundError(HeapwalkError):
+    """The thing asked for (an arena, a thread) is not in the target."""
+
+
+class NoTargetError(HeapwalkError):
+    """gdb has no process or core file to analyse."""
+
+
+def _one_line(text: str) -> str:
+    """Collapse ``text`` to a single line."""
+    return " ".join(str(text).split())
+
+
+def format_address(value: int) -> str:
+    """The canonical ``0x`` address form used in messages (same as render.addr)."""
+    return "0x%014x" % value if value >= 0 else "-0x%x" % -value
+
+
+def _engine_subject(exc: BaseException, default: Optional[str]) -> Optional[str]:
+    """What an engine exception is about: its path, address or symbol."""
+    path = getattr(exc, "path", None)
+    if path:
+        return str(path)
+    address = getattr(exc, "address", None)
+    if isinstance(address, int):
+        return format_address(address)
+    return default
+
+
+def _engine_hint(exc: BaseException) -> Optional[str]:
+    """A hint for an engine exception, chosen by its class name (the classes are dynamic)."""
+    name = type(exc).__name__
+    if name == "FormatError":
+        return "expected an ELF core file (made by gcore or the kernel)"
+    if name == "FaultError":
+        return ("the memory was not saved in the core or is not mapped "
+                "(truncated core? check /proc/PID/coredump_filter)")
+    if name == "SymbolError":
+        return ("glibc's malloc state was not found: install libc6-dbg, "
+                "or pass --sysroot DIR for a core from another system")
+    return None
+
+
+def _os_hint(exc: OSError, live: bool) -> Optional[str]:
+    """A hint for an OS error, when there is a useful one."""
+    if exc.errno in (errno.EPERM, errno.EACCES) and live:
+        return ("reading another process needs ptrace permission: run as its user or root, "
+                "and check /proc/sys/kernel/yama/ptrace_scope")
+    if exc.errno == errno.ESRCH:
+        return "no such process"
+    return None
+
+
+def describe_error(exc: BaseException, subject: Optional[str] = None,
+                   native_error: Optional[type] = None,
+                   live: bool = False) -> Tuple[str, Optional[str]]:
+    """Return ``(line, hint)`` for ``exc``: ``line`` is ``heapwalk: <subject>: <message>``.
+
+    ``subject`` is the default subject (e.g. the core path) used when the exception does not
+    name its own; ``native_error`` is ``_native.Error`` when the engine is loaded; ``live``
+    says the target is a live process (for the ptrace hint).
+    """
+    hint: Optional[str] = None
+    if isinstance(exc, HeapwalkError):
+        message = str(exc)
+        subject = exc.subject if exc.subject is not None else subject
+        hint = exc.hint
+    elif native_error is not None and isinstance(exc, native_error):
+        message = str(exc) or type(exc).__name__
+        subject = _engine_subject(exc, subject)
+        hint = _engine_hint(exc)
+    elif isinstance(exc, OSError):
+        message = exc.strerror or str(exc)
+        if exc.filename is not None:
+            subject = str(exc.filename)
+        hint = _os_hint(exc, live)
+    else:
+        message = "%s: %s" % (type(exc).__name__, exc) if str(exc) else type(exc).__name__
+    message = _one_line(message)
+    # Engine messages are meant to be complete: do not repeat a subject they already name.
+    if subject and subject not in message:
+        line = "heapwalk: %s: %s" % (subject, message)
+    else:
+        line = "heapwalk: %s" % message
+    return line, (_one_line(hint) if hint else None)

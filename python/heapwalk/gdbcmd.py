@@ -1,0 +1,377 @@
+"""The gdb front end: ``heapwalk`` commands over the current inferior.
+
+This is the only module that imports ``gdb``. It builds one gdb command per entry of the
+shared registry (help text and options come from the same argparse parsers as the CLI),
+picks the engine target for the selected inferior, and caches it until the inferior runs.
+
+Target selection:
+  * a core file (connection type ``core``): ``_native.open_core(path, sysroot)``, the engine
+    mmaps the file itself;
+  * a live native process: ``_native.attach(pid, threads)`` with each thread's ``fs_base``
+    read through gdb (gdb already traces the process, so the engine must not ptrace it); the
+    engine reads ``/proc/PID/mem`` in bulk;
+  * anything else (gdbserver, or when the above fail): ``_native.open_callback`` reading
+    memory through ``gdb.Inferior.read_memory``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import gdb  # type: ignore[import-not-found]  # pylint: disable=import-error
+
+import heapwalk
+from . import commands as registry
+from .commands import Command, Invocation, ParserExit
+from .errors import HeapwalkError, NoTargetError, UsageError, describe_error
+from .render import Style
+from .target import Target
+
+PREFIX = "heapwalk"
+
+_CORE_FILE = re.compile(r"Local core dump file:\s*`(.*)',")
+
+
+# -- target selection and caching -------------------------------------------------------------
+
+class _Cache:
+    """The engine target of the last command, valid until the inferior changes."""
+
+    key: Optional[Tuple[Any, ...]] = None
+    target: Optional[Target] = None
+    generation = 0
+
+
+def invalidate(*_event: Any) -> None:
+    """Drop the cached target (the inferior ran, exited, loaded code or was written to)."""
+    _Cache.generation += 1
+    target, _Cache.target, _Cache.key = _Cache.target, None, None
+    if target is not None:
+        try:
+            target.close()
+        except Exception:  # pylint: disable=broad-except
+            pass
+
+
+def _core_path() -> Optional[str]:
+    """The core file of the current inferior, from ``info files`` (gdb 13 has no API)."""
+    try:
+        text = gdb.execute("info files", to_string=True)
+    except gdb.error:
+        return None
+    match = _CORE_FILE.search(text)
+    return match.group(1) if match else None
+
+
+def _connection_type(inferior: Any) -> Optional[str]:
+    """``core``, ``native``, ``remote``, … or None without a connection."""
+    connection = getattr(inferior, "connection", None)
+    return getattr(connection, "type", None) if connection is not None else None
+
+
+def _sysroot() -> Optional[str]:
+    """gdb's sysroot when it names a local directory (not the default ``target:``)."""
+    try:
+        value = gdb.parameter("sysroot")
+    except (gdb.error, RuntimeError):
+        return None
+    if not value or value.startswith("target:") or value.startswith("remote:"):
+        return None
+    return value
+
+
+def _as_int(value: Any) -> int:
+    """A gdb value (pointer or integer) as an unsigned Python int."""
+    return int(value.cast(gdb.lookup_type("unsigned long")))
+
+
+def _thread_info(with_tls_vars: bool) -> List[Dict[str, Any]]:
+    """Each thread's LWP and fs_base (and tcache/thread_arena values if asked).
+
+    Switches to every thread to read its registers and restores the user's selection.
+    Threads whose registers cannot be read (running in non-stop mode) are left out.
+    """
+    inferior = gdb.selected_inferior()
+    selected_thread = gdb.selected_thread()
+    try:
+        selected_frame = gdb.selected_frame()
+    except gdb.error:
+        selected_frame = None
+    threads: List[Dict[str, Any]] = []
+    try:
+        for thread in sorted(inferior.threads(), key=lambda t: t.num):
+            lwp = thread.ptid[1] or thread.ptid[2] or thread.ptid[0]
+            try:
+                thread.switch()
+                fs_base = _as_int(gdb.selected_frame().read_register("fs_base"))
+            except (gdb.error, ValueError):
+                continue
+            entry: Dict[str, Any] = {"lwp": lwp, "fs_base": fs_base}
+            if with_tls_vars:
+                for key, symbol in (("tcache", "tcache"), ("arena", "thread_arena")):
+                    try:
+                        entry[key] = _as_int(gdb.parse_and_eval(symbol))
+                    except (gdb.error, RuntimeError):
+                        entry[key] = None
+            threads.append(entry)
+    finally:
+        if selected_thread is not None and selected_thread.is_valid():
+            selected_thread.switch()
+            if selected_frame is not None and selected_frame.is_valid():
+                selected_frame.select()
+    return threads
+
+
+def _reader(inferior: Any) -> Callable[[int, int], Optional[bytes]]:
+    """A memory read callback for ``open_callback``; None when gdb cannot read."""
+    def read(address: int, size: int) -> Optional[bytes]:
+        try:
+            return inferior.read_memory(address, size).tobytes()
+        except (gdb.MemoryError, gdb.error, OverflowError, ValueError):
+            return None
+    return read
+
+
+def _open_callback(inferior: Any, label: str) -> Target:
+    """Open the inferior through gdb's memory reads (gdbserver and other targets)."""
+    handle = heapwalk.native().open_callback(_reader(inferior), _thread_info(True), None,
+                                             None)
+    return Target(handle, label, "callback")
+
+
+def _select() -> Tuple[Tuple[Any, ...], Callable[[], Target]]:
+    """The cache key and an opener for the selected inferior's target."""
+    inferior = gdb.selected_inferior()
+    kind = _connection_type(inferior)
+    if kind == "core":
+        core = _core_path()
+        if core is not None:
+            key = (inferior.num, "core", core, _Cache.generation)
+            return key, lambda: heapwalk.open_core(core, sysroot=_sysroot())
+        # A core gdb opened but whose path we cannot learn: read it through gdb.
+        key = (inferior.num, "core", None, _Cache.generation)
+        return key, lambda: _open_callback(inferior, "core file")
+    if kind is None or inferior.pid <= 0:
+        raise NoTargetError("no process or core file",
+                            hint="load a core with 'core-file CORE', or 'run' / "
+                                 "'attach PID' first")
+    pid = inferior.pid
+    if kind == "native":
+        key = (inferior.num, "live", pid, _Cache.generation)
+
+        def open_live() -> Target:
+            native = heapwalk.native()
+            try:
+                handle = native.attach(pid, _thread_info(False), None)
+                return Target(handle, "pid %d" % pid, "live")
+            except (OSError, native.FormatError):
+                # /proc/PID/mem or maps unreadable (another pid namespace, permissions):
+                # read through gdb instead.
+                return _open_callback(inferior, "pid %d" % pid)
+        return key, open_live
+    key = (inferior.num, kind or "process", pid, _Cache.generation)
+    return key, lambda: _open_callback(inferior, "%s process %d" % (kind or "remote", pid))
+
+
+def current_target() -> Target:
+    """The engine target for the selected inferior (cached until it runs again)."""
+    key, opener = _select()
+    if _Cache.target is not None and _Cache.key == key and not _Cache.target.closed:
+        return _Cache.target
+    invalidate()
+    target = opener()
+    _Cache.key, _Cache.target = (key[:-1] + (_Cache.generation,)), target
+    return target
+
+
+# -- arguments ---------------------------------------------------------------------------------
+
+def evaluate(text: str) -> int:
+    """An ADDR/ARENA/THREAD argument: a number, or any gdb expression (``$rax+8``)."""
+    try:
+        return registry.parse_int(text)
+    except UsageError:
+        pass
+    try:
+        value = gdb.parse_and_eval(text)
+        if value.type.strip_typedefs().code in (gdb.TYPE_CODE_STRUCT, gdb.TYPE_CODE_UNION):
+            if value.address is None:
+                raise UsageError("not an address: %s" % text)
+            value = value.address
+        result = _as_int(value)
+    except gdb.error as exc:
+        raise UsageError(str(exc), subject=text) from None
+    return result
+
+
+def _split_expression(parser: Any, argv: List[str]) -> List[str]:
+    """Let the one positional of a command be an expression with spaces (``$rax + 8``).
+
+    Options (exact option strings and their values) are kept; the remaining words are
+    joined into one argument when the command takes exactly one positional.
+    """
+    positionals = [a for a in parser._actions if not a.option_strings]  # pylint: disable=W0212
+    if len(positionals) != 1:
+        return argv
+    takes_value = {s: a.nargs != 0 for a in parser._actions  # pylint: disable=W0212
+                   for s in a.option_strings}
+    options: List[str] = []
+    words: List[str] = []
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        name = word.split("=", 1)[0]
+        if name in takes_value:
+            options.append(word)
+            if takes_value[name] and "=" not in word and i + 1 < len(argv):
+                options.append(argv[i + 1])
+                i += 1
+        else:
+            words.append(word)
+        i += 1
+    return options + ([" ".join(words)] if words else [])
+
+
+# -- output ------------------------------------------------------------------------------------
+
+def _style() -> Style:
+    """Colour when gdb styling is on (gdb turns it off in batch mode) and stdout is a tty."""
+    try:
+        enabled = bool(gdb.parameter("style enabled"))
+    except (gdb.error, RuntimeError):
+        enabled = False
+    if os.environ.get("NO_COLOR"):
+        enabled = False
+    return Style(enabled and os.isatty(1))
+
+
+def _gdb_error(exc: BaseException, subject: Optional[str]) -> "gdb.GdbError":
+    """One ``heapwalk: …`` line plus a hint, as a GdbError (gdb prints no traceback)."""
+    try:
+        native_error = heapwalk.native().Error
+    except HeapwalkError:
+        native_error = None
+    known = isinstance(exc, (HeapwalkError, OSError)) or (
+        native_error is not None and isinstance(exc, native_error))
+    if not known:
+        exc = HeapwalkError("internal error: %s: %s" % (type(exc).__name__, exc),
+                            hint="please report this; HEAPWALK_DEBUG=1 shows the traceback")
+    line, hint = describe_error(exc, subject, native_error)
+    return gdb.GdbError(line + ("\nhint: %s" % hint if hint else ""))
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+def _listing() -> str:
+    """The subcommand list printed by ``heapwalk`` alone."""
+    width = max(len(name) for name in registry.COMMANDS)
+    lines = ["heapwalk: walk glibc malloc arenas of the current core file or process.", "",
+             "commands:"]
+    lines += ["  %-*s  %s" % (width, c.name, c.summary) for c in registry.COMMANDS.values()]
+    lines += ["", "Every command takes --json. 'help heapwalk COMMAND' or "
+                  "'heapwalk COMMAND --help' describes one."]
+    return "\n".join(lines) + "\n"
+
+
+class HeapwalkPrefix(gdb.Command):
+    """Walk glibc malloc arenas of the current core file or process.
+
+Commands mirror the CLI (python3 -m heapwalk); every command takes --json.
+'heapwalk' alone lists the commands."""
+
+    def __init__(self) -> None:
+        super().__init__(PREFIX, gdb.COMMAND_DATA, gdb.COMPLETE_COMMAND, True)
+
+    def invoke(self, argument: str, from_tty: bool) -> None:
+        """``heapwalk`` alone: list the commands."""
+        words = gdb.string_to_argv(argument)
+        if words:
+            raise gdb.GdbError("heapwalk: unknown command '%s'\nhint: 'heapwalk' lists the "
+                               "commands" % words[0])
+        gdb.write(_listing())
+
+
+class HeapwalkCommand(gdb.Command):
+    """A ``heapwalk <name>`` subcommand built from a registry entry."""
+
+    def __init__(self, command: Command) -> None:
+        self._command = command
+        self._parser = registry.build_parser(command, "%s %s" % (PREFIX, command.name))
+        super().__init__("%s %s" % (PREFIX, command.name), gdb.COMMAND_DATA)
+
+    def invoke(self, argument: str, from_tty: bool) -> None:
+        """Parse, run against the current target, print; errors become one line."""
+        try:
+            argv = _split_expression(self._parser, gdb.string_to_argv(argument))
+            args = self._parser.parse_args(argv)
+        except ParserExit as exc:
+            if exc.message:
+                gdb.write(exc.message, gdb.STDERR)
+            return
+        except UsageError as exc:
+            raise _gdb_error(exc, None) from None
+        self.dont_repeat()
+        subject: Optional[str] = None
+        try:
+            target = current_target()
+            subject = target.label
+            output = registry.execute(self._command,
+                                      Invocation(target, args, evaluate, _style()))
+        except gdb.GdbError:
+            raise
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # pylint: disable=broad-except
+            if os.environ.get("HEAPWALK_DEBUG"):
+                raise
+            raise _gdb_error(exc, subject) from None
+        gdb.write(output.text)
+
+    def complete(self, text: str, word: Optional[str]) -> Any:
+        """Complete option names; positional words complete as gdb expressions.
+
+        gdb breaks words at '-', so ``word`` may be only the tail of ``--fr``: match on the
+        whole token and return completions that start where ``word`` starts.
+        """
+        word = word or ""
+        token = "" if not text or text[-1].isspace() else text.split()[-1]
+        options = sorted(s for a in self._parser._actions  # pylint: disable=W0212
+                         for s in a.option_strings if s.startswith("--"))
+        if token.startswith("-") or not token:
+            cut = len(token) - len(word)
+            if not token.endswith(word) or cut < 0:
+                return []
+            return [o[cut:] for o in options if o.startswith(token)]
+        if self._command.completes_expressions:
+            return gdb.COMPLETE_EXPRESSION
+        return []
+
+
+def _doc(command: Command) -> str:
+    """gdb help for a subcommand: summary line, then the parser's help."""
+    parser = registry.build_parser(command, "%s %s" % (PREFIX, command.name))
+    return "%s.\n\n%s" % (command.summary[0].upper() + command.summary[1:],
+                          parser.format_help().rstrip())
+
+
+_EVENTS = ("cont", "exited", "new_objfile", "memory_changed", "inferior_call")
+
+
+def register() -> None:
+    """Register the ``heapwalk`` prefix and its subcommands; connect cache invalidation."""
+    HeapwalkPrefix()
+    for command in registry.COMMANDS.values():
+        cls = type("Heapwalk_%s" % command.name, (HeapwalkCommand,),
+                   {"__doc__": _doc(command)})
+        cls(command)
+    for name in _EVENTS:
+        registry_event = getattr(gdb.events, name, None)
+        if registry_event is None:
+            continue
+        try:
+            registry_event.disconnect(invalidate)
+        except Exception:  # pylint: disable=broad-except
+            pass
+        registry_event.connect(invalidate)

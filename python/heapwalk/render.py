@@ -1,0 +1,418 @@
+"""Text rendering of engine records: tables, sizes, addresses, diagnostics, colour.
+
+Everything here is pure (records in, strings out) so that the CLI, gdb and tests share it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+
+Record = Mapping[str, Any]
+
+#: Addresses are printed with this many hex digits (user space fits in 47 bits).
+ADDRESS_DIGITS = 14
+#: How many chunk addresses a bin line shows before "… +N".
+BIN_PREVIEW = 4
+SCHEMA = "heapwalk/1"
+
+
+# -- style -----------------------------------------------------------------------------------
+
+class Style:
+    """ANSI styling that is a no-op unless enabled (only on a terminal, never in batch)."""
+
+    _CODES = {"bold": "1", "dim": "2", "warn": "33", "error": "31", "free": "32",
+              "head": "1;4"}
+
+    def __init__(self, enabled: bool = False) -> None:
+        self.enabled = enabled
+
+    def paint(self, kind: str, text: str) -> str:
+        """Wrap ``text`` in the ANSI code for ``kind`` when enabled."""
+        if not self.enabled or not text:
+            return text
+        return "\x1b[%sm%s\x1b[0m" % (self._CODES[kind], text)
+
+    @staticmethod
+    def for_stream(stream: Any) -> "Style":
+        """Colour iff ``stream`` is a terminal and neither NO_COLOR nor TERM=dumb is set."""
+        if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+            return Style(False)
+        isatty = getattr(stream, "isatty", None)
+        try:
+            return Style(bool(isatty and isatty()))
+        except (OSError, ValueError):
+            return Style(False)
+
+
+PLAIN = Style(False)
+
+
+# -- scalars ---------------------------------------------------------------------------------
+
+def addr(value: Optional[int]) -> str:
+    """``0x``-prefixed fixed-width address, or ``-`` for None."""
+    if value is None:
+        return "-"
+    return "0x%0*x" % (ADDRESS_DIGITS, value)
+
+
+def size(nbytes: Optional[int]) -> str:
+    """Human-readable size: ``656 B``, ``1.5 KiB``, ``12.0 MiB``."""
+    if nbytes is None:
+        return "-"
+    if abs(nbytes) < 1024:
+        return "%d B" % nbytes
+    value = float(nbytes)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024.0
+        if abs(value) < 1024.0 or unit == "TiB":
+            return "%.1f %s" % (value, unit)
+    raise AssertionError("unreachable")
+
+
+def exact_size(nbytes: int) -> str:
+    """Human and exact: ``1.5 MiB (1572864 bytes)``; small sizes only once."""
+    if abs(nbytes) < 1024:
+        return "%d bytes" % nbytes
+    return "%s (%d bytes)" % (size(nbytes), nbytes)
+
+
+def count_bytes(record: Optional[Record]) -> str:
+    """``{"count", "bytes"}`` as ``3 / 1.5 KiB`` (``-`` when empty)."""
+    if not record or (not record.get("count") and not record.get("bytes")):
+        return "-"
+    return "%d / %s" % (record.get("count", 0), size(record.get("bytes", 0)))
+
+
+def plural(n: int, word: str) -> str:
+    """``1 chunk``, ``2 chunks``."""
+    return "%d %s%s" % (n, word, "" if n == 1 else "s")
+
+
+# -- tables ----------------------------------------------------------------------------------
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def visible_len(text: str) -> int:
+    """Length of ``text`` as displayed (ANSI codes take no room)."""
+    return len(_ANSI.sub("", text))
+
+
+class Column:
+    """A table column: a header and an alignment ('<' or '>')."""
+
+    def __init__(self, header: str, align: str = ">") -> None:
+        self.header = header
+        self.align = align
+
+
+def table(columns: Sequence[Column], rows: Iterable[Sequence[str]], style: Style = PLAIN,
+          indent: str = "") -> List[str]:
+    """Lay out ``rows`` under ``columns``; widths fit the widest cell. Returns lines."""
+    rows = [list(row) for row in rows]
+    widths = [len(c.header) for c in columns]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], visible_len(cell))
+
+    def line(cells: Sequence[str]) -> str:
+        parts = []
+        for i, cell in enumerate(cells):
+            pad = " " * (widths[i] - visible_len(cell))
+            parts.append(cell + pad if columns[i].align == "<" else pad + cell)
+        return (indent + "  ".join(parts)).rstrip()
+
+    out = [style.paint("bold", line([c.header for c in columns]))]
+    out.extend(line(row) for row in rows)
+    return out
+
+
+# -- diagnostics -----------------------------------------------------------------------------
+
+def is_problem(diagnostic: Record) -> bool:
+    """True for a diagnostic that is more than an informational note."""
+    return diagnostic.get("kind") != "note"
+
+
+def diagnostics(items: Iterable[Record], style: Style = PLAIN) -> List[str]:
+    """``warning: <kind> at 0x…: detail`` lines (``note: …`` for notes)."""
+    out = []
+    for d in items:
+        kind = d.get("kind", "unknown")
+        where = " at %s" % addr(d["address"]) if d.get("address") is not None else ""
+        if d.get("arena") is not None:
+            where += " (arena %s)" % addr(d["arena"])
+        detail = " ".join(str(d.get("detail", "")).split())
+        if kind == "note":
+            out.append("%s %s" % (style.paint("dim", "note:"), detail))
+        else:
+            out.append("%s %s%s: %s" % (style.paint("warn", "warning:"), kind, where, detail))
+    return out
+
+
+# -- JSON ------------------------------------------------------------------------------------
+
+def to_json(document: Record) -> str:
+    """Deterministic JSON: the engine's key order (it is fixed), 2-space indent, newline."""
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def wrap(command: str, record: Record) -> Dict[str, Any]:
+    """``{"schema": "heapwalk/1", "command": …, **record}``; record keys keep their order."""
+    document: Dict[str, Any] = {"schema": SCHEMA, "command": command}
+    for key, value in record.items():
+        if key not in document:
+            document[key] = value
+    return document
+
+
+# -- helpers for arenas ----------------------------------------------------------------------
+
+def arena_names(report: Optional[Record]) -> Dict[int, str]:
+    """Map arena address -> ``#i`` label from an ``arenas()`` report."""
+    names: Dict[int, str] = {}
+    for position, arena in enumerate((report or {}).get("arenas", [])):
+        names[arena["address"]] = "#%d" % arena.get("index", position)
+    return names
+
+
+def arena_ref(address: Optional[int], names: Mapping[int, str]) -> str:
+    """``0x… (#1)`` for a known arena, the bare address otherwise, ``-`` for None."""
+    if address is None:
+        return "-"
+    name = names.get(address)
+    return "%s (%s)" % (addr(address), name) if name else addr(address)
+
+
+def arena_title(arena: Record, position: int) -> str:
+    """``arena #0 (main) 0x…`` heading."""
+    index = arena.get("index", position)
+    main = " (main)" if arena.get("main") else ""
+    return "arena #%d%s %s" % (index, main, addr(arena.get("address")))
+
+
+def preview(addresses: Sequence[int], total: Optional[int] = None) -> str:
+    """The first few addresses of a list and ``… +N`` for the rest."""
+    shown = ", ".join(addr(a) for a in addresses[:BIN_PREVIEW])
+    remaining = (total if total is not None else len(addresses)) - min(len(addresses),
+                                                                       BIN_PREVIEW)
+    if remaining > 0:
+        shown += (", " if shown else "") + "… +%d" % remaining
+    return shown
+
+
+# -- command renderers -----------------------------------------------------------------------
+
+def render_arenas(report: Record, style: Style = PLAIN) -> List[str]:
+    """The ``arenas`` text: arena table + totals, threads, mmapped, glibc."""
+    arenas = report.get("arenas", [])
+    columns = [Column("#"), Column("arena", "<"), Column("main", "<"), Column("system"),
+               Column("max system"), Column("heaps"), Column("in use"),
+               Column("fastbins"), Column("bins"), Column("top"), Column("tcache")]
+    rows = []
+    totals = {"system": 0, "max": 0, "heaps": 0, "in_use": [0, 0], "fast": [0, 0],
+              "bins": [0, 0], "top": 0, "tcache": [0, 0]}
+    for position, a in enumerate(arenas):
+        rows.append([str(a.get("index", position)), addr(a.get("address")),
+                     "main" if a.get("main") else "", size(a.get("system_bytes", 0)),
+                     size(a.get("max_system_bytes", 0)), str(len(a.get("heaps", []))),
+                     count_bytes(a.get("in_use")), count_bytes(a.get("fastbins")),
+                     count_bytes(a.get("bins")), size(a.get("top_bytes", 0)),
+                     count_bytes(a.get("tcache"))])
+        totals["system"] += a.get("system_bytes", 0)
+        totals["max"] += a.get("max_system_bytes", 0)
+        totals["heaps"] += len(a.get("heaps", []))
+        totals["top"] += a.get("top_bytes", 0)
+        for key, field in (("in_use", "in_use"), ("fast", "fastbins"), ("bins", "bins"),
+                           ("tcache", "tcache")):
+            totals[key][0] += (a.get(field) or {}).get("count", 0)
+            totals[key][1] += (a.get(field) or {}).get("bytes", 0)
+    if len(arenas) > 1:
+        rows.append(["", "total", "", size(totals["system"]), size(totals["max"]),
+                     str(totals["heaps"]),
+                     count_bytes({"count": totals["in_use"][0], "bytes": totals["in_use"][1]}),
+                     count_bytes({"count": totals["fast"][0], "bytes": totals["fast"][1]}),
+                     count_bytes({"count": totals["bins"][0], "bytes": totals["bins"][1]}),
+                     size(totals["top"]),
+                     count_bytes({"count": totals["tcache"][0],
+                                  "bytes": totals["tcache"][1]})])
+    out = table(columns, rows, style)
+    free = totals["fast"][1] + totals["bins"][1] + totals["top"] + totals["tcache"][1]
+    out.append("")
+    out.append("%s: system %s, in use %s in %s, free %s (fastbins %d, bins %d, top %d, "
+               "tcache %d bytes)" % (style.paint("bold", "totals"), exact_size(totals["system"]),
+                                     exact_size(totals["in_use"][1]),
+                                     plural(totals["in_use"][0], "chunk"), exact_size(free),
+                                     totals["fast"][1], totals["bins"][1], totals["top"],
+                                     totals["tcache"][1]))
+    mmapped = report.get("mmapped") or {}
+    out.append("%s: %s, %s" % (style.paint("bold", "mmapped"),
+                               plural(mmapped.get("count", 0), "chunk"),
+                               exact_size(mmapped.get("bytes", 0))))
+    threads = report.get("threads", [])
+    if threads:
+        names = arena_names(report)
+        out.append("")
+        out.append("%s (%d):" % (style.paint("bold", "threads"), len(threads)))
+        trows = []
+        for t in threads:
+            tc = t.get("tcache") or {}
+            trows.append([str(t.get("lwp")), arena_ref(t.get("arena"), names),
+                          addr(tc.get("address")), count_bytes(tc)])
+        out.extend(table([Column("lwp"), Column("arena", "<"), Column("tcache", "<"),
+                          Column("cached")], trows, style, indent="  "))
+    glibc = report.get("glibc") or {}
+    out.append("")
+    out.append("glibc %s (layout: %s)" % (glibc.get("version", "?"),
+                                         glibc.get("layout_source", "?")))
+    return out
+
+
+def render_heaps(document: Record, style: Style = PLAIN) -> List[str]:
+    """The ``heaps`` text: per arena, its heaps."""
+    out: List[str] = []
+    for position, arena in enumerate(document.get("arenas", [])):
+        heaps = arena.get("heaps", [])
+        total = sum(h.get("size", 0) for h in heaps)
+        prot = sum(h.get("mprotect_size", 0) for h in heaps)
+        out.append("%s: %s, size %s, mprotect %s" % (
+            style.paint("bold", arena_title(arena, position)), plural(len(heaps), "heap"),
+            exact_size(total), exact_size(prot)))
+        if heaps:
+            out.extend(table([Column("heap", "<"), Column("size"), Column("mprotect size"),
+                              Column("bytes")],
+                             [[addr(h.get("address")), size(h.get("size", 0)),
+                               size(h.get("mprotect_size", 0)), str(h.get("size", 0))]
+                              for h in heaps], style, indent="  "))
+        out.append("")
+    if out:
+        out.pop()
+    return out
+
+
+def render_bins(document: Record, style: Style = PLAIN) -> List[str]:
+    """The ``bins`` text: per arena, non-empty fastbins and bins, and top."""
+    out: List[str] = []
+    for position, arena in enumerate(document.get("arenas", [])):
+        out.append(style.paint("bold", arena_title(arena, position)))
+        fast = arena.get("fastbins", [])
+        bins = arena.get("bins", [])
+        if fast:
+            out.append("  fastbins:")
+            out.extend(table(
+                [Column("bin"), Column("size"), Column("count"), Column("bytes"),
+                 Column("chunks", "<")],
+                [[str(f.get("index")), str(f.get("size")), str(f.get("count", 0)),
+                  size(f.get("bytes", 0)), preview(f.get("chunks", []), f.get("count"))]
+                 for f in fast], style, indent="    "))
+        else:
+            out.append("  fastbins: empty")
+        if bins:
+            out.append("  bins:")
+            out.extend(table(
+                [Column("bin"), Column("kind", "<"), Column("count"), Column("bytes"),
+                 Column("chunks", "<")],
+                [[str(b.get("index")), str(b.get("kind", "")), str(b.get("count", 0)),
+                  size(b.get("bytes", 0)),
+                  preview([c["address"] if isinstance(c, Mapping) else c
+                           for c in b.get("chunks", [])], b.get("count"))]
+                 for b in bins], style, indent="    "))
+        else:
+            out.append("  bins: empty")
+        top = arena.get("top") or {}
+        out.append("  top: %s, %s" % (addr(top.get("address")),
+                                      exact_size(top.get("size", 0))))
+        out.append("")
+    if out:
+        out.pop()
+    return out
+
+
+def render_tcache(document: Record, names: Mapping[int, str],
+                  style: Style = PLAIN) -> List[str]:
+    """The ``tcache`` text: per thread, its tcache bins."""
+    out: List[str] = []
+    for t in document.get("threads", []):
+        head = "thread %s: tcache %s, arena %s: %s, %s" % (
+            t.get("lwp"), addr(t.get("address")), arena_ref(t.get("arena"), names),
+            plural(t.get("count", 0), "chunk"), exact_size(t.get("bytes", 0)))
+        out.append(style.paint("bold", head))
+        bins = t.get("bins", [])
+        if bins:
+            out.extend(table(
+                [Column("bin"), Column("size"), Column("count"), Column("bytes"),
+                 Column("chunks", "<")],
+                [[str(b.get("index")), str(b.get("size")), str(b.get("count", 0)),
+                  size(b.get("bytes", b.get("size", 0) * b.get("count", 0))),
+                  preview(b.get("chunks", []), b.get("count"))]
+                 for b in bins], style, indent="  "))
+        elif t.get("address") is None:
+            out.append("  no tcache (thread never called malloc, or tcache disabled)")
+        else:
+            out.append("  empty")
+    return out
+
+
+def render_chunks(document: Record, names: Mapping[int, str], limited_by_default: bool,
+                  style: Style = PLAIN) -> List[str]:
+    """The ``chunks`` text: one line per chunk and a footer for the ones not shown."""
+    chunks = document.get("chunks", [])
+    rows = [[addr(c.get("address")), str(c.get("size", 0)), size(c.get("size", 0)),
+             _state(c.get("state", "?"), style), arena_ref(c.get("arena"), names)]
+            for c in chunks]
+    out = table([Column("chunk", "<"), Column("size"), Column("human"), Column("state", "<"),
+                 Column("arena", "<")], rows, style)
+    total = document.get("total", len(chunks))
+    more = total - len(chunks)
+    if more > 0:
+        out.append("… %d more (use --limit%s)" % (more, " 0 for all" if limited_by_default
+                                                   else ""))
+    out.append("%s shown of %d" % (plural(len(chunks), "chunk"), total))
+    return out
+
+
+def _state(state: str, style: Style) -> str:
+    """A chunk state, painted green when free (padding is applied by the table)."""
+    return state if state in ("used", "mmapped", "fencepost") else style.paint("free", state)
+
+
+def _chunk_line(label: str, record: Optional[Record], names: Mapping[int, str]) -> str:
+    """``prev  0x… size 32 (32 B) tcache`` for a neighbour."""
+    if not record:
+        return "  %-6s -" % label
+    return "  %-6s %s  size %s  %s" % (label, addr(record.get("address")),
+                                       exact_size(record.get("size", 0)),
+                                       record.get("state", "?"))
+
+
+def render_chunk(document: Record, names: Mapping[int, str],
+                 style: Style = PLAIN) -> List[str]:
+    """The ``chunk ADDR`` text: the chunk holding ADDR, its state, arena, neighbours."""
+    query = document.get("query")
+    c = document.get("chunk")
+    if not c:
+        return ["%s: not inside any heap chunk" % addr(query)]
+    offset = c.get("offset", query - c.get("mem", 0))
+    if offset < 0:
+        where = "in the chunk header, %d bytes before the user data" % -offset
+    elif offset >= c.get("usable", c.get("size", 0)):
+        where = "%d bytes into the user data, past the usable size" % offset
+    else:
+        where = "%d bytes into the user data" % offset
+    out = ["%s: %s" % (addr(query), style.paint("bold", "in chunk %s (%s)" % (
+        addr(c.get("address")), where)))]
+    out.append("  %-6s %s" % ("state", c.get("state", "?")))
+    out.append("  %-6s %s" % ("size", exact_size(c.get("size", 0))))
+    out.append("  %-6s %s, usable %d" % ("mem", addr(c.get("mem")), c.get("usable", 0)))
+    out.append("  %-6s %s" % ("arena", arena_ref(document.get("arena", c.get("arena")),
+                                                 names)))
+    if c.get("heap") is not None:
+        out.append("  %-6s %s" % ("heap", addr(c.get("heap"))))
+    out.append(_chunk_line("prev", document.get("prev"), names))
+    out.append(_chunk_line("next", document.get("next"), names))
+    return out

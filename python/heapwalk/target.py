@@ -1,0 +1,94 @@
+"""``Target``: a thin Python wrapper over an engine target from ``heapwalk._native``.
+
+All walking happens in C++; this class only forwards calls, remembers a label for messages
+and memoizes ``arenas()`` (a target is a snapshot: a core, a frozen process, or a stopped
+gdb inferior whose cached target is dropped when it runs again).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+Record = Dict[str, Any]
+
+#: Chunk state filters accepted by :meth:`Target.chunks`.
+STATES = ("all", "free", "used")
+
+
+class Target:
+    """A process image being analysed (core file, live process or gdb inferior)."""
+
+    def __init__(self, handle: Any, label: str, kind: str) -> None:
+        """Wrap the engine object ``handle``; ``label`` names it in messages."""
+        self._handle = handle
+        self.label = label
+        self.kind = kind
+        self._arenas: Optional[Record] = None
+        self._arena_index: Optional[Dict[int, int]] = None
+
+    # -- queries (each returns the engine's plain dict; see native/bindings/API.md) --------
+
+    def describe(self) -> Record:
+        """Kind, path/pid, threads and modules of the target."""
+        return self._handle.describe()
+
+    def arenas(self) -> Record:
+        """The ``arenas`` report: every arena, the threads, mmapped chunks, diagnostics."""
+        if self._arenas is None:
+            self._arenas = self._handle.arenas()
+        return self._arenas
+
+    def bins(self, arena: Optional[int] = None) -> Record:
+        """Non-empty fastbins and bins and the top chunk, per arena (or of one arena)."""
+        return self._handle.bins(arena)
+
+    def tcache(self, lwp: Optional[int] = None) -> Record:
+        """Each thread's tcache (or one thread's, by LWP)."""
+        return self._handle.tcache(lwp)
+
+    def chunks(self, arena: Optional[int] = None, state: str = "all",
+               limit: Optional[int] = None) -> Record:
+        """Chunks of one or every arena, filtered by ``state`` ("all", "free", "used")."""
+        if state not in STATES:
+            raise ValueError("state must be one of %s" % ", ".join(STATES))
+        return self._handle.chunks(arena, state, limit)
+
+    def chunk(self, address: int) -> Record:
+        """The chunk holding ``address``, with its neighbours."""
+        return self._handle.chunk(address)
+
+    def arena_index(self) -> Dict[int, int]:
+        """Map arena address -> ring index (0 = main), memoized.
+
+        Uses a memoized ``arenas()`` report when there is one, otherwise ``bins()``, which
+        walks the free lists only, not every chunk.
+        """
+        if self._arena_index is None:
+            source = self._arenas if self._arenas is not None else self.bins(None)
+            self._arena_index = {a["address"]: a.get("index", i)
+                                 for i, a in enumerate(source.get("arenas", []))}
+        return self._arena_index
+
+    # -- lifetime ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the engine's resources (mmap, ptrace); idempotent."""
+        handle, self._handle = self._handle, None
+        self._arenas = None
+        self._arena_index = None
+        if handle is not None:
+            handle.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._handle is None
+
+    def __enter__(self) -> "Target":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return "<heapwalk.Target %s%s>" % (self.label, " (closed)" if self.closed else "")

@@ -1,0 +1,86 @@
+"""Text rendering: scalars, tables, diagnostics and golden-ish lines (fake engine)."""
+
+from __future__ import annotations
+
+import pytest
+
+from heapwalk import render
+from heapwalk.render import Style
+
+
+@pytest.mark.parametrize("n,text", [(0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"),
+                                    (1572864, "1.5 MiB"), (3 << 30, "3.0 GiB")])
+def test_size(n: int, text: str) -> None:
+    assert render.size(n) == text
+
+
+def test_exact_size_shows_both() -> None:
+    assert render.exact_size(1572864) == "1.5 MiB (1572864 bytes)"
+    assert render.exact_size(100) == "100 bytes"
+
+
+def test_addresses_are_fixed_width() -> None:
+    assert render.addr(0x10) == "0x00000000000010"
+    assert render.addr(0x7FFFF7E19C80) == "0x007ffff7e19c80"
+    assert render.addr(None) == "-"
+
+
+def test_table_alignment_ignores_colour() -> None:
+    lines = render.table([render.Column("a", "<"), render.Column("b")],
+                         [["x", Style(True).paint("free", "12")], ["yyy", "3"]])
+    assert [render.visible_len(l) for l in lines[1:]] == [7, 7]
+
+
+def test_diagnostic_lines() -> None:
+    lines = render.diagnostics([
+        {"kind": "cycle", "address": 0x555555559300, "arena": None,
+         "detail": "fastbin 0 loops\nback"},
+        {"kind": "note", "address": None, "arena": None, "detail": "using heuristics"}])
+    assert lines == ["warning: cycle at 0x00555555559300: fastbin 0 loops back",
+                     "note: using heuristics"]
+
+
+def test_arenas_text(fake, core, run) -> None:
+    status, out, _ = run("arenas", core)
+    lines = out.splitlines()
+    assert lines[0].split() == ["#", "arena", "main", "system", "max", "system", "heaps",
+                                "in", "use", "fastbins", "bins", "top", "tcache"]
+    assert lines[1].split()[:3] == ["0", "0x007ffff7e19c80", "main"]
+    assert any(l.startswith("totals: system 396.0 KiB (405504 bytes)") for l in lines)
+    assert "mmapped: 1 chunk, 1.5 MiB (1576960 bytes)" in lines
+    assert "glibc 2.36 (layout: symbols+profile)" in lines
+    assert any(l.split()[:3] == ["1001", "0x007ffff0000030", "(#1)"] for l in lines)
+    assert "\x1b[" not in out  # not a terminal
+
+
+def test_bins_text(fake, core, run) -> None:
+    out = run("bins", core, "0")[1]
+    assert out.splitlines()[0] == "arena #0 (main) 0x007ffff7e19c80"
+    assert "… +2" in out and "top: 0x00555555561000, 117.2 KiB (120000 bytes)" in out
+
+
+def test_tcache_text(fake, core, run) -> None:
+    out = run("tcache", core, "1002")[1]
+    assert out.splitlines()[0] == "thread 1002: tcache -, arena -: 0 chunks, 0 bytes"
+
+
+def test_chunk_text(fake, core, run) -> None:
+    lines = run("chunk", core, "0x7ffff0000048")[1].splitlines()
+    assert lines[0] == ("0x007ffff0000048: in chunk 0x007ffff0000020 "
+                        "(24 bytes into the user data)")
+    assert "  state  tcache" in lines
+    assert "  arena  0x007ffff0000030 (#1)" in lines
+    assert lines[-1] == "  next   0x007ffff0000040  size 96 bytes  fastbin"
+    assert run("chunk", core, "0x7ffff0000021")[1].splitlines()[0].endswith(
+        "(in the chunk header, 15 bytes before the user data)")
+
+
+def test_colour_only_on_a_terminal(monkeypatch) -> None:
+    class Tty:
+        def isatty(self) -> bool:
+            return True
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    assert Style.for_stream(Tty()).enabled
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not Style.for_stream(Tty()).enabled
