@@ -136,7 +136,9 @@ class PyTarget {
       }
       d["heaps"] = heaps;
       d["fastbins"] = count(a.fast);
-      d["bins"] = count(a.binned);
+      py::dict bins = count(a.binned);
+      bins["malloc_info_bytes"] = a.binned_raw;
+      d["bins"] = bins;
       d["top"] = a.top;
       d["top_bytes"] = a.top_size;
       d["tcache"] = count(a.tcache);

@@ -240,7 +240,9 @@ void Heap::read_bins(Arena& a, const uint8_t* ms) {
         diags_.add("unreadable", p, a.address, std::string(kind) + " bin " + std::to_string(i) + " chunk unreadable");
         break;
       }
-      uint64_t sz = rd64(c, 8) & ~uint64_t{7};
+      uint64_t raw = rd64(c, 8);
+      uint64_t sz = raw & ~uint64_t{7};
+      a.binned_raw += raw;
       uint64_t nfd = rd64(c, 16), bk = rd64(c, 24);
       if (bk != prev)
         diags_.add("bad_fd_bk", p, a.address,

@@ -55,6 +55,8 @@ struct Arena {
   std::vector<HeapRange> heaps;  ///< oldest first
   std::vector<FreeList> fastbins, bins;
   Count fast, binned, tcache, in_use, fenceposts;
+  /// Σ raw size fields (flag bits included) of binned chunks: malloc_info sums chunksize_nomask().
+  uint64_t binned_raw = 0;
   bool walked = false;  ///< in_use/tcache filled
 };
 
