@@ -39,6 +39,29 @@ class CycleCheck {
   uint64_t power_ = 1, steps_ = 0;
 };
 
+// After a cycle, the Brent check may have recorded some nodes twice: keep first occurrences.
+Count dedupe(FreeList& fl) {
+  std::vector<uint64_t> seen;
+  std::vector<FreeChunk> out;
+  Count removed;
+  for (const auto& c : fl.chunks) {
+    if (std::find(seen.begin(), seen.end(), c.address) != seen.end()) {
+      removed.add(c.size);
+      continue;
+    }
+    seen.push_back(c.address);
+    out.push_back(c);
+  }
+  fl.chunks = std::move(out);
+  fl.bytes -= removed.bytes;
+  return removed;
+}
+
+void subtract(Count& c, const Count& r) {
+  c.count -= r.count;
+  c.bytes -= r.bytes;
+}
+
 }  // namespace
 
 const char* state_name(ChunkState s) {
@@ -180,6 +203,7 @@ void Heap::read_fastbins(Arena& a, const uint8_t* ms) {
       if (!first && cyc.feed(p)) {
         diags_.add("cycle", p, a.address,
                    "fastbin[" + std::to_string(i) + "] loops back to chunk " + hex(p));
+        subtract(a.fast, dedupe(fl));
         break;
       }
       first = false;
@@ -229,6 +253,8 @@ void Heap::read_bins(Arena& a, const uint8_t* ms) {
         diags_.add("cycle", p, a.address,
                    std::string(kind) + " bin " + std::to_string(i) + " loops at chunk " + hex(p) +
                        " without returning to the bin");
+        Count r = dedupe(fl);
+        subtract(a.binned, r);
         break;
       }
       if (p & (l.alignment - 1)) {
