@@ -445,13 +445,11 @@ void Heap::read_tcaches() {
 }
 
 const Arena* Heap::arena_of(uint64_t address) const {
-  for (const auto& a : arenas_) {
-    for (const auto& h : a.heaps) {
-      uint64_t end = a.main ? h.walk_end : h.address + h.size;
-      if (address >= h.address && address < end) return &a;
-    }
-  }
-  return nullptr;
+  auto it = std::upper_bound(ranges_.begin(), ranges_.end(), address,
+                             [](uint64_t a, const Range& r) { return a < r.start; });
+  if (it == ranges_.begin()) return nullptr;
+  --it;
+  return address < it->end ? &arenas_[it->arena] : nullptr;
 }
 
 const Arena* Heap::find_arena(uint64_t selector) const {
@@ -462,6 +460,11 @@ const Arena* Heap::find_arena(uint64_t selector) const {
 }
 
 void Heap::build_free_index() {
+  ranges_.clear();
+  for (size_t i = 0; i < arenas_.size(); ++i)
+    for (const auto& h : arenas_[i].heaps)
+      ranges_.push_back({h.address, arenas_[i].main ? h.walk_end : h.address + h.size, i});
+  std::sort(ranges_.begin(), ranges_.end(), [](const Range& a, const Range& b) { return a.start < b.start; });
   free_index_.clear();
   for (auto& a : arenas_) {
     for (const auto& fl : a.fastbins)

@@ -133,6 +133,11 @@ class Heap {
   std::vector<ThreadCache> threads_;
   Mmapped mmapped_;
   Diagnostics diags_;
+  struct Range {
+    uint64_t start, end;
+    size_t arena;
+  };
+  std::vector<Range> ranges_;  ///< heap address ranges, sorted
   std::vector<std::pair<uint64_t, ChunkState>> free_index_;  ///< sorted by address
   bool walked_once_ = false;
 };
