@@ -70,6 +70,16 @@ CoreFile::CoreFile(const std::string& path) : path_(path) {
     if (eh.e_phentsize != sizeof(Elf64_Phdr)) throw FormatError(path, "bad program header size");
     if (eh.e_phoff > size_ || phnum * sizeof(Elf64_Phdr) > size_ - eh.e_phoff)
       throw FormatError(path, "truncated: program headers lie beyond the end of the file");
+    uint64_t need = 0;
+    for (uint64_t i = 0; i < phnum; ++i) {
+      Elf64_Phdr ph;
+      std::memcpy(&ph, map_ + eh.e_phoff + i * sizeof ph, sizeof ph);
+      if (ph.p_filesz && ph.p_offset + ph.p_filesz > need) need = ph.p_offset + ph.p_filesz;
+    }
+    if (need > size_)
+      diags_.add("truncated", std::nullopt, std::nullopt,
+                 "file has " + std::to_string(size_) + " bytes, its headers describe " +
+                     std::to_string(need));
     for (uint64_t i = 0; i < phnum; ++i) {
       Elf64_Phdr ph;
       std::memcpy(&ph, map_ + eh.e_phoff + i * sizeof ph, sizeof ph);
@@ -126,7 +136,6 @@ CoreFile::CoreFile(const std::string& path) : path_(path) {
     }
   }
   if (segs_.empty()) throw FormatError(path, "core file has no PT_LOAD segments");
-  ::madvise(const_cast<uint8_t*>(map_), size_, MADV_RANDOM);
 }
 
 CoreFile::~CoreFile() {

@@ -51,6 +51,9 @@ GlibcInfo locate_glibc(target::Target& t, const std::string& version_hint) {
       g.version_source = "verdef";
     }
   }
+  if (g.version.empty() && !t.truncation().empty())
+    throw FormatError(t.path(), "core file is truncated (" + t.truncation() +
+                                    "): libc and its malloc state are not in what remains");
   if (g.version.empty())
     throw SymbolError("glibc", libc ? "cannot tell the glibc version of " + libc->path +
                                           " (file missing? try --sysroot)"

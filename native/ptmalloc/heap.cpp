@@ -95,8 +95,15 @@ bool is_free(ChunkState s) {
 
 Heap::Heap(target::Target& t, const std::string& version_hint) : t_(t) {
   glibc_ = locate_glibc(t, version_hint);
-  read_params();
-  read_arenas();
+  try {
+    read_params();
+    read_arenas();
+  } catch (const Fault& f) {
+    // Say why a required structure is missing when the core itself is cut short.
+    if (!t.truncation().empty())
+      throw FormatError(t.path(), "core file is truncated (" + t.truncation() + "): " + f.what());
+    throw;
+  }
   read_tcaches();
   build_free_index();
   scan_mmapped();

@@ -65,6 +65,12 @@ class Target {
   std::unique_ptr<ElfFile> module_file(const Module& m);
   /// The separate debug file for a build-id under <sysroot>/usr/lib/debug/.build-id, then the host's.
   std::unique_ptr<ElfFile> debug_file(const std::string& build_id);
+  /// The first truncation finding ("" when the core is complete).
+  std::string truncation() const {
+    for (const auto& d : diags_.items())
+      if (d.kind == "truncated") return d.detail;
+    return "";
+  }
   /// Releases OS resources (ptrace) early.
   void close();
 
