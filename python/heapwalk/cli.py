@@ -62,14 +62,22 @@ def _fix_positionals(parser: Parser, args: argparse.Namespace) -> None:
     the command's optional positionals when there is room, otherwise it is an error.
     """
     sub = _subparser(parser, args.command)
+    own = [a.dest for a in sub._actions  # pylint: disable=protected-access
+           if not a.option_strings and a.dest != "core"]
     if args.pid is None:
         if args.core is None:
             sub.error("give a CORE file or --pid PID")
+        # `heapwalk bins 1 CORE`: accept the core after the command's own argument.
+        if not os.path.exists(args.core):
+            for dest in own:
+                value = getattr(args, dest)
+                if isinstance(value, str) and os.path.isfile(value):
+                    args.core, value = value, args.core
+                    setattr(args, dest, value)
+                    break
         return
     if args.core is None:
         return
-    own = [a.dest for a in sub._actions  # pylint: disable=protected-access
-           if not a.option_strings and a.dest != "core"]
     values = [args.core] + [getattr(args, dest) for dest in own]
     if not own or values[-1] is not None:
         sub.error("give either CORE or --pid, not both")

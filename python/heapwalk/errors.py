@@ -68,10 +68,19 @@ def _engine_subject(exc: BaseException, default: Optional[str]) -> Optional[str]
     return default
 
 
-def _engine_hint(exc: BaseException) -> Optional[str]:
+def _engine_hint(exc: BaseException, live: bool) -> Optional[str]:
     """A hint for an engine exception, chosen by its class name (the classes are dynamic)."""
     name = type(exc).__name__
+    message = str(exc).lower()
     if name == "FormatError":
+        if live:
+            if "no such process" in message:
+                return "is the process still running? ('ps -p PID')"
+            return ("reading another process needs ptrace permission: run as its user or "
+                    "root, and check /proc/sys/kernel/yama/ptrace_scope")
+        if "truncat" in message:
+            return ("the core file is incomplete (the dump was cut short: disk full, "
+                    "ulimit -c, or a copy still in progress)")
         return "expected an ELF core file (made by gcore or the kernel)"
     if name == "FaultError":
         return ("the memory was not saved in the core or is not mapped "
@@ -109,7 +118,7 @@ def describe_error(exc: BaseException, subject: Optional[str] = None,
     elif native_error is not None and isinstance(exc, native_error):
         message = str(exc) or type(exc).__name__
         subject = _engine_subject(exc, subject)
-        hint = _engine_hint(exc)
+        hint = _engine_hint(exc, live)
     elif isinstance(exc, OSError):
         message = exc.strerror or str(exc)
         if exc.filename is not None:

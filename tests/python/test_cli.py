@@ -164,13 +164,29 @@ def test_target_is_closed(fake, core, run) -> None:
 
 
 def test_native_missing_is_one_line(monkeypatch, core) -> None:
+    import io
     monkeypatch.setattr(heapwalk, "_native", None, raising=False)
     monkeypatch.setitem(sys.modules, "heapwalk._native", None)  # makes the import fail
-    import io
+    listdir = heapwalk.os.listdir
+    monkeypatch.setattr(heapwalk.os, "listdir",
+                        lambda path: [n for n in listdir(path) if not n.startswith("_native")])
     out, err = io.StringIO(), io.StringIO()
     assert cli.run(["arenas", core], out, err) == 1
     assert err.getvalue() == ("heapwalk: heapwalk's native module is not built: "
                               "run the README's build\n")
+
+
+def test_native_unloadable_is_one_line_and_a_hint(monkeypatch, core) -> None:
+    import io
+    monkeypatch.setattr(heapwalk, "_native", None, raising=False)
+    monkeypatch.setitem(sys.modules, "heapwalk._native", None)
+    monkeypatch.setattr(heapwalk.os, "listdir",
+                        lambda path: ["_native.cpython-311-x86_64-linux-gnu.so"])
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.run(["arenas", core], out, err) == 1
+    lines = err.getvalue().splitlines()
+    assert lines[0].startswith("heapwalk: heapwalk's native module failed to load: ")
+    assert lines[1].startswith("hint: rebuild it") and len(lines) == 2
 
 
 def test_python_m_entry_point_without_native(tmp_path) -> None:
