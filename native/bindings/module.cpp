@@ -414,6 +414,7 @@ void apply_overrides(target::Target& t, const std::optional<py::dict>& ov) {
   t.overrides().main_arena = get("main_arena");
   t.overrides().mp = get("mp_");
   t.overrides().tcache_key = get("tcache_key");
+  if (ov->contains("no_files")) t.overrides().no_files = (*ov)["no_files"].cast<bool>();
 }
 
 std::vector<target::Thread> threads_from(const std::optional<py::list>& l) {

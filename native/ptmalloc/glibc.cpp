@@ -1,14 +1,25 @@
 #include "ptmalloc/glibc.h"
 
 #include <cstdio>
+#include <cstring>
 #include <memory>
+#include <map>
+#include <set>
+
+#include "ptmalloc/finder.h"
 
 namespace heapwalk::ptmalloc {
 
 namespace {
 
 bool is_libc_name(const std::string& base) {
-  return base.rfind("libc.so", 0) == 0 || (base.rfind("libc-2.", 0) == 0 && base.find(".so") != std::string::npos);
+  return base.rfind("libc.so", 0) == 0 ||
+         (base.rfind("libc-2.", 0) == 0 && base.find(".so") != std::string::npos);
+}
+
+std::string basename_of(const std::string& p) {
+  size_t s = p.rfind('/');
+  return s == std::string::npos ? p : p.substr(s + 1);
 }
 
 std::string version_from_banner(const std::string& banner) {
@@ -20,11 +31,26 @@ std::string version_from_banner(const std::string& banner) {
   return std::to_string(major) + "." + std::to_string(minor);
 }
 
+// Before 2.34 the library file was named after its version: libc-2.31.so.
+std::string version_from_name(const std::string& path) {
+  int major = 0, minor = 0;
+  if (std::sscanf(basename_of(path).c_str(), "libc-%d.%d.so", &major, &minor) == 2)
+    return std::to_string(major) + "." + std::to_string(minor);
+  return "";
+}
+
+uint64_t rd(const uint8_t* p, uint64_t off) {
+  uint64_t v;
+  std::memcpy(&v, p + off, 8);
+  return v;
+}
+
 }  // namespace
 
 GlibcInfo locate_glibc(target::Target& t, const std::string& version_hint) {
   GlibcInfo g;
   auto& diags = t.diagnostics();
+  auto& mem = t.memory();
   const target::Module* libc = t.find_module(is_libc_name);
   std::unique_ptr<target::ElfFile> file, debug;
   if (libc) {
@@ -38,29 +64,34 @@ GlibcInfo locate_glibc(target::Target& t, const std::string& version_hint) {
     }
     debug = t.debug_file(g.build_id);
     if (debug) g.debug_file = debug->path();
+  } else if (t.kind() != target::Target::Kind::Callback && t.kind() != target::Target::Kind::Buffer) {
+    if (!t.truncation().empty())
+      throw FormatError(t.path(), "core file is truncated (" + t.truncation() +
+                                      "): libc and its malloc state are not in what remains");
+    throw SymbolError("glibc", "no libc found in the target (statically linked, or not a glibc process)");
   }
-  // Version: user hint > banner in libc > highest GLIBC_ version definition.
+
+  // Version: user hint > banner in the (build-id checked) file > file name > version definitions
+  // > the layout that fits the image.
   if (!version_hint.empty()) {
     g.version = version_hint;
     g.version_source = "override";
-  } else if (file) {
-    g.version = version_from_banner(file->find_text("GNU C Library"));
+  } else if (file && !(g.version = version_from_banner(file->find_text("GNU C Library"))).empty()) {
     g.version_source = "banner";
-    if (g.version.empty() && !file->glibc_verdef().empty()) {
-      g.version = file->glibc_verdef();
-      g.version_source = "verdef";
-    }
+  } else if (libc && !(g.version = version_from_name(libc->path)).empty()) {
+    g.version_source = "file-name";
+  } else if (file && !file->glibc_verdef().empty()) {
+    g.version = file->glibc_verdef();
+    g.version_source = "verdef";
   }
-  if (g.version.empty() && !t.truncation().empty())
-    throw FormatError(t.path(), "core file is truncated (" + t.truncation() +
-                                    "): libc and its malloc state are not in what remains");
-  if (g.version.empty())
-    throw SymbolError("glibc", libc ? "cannot tell the glibc version of " + libc->path +
-                                          " (file missing? try --sysroot)"
-                                    : "no libc found in the target (statically linked, or not a glibc process)");
-  g.layout = layout_for(g.version);
-  if (!g.layout)
-    throw SymbolError("glibc", "glibc " + g.version + " is not supported yet (known layouts: 2.35-2.41)");
+  std::vector<const Layout*> candidates;
+  if (!g.version.empty()) {
+    if (const Layout* l = layout_for(g.version)) candidates.push_back(l);
+    if (candidates.empty())
+      throw SymbolError("glibc", "glibc " + g.version + " has no known malloc layout");
+  } else {
+    for (auto it = layouts().rbegin(); it != layouts().rend(); ++it) candidates.push_back(&*it);
+  }
 
   uint64_t bias = 0;
   if (libc && file) bias = libc->base - file->first_load_vaddr();
@@ -92,20 +123,74 @@ GlibcInfo locate_glibc(target::Target& t, const std::string& version_hint) {
   } else if (auto s = lookup("mp_")) {
     g.mp = bias + s->value;
   }
+
+  // No symbol: scan libc's data for the arena ring, trying each candidate layout.
+  std::vector<memory::Region> data = libc ? libc_data_regions(t, libc->path) : std::vector<memory::Region>{};
+  if (g.main_arena == 0) {
+    for (const Layout* l : candidates) {
+      if (auto c = find_main_arena(mem, *l, data)) {
+        g.main_arena = c->address;
+        g.layout = l;
+        g.how["main_arena"] = "heuristic:arena-ring";
+        break;
+      }
+    }
+  } else if (candidates.size() > 1) {
+    // Symbol known but version not: the layout whose main_arena fits at that address.
+    memory::Region r;
+    r.start = g.main_arena;
+    r.end = g.main_arena + 0x1000;
+    for (const Layout* l : candidates) {
+      if (find_main_arena(mem, *l, {r})) {
+        g.layout = l;
+        break;
+      }
+    }
+  }
+  if (!g.layout && candidates.size() == 1) g.layout = candidates.front();
+  if (g.main_arena == 0 || !g.layout) {
+    std::string where = g.libc_path.empty() ? "libc" : g.libc_path;
+    throw SymbolError("main_arena", "cannot locate glibc's main_arena in " + where +
+                                        ": no symbol, and no arena ring found in its data" +
+                                        (debug ? "" : " (libc6-dbg for build-id " + g.build_id + " would help)"));
+  }
+  const Layout& L = *g.layout;
+  if (g.version.empty()) {
+    g.version = std::string(L.name) + "-" + L.last;
+    g.version_source = "layout-fit";
+  }
+  memory::Reader r(mem);
+  uint64_t top = 0;
+  r.try_u64(g.main_arena + L.ms_top, top);
+  if (g.mp == 0) {
+    auto sbrk = main_heap_start(mem, top);
+    if (sbrk) {
+      if (auto mp = find_mp(mem, L, data, *sbrk, g.main_arena)) {
+        g.mp = *mp;
+        g.how["mp_"] = "heuristic:sbrk_base";
+      }
+    }
+  }
+  if (g.mp == 0)
+    throw SymbolError("mp_", "cannot locate glibc's mp_ (malloc parameters) in " +
+                                 (g.libc_path.empty() ? std::string("libc") : g.libc_path));
+
   if (ov.tcache_key) {
     g.tcache_key = *ov.tcache_key;
     g.how["tcache_key"] = "override";
   } else if (auto s = lookup("tcache_key")) {
     uint64_t v;
-    memory::Reader r(t.memory());
     if (r.try_u64(bias + s->value, v)) g.tcache_key = v;
   }
+
   // TLS variables: the TPOFF64 GOT slot that the dynamic linker filled holds the offset from the
   // thread pointer, so it works for any TLS placement without reading ld.so's internals.
   auto tls = [&](const std::string& name) -> std::optional<int64_t> {
     auto s = lookup(name);
-    if (!s || !s->tls || !file) return std::nullopt;
-    memory::Reader r(t.memory());
+    if (!s || !s->tls || !file) {
+      g.how.erase(name);
+      return std::nullopt;
+    }
     for (const auto& rel : file->tls_relocs()) {
       if (rel.tls_value != s->value) continue;
       uint64_t v;
@@ -114,20 +199,58 @@ GlibcInfo locate_glibc(target::Target& t, const std::string& version_hint) {
         return static_cast<int64_t>(v);
       }
     }
-    diags.add("symbols", std::nullopt, std::nullopt,
-              "cannot read the TLS offset of libc's `" + name + "` (GOT slot not in the image)");
+    g.how.erase(name);
     return std::nullopt;
   };
   g.tcache_tpoff = tls("tcache");
   g.thread_arena_tpoff = tls("thread_arena");
 
-  if (g.main_arena == 0 || g.mp == 0) {
-    std::string hint = debug ? "" : " (install libc6-dbg for libc build-id " + g.build_id + ", or pass --main-arena)";
-    throw SymbolError(g.main_arena == 0 ? "main_arena" : "mp_",
-                      std::string("cannot locate glibc's ") + (g.main_arena == 0 ? "main_arena" : "mp_") +
-                          ": no symbol in " + (g.libc_path.empty() ? "libc" : g.libc_path) + hint);
+  // Without symbols: every thread's `thread_arena` holds an arena address at the same offset from
+  // its thread pointer; vote for that offset. `tcache` sits near it and points at a chunk of
+  // exactly sizeof(tcache_perthread_struct).
+  bool any_explicit = false;
+  for (const auto& th : t.threads()) any_explicit |= th.tcache.has_value() || th.arena.has_value();
+  if (!g.thread_arena_tpoff && !any_explicit) {
+    std::set<uint64_t> ring{g.main_arena};
+    uint64_t a = g.main_arena;
+    for (int i = 0; i < 4096; ++i) {
+      uint64_t n;
+      if (!r.try_u64(a + L.ms_next, n) || n == g.main_arena || n == 0 || ring.count(n)) break;
+      ring.insert(n);
+      a = n;
+    }
+    g.thread_arena_tpoff = find_tls_offset(mem, t.threads(), ring);
+    if (g.thread_arena_tpoff) g.how["thread_arena"] = "heuristic:tls-search";
   }
-  g.layout_source = std::string("profile ") + g.layout->name + " (" + g.layout->source + ") + " +
+  if (!g.tcache_tpoff && L.has_tcache && g.thread_arena_tpoff && !any_explicit) {
+    std::map<int64_t, unsigned> votes;
+    for (const auto& th : t.threads()) {
+      uint64_t ar;
+      if (!th.fs_base || !r.try_u64(th.fs_base + static_cast<uint64_t>(*g.thread_arena_tpoff), ar) || !ar) continue;
+      std::vector<uint8_t> win(1024);
+      uint64_t start = th.fs_base + static_cast<uint64_t>(*g.thread_arena_tpoff) - 512;
+      if (mem.read(start, win.data(), win.size()) != win.size()) continue;
+      for (uint64_t off = 0; off < win.size(); off += 8) {
+        uint64_t p = rd(win.data(), off), size_word;
+        if (!p || (p & 15) || !r.try_u64(p - 8, size_word)) continue;
+        if ((size_word & ~uint64_t{7}) == L.tc_size + 16 && (size_word & 2) == 0)
+          ++votes[static_cast<int64_t>(start + off - th.fs_base)];
+      }
+    }
+    unsigned best = 0;
+    for (const auto& [d, n] : votes)
+      if (n > best) {
+        best = n;
+        g.tcache_tpoff = d;
+      }
+    if (g.tcache_tpoff) g.how["tcache"] = "heuristic:tls-search";
+  }
+  if (L.has_tcache && !g.tcache_tpoff && !any_explicit)
+    diags.add("symbols", std::nullopt, std::nullopt,
+              "cannot find the threads' tcache (no TLS symbol or TPOFF relocation, and the TLS search "
+              "found nothing); tcache chunks will count as in use");
+
+  g.layout_source = std::string("profile ") + L.name + " (" + L.source + ") + " +
                     (g.how.count("main_arena") ? g.how["main_arena"] : "unknown") + " symbols";
   return g;
 }

@@ -144,6 +144,7 @@ const Module* Target::find_module(const std::function<bool(const std::string&)>&
 }
 
 std::unique_ptr<ElfFile> Target::module_file(const Module& m) {
+  if (overrides_.no_files) return nullptr;
   std::string p = resolve_under(sysroot_, m.path);
   auto f = ElfFile::open(p);
   if (!f) {
@@ -161,6 +162,7 @@ std::unique_ptr<ElfFile> Target::module_file(const Module& m) {
 }
 
 std::unique_ptr<ElfFile> Target::debug_file(const std::string& build_id) {
+  if (overrides_.no_files) return nullptr;
   if (build_id.size() < 4) return nullptr;
   std::string rel = "/usr/lib/debug/.build-id/" + build_id.substr(0, 2) + "/" + build_id.substr(2) + ".debug";
   std::vector<std::string> candidates;

@@ -33,6 +33,7 @@ struct Module {
 /// User-supplied addresses that win over every other way of finding them.
 struct Overrides {
   std::optional<uint64_t> main_arena, mp, tcache_key;
+  bool no_files = false;  ///< use no file from disk: everything from the memory image
 };
 
 class Target {
