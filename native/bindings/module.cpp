@@ -417,6 +417,11 @@ void apply_overrides(target::Target& t, const std::optional<py::dict>& ov) {
   if (ov->contains("no_files")) t.overrides().no_files = (*ov)["no_files"].cast<bool>();
 }
 
+std::string version_override(const std::optional<py::dict>& ov) {
+  if (!ov || !ov->contains("glibc_version") || (*ov)["glibc_version"].is_none()) return "";
+  return (*ov)["glibc_version"].cast<std::string>();
+}
+
 std::vector<target::Thread> threads_from(const std::optional<py::list>& l) {
   std::vector<target::Thread> out;
   if (!l) return out;
@@ -513,7 +518,9 @@ PYBIND11_MODULE(_native, m) {
           t = target::Target::open_core(path, sysroot.value_or(""));
         }
         apply_overrides(*t, overrides);
-        return std::make_unique<PyTarget>(std::move(t));
+        auto pt = std::make_unique<PyTarget>(std::move(t));
+        pt->version_hint_ = version_override(overrides);
+        return pt;
       },
       py::arg("path"), py::arg("sysroot") = py::none(), py::arg("overrides") = py::none());
   m.def(
@@ -526,7 +533,9 @@ PYBIND11_MODULE(_native, m) {
           t = target::Target::attach(pid, std::move(th));
         }
         apply_overrides(*t, overrides);
-        return std::make_unique<PyTarget>(std::move(t));
+        auto pt = std::make_unique<PyTarget>(std::move(t));
+        pt->version_hint_ = version_override(overrides);
+        return pt;
       },
       py::arg("pid"), py::arg("threads") = py::none(), py::arg("overrides") = py::none());
   m.def(
@@ -549,7 +558,7 @@ PYBIND11_MODULE(_native, m) {
         auto t = target::Target::from_callback(fn, threads_from(threads));
         apply_overrides(*t, overrides);
         auto pt = std::make_unique<PyTarget>(std::move(t));
-        pt->version_hint_ = glibc_version.value_or("");
+        pt->version_hint_ = glibc_version ? *glibc_version : version_override(overrides);
         return pt;
       },
       py::arg("read"), py::arg("threads") = py::none(), py::arg("overrides") = py::none(),

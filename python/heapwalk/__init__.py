@@ -14,7 +14,7 @@ import importlib
 import os
 import sys
 from types import ModuleType
-from typing import Optional
+from typing import Any, Dict, Optional
 
 from .errors import NATIVE_MISSING, HeapwalkError, NativeMissingError
 from .target import Target
@@ -47,15 +47,20 @@ def native() -> ModuleType:
     return module
 
 
-def open_core(path: str, sysroot: Optional[str] = None) -> Target:
-    """Open an ELF core file (gcore or kernel); ``sysroot`` prefixes module paths."""
-    handle = native().open_core(os.fspath(path), sysroot)
+def open_core(path: str, sysroot: Optional[str] = None,
+              overrides: Optional[Dict[str, Any]] = None) -> Target:
+    """Open an ELF core file (gcore or kernel); ``sysroot`` prefixes module paths.
+
+    ``overrides`` (see native/bindings/API.md): ``main_arena``, ``mp_``, ``tcache_key``,
+    ``glibc_version``, ``no_files`` (use nothing from disk, only the memory image).
+    """
+    handle = native().open_core(os.fspath(path), sysroot, overrides or None)
     return Target(handle, os.fspath(path), "core")
 
 
-def attach(pid: int) -> Target:
+def attach(pid: int, overrides: Optional[Dict[str, Any]] = None) -> Target:
     """Attach to a live process; the engine freezes it until :meth:`Target.close`."""
-    handle = native().attach(int(pid), None)
+    handle = native().attach(int(pid), None, overrides or None)
     return Target(handle, "pid %d" % int(pid), "live")
 
 

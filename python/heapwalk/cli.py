@@ -43,6 +43,15 @@ def build_parser() -> Parser:
         target.add_argument("--sysroot", metavar="DIR",
                             help="look for the core's libraries under DIR (cores from "
                                  "containers or other machines)")
+        target.add_argument("--no-symbols", action="store_true",
+                            help="use no file from disk (libc, debug symbols): find glibc's "
+                                 "state from the memory image alone")
+        target.add_argument("--main-arena", metavar="ADDR", type=registry.parse_int,
+                            help="address of glibc's main_arena (overrides symbols)")
+        target.add_argument("--mp", metavar="ADDR", type=registry.parse_int,
+                            help="address of glibc's mp_ (overrides symbols)")
+        target.add_argument("--glibc", metavar="VERSION",
+                            help="the target's glibc version, e.g. 2.31 (overrides detection)")
         registry.add_common(p)
     return parser
 
@@ -89,13 +98,16 @@ def _fix_positionals(parser: Parser, args: argparse.Namespace) -> None:
 def open_target(args: argparse.Namespace) -> Target:
     """Open the core or attach to the pid named by ``args``."""
     import heapwalk  # pylint: disable=import-outside-toplevel
+    overrides = {key: value for key, value in (
+        ("main_arena", args.main_arena), ("mp_", args.mp), ("glibc_version", args.glibc),
+        ("no_files", True if args.no_symbols else None)) if value is not None}
     if args.pid is not None:
-        return heapwalk.attach(args.pid)
+        return heapwalk.attach(args.pid, overrides=overrides)
     if not os.path.exists(args.core):
         raise HeapwalkError("no such file", subject=args.core)
     if os.path.isdir(args.core):
         raise HeapwalkError("is a directory, not a core file", subject=args.core)
-    return heapwalk.open_core(args.core, sysroot=args.sysroot)
+    return heapwalk.open_core(args.core, sysroot=args.sysroot, overrides=overrides)
 
 
 def _native_error() -> Optional[type]:
