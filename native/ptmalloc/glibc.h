@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -17,6 +18,7 @@ struct GlibcInfo {
   std::string version_source;  ///< "banner", "verdef", "override"
   std::string layout_source;   ///< e.g. "profile 2.35 + debug-file symbols"
   const Layout* layout = nullptr;
+  std::shared_ptr<Layout> dwarf_layout;  ///< owns `layout` when DWARF supplied it
   std::string libc_path, build_id, debug_file;
   uint64_t libc_base = 0;
   uint64_t main_arena = 0, mp = 0;
