@@ -7,11 +7,14 @@
  * 8th one (tcache, fastbins, unsorted; neighbours stay live so little coalesces).  Non-main
  * arenas grow past one 64 MiB heap, so their heap_info chains have several heaps.  The pointer
  * arrays are themselves big mmapped chunks.  When all threads are done the main thread writes
- * OUTDIR/truth.json (if OUTDIR is given), writes one byte to READY_FD and pauses forever.
+ * OUTDIR/malloc_info.xml and OUTDIR/truth.json (with mallinfo2) if OUTDIR is given (the FILE
+ * is opened with a static buffer before the heap is built, and never closed), writes one byte
+ * to READY_FD and pauses forever.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -78,11 +81,17 @@ int main(int argc, char **argv) {
     int nthreads = argc > 3 ? atoi(argv[3]) : 4;
     if (nthreads < 1 || nthreads > 64) nthreads = 4;
     int truth_fd = -1;
+    FILE *info = NULL;
+    static char info_buf[1 << 16];
     if (argc > 4) {
         char path[4096];
         snprintf(path, sizeof path, "%s/truth.json", argv[4]);
         truth_fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (truth_fd < 0) die(path);
+        snprintf(path, sizeof path, "%s/malloc_info.xml", argv[4]);
+        info = fopen(path, "w");
+        if (!info) die(path);
+        setvbuf(info, info_buf, _IOFBF, sizeof info_buf);
     }
     static struct worker W[64];
     pthread_barrier_init(&done, NULL, (unsigned)nthreads);
@@ -96,13 +105,20 @@ int main(int argc, char **argv) {
     pthread_barrier_wait(&done);
 
     if (truth_fd >= 0) {
-        static char buf[256];
+        static char buf[1024];
         size_t freed = 0;
         for (int i = 0; i < nthreads; i++) freed += W[i].freed;
+        malloc_info(0, info);
+        fflush(info);
+        struct mallinfo2 mi = mallinfo2();
         int n = snprintf(buf, sizeof buf,
                          "{\"program\": \"many\", \"pid\": %d, \"allocated\": %zu, \"freed\": %zu, "
-                         "\"nthreads\": %d}\n",
-                         (int)getpid(), total, freed, nthreads);
+                         "\"nthreads\": %d,\n \"mallinfo2\": {\"arena\": %zu, \"ordblks\": %zu, "
+                         "\"smblks\": %zu, \"hblks\": %zu, \"hblkhd\": %zu, \"usmblks\": %zu, "
+                         "\"fsmblks\": %zu, \"uordblks\": %zu, \"fordblks\": %zu, \"keepcost\": %zu}}\n",
+                         (int)getpid(), total, freed, nthreads, mi.arena, mi.ordblks, mi.smblks,
+                         mi.hblks, mi.hblkhd, mi.usmblks, mi.fsmblks, mi.uordblks, mi.fordblks,
+                         mi.keepcost);
         if (write(truth_fd, buf, (size_t)n) != n) die("write truth");
     }
     char one = 'R';

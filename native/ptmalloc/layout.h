@@ -36,7 +36,8 @@ enum class TcacheCounts {
 /// When a thread's tcache_perthread_struct is allocated (where it sits in the heap).
 enum class TcacheInit {
   None,        ///< no tcache (< 2.26)
-  FirstMalloc, ///< 2.26-2.41: first malloc() of the thread (any size), so usually its first chunk
+  FirstMalloc, ///< 2.26-2.41: first malloc/free/realloc/calloc of the thread (any size), so
+               ///< usually the first chunk the thread takes from its arena
   FirstSmall,  ///< 2.42: first malloc/calloc/memalign whose chunk size < mp_.tcache_max_bytes
   OnDemand,    ///< 2.43+: first free() of a cacheable chunk or first tcache stash in _int_malloc;
                ///< until then TLS `tcache` points at the all-zero `__tcache_dummy` in libc

@@ -189,7 +189,7 @@ TEST(Heap, MissingMainArenaIsOneClearError) {
 }
 
 TEST(Layout, UnknownVersionHasNoProfile) {
-  EXPECT_EQ(ptmalloc::layout_for("2.17"), nullptr);
+  EXPECT_EQ(ptmalloc::layout_for("2.16"), nullptr);
   ASSERT_NE(ptmalloc::layout_for("2.36"), nullptr);
   EXPECT_EQ(ptmalloc::layout_for("2.36")->ms_size, 0x898u);
 }
