@@ -135,7 +135,7 @@ class PyTarget {
         heaps.append(x);
       }
       d["heaps"] = heaps;
-      d["fastbins"] = count(a.fast);
+      d["fastbins"] = h.layout().has_fastbins ? py::object(count(a.fast)) : py::object(py::none());
       py::dict bins = count(a.binned);
       bins["malloc_info_bytes"] = a.binned_raw;
       d["bins"] = bins;
@@ -143,7 +143,7 @@ class PyTarget {
       d["top_bytes"] = a.top_size;
       d["tcache"] = count(a.tcache);
       d["in_use"] = count(a.in_use);
-      d["attached_threads"] = a.attached_threads;
+      d["attached_threads"] = opt(a.attached_threads);
       arenas.append(d);
     }
     out["arenas"] = arenas;
@@ -267,7 +267,9 @@ class PyTarget {
       for (const auto& fl : tc.bins) {
         py::dict x;
         x["index"] = fl.index;
-        x["size"] = fl.index * h.layout().alignment + h.layout().minsize;
+        auto range = ptmalloc::tcache_bin_sizes(h.layout(), fl.index);
+        x["size"] = range.first;
+        if (range.second != range.first) x["max_size"] = range.second;
         x["count"] = fl.chunks.size();
         x["bytes"] = fl.bytes;
         x["chunks"] = chunk_list(fl.chunks, false);

@@ -140,6 +140,7 @@ bool layout_from_dwarf(const std::string& debug_path, Layout& l, std::vector<std
   set(l.mp_max_mmapped_mem, "malloc_par.max_mmapped_mem", mp, "max_mmapped_mem");
   set(l.mp_sbrk_base, "malloc_par.sbrk_base", mp, "sbrk_base");
   set(l.mp_tcache_bins, "malloc_par.tcache_bins", mp, "tcache_bins");
+  set(l.mp_tcache_bins, "malloc_par.tcache_small_bins", mp, "tcache_small_bins");  // 2.42+
   set(l.mp_tcache_max_bytes, "malloc_par.tcache_max_bytes", mp, "tcache_max_bytes");
   set(l.mp_tcache_count, "malloc_par.tcache_count", mp, "tcache_count");
   if (found.count("_heap_info")) {
@@ -153,8 +154,10 @@ bool layout_from_dwarf(const std::string& debug_path, Layout& l, std::vector<std
   if (found.count("tcache_perthread_struct")) {
     const Struct& tc = found["tcache_perthread_struct"];
     set_size(l.tc_size, "tcache_perthread_struct size", tc);
+    l.tc_chunk_size = (l.tc_size + l.size_sz + l.alignment - 1) & ~(l.alignment - 1);
     set(l.tc_entries, "tcache_perthread_struct.entries", tc, "entries");
     auto c = tc.members.find("counts");
+    if (c == tc.members.end()) c = tc.members.find("num_slots");  // 2.42+
     if (c != tc.members.end()) {
       if (l.tc_counts != c->second.offset) changed.push_back("tcache_perthread_struct.counts");
       l.tc_counts = c->second.offset;

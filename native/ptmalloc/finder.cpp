@@ -73,7 +73,9 @@ std::optional<ArenaCandidate> find_main_arena(memory::MemorySource& mem, const L
       bool closed = next == a;
       for (unsigned hop = 0; !closed && hop < 1024; ++hop) {
         uint64_t heap = b - l.hi_size, ar, nb;
-        if ((heap & (l.heap_max - 1)) != 0 || !r.try_u64(heap + l.hi_ar_ptr, ar) || ar != b ||
+        // With the hugetlb tunable (2.35-2.41) heaps are aligned to 4 huge pages (>= 8 MiB).
+        uint64_t align = l.heap_max_hp_multiplier ? (8ull << 20) : l.heap_max;
+        if ((heap & (align - 1)) != 0 || !r.try_u64(heap + l.hi_ar_ptr, ar) || ar != b ||
             !r.try_u64(b + l.ms_next, nb))
           break;
         ++ring;

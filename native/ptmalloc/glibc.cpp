@@ -196,32 +196,38 @@ GlibcInfo locate_glibc(target::Target& t, const std::string& version_hint) {
   if (ov.tcache_key) {
     g.tcache_key = *ov.tcache_key;
     g.how["tcache_key"] = "override";
-  } else if (auto s = lookup("tcache_key")) {
+  } else if (auto s = L.tcache_key_symbol ? lookup(L.tcache_key_symbol) : std::nullopt) {
     uint64_t v;
     if (r.try_u64(bias + s->value, v)) g.tcache_key = v;
   }
 
   // TLS variables: the TPOFF64 GOT slot that the dynamic linker filled holds the offset from the
   // thread pointer, so it works for any TLS placement without reading ld.so's internals.
-  auto tls = [&](const std::string& name) -> std::optional<int64_t> {
-    auto s = lookup(name);
+  auto tls = [&](const char* symbol, const std::string& key) -> std::optional<int64_t> {
+    if (!symbol) return std::nullopt;
+    auto s = lookup(symbol);
+    if (s) g.how[key] = g.how[symbol];
+    if (std::string(symbol) != key) g.how.erase(symbol);
     if (!s || !s->tls || !file) {
-      g.how.erase(name);
+      g.how.erase(key);
       return std::nullopt;
     }
     for (const auto& rel : file->tls_relocs()) {
       if (rel.tls_value != s->value) continue;
       uint64_t v;
       if (r.try_u64(bias + rel.offset, v)) {
-        g.how[name] += "+tpoff-got";
+        g.how[key] += "+tpoff-got";
         return static_cast<int64_t>(v);
       }
     }
-    g.how.erase(name);
+    g.how.erase(key);
     return std::nullopt;
   };
-  g.tcache_tpoff = tls("tcache");
-  g.thread_arena_tpoff = tls("thread_arena");
+  g.tcache_tpoff = tls(L.tcache_symbol, "tcache");
+  g.thread_arena_tpoff = tls(L.thread_arena_symbol, "thread_arena");
+  if (L.tcache_dummy_symbol) {
+    if (auto s = lookup(L.tcache_dummy_symbol)) g.tcache_dummy = bias + s->value;
+  }
 
   // Without symbols: every thread's `thread_arena` holds an arena address at the same offset from
   // its thread pointer; vote for that offset. `tcache` sits near it and points at a chunk of
@@ -251,7 +257,7 @@ GlibcInfo locate_glibc(target::Target& t, const std::string& version_hint) {
       for (uint64_t off = 0; off < win.size(); off += 8) {
         uint64_t p = rd(win.data(), off), size_word;
         if (!p || (p & 15) || !r.try_u64(p - 8, size_word)) continue;
-        if ((size_word & ~uint64_t{7}) == L.tc_size + 16 && (size_word & 2) == 0)
+        if ((size_word & ~uint64_t{7}) == L.tc_chunk_size && (size_word & 2) == 0)
           ++votes[static_cast<int64_t>(start + off - th.fs_base)];
       }
     }

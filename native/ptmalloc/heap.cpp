@@ -138,6 +138,8 @@ void Heap::read_params() {
     params_.tcache_count = rd64(mp.data(), l.mp_tcache_count);
     params_.tcache_max_bytes = rd64(mp.data(), l.mp_tcache_max_bytes);
   }
+  if (present(l.mp_hp_pagesize)) params_.hp_pagesize = rd64(mp.data(), l.mp_hp_pagesize);
+  params_.heap_max = effective_heap_max(l, params_.hp_pagesize);
 }
 
 void Heap::read_arenas() {
@@ -179,7 +181,7 @@ void Heap::read_arena(Arena& a) {
   r.bytes(a.address, ms.data(), ms.size(), a.main ? "main_arena" : "malloc_state");
   a.top = rd64(ms.data(), l.ms_top);
   a.next = rd64(ms.data(), l.ms_next);
-  a.attached_threads = rd64(ms.data(), l.ms_attached_threads);
+  if (present(l.ms_attached_threads)) a.attached_threads = rd64(ms.data(), l.ms_attached_threads);
   a.system_mem = rd64(ms.data(), l.ms_system_mem);
   a.max_system_mem = rd64(ms.data(), l.ms_max_system_mem);
   uint64_t top_word;
@@ -317,7 +319,8 @@ void Heap::read_heaps(Arena& a) {
     return;
   }
   std::vector<HeapRange> chain;
-  uint64_t hp = a.top & ~(l.heap_max - 1);
+  const uint64_t heap_max = params_.heap_max;
+  uint64_t hp = a.top & ~(heap_max - 1);
   for (uint64_t n = 0; hp != 0 && n < kMaxHeapsPerArena; ++n) {
     const uint8_t* hi = r.span(hp, l.hi_size);
     if (!hi) {
@@ -329,7 +332,7 @@ void Heap::read_heaps(Arena& a) {
     h.address = hp;
     h.size = rd64(hi, l.hi_heap_size);
     h.mprotect_size = rd64(hi, l.hi_mprotect_size);
-    if (ar != a.address || h.size > l.heap_max || h.size < l.hi_size) {
+    if (ar != a.address || h.size > heap_max || h.size < l.hi_size) {
       diags_.add("heap_info", hp, a.address,
                  "heap_info does not belong to this arena (ar_ptr " + hex(ar) + ", size " + hex(h.size) + ")");
       break;
@@ -358,6 +361,7 @@ void Heap::read_heaps(Arena& a) {
 void Heap::read_tcaches() {
   const Layout& l = layout();
   memory::Reader r(t_.memory());
+  std::optional<uint64_t> learned_key = glibc_.tcache_key;
   for (const auto& th : t_.threads()) {
     ThreadCache tc;
     tc.lwp = th.lwp;
@@ -366,7 +370,8 @@ void Heap::read_tcaches() {
       tc.arena = *th.arena;
     } else if (glibc_.thread_arena_tpoff && th.fs_base &&
                r.try_u64(th.fs_base + static_cast<uint64_t>(*glibc_.thread_arena_tpoff), v)) {
-      if (v) tc.arena = v;
+      // (void *) -1 is ATFORK_ARENA_PTR, set transiently around fork().
+      if (v && v != ~uint64_t{0}) tc.arena = v;
     }
     std::optional<uint64_t> ptr;
     if (th.tcache) {
@@ -379,7 +384,19 @@ void Heap::read_tcaches() {
                    "thread " + std::to_string(th.lwp) + ": TLS block unreadable");
       }
     }
-    if (!l.has_tcache || !ptr || *ptr == 0) {
+    // No tcache: NULL, or (2.43) the static __tcache_dummy / __tcache_dummy + 1 (misaligned).
+    bool none = !l.has_tcache || !ptr || *ptr == 0 || (*ptr & (l.alignment - 1)) != 0 ||
+                (glibc_.tcache_dummy && (*ptr == *glibc_.tcache_dummy || *ptr == *glibc_.tcache_dummy + 1));
+    uint64_t hdr = 0;
+    if (!none && (!r.try_u64(*ptr - 8, hdr) || (hdr & ~uint64_t{7}) != l.tc_chunk_size)) {
+      // The 2.43 dummy (no symbol to recognise it) is not in a chunk: that is "no tcache yet".
+      if (l.tcache_init != TcacheInit::OnDemand)
+        diags_.add("bad_tcache", *ptr, std::nullopt,
+                   "thread " + std::to_string(th.lwp) + ": tcache pointer does not lead to a " +
+                       hex(l.tc_chunk_size) + "-byte tcache_perthread_struct chunk");
+      none = true;
+    }
+    if (none) {
       threads_.push_back(std::move(tc));
       continue;
     }
@@ -392,50 +409,67 @@ void Heap::read_tcaches() {
       continue;
     }
     for (unsigned i = 0; i < l.tcache_bins; ++i) {
-      uint64_t count = 0;
+      uint64_t raw = 0;
       if (l.tcache_count_width == 2) {
         uint16_t c;
         std::memcpy(&c, ts.data() + l.tc_counts + i * 2, 2);
-        count = c;
+        raw = c;
       } else {
-        count = ts[l.tc_counts + i];
+        raw = ts[l.tc_counts + i];  // unsigned: exact up to 128 (2.26-2.29 char counts)
       }
+      uint64_t count = tcache_chunk_count(l, raw, params_.tcache_count);
+      if (l.tcache_counts == TcacheCounts::FreeSlots && raw > params_.tcache_count)
+        diags_.add("bad_tcache", *ptr, std::nullopt,
+                   "thread " + std::to_string(th.lwp) + " tcache bin " + std::to_string(i) +
+                       ": num_slots " + std::to_string(raw) + " exceeds tcache_count");
       uint64_t e = rd64(ts.data(), l.tc_entries + i * 8);
       if (e == 0 && count == 0) continue;
       FreeList fl;
       fl.index = i;
       fl.kind = ChunkState::Tcache;
-      uint64_t expect = i * l.alignment + l.minsize;
+      auto [lo, hi] = tcache_bin_sizes(l, i);
       CycleCheck cyc(e);
       bool first = true;
-      uint64_t n = 0;
+      uint64_t n = 0, prev_size = 0;
+      std::string where = "thread " + std::to_string(th.lwp) + " tcache bin " + std::to_string(i);
       for (; e != 0 && n < 65536; ++n) {
         if (!first && cyc.feed(e)) {
-          diags_.add("cycle", e - 16, std::nullopt,
-                     "thread " + std::to_string(th.lwp) + " tcache bin " + std::to_string(i) + " loops at chunk " + hex(e - 16));
+          diags_.add("cycle", e - 16, std::nullopt, where + " loops at chunk " + hex(e - 16));
+          Count rm = dedupe(fl);
+          subtract(tc.total, rm);
+          n -= rm.count;
           break;
         }
         first = false;
         if (e & (l.alignment - 1)) {
-          diags_.add("misaligned", e, std::nullopt,
-                     "thread " + std::to_string(th.lwp) + " tcache bin " + std::to_string(i) + " entry is misaligned");
+          diags_.add("misaligned", e, std::nullopt, where + " entry is misaligned");
           break;
         }
         uint64_t p = e - 16;
         const uint8_t* c = r.span(p, 32);
         if (!c) {
-          diags_.add("unreadable", p, std::nullopt,
-                     "thread " + std::to_string(th.lwp) + " tcache bin " + std::to_string(i) + " chunk unreadable");
+          diags_.add("unreadable", p, std::nullopt, where + " chunk unreadable");
           break;
         }
         uint64_t sz = rd64(c, 8) & ~uint64_t{7};
-        uint64_t next = rd64(c, 16 + l.te_next), key = rd64(c, 16 + l.te_key);
-        if (sz != expect)
+        uint64_t next = rd64(c, 16 + l.te_next);
+        if (sz < lo || sz > hi)
           diags_.add("bad_tcache", p, std::nullopt,
-                     "tcache bin " + std::to_string(i) + " chunk has size " + hex(sz) + ", expected " + hex(expect));
-        if (l.key_kind == TcacheKey::Random && glibc_.tcache_key && key != *glibc_.tcache_key)
-          diags_.add("bad_tcache", p, std::nullopt,
-                     "tcache bin " + std::to_string(i) + " chunk's key is not tcache_key");
+                     where + " chunk has size " + hex(sz) + ", expected " +
+                         (lo == hi ? hex(lo) : hex(lo) + ".." + hex(hi)));
+        if (i >= l.tcache_small_bins && l.tcache_small_bins && sz < prev_size)
+          diags_.add("bad_tcache", p, std::nullopt, where + " is not sorted by size");
+        prev_size = sz;
+        if (present(l.te_key)) {
+          uint64_t key = rd64(c, 16 + l.te_key);
+          if (l.key_kind == TcacheKey::OwnerPointer && key != *ptr) {
+            diags_.add("bad_tcache", p, std::nullopt, where + " chunk's key is not its tcache's address");
+          } else if (l.key_kind == TcacheKey::Random) {
+            if (!learned_key) learned_key = key;  // all threads share tcache_key
+            if (key != *learned_key)
+              diags_.add("bad_tcache", p, std::nullopt, where + " chunk's key is not tcache_key");
+          }
+        }
         fl.chunks.push_back({p, sz});
         fl.bytes += sz;
         tc.total.add(sz);
@@ -443,11 +477,15 @@ void Heap::read_tcaches() {
       }
       if (n != count)
         diags_.add("bad_tcache", *ptr, std::nullopt,
-                   "thread " + std::to_string(th.lwp) + " tcache bin " + std::to_string(i) + " holds " +
-                       std::to_string(n) + " chunks but counts[] says " + std::to_string(count));
+                   where + " holds " + std::to_string(n) + " chunks but its count says " +
+                       std::to_string(count));
       if (!fl.chunks.empty()) tc.bins.push_back(std::move(fl));
     }
     threads_.push_back(std::move(tc));
+  }
+  if (learned_key && !glibc_.tcache_key) {
+    glibc_.tcache_key = learned_key;
+    glibc_.how["tcache_key"] = "heuristic:tcache-entry";
   }
 }
 
@@ -513,7 +551,7 @@ void Heap::scan_mmapped() {
   std::vector<std::pair<uint64_t, uint64_t>> excluded;
   for (const auto& a : arenas_)
     for (const auto& h : a.heaps)
-      excluded.emplace_back(h.address, a.main ? h.walk_end : h.address + l.heap_max);
+      excluded.emplace_back(h.address, a.main ? h.walk_end : h.address + params_.heap_max);
   std::sort(excluded.begin(), excluded.end());
   memory::Reader r(t_.memory());
   auto& mem = t_.memory();
@@ -533,20 +571,23 @@ void Heap::scan_mmapped() {
       }
       uint64_t prev_size = rd64(hdr, 0), size_word = rd64(hdr, 8);
       uint64_t sz = size_word & ~uint64_t{7};
-      // sysmalloc_mmap sets the head to size | IS_MMAPPED and prev_size to 0 for plain requests.
-      if (prev_size == 0 && (size_word & 7) == 2 && sz >= kPage && (sz & (kPage - 1)) == 0 &&
-          mem.readable_span(o, sz) >= std::min<uint64_t>(sz, 16)) {
-        if (sz <= reg.end - o || mem.readable_span(o, sz) == sz) {
+      // sysmalloc_mmap sets the head to size | IS_MMAPPED (no other flag) with the chunk at the
+      // mapping's start for plain requests (prev_size 0; 2.43: 0 or MMAP_HP).
+      bool plain = l.mmap_header == MmapHeader::Glibc243 ? (prev_size & ~uint64_t{1}) == 0 : prev_size == 0;
+      if (plain && (size_word & 7) == 2 && sz >= l.minsize) {
+        MmapExtent ext = mmap_extent(l, o, prev_size, size_word);
+        if (ext.base == o && ext.size >= kPage && (ext.size & (kPage - 1)) == 0 &&
+            mem.readable_span(o, ext.size) >= std::min<uint64_t>(ext.size, reg.end - o)) {
           mmapped_.chunks.push_back({o, sz, prev_size});
-          mmapped_.found.add(sz);
-          o += sz;
+          mmapped_.found.count += 1;
+          mmapped_.found.bytes += ext.size;  // glibc's mmapped_mem counts whole mappings
+          o += ext.size;
           continue;
         }
       }
       o += kPage;
     }
   }
-  (void)l;
   if (mmapped_.found.count != mmapped_.n_mmaps || mmapped_.found.bytes != mmapped_.mmapped_mem) {
     diags_.add("mmapped_mismatch", std::nullopt, std::nullopt,
                "found " + std::to_string(mmapped_.found.count) + " mmapped chunks (" +
@@ -633,6 +674,13 @@ void Heap::walk_heap(const Arena& a, size_t hi, const ChunkVisitor& visit, bool 
     if (fi != fend && fi->first == p) {
       st = fi->second;
       while (fi != fend && fi->first == p) ++fi;
+    }
+    // sysmalloc turns an old top too small to free into an in-use chunk without the
+    // NON_MAIN_ARENA bit, just before the final fencepost of a heap that is not the last.
+    if (st == ChunkState::Used && !a.main && !top_heap && (size_word & 4) == 0 && end - (p + sz) <= 16) {
+      visit(p, sz, ChunkState::Fencepost, &a, hi);
+      p += sz;
+      continue;
     }
     if (record && (st == ChunkState::Used || st == ChunkState::Fastbin || st == ChunkState::Tcache) &&
         ((size_word & 4) != 0) == a.main)

@@ -50,7 +50,8 @@ struct Arena {
   uint64_t address = 0;
   unsigned index = 0;
   bool main = false;
-  uint64_t system_mem = 0, max_system_mem = 0, attached_threads = 0, next = 0;
+  uint64_t system_mem = 0, max_system_mem = 0, next = 0;
+  std::optional<uint64_t> attached_threads;  ///< absent before glibc 2.23
   uint64_t top = 0, top_size = 0;
   std::vector<HeapRange> heaps;  ///< oldest first
   std::vector<FreeList> fastbins, bins;
@@ -81,6 +82,8 @@ struct Mmapped {
 struct Params {
   uint64_t trim_threshold = 0, top_pad = 0, mmap_threshold = 0, arena_test = 0, arena_max = 0;
   uint64_t sbrk_base = 0, tcache_bins = 0, tcache_count = 0, tcache_max_bytes = 0;
+  uint64_t hp_pagesize = 0;  ///< 2.35+: non-zero with the hugetlb tunable
+  uint64_t heap_max = 0;     ///< effective HEAP_MAX_SIZE (alignment of non-main heaps)
 };
 
 /// A visitor over chunks in address order; return false to stop.
