@@ -128,14 +128,36 @@ GlibcInfo locate_glibc(target::Target& t, const std::string& version_hint) {
   // No symbol: scan libc's data for the arena ring, trying each candidate layout.
   std::vector<memory::Region> data = libc ? libc_data_regions(t, libc->path) : std::vector<memory::Region>{};
   if (g.main_arena == 0) {
+    // Several layouts can share a malloc_state shape (e.g. 2.37-2.41 and 2.42); among those that
+    // find an arena ring, prefer the one whose tcache struct size matches the first chunk of the
+    // main heap (where the main thread's tcache usually sits).
+    int best_score = -1;
+    std::string lowest, highest;  // the version range of every layout that fits equally well
     for (const Layout* l : candidates) {
-      if (auto c = find_main_arena(mem, *l, data)) {
+      auto c = find_main_arena(mem, *l, data);
+      if (!c) continue;
+      int score = 1;
+      uint64_t top = 0, sz = 0;
+      memory::Reader rr(mem);
+      if (l->has_tcache && rr.try_u64(c->address + l->ms_top, top)) {
+        if (auto start = main_heap_start(mem, top)) {
+          uint64_t first = (*start + l->alignment - 1) & ~(l->alignment - 1);
+          if (rr.try_u64(first + 8, sz) && (sz & ~uint64_t{7}) == l->tc_chunk_size) score = 2;
+        }
+      }
+      if (score > best_score) {
+        best_score = score;
         g.main_arena = c->address;
         g.layout = l;
         g.how["main_arena"] = "heuristic:arena-ring";
-        break;
+        lowest = l->name;
+        highest = l->last;
+      } else if (score == best_score && c->address == g.main_arena) {
+        if (compare_versions(l->name, lowest) < 0) lowest = l->name;
+        if (compare_versions(l->last, highest) > 0) highest = l->last;
       }
     }
+    if (g.version.empty() && g.layout) g.version = lowest == highest ? lowest : lowest + "-" + highest;
   } else if (candidates.size() > 1) {
     // Symbol known but version not: the layout whose main_arena fits at that address.
     memory::Region r;
@@ -173,8 +195,8 @@ GlibcInfo locate_glibc(target::Target& t, const std::string& version_hint) {
   }
   if (!g.how.count("layout")) g.how["layout"] = std::string("profile ") + g.layout->name;
   const Layout& L = *g.layout;
-  if (g.version.empty()) {
-    g.version = std::string(L.name) + "-" + L.last;
+  if (g.version_source.empty()) {
+    if (g.version.empty()) g.version = std::string(L.name) + "-" + L.last;
     g.version_source = "layout-fit";
   }
   memory::Reader r(mem);

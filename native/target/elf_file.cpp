@@ -41,10 +41,14 @@ std::string resolve_under(const std::string& sysroot, const std::string& path) {
   if (sysroot.empty()) return path;
   char root[PATH_MAX];
   if (!::realpath(sysroot.c_str(), root)) return "";
-  std::string joined = std::string(root) + "/" + path;
+  std::string rt(root);
+  // A core made from outside a chroot (gcore on the host) names files by their host path,
+  // which already lies under the sysroot.
+  bool inside = path.compare(0, rt.size(), rt) == 0 && (path.size() == rt.size() || path[rt.size()] == '/');
+  std::string joined = inside ? path : rt + "/" + path;
   char real[PATH_MAX];
   if (!::realpath(joined.c_str(), real)) return "";
-  std::string r(real), rt(root);
+  std::string r(real);
   if (r.compare(0, rt.size(), rt) != 0 || (r.size() > rt.size() && r[rt.size()] != '/' && rt != "/"))
     return "";
   return r;
