@@ -588,7 +588,10 @@ void Heap::scan_mmapped() {
       o += kPage;
     }
   }
-  if (mmapped_.found.count != mmapped_.n_mmaps || mmapped_.found.bytes != mmapped_.mmapped_mem) {
+  if (mem.regions().empty()) {
+    diags_.note("the target's mappings are unknown (memory read through a callback): mmapped "
+                "chunks were not scanned; glibc's own counters are reported");
+  } else if (mmapped_.found.count != mmapped_.n_mmaps || mmapped_.found.bytes != mmapped_.mmapped_mem) {
     diags_.add("mmapped_mismatch", std::nullopt, std::nullopt,
                "found " + std::to_string(mmapped_.found.count) + " mmapped chunks (" +
                    std::to_string(mmapped_.found.bytes) + " bytes) but mp_ counts " +

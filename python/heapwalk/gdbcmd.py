@@ -134,10 +134,41 @@ def _reader(inferior: Any) -> Callable[[int, int], Optional[bytes]]:
     return read
 
 
+def _gdb_address(expression: str) -> Optional[int]:
+    """The value of ``expression`` as an address, or None when gdb cannot evaluate it."""
+    try:
+        return int(gdb.parse_and_eval(expression).cast(
+            gdb.lookup_type("unsigned long")))
+    except (gdb.error, RuntimeError, ValueError):
+        return None
+
+
+def _gdb_glibc_version() -> Optional[str]:
+    """glibc's version string from its debug symbols (``__libc_version``), if gdb has them."""
+    try:
+        text = gdb.parse_and_eval("__libc_version").string()
+    except (gdb.error, RuntimeError, ValueError, UnicodeDecodeError):
+        return None
+    match = re.match(r"(\d+\.\d+)", text)
+    return match.group(1) if match else None
+
+
+def _callback_overrides() -> Dict[str, Any]:
+    """What gdb's own symbol lookup knows: the engine has no module list through a callback."""
+    overrides: Dict[str, Any] = {}
+    for key, expression in (("main_arena", "&main_arena"), ("mp_", "&mp_"),
+                            ("tcache_key", "tcache_key")):
+        value = _gdb_address(expression)
+        if value is not None:
+            overrides[key] = value
+    return overrides
+
+
 def _open_callback(inferior: Any, label: str) -> Target:
     """Open the inferior through gdb's memory reads (gdbserver and other targets)."""
-    handle = heapwalk.native().open_callback(_reader(inferior), _thread_info(True), None,
-                                             None)
+    handle = heapwalk.native().open_callback(_reader(inferior), _thread_info(True),
+                                             _callback_overrides() or None,
+                                             _gdb_glibc_version())
     return Target(handle, label, "callback")
 
 
