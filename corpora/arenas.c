@@ -1,9 +1,23 @@
 /* arenas — a multi-threaded corpus program with chunks in every free-list kind.
  *
- *   arenas NTHREADS OUTDIR READY_FD [ARENA_MAX]
+ *   arenas NTHREADS OUTDIR READY_FD [ARENA_MAX [BULK_MIB]]
  *
  * NTHREADS counts the main thread (1 = main thread only).  ARENA_MAX, when given and non-zero,
- * is passed to mallopt(M_ARENA_MAX) so that threads share arenas.
+ * is passed to mallopt(M_ARENA_MAX) so that threads share arenas.  BULK_MIB, when given and
+ * non-zero (needs NTHREADS >= 2), makes thread 1 allocate that many MiB of 0x400-byte chunks
+ * (kept) at the end of its allocation phase, so that its arena grows past one 64 MiB heap:
+ * its bins then hold chunks of the first heap while its top is in the last one.
+ *
+ * Portable across glibc 2.30 .. 2.43 (built against each version's headers; see the version
+ * macros below): mallinfo2 exists from 2.33 (older: mallinfo, int fields, written under the
+ * same "mallinfo2" key), the tcache_perthread_struct chunk is 0x290 (2.30-2.41) / 0x300
+ * (2.42+), glibc 2.43 has no fastbins (chunks "freed to the fastbins" below go to the unsorted
+ * bin instead and coalesce; truth.json says "has_fastbins": false and the fastbins tallies are
+ * then only what the program freed past the tcache) and a new mmapped-chunk header (size field
+ * = mapping - 16).  The tcache truth assumes 7 chunks per tcache bin: glibc 2.43's default is
+ * 16, so run it with GLIBC_TUNABLES=glibc.malloc.tcache_count=7.  On 2.43 the tcache is
+ * created on a thread's first free, not its first malloc, which changes where it sits but not
+ * the accounting.
  *
  * Every thread (in turn, one at a time, so that the result is deterministic) builds the same
  * kind of heap state in the arena glibc gives it:
@@ -33,6 +47,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <gnu/libc-version.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -47,7 +62,20 @@
 #define MAX_PTRS 256
 #define HEAP_MAX_SIZE (64UL * 1024 * 1024) /* glibc 2.36 64-bit: 2 * DEFAULT_MMAP_THRESHOLD_MAX */
 #define NON_MAIN_ARENA 0x4UL
+#define GLIBC_AT_LEAST(minor) (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= (minor)))
+#if GLIBC_AT_LEAST(42)
+#define TCACHE_STRUCT_CHUNK 0x300 /* uint16_t num_slots[76] + 76 entries = 0x2f8, chunk 0x300 */
+#elif GLIBC_AT_LEAST(30)
 #define TCACHE_STRUCT_CHUNK 0x290 /* sizeof(tcache_perthread_struct) 0x280 + 16, glibc >= 2.30 */
+#else
+#define TCACHE_STRUCT_CHUNK 0x250 /* char counts[64] + 64 entries = 0x240, chunk 0x250 */
+#endif
+#if GLIBC_AT_LEAST(43)
+#define HAS_FASTBINS 0
+#else
+#define HAS_FASTBINS 1
+#endif
+#define BULK_CHUNK 0x400
 
 enum { PH_ALLOC, PH_FREE_BINS, PH_SORT, PH_FREE_UNSORTED, PH_FREE_FAST, PH_FREE_TCACHE, NPHASES };
 
@@ -72,10 +100,13 @@ struct tstate {
     struct list live, mmapped;
     struct list to_bins, to_unsorted, to_fast, to_tcache;
     struct tally t_live, t_mmapped, t_tcache, t_fast, t_unsorted, t_small, t_large;
+    struct tally t_bulk;   /* part of t_live: the BULK_MIB chunks (not in the live list) */
+    size_t heaps_crossed;  /* new heaps the bulk allocation started */
 };
 
 static struct tstate T[MAX_THREADS];
 static int nthreads;
+static size_t bulk_mib;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 
@@ -118,6 +149,59 @@ static void *guard(struct tstate *t) {
     void *g = mchunk(0x20);
     keep(t, g);
     return g;
+}
+
+/* BULK_MIB MiB of kept 0x400-byte chunks.  When the heap is full, sysmalloc starts a new heap
+   and frees the old top minus its fenceposts (glibc malloc/arena.c + malloc.c sysmalloc):
+   into the tcache, a fastbin or the unsorted bin depending on its size and version, which
+   would spoil the program's free-list truth.  So the old top is taken back at once with a
+   malloc of exactly its size (nothing else in this arena is free yet, so malloc returns that
+   very chunk: tcache hit, or an exact fit from the unsorted list) and kept.  An old top too
+   small to free is left as sysmalloc made it: an in-use chunk of 16 or 32 bytes followed by
+   the 0-sized fencepost, which the walker reports as a fencepost, not as in use. */
+static void bulk(struct tstate *t) {
+    size_t n = bulk_mib * 1024 * 1024 / BULK_CHUNK;
+    char *prev = NULL; /* previous bulk chunk (chunk address) */
+    for (size_t k = 0; k < n; k++) {
+        void *p = malloc(BULK_CHUNK - 8);
+        if (!p) die("malloc bulk");
+        if (chunk_size(p) != BULK_CHUNK) {
+            errno = EINVAL;
+            die("unexpected bulk chunk size");
+        }
+        *(volatile char *)p = (char)k;
+        char *c = (char *)p - 16;
+        t->t_live.count++;
+        t->t_live.bytes += BULK_CHUNK;
+        t->t_bulk.count++;
+        t->t_bulk.bytes += BULK_CHUNK;
+        if (prev && c != prev + BULK_CHUNK) {
+            char *old_top = prev + BULK_CHUNK;
+            if (((uintptr_t)c & ~(HEAP_MAX_SIZE - 1)) == ((uintptr_t)prev & ~(HEAP_MAX_SIZE - 1))) {
+                errno = EINVAL;
+                die("bulk chunk not contiguous within a heap");
+            }
+            t->heaps_crossed++;
+            size_t sz = ((size_t *)old_top)[1] & ~(size_t)7;
+            size_t next = ((size_t *)(old_top + sz))[1] & ~(size_t)7;
+            if (next == 16) { /* freed old top, then the 16-byte fencepost */
+                void *r = malloc(sz - 8);
+                if (r != old_top + 16) {
+                    errno = EINVAL;
+                    die("could not take back the old top");
+                }
+                t->t_live.count++;
+                t->t_live.bytes += sz;
+            } else if (!(next == 0 && sz <= 32)) {
+                errno = EINVAL;
+                die("unexpected old top layout");
+            }
+        }
+        /* On 2.43 taking the old top back can create the tcache (tcache_init from _int_malloc),
+           carved from the new heap's top: re-anchor on the next chunk. */
+        int crossed = prev && c != prev + BULK_CHUNK;
+        prev = crossed ? NULL : c;
+    }
 }
 
 /* ---- the phases ---------------------------------------------------------------------------- */
@@ -193,8 +277,15 @@ static void phase_alloc(struct tstate *t) {
         }
         push(&t->mmapped, m);
         t->t_mmapped.count++;
+#if GLIBC_AT_LEAST(43)
+        /* mmap_set_chunk: size field = mapping size - offset - CHUNK_HDR_SZ (offset 0 here). */
+        t->t_mmapped.bytes += (raw & ~(size_t)7) + 16;
+#else
         t->t_mmapped.bytes += malloc_usable_size(m) + 16;
+#endif
     }
+
+    if (bulk_mib && i == 1) bulk(t);
 
     /* Guard the arena's last chunk from top. */
     guard(t);
@@ -339,17 +430,50 @@ static void write_all(int fd, const char *p, size_t n) {
 
 static char info_buf[1 << 16];
 
+/* mallinfo2() (glibc >= 2.33) or mallinfo() (int fields) with the same field names. */
+struct mi_sizes {
+    size_t arena, ordblks, smblks, hblks, hblkhd, usmblks, fsmblks, uordblks, fordblks, keepcost;
+};
+
+static struct mi_sizes get_mallinfo(void) {
+    struct mi_sizes r;
+#if GLIBC_AT_LEAST(33)
+    struct mallinfo2 m = mallinfo2();
+#define MI_FIELD(f) ((size_t)m.f)
+#else
+    struct mallinfo m = mallinfo();
+#define MI_FIELD(f) ((size_t)(unsigned int)m.f)
+#endif
+    r.arena = MI_FIELD(arena);
+    r.ordblks = MI_FIELD(ordblks);
+    r.smblks = MI_FIELD(smblks);
+    r.hblks = MI_FIELD(hblks);
+    r.hblkhd = MI_FIELD(hblkhd);
+    r.usmblks = MI_FIELD(usmblks);
+    r.fsmblks = MI_FIELD(fsmblks);
+    r.uordblks = MI_FIELD(uordblks);
+    r.fordblks = MI_FIELD(fordblks);
+    r.keepcost = MI_FIELD(keepcost);
+#undef MI_FIELD
+    return r;
+}
+
 int main(int argc, char **argv) {
     if (argc < 4) {
-        dprintf(2, "usage: arenas NTHREADS OUTDIR READY_FD [ARENA_MAX]\n");
+        dprintf(2, "usage: arenas NTHREADS OUTDIR READY_FD [ARENA_MAX [BULK_MIB]]\n");
         return 2;
     }
     nthreads = atoi(argv[1]);
     const char *outdir = argv[2];
     int ready_fd = atoi(argv[3]);
     int arena_max = argc > 4 ? atoi(argv[4]) : 0;
+    bulk_mib = argc > 5 ? strtoul(argv[5], NULL, 0) : 0;
     if (nthreads < 1 || nthreads > MAX_THREADS) {
         dprintf(2, "arenas: NTHREADS must be 1..%d\n", MAX_THREADS);
+        return 2;
+    }
+    if (bulk_mib && nthreads < 2) {
+        dprintf(2, "arenas: BULK_MIB needs NTHREADS >= 2 (thread 1 allocates it)\n");
         return 2;
     }
     if (arena_max > 0) mallopt(M_ARENA_MAX, arena_max);
@@ -398,10 +522,14 @@ int main(int argc, char **argv) {
     fflush(info); /* never fclose: that would free the FILE */
     if (dup2(stats_fd, 2) < 0) die("dup2");
     malloc_stats();
-    struct mallinfo2 mi = mallinfo2();
+    struct mi_sizes mi = get_mallinfo();
 
     jprintf("{\"program\": \"arenas\", \"pid\": %d, \"nthreads\": %d, \"arena_max\": %d,\n",
             (int)getpid(), nthreads, arena_max);
+    jprintf("\"glibc\": \"%s\", \"built_for\": \"%d.%d\", \"has_fastbins\": %s, "
+            "\"mallinfo_source\": \"%s\", \"tcache_struct_chunk\": %d, \"bulk_mib\": %zu,\n",
+            gnu_get_libc_version(), __GLIBC__, __GLIBC_MINOR__, HAS_FASTBINS ? "true" : "false",
+            GLIBC_AT_LEAST(33) ? "mallinfo2" : "mallinfo", TCACHE_STRUCT_CHUNK, bulk_mib);
     jprintf("\"mallinfo2\": {\"arena\": %zu, \"ordblks\": %zu, \"smblks\": %zu, \"hblks\": %zu, "
             "\"hblkhd\": %zu, \"usmblks\": %zu, \"fsmblks\": %zu, \"uordblks\": %zu, "
             "\"fordblks\": %zu, \"keepcost\": %zu},\n",
@@ -443,7 +571,9 @@ int main(int argc, char **argv) {
         jtally("fastbins", t->t_fast, ", ");
         jtally("unsorted", t->t_unsorted, ", ");
         jtally("small", t->t_small, ", ");
-        jtally("large", t->t_large, "");
+        jtally("large", t->t_large, ", ");
+        jtally("bulk", t->t_bulk, ", ");
+        jprintf("\"heaps_crossed\": %zu", t->heaps_crossed);
         jprintf("}%s\n", i + 1 < nthreads ? "," : "");
     }
     jprintf("]}\n");

@@ -219,6 +219,30 @@ const uint8_t* CoreFile::direct(uint64_t addr, size_t len) {
   return map_ + s->offset + rel;
 }
 
+const uint8_t* CoreFile::direct_span(uint64_t addr, uint64_t& start, uint64_t& end) {
+  const Segment* s = find(addr);
+  if (!s || addr - s->vaddr >= s->filesz) return nullptr;
+  start = s->vaddr;
+  end = s->vaddr + s->filesz;
+  return map_ + s->offset;
+}
+
+void CoreFile::prefetch(uint64_t addr, uint64_t len) {
+  // One madvise populates the page tables for a whole heap instead of one fault per page.
+  uint64_t end = addr + len;
+  while (addr < end) {
+    const Segment* s = find(addr);
+    if (!s) return;
+    uint64_t rel = addr - s->vaddr;
+    if (rel >= s->filesz) return;
+    uint64_t n = std::min(end - addr, s->filesz - rel);
+    uint64_t off = s->offset + rel;
+    uint64_t page_off = off & ~uint64_t{0xfff};
+    ::madvise(const_cast<uint8_t*>(map_) + page_off, n + (off - page_off), MADV_POPULATE_READ);
+    addr += n;
+  }
+}
+
 size_t CoreFile::read(uint64_t addr, void* out, size_t len) {
   size_t done = 0;
   auto* dst = static_cast<uint8_t*>(out);

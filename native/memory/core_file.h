@@ -35,6 +35,8 @@ class CoreFile : public MemorySource {
 
   size_t read(uint64_t addr, void* out, size_t len) override;
   const uint8_t* direct(uint64_t addr, size_t len) override;
+  const uint8_t* direct_span(uint64_t addr, uint64_t& start, uint64_t& end) override;
+  void prefetch(uint64_t addr, uint64_t len) override;
   const std::vector<Region>& regions() const override { return regions_; }
 
   const std::vector<CoreThread>& threads() const { return threads_; }

@@ -80,6 +80,14 @@ size_t BufferSource::read(uint64_t addr, void* out, size_t len) {
 
 const uint8_t* Reader::span(uint64_t addr, size_t len) {
   if (len == 0) len = 1;
+  if (addr >= dstart_ && addr < dend_ && len <= dend_ - addr) return dptr_ + (addr - dstart_);
+  uint64_t s = 0, e = 0;
+  if (const uint8_t* p = src_.direct_span(addr, s, e)) {
+    dptr_ = p;
+    dstart_ = s;
+    dend_ = e;
+    if (len <= e - addr) return p + (addr - s);
+  }
   if (const uint8_t* p = src_.direct(addr, len)) return p;
   if (cache_valid_ && addr >= cache_start_ && addr - cache_start_ <= cache_len_ &&
       len <= cache_len_ - (addr - cache_start_)) {

@@ -34,6 +34,13 @@ class MemorySource {
   virtual size_t read(uint64_t addr, void* out, size_t len) = 0;
   /// A pointer to `len` bytes at `addr` without copying (mmapped cores), or nullptr.
   virtual const uint8_t* direct(uint64_t /*addr*/, size_t /*len*/) { return nullptr; }
+  /// The whole directly addressable span holding `addr`: [start, end) mapped at the returned
+  /// pointer (which corresponds to `start`), or nullptr. Lets readers skip per-read lookups.
+  virtual const uint8_t* direct_span(uint64_t /*addr*/, uint64_t& /*start*/, uint64_t& /*end*/) {
+    return nullptr;
+  }
+  /// Hint that [addr, addr + len) is about to be read (a core prefaults its pages in bulk).
+  virtual void prefetch(uint64_t /*addr*/, uint64_t /*len*/) {}
   /// The target's address space, sorted by start.
   virtual const std::vector<Region>& regions() const = 0;
   /// Largest contiguous readable span starting at addr (0 if unreadable); bounded by `max`.
@@ -104,6 +111,8 @@ class Reader {
  private:
   MemorySource& src_;
   size_t block_;
+  const uint8_t* dptr_ = nullptr;  // last direct span
+  uint64_t dstart_ = 0, dend_ = 0;
   uint64_t cache_start_ = 0;
   std::vector<uint8_t> cache_;
   size_t cache_len_ = 0;

@@ -190,9 +190,10 @@ void Heap::read_arena(Arena& a) {
   } else {
     diags_.add("unreadable", a.top, a.address, "top chunk header unreadable");
   }
+  read_heaps(a);
+  for (const auto& h : a.heaps) t_.memory().prefetch(h.address, h.walk_end - h.address);
   read_fastbins(a, ms.data());
   read_bins(a, ms.data());
-  read_heaps(a);
 }
 
 void Heap::read_fastbins(Arena& a, const uint8_t* ms) {
