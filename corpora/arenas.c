@@ -102,6 +102,7 @@ struct tstate {
     struct tally t_live, t_mmapped, t_tcache, t_fast, t_unsorted, t_small, t_large;
     struct tally t_bulk;   /* part of t_live: the BULK_MIB chunks (not in the live list) */
     size_t heaps_crossed;  /* new heaps the bulk allocation started */
+    size_t tcache_chunk;   /* chunk size of its tcache_perthread_struct */
 };
 
 static struct tstate T[MAX_THREADS];
@@ -192,6 +193,14 @@ static void bulk(struct tstate *t) {
                 }
                 t->t_live.count++;
                 t->t_live.bytes += sz;
+#if GLIBC_AT_LEAST(43)
+                /* 2.43 creates a thread's tcache on its first free (tcache_init (NULL):
+                   __libc_malloc2 (sizeof), chunk 0x300) or, before that, when _int_malloc
+                   stashes or takes an exact fit, as this malloc did (the thread has not freed
+                   anything yet): tcache_init (av) calls _int_malloc (av, request2size (sizeof)),
+                   which pads the request a second time: chunk 0x310. */
+                t->tcache_chunk = TCACHE_STRUCT_CHUNK + 16;
+#endif
             } else if (!(next == 0 && sz <= 32)) {
                 errno = EINVAL;
                 die("unexpected old top layout");
@@ -492,6 +501,7 @@ int main(int argc, char **argv) {
     int truth_fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (truth_fd < 0) die(path);
 
+    for (int i = 0; i < nthreads; i++) T[i].tcache_chunk = TCACHE_STRUCT_CHUNK;
     T[0].index = 0;
     T[0].lwp = gettid();
     T[0].th = pthread_self();
@@ -547,7 +557,7 @@ int main(int argc, char **argv) {
             jprintf("null");
         else
             jprintf("%lu", (unsigned long)T[i].arena);
-        jprintf(", \"size\": %d},\n", TCACHE_STRUCT_CHUNK);
+        jprintf(", \"size\": %zu},\n", T[i].tcache_chunk);
     }
     for (int i = 1; i < nthreads; i++)
         jprintf("  {\"what\": \"dtv\", \"lwp\": %d, \"main_arena\": true, \"arena\": null, "

@@ -6,6 +6,8 @@
 # (default /var/cache/heapwalk/chroots); a finished one has a .heapwalk-ready file.
 # Each holds gcc + libc6-dev (to build the corpus programs against its own glibc) and libc6-dbg
 # (its libc's debug symbols, for the with-symbols half of the tests). Needs root and network.
+# The programs, their kernel cores and ground truth are made by tests/integration/test_versions.py
+# (hwkit.ChrootCorpora) and cached in $HEAPWALK_CHROOT_CACHE/cores; see corpora/README.md.
 set -euo pipefail
 cache=${HEAPWALK_CHROOT_CACHE:-/var/cache/heapwalk/chroots}
 mirror=${HEAPWALK_DEBIAN_MIRROR:-http://deb.debian.org/debian}

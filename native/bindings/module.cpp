@@ -8,7 +8,11 @@
 #include <optional>
 #include <string>
 
+#include "analysis/classify.h"
+#include "analysis/reach.h"
+#include "hotspot/nmt.h"
 #include "ptmalloc/heap.h"
+#include "target/symbols.h"
 #include "target/target.h"
 #include "util/errors.h"
 
@@ -395,7 +399,195 @@ class PyTarget {
     return out;
   }
 
+  static py::dict counter_dict(const hotspot::Counter& c, const std::optional<hotspot::Counter>& peak) {
+    py::dict d;
+    d["bytes"] = c.bytes;
+    d["count"] = c.count;
+    if (peak) {
+      py::dict p;
+      p["bytes"] = peak->bytes;
+      p["count"] = peak->count;
+      d["peak"] = p;
+    }
+    return d;
+  }
+
+  static py::dict rc(uint64_t reserved, uint64_t committed) {
+    py::dict d;
+    d["reserved"] = reserved;
+    d["committed"] = committed;
+    return d;
+  }
+
+  /// `nmt --json` (see API.md, docs/hotspot-nmt.md).
+  py::dict nmt(bool detail) {
+    if (!t_) throw Error("target is closed");
+    ptmalloc::Heap* h = nullptr;
+    std::string heap_error;
+    try {
+      h = &heap();
+    } catch (const Error& e) {
+      heap_error = e.what();
+    }
+    hotspot::Nmt n;
+    {
+      py::gil_scoped_release nogil;
+      n = hotspot::read_nmt(*t_, h, detail);
+    }
+    if (!heap_error.empty()) n.diags.note("glibc malloc state: " + heap_error);
+    py::dict d;
+    d["level"] = n.level;
+    d["jdk"] = n.jdk.empty() ? py::object(py::none()) : py::object(py::str(n.jdk));
+    d["source"] = n.source;
+    d["layout"] = n.layout;
+    py::dict jvm;
+    jvm["path"] = n.libjvm.empty() ? py::object(py::none()) : py::object(py::str(n.libjvm));
+    jvm["base"] = n.libjvm_base;
+    jvm["build_id"] = n.build_id;
+    jvm["symbols"] = n.symbols_file.empty() ? py::object(py::none()) : py::object(py::str(n.symbols_file));
+    d["libjvm"] = jvm;
+    py::list cats;
+    for (const auto& r : n.rows) {
+      py::dict c;
+      c["name"] = r.name;
+      c["reserved"] = r.reserved;
+      c["committed"] = r.committed;
+      c["malloc"] = counter_dict(r.malloc, r.malloc_peak);
+      c["arena"] = counter_dict(r.arena, r.arena_peak);
+      c["mmap"] = rc(r.mmap_reserved, r.mmap_committed);
+      if (r.stack_reserved) c["stack"] = rc(*r.stack_reserved, *r.stack_committed);
+      if (r.stack_reserved) c["threads"] = r.threads ? py::object(py::int_(*r.threads)) : py::object(py::none());
+      if (r.tracking_overhead) c["tracking_overhead"] = *r.tracking_overhead;
+      cats.append(c);
+    }
+    d["categories"] = cats;
+    py::dict total = rc(n.total_reserved, n.total_committed);
+    total["malloc"] = counter_dict(n.total_malloc, std::nullopt);
+    total["mmap"] = rc(n.total_mmap_reserved, n.total_mmap_committed);
+    d["total"] = total;
+    d["untracked_malloc"] = n.headers_walked ? py::object(counter_dict(n.untracked, std::nullopt)) : py::object(py::none());
+    py::list raw;
+    for (const auto& c : n.raw) {
+      py::dict x;
+      x["name"] = c.name;
+      x["malloc"] = counter_dict(c.malloc, c.malloc_peak);
+      x["arena"] = counter_dict(c.arena, c.arena_peak);
+      x["mmap"] = rc(c.vm_reserved, c.vm_committed);
+      raw.append(x);
+    }
+    d["raw"] = raw;
+    d["all_mallocs"] = n.tables ? py::object(counter_dict(n.all_mallocs, std::nullopt)) : py::object(py::none());
+    if (n.headers_walked) {
+      py::dict hd;
+      hd["layout"] = n.header_layout;
+      py::list hc;
+      const auto& names = hotspot::default_names_17();
+      for (size_t i = 0; i < n.headers.size(); ++i) {
+        if (!n.headers[i].count) continue;
+        py::dict x;
+        x["index"] = i;
+        x["name"] = i < n.raw.size() ? n.raw[i].name : (i < names.size() ? names[i] : "type " + std::to_string(i));
+        x["bytes"] = n.headers[i].bytes;
+        x["count"] = n.headers[i].count;
+        hc.append(x);
+      }
+      hd["categories"] = hc;
+      hd["chunks"] = counter_dict(n.header_chunks, std::nullopt);
+      py::list us;
+      for (const auto& [size, count] : n.untracked_sizes) {
+        py::dict x;
+        x["size"] = size;
+        x["count"] = count;
+        us.append(x);
+      }
+      hd["untracked_sizes"] = us;
+      d["headers"] = hd;
+    } else {
+      d["headers"] = py::none();
+    }
+    if (n.glibc_ok) {
+      py::dict g;
+      g["arenas"] = n.glibc.arenas;
+      g["system"] = n.glibc.system;
+      g["in_use"] = n.glibc.in_use;
+      g["in_use_count"] = n.glibc.in_use_count;
+      g["free"] = n.glibc.free;
+      g["top"] = n.glibc.top;
+      g["mmapped"] = n.glibc.mmapped;
+      g["mmapped_count"] = n.glibc.mmapped_count;
+      d["glibc"] = g;
+    } else {
+      d["glibc"] = py::none();
+    }
+    // Reconciliation of the address space (mapped bytes), line by line.
+    py::list rec;
+    auto line = [&](const char* what, int64_t bytes) {
+      py::dict x;
+      x["what"] = what;
+      x["bytes"] = bytes;
+      rec.append(x);
+    };
+    if (n.found_jvm) {
+      int64_t nmt_vm = static_cast<int64_t>(n.total_mmap_reserved);
+      int64_t glibc_sys = n.glibc_ok ? static_cast<int64_t>(n.glibc.system) : 0;
+      int64_t glibc_mm = n.glibc_ok ? static_cast<int64_t>(n.glibc.mmapped) : 0;
+      for (const auto& r : n.rows)
+        if (r.mmap_reserved || r.stack_reserved)
+          line(r.name.c_str(), static_cast<int64_t>(r.mmap_reserved + r.stack_reserved.value_or(0)));
+      line("glibc arenas (system bytes)", glibc_sys);
+      line("glibc mmapped chunks", glibc_mm);
+      line("mapped files", static_cast<int64_t>(n.mapped_files));
+      line("other anonymous", static_cast<int64_t>(n.mapped_anon) - nmt_vm - glibc_sys - glibc_mm);
+      line("total mapped", static_cast<int64_t>(n.mapped));
+    }
+    d["reconciliation"] = rec;
+    py::list sites;
+    for (const auto& s : n.sites) {
+      py::dict x;
+      py::list frames;
+      for (size_t i = 0; i < s.frames.size(); ++i) {
+        py::dict f;
+        f["pc"] = s.frames[i];
+        f["symbol"] = s.symbols[i];
+        frames.append(f);
+      }
+      x["frames"] = frames;
+      x["category"] = s.index < n.raw.size() ? n.raw[s.index].name : std::to_string(s.index);
+      x["bytes"] = s.counter.bytes;
+      x["count"] = s.counter.count;
+      sites.append(x);
+    }
+    py::list regions;
+    for (const auto& r : n.regions) {
+      py::dict x;
+      x["base"] = r.base;
+      x["size"] = r.size;
+      x["committed"] = r.committed;
+      x["category"] = r.index < n.raw.size() ? n.raw[r.index].name : std::to_string(r.index);
+      regions.append(x);
+    }
+    if (detail) {
+      d["sites"] = sites;
+      d["regions"] = regions;
+    }
+    py::dict out;
+    out["schema"] = kSchema;
+    out["nmt"] = d;
+    py::list dl = diagnostics(t_->diagnostics(), h ? h->diagnostics() : empty_);
+    for (const auto& x : n.diags.items()) {
+      py::dict e;
+      e["kind"] = x.kind;
+      e["address"] = opt(x.address);
+      e["arena"] = opt(x.arena);
+      e["detail"] = x.detail;
+      dl.append(e);
+    }
+    out["diagnostics"] = dl;
+    return out;
+  }
+
   void close() {
+    modules_.reset();
     heap_.reset();
     if (t_) t_->close();
     t_.reset();
@@ -403,6 +595,138 @@ class PyTarget {
 
   std::unique_ptr<target::Target> t_;
   std::unique_ptr<ptmalloc::Heap> heap_;
+  std::unique_ptr<target::ModuleIndex> modules_;
+
+  // ---- classify (issue 5) ----
+  static py::list class_rows(const std::vector<analysis::ClassRow>& rows, std::optional<uint64_t> top) {
+    py::list l;
+    for (const auto& r : rows) {
+      if (top && l.size() >= *top) break;
+      py::dict x;
+      x["name"] = r.name;
+      x["kind"] = r.kind;
+      x["count"] = r.stats.count;
+      x["bytes"] = r.stats.bytes;
+      x["example"] = r.stats.example;
+      if (!r.sample.empty()) x["sample"] = r.sample;
+      l.append(x);
+    }
+    return l;
+  }
+
+  py::dict classify(std::optional<uint64_t> arena, bool free_chunks, std::optional<uint64_t> top) {
+    const auto* only = select(arena);
+    auto& h = heap();
+    analysis::ClassifyResult res;
+    {
+      py::gil_scoped_release nogil;
+      if (!modules_) modules_ = std::make_unique<target::ModuleIndex>(*t_);
+      analysis::ClassifyOptions opt;
+      opt.arena = only;
+      opt.free_chunks = free_chunks;
+      res = analysis::classify(h, *t_, *modules_, opt);
+    }
+    py::dict out;
+    out["schema"] = kSchema;
+    out["chunks"] = res.chunks;
+    out["vtable_symbols"] = res.vtables_known;
+    out["classes"] = class_rows(res.used, top);
+    if (free_chunks) out["free_classes"] = class_rows(res.free, top);
+    py::list arenas;
+    for (const auto& a : res.arenas) {
+      py::dict d;
+      d["arena"] = a.arena ? py::object(py::int_(a.arena)) : py::object(py::none());
+      d["classes"] = class_rows(a.used, top);
+      if (free_chunks) d["free_classes"] = class_rows(a.free, top);
+      arenas.append(d);
+    }
+    out["arenas"] = arenas;
+    out["diagnostics"] = diags();
+    return out;
+  }
+  // ---- leaks (issue 5: conservative reachability) ----
+  static py::list size_rows(const std::vector<analysis::SizeCount>& v) {
+    py::list l;
+    for (const auto& s : v) {
+      py::dict x;
+      x["size"] = s.size;
+      x["count"] = s.count.count;
+      x["bytes"] = s.count.bytes;
+      l.append(x);
+    }
+    return l;
+  }
+
+  py::dict leaks(std::optional<uint64_t> arena, std::optional<uint64_t> limit, bool largest, bool anon_roots) {
+    const auto* only = select(arena);
+    auto& h = heap();
+    analysis::ReachResult res;
+    {
+      py::gil_scoped_release nogil;
+      analysis::ReachOptions opt;
+      opt.arena = only;
+      opt.limit = limit.value_or(0);
+      opt.largest = largest;
+      opt.anon_roots = anon_roots;
+      res = analysis::find_leaks(h, *t_, opt);
+    }
+    auto set = [&](const ptmalloc::Count& c, const std::vector<analysis::SizeCount>& sizes) {
+      py::dict d = count(c);
+      d["sizes"] = size_rows(sizes);
+      return d;
+    };
+    py::dict leaked = set(res.leaked, res.leaked_sizes);
+    py::list addrs, listed;
+    for (const auto& c : res.chunks) {
+      addrs.append(py::int_(c.address));
+      py::dict x;
+      x["address"] = c.address;
+      x["size"] = c.size;
+      x["state"] = c.mmapped ? "mmapped" : "used";
+      x["unreferenced"] = c.unreferenced;
+      listed.append(x);
+    }
+    leaked["chunks"] = addrs;
+    leaked["listed"] = listed;
+    leaked["truncated"] = res.truncated;
+    py::list by_arena;
+    for (const auto& [a, c] : res.leaked_by_arena) {
+      py::dict x = count(c);
+      x["arena"] = a ? py::object(py::int_(a)) : py::object(py::none());
+      by_arena.append(x);
+    }
+    leaked["arenas"] = by_arena;
+    py::list roots;
+    for (const auto& r : res.roots) {
+      py::dict x;
+      x["kind"] = r.kind;
+      x["ranges"] = r.ranges;
+      x["bytes"] = r.bytes;
+      x["unreadable"] = r.unreadable;
+      roots.append(x);
+    }
+    py::dict out;
+    out["schema"] = kSchema;
+    out["nodes"] = count(res.nodes);
+    out["reachable"] = count(res.reachable);
+    out["leaked"] = leaked;
+    out["unreferenced"] = set(res.unreferenced, res.unreferenced_sizes);
+    out["roots"] = roots;
+    out["anon_roots"] = anon_roots;
+    out["words_scanned"] = res.words_scanned;
+    out["seconds"] = res.seconds;
+    py::list d = diags();
+    for (const auto& x : res.diagnostics.items()) {
+      py::dict e;
+      e["kind"] = x.kind;
+      e["address"] = opt(x.address);
+      e["arena"] = opt(x.arena);
+      e["detail"] = x.detail;
+      d.append(e);
+    }
+    out["diagnostics"] = d;
+    return out;
+  }
   std::string version_hint_;
   Diagnostics empty_;
 };
@@ -432,6 +756,14 @@ std::vector<target::Thread> threads_from(const std::optional<py::list>& l) {
     target::Thread t;
     t.lwp = d["lwp"].cast<int>();
     if (d.contains("fs_base") && !d["fs_base"].is_none()) t.fs_base = d["fs_base"].cast<uint64_t>();
+    if (d.contains("rsp") && !d["rsp"].is_none()) t.rsp = d["rsp"].cast<uint64_t>();
+    if (d.contains("regs") && !d["regs"].is_none()) {  // 27 words, user_regs_struct order
+      auto regs = d["regs"].cast<std::vector<uint64_t>>();
+      if (regs.size() == t.regs.size()) {
+        std::copy(regs.begin(), regs.end(), t.regs.begin());
+        t.has_regs = true;
+      }
+    }
     if (d.contains("tcache") && !d["tcache"].is_none()) t.tcache = d["tcache"].cast<uint64_t>();
     if (d.contains("arena") && !d["arena"].is_none()) t.arena = d["arena"].cast<uint64_t>();
     out.push_back(t);
@@ -507,6 +839,11 @@ PYBIND11_MODULE(_native, m) {
       .def("chunks", &PyTarget::chunks, py::arg("arena") = py::none(), py::arg("state") = "all",
            py::arg("limit") = py::none())
       .def("chunk", &PyTarget::chunk, py::arg("addr"))
+      .def("classify", &PyTarget::classify, py::arg("arena") = py::none(), py::arg("free") = false,
+           py::arg("top") = py::none())
+      .def("leaks", &PyTarget::leaks, py::arg("arena") = py::none(), py::arg("limit") = py::none(),
+           py::arg("largest") = false, py::arg("anon_roots") = false)
+      .def("nmt", &PyTarget::nmt, py::arg("detail") = false)
       .def("close", &PyTarget::close)
       .def("__enter__", [](PyTarget& t) -> PyTarget& { return t; }, py::return_value_policy::reference)
       .def("__exit__", [](PyTarget& t, py::args) { t.close(); return false; });

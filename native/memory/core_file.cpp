@@ -125,6 +125,37 @@ CoreFile::CoreFile(const std::string& path) : path_(path) {
             [](const Segment& a, const Segment& b) { return a.vaddr < b.vaddr; });
   std::sort(regions_.begin(), regions_.end(),
             [](const Region& a, const Region& b) { return a.start < b.start; });
+  // File mappings the core did not save at all (read-only text and data) still belong to the
+  // address space: NT_FILE lists them; their bytes can come from the file.
+  std::vector<Region> gaps;
+  for (const auto& f : files_) {
+    uint64_t cur = f.start;
+    for (const auto& r : regions_) {
+      if (r.end <= cur || r.start >= f.end) continue;
+      if (r.start > cur) {
+        Region gap;
+        gap.start = cur;
+        gap.end = r.start;
+        gap.read = true;
+        gap.saved = false;
+        gap.saved_end = cur;
+        gaps.push_back(gap);
+      }
+      cur = std::max(cur, r.end);
+    }
+    if (cur < f.end) {
+      Region gap;
+      gap.start = cur;
+      gap.end = f.end;
+      gap.read = true;
+      gap.saved = false;
+      gap.saved_end = cur;
+      gaps.push_back(gap);
+    }
+  }
+  regions_.insert(regions_.end(), gaps.begin(), gaps.end());
+  std::sort(regions_.begin(), regions_.end(),
+            [](const Region& a, const Region& b) { return a.start < b.start; });
   // Name regions from NT_FILE.
   for (auto& r : regions_) {
     for (const auto& f : files_) {
@@ -167,6 +198,8 @@ void CoreFile::parse_notes(const uint8_t* p, size_t n) {
       std::memcpy(&t.fs_base, desc + kPrstatusReg + kRegFsBase * 8, 8);
       std::memcpy(&t.rsp, desc + kPrstatusReg + kRegRsp * 8, 8);
       std::memcpy(&t.rip, desc + kPrstatusReg + kRegRip * 8, 8);
+      std::memcpy(t.regs.data(), desc + kPrstatusReg, t.regs.size() * 8);
+      t.has_regs = true;
       threads_.push_back(t);
     } else if (is_core && nh.n_type == NT_PRPSINFO && dn >= 28) {
       // struct elf_prpsinfo: pr_pid at offset 24 on x86-64.

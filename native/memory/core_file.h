@@ -1,6 +1,7 @@
 // An ELF core file (gcore or kernel), mmapped once; reads are memcpy from the mapping.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -16,6 +17,9 @@ struct CoreThread {
   uint64_t fs_base = 0;
   uint64_t rsp = 0;
   uint64_t rip = 0;
+  /// The 27 general registers (user_regs_struct order, sys/user.h) when known.
+  std::array<uint64_t, 27> regs{};
+  bool has_regs = false;
 };
 
 /// A file mapping from the core's NT_FILE note.

@@ -49,6 +49,9 @@ LiveProcess::LiveProcess(int pid, bool freeze) : pid_(pid) {
         t.fs_base = regs.fs_base;
         t.rsp = regs.rsp;
         t.rip = regs.rip;
+        static_assert(sizeof regs == sizeof t.regs, "user_regs_struct is 27 words");
+        std::memcpy(t.regs.data(), &regs, sizeof regs);
+        t.has_regs = true;
       }
       threads_.push_back(t);
     }

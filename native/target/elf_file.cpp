@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
@@ -190,6 +191,13 @@ std::optional<Symbol> ElfFile::symbol(const std::string& name) const {
   auto it = symbols_.find(name);
   if (it == symbols_.end()) return std::nullopt;
   return it->second;
+}
+
+size_t ElfFile::read_at(uint64_t offset, void* out, size_t len) const {
+  if (offset >= size_) return 0;
+  size_t n = static_cast<size_t>(std::min<uint64_t>(len, size_ - offset));
+  std::memcpy(out, map_ + offset, n);
+  return n;
 }
 
 std::string ElfFile::find_text(const std::string& needle) const {

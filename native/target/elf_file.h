@@ -38,6 +38,9 @@ class ElfFile {
   std::optional<Symbol> symbol(const std::string& name) const;
   bool has_symtab() const { return has_symtab_; }
   const std::vector<TlsReloc>& tls_relocs() const { return tls_relocs_; }
+  const std::unordered_map<std::string, Symbol>& symbols() const { return symbols_; }
+  /// Copies file bytes at `offset` (bounded by the file size); returns how many were copied.
+  size_t read_at(uint64_t offset, void* out, size_t len) const;
   /// Highest GLIBC_2.x version defined by this object (from .gnu.version_d), "" if none.
   const std::string& glibc_verdef() const { return glibc_verdef_; }
   /// Searches the file's read-only data for `needle` and returns the text up to the next NUL/newline.

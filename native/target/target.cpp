@@ -58,6 +58,8 @@ std::unique_ptr<Target> Target::open_core(const std::string& path, const std::st
     th.lwp = ct.lwp;
     th.fs_base = ct.fs_base;
     th.rsp = ct.rsp;
+    th.regs = ct.regs;
+    th.has_regs = ct.has_regs;
     t->threads_.push_back(th);
   }
   t->diags_.append(core->diagnostics());
@@ -79,6 +81,8 @@ std::unique_ptr<Target> Target::attach(int pid, std::vector<Thread> threads) {
       th.lwp = ct.lwp;
       th.fs_base = ct.fs_base;
       th.rsp = ct.rsp;
+      th.regs = ct.regs;
+      th.has_regs = ct.has_regs;
       t->threads_.push_back(th);
     }
   } else {

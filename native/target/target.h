@@ -1,6 +1,7 @@
 // The process model: memory, threads (with TLS base), modules and their symbols.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -19,6 +20,9 @@ struct Thread {
   int lwp = 0;
   uint64_t fs_base = 0;  ///< x86-64 thread pointer (TLS base)
   uint64_t rsp = 0;
+  /// The 27 general registers (user_regs_struct order) when the core or ptrace gave them.
+  std::array<uint64_t, 27> regs{};
+  bool has_regs = false;
   /// Values of libc's `tcache` / `thread_arena` TLS variables when a caller (gdb) supplied them.
   std::optional<uint64_t> tcache, arena;
 };

@@ -149,8 +149,8 @@ class HeapFigures:
     """One ``<heap nr=...>`` of malloc_info (glibc 2.36 malloc/malloc.c __malloc_info)."""
 
     nr: int
-    fast_count: int
-    fast_size: int
+    fast_count: int | None  # None: no <total type="fast"> (glibc 2.43 has no fastbins)
+    fast_size: int | None
     rest_count: int  # binned chunks + 1 (the top chunk)
     rest_size: int  # binned chunks' size fields *with flag bits* (chunksize_nomask) + top's size
     system_current: int
@@ -165,8 +165,8 @@ class HeapFigures:
 @dataclass
 class MallocInfo:
     heaps: list[HeapFigures]
-    fast_count: int
-    fast_size: int
+    fast_count: int | None
+    fast_size: int | None
     rest_count: int
     rest_size: int
     mmap_count: int
@@ -196,8 +196,8 @@ def parse_malloc_info(text: str) -> MallocInfo:
         heaps.append(
             HeapFigures(
                 nr=int(h.get("nr")),
-                fast_count=tot["fast"]["count"],
-                fast_size=tot["fast"]["size"],
+                fast_count=tot["fast"]["count"] if "fast" in tot else None,
+                fast_size=tot["fast"]["size"] if "fast" in tot else None,
                 rest_count=tot["rest"]["count"],
                 rest_size=tot["rest"]["size"],
                 system_current=sysm["current"]["size"],
@@ -212,8 +212,8 @@ def parse_malloc_info(text: str) -> MallocInfo:
     tot, sysm, asp = _typed(root, "total"), _typed(root, "system"), _typed(root, "aspace")
     return MallocInfo(
         heaps=heaps,
-        fast_count=tot["fast"]["count"],
-        fast_size=tot["fast"]["size"],
+        fast_count=tot["fast"]["count"] if "fast" in tot else None,
+        fast_size=tot["fast"]["size"] if "fast" in tot else None,
         rest_count=tot["rest"]["count"],
         rest_size=tot["rest"]["size"],
         mmap_count=tot["mmap"]["count"],
@@ -413,9 +413,31 @@ def _arena_key(a: dict) -> Any:
     return "main" if a.get("main") else a["address"]
 
 
-def compare_with_oracle(doc: dict, c: Corpus, *, tcache: bool = True, in_use: bool = True) -> list[str]:
+def version_matches(expected: str, got: Any) -> bool:
+    """``got`` (heapwalk's ``glibc.version``) is ``expected`` or a range ``A-B`` containing it
+    (without symbols the version may only be known as the range of the layout that fits)."""
+    if not isinstance(got, str):
+        return False
+    if got == expected:
+        return True
+
+    def num(v: str) -> tuple[int, ...]:
+        return tuple(int(x) for x in v.split("."))
+
+    m = re.fullmatch(r"(\d+\.\d+)\s*-\s*(\d+\.\d+)", got)
+    return bool(m) and num(m.group(1)) <= num(expected) <= num(m.group(2))
+
+
+def compare_with_oracle(doc: dict, c: Corpus, *, tcache: bool = True, in_use: bool = True,
+                        version: str = "2.36", version_range_ok: bool = False,
+                        allowed_diagnostics: tuple[str, ...] = ("note",)) -> list[str]:
     """Every mismatch between a heapwalk ``arenas`` document and the program's ground truth,
-    as 'field: expected X, got Y' lines (empty when everything matches)."""
+    as 'field: expected X, got Y' lines (empty when everything matches).
+
+    ``version``: the target's glibc (``version_range_ok``: a range containing it is accepted,
+    for analyses without symbols).  When malloc_info has no ``<total type="fast">`` (glibc
+    2.43 has no fastbins) the arenas' ``fastbins`` must be null and count as 0 in the totals.
+    ``allowed_diagnostics``: diagnostic kinds that do not count as a mismatch."""
     bad: list[str] = []
 
     def eq(what: str, expected: Any, got: Any) -> None:
@@ -425,15 +447,26 @@ def compare_with_oracle(doc: dict, c: Corpus, *, tcache: bool = True, in_use: bo
     info, truth = c.info, c.truth
     assert info is not None
     eq("schema", "heapwalk/1", doc.get("schema"))
-    eq("glibc.version", "2.36", (doc.get("glibc") or {}).get("version"))
+    got_version = (doc.get("glibc") or {}).get("version")
+    if not (version_matches(version, got_version) if version_range_ok else got_version == version):
+        bad.append(f"glibc.version: expected {version!r}{' (or a range containing it)' if version_range_ok else ''}, "
+                   f"got {got_version!r}")
     arenas = doc["arenas"]
+    no_fast = info.fast_count is None
+
+    def fb(a: dict, k: str) -> int:
+        return (a.get("fastbins") or {}).get(k) or 0
+
     eq("number of arenas (malloc_info <heap> count)", len(info.heaps), len(arenas))
     if arenas:
         eq("arenas[0].main", True, arenas[0].get("main"))
     for i, (a, h) in enumerate(zip(arenas, info.heaps)):
         name = f"arena[{i}]@{a['address']:#x}"
-        eq(f"{name}.fastbins.count", h.fast_count, a["fastbins"]["count"])
-        eq(f"{name}.fastbins.bytes", h.fast_size, a["fastbins"]["bytes"])
+        if h.fast_count is None:
+            eq(f"{name}.fastbins (malloc_info has no fast total)", None, a.get("fastbins"))
+        else:
+            eq(f"{name}.fastbins.count", h.fast_count, (a.get("fastbins") or {}).get("count"))
+            eq(f"{name}.fastbins.bytes", h.fast_size, (a.get("fastbins") or {}).get("bytes"))
         eq(f"{name}.bins.count+1 (rest count)", h.rest_count, a["bins"]["count"] + 1)
         eq(f"{name}.bins.bytes+top_bytes+bins.count*PREV_INUSE (rest size)", h.rest_size,
            a["bins"]["bytes"] + a["top_bytes"] + a["bins"]["count"] * PREV_INUSE)
@@ -447,12 +480,12 @@ def compare_with_oracle(doc: dict, c: Corpus, *, tcache: bool = True, in_use: bo
 
     # Totals against mallinfo2() and malloc_info's global figures.
     mi = truth["mallinfo2"]
-    fast_b = sum(a["fastbins"]["bytes"] for a in arenas)
-    free_b = sum(a["fastbins"]["bytes"] + a["bins"]["bytes"] + a["top_bytes"] for a in arenas)
+    fast_b = sum(fb(a, "bytes") for a in arenas)
+    free_b = sum(fb(a, "bytes") + a["bins"]["bytes"] + a["top_bytes"] for a in arenas)
     system = sum(a["system_bytes"] for a in arenas)
     eq("sum(system_bytes) (mallinfo2.arena)", mi["arena"], system)
     eq("sum(bins.count+1) (mallinfo2.ordblks)", mi["ordblks"], sum(a["bins"]["count"] + 1 for a in arenas))
-    eq("sum(fastbins.count) (mallinfo2.smblks)", mi["smblks"], sum(a["fastbins"]["count"] for a in arenas))
+    eq("sum(fastbins.count) (mallinfo2.smblks)", mi["smblks"], sum(fb(a, "count") for a in arenas))
     eq("sum(fastbins.bytes) (mallinfo2.fsmblks)", mi["fsmblks"], fast_b)
     eq("sum(fastbins+bins+top bytes) (mallinfo2.fordblks)", mi["fordblks"], free_b)
     eq("sum(system_bytes)-free (mallinfo2.uordblks)", mi["uordblks"], system - free_b)
@@ -516,8 +549,9 @@ def compare_with_oracle(doc: dict, c: Corpus, *, tcache: bool = True, in_use: bo
             bad.append(f"arena {key!r} (from truth.json) not found among {[hex(x) for x in by_addr]}")
             continue
         name = f"arena@{key:#x}"
-        eq(f"{name}.fastbins.count (program)", p["fb"], a["fastbins"]["count"])
-        eq(f"{name}.fastbins.bytes (program)", p["fbb"], a["fastbins"]["bytes"])
+        if not no_fast and truth.get("has_fastbins", True):
+            eq(f"{name}.fastbins.count (program)", p["fb"], fb(a, "count"))
+            eq(f"{name}.fastbins.bytes (program)", p["fbb"], fb(a, "bytes"))
         if tcache:
             eq(f"{name}.tcache.count", p["tc"], a["tcache"]["count"])
             eq(f"{name}.tcache.bytes", p["tcb"], a["tcache"]["bytes"])
@@ -532,7 +566,7 @@ def compare_with_oracle(doc: dict, c: Corpus, *, tcache: bool = True, in_use: bo
                     f"{a['in_use']['count']} bytes {a['in_use']['bytes']}")
 
     # A healthy heap has no diagnostics other than notes.
-    real = [d for d in doc.get("diagnostics", []) if d.get("kind") != "note"]
+    real = [d for d in doc.get("diagnostics", []) if d.get("kind") not in allowed_diagnostics]
     if real:
         bad.append(f"diagnostics on a healthy heap: {real[:5]}")
     return bad
@@ -551,3 +585,283 @@ def import_heapwalk():
     import heapwalk  # noqa: PLC0415
 
     return heapwalk
+
+
+# ---------------------------------------------------------------------------------------------
+# other glibc versions: corpora built and run inside Debian chroots, kernel-written cores
+# ---------------------------------------------------------------------------------------------
+
+# suite -> the glibc version its libc6 carries (corpora/chroots.sh builds them; bookworm = 2.36
+# is the host).
+SUITES = {"bullseye": "2.31", "trixie": "2.41", "sid": "2.43"}
+CHROOT_CACHE = Path(os.environ.get("HEAPWALK_CHROOT_CACHE", "/var/cache/heapwalk/chroots"))
+CHROOTS_SH = CORPORA / "chroots.sh"
+CHROOTS_TIMEOUT = 3600  # debootstrap of one suite (network bound)
+CHROOT_GCC_TIMEOUT = 300
+CORE_DUMP_TIMEOUT = 300
+# The arenas program's tcache truth assumes 7 chunks per bin; glibc 2.43's default is 16.
+# The tunable is glibc's default everywhere else, so every chroot run gets it.
+CHROOT_TUNABLES = "glibc.malloc.tcache_count=7"
+CORE_PATTERN = Path("/proc/sys/kernel/core_pattern")
+
+
+def ensure_chroot(suite: str) -> Path:
+    """The chroot of ``suite`` (built by corpora/chroots.sh when missing; cached)."""
+    root = CHROOT_CACHE / suite
+    if not (root / ".heapwalk-ready").exists():
+        env = dict(os.environ, HEAPWALK_CHROOT_CACHE=str(CHROOT_CACHE))
+        try:
+            r = subprocess.run(["bash", str(CHROOTS_SH), suite], capture_output=True, text=True,
+                               timeout=CHROOTS_TIMEOUT, env=env, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as e:
+            raise RuntimeError(f"corpora/chroots.sh {suite} timed out after {CHROOTS_TIMEOUT}s") from e
+        if r.returncode != 0 or not (root / ".heapwalk-ready").exists():
+            raise RuntimeError(f"corpora/chroots.sh {suite} failed ({r.returncode}):\n{r.stderr[-3000:]}")
+    return root
+
+
+def chroot_glibc(root: Path) -> str:
+    """The Debian version of the chroot's libc6 (e.g. ``2.41-12+deb13u4``)."""
+    p = root / ".heapwalk-glibc"
+    return p.read_text().strip() if p.exists() else "?"
+
+
+class KernelCores:
+    """Makes the kernel write cores as ``core`` in the dumping process's working directory.
+
+    ``/proc/sys/kernel/core_pattern`` is set to ``core`` for the session when it is something
+    else (needs root) and restored by ``restore()``.  ``why_not`` says why kernel cores cannot
+    be made (None when they can)."""
+
+    def __init__(self) -> None:
+        self.saved: str | None = None
+        self.why_not: str | None = None
+        try:
+            cur = CORE_PATTERN.read_text().strip()
+        except OSError as e:
+            self.why_not = f"cannot read {CORE_PATTERN}: {e}"
+            return
+        if cur == "core":
+            return
+        try:
+            CORE_PATTERN.write_text("core\n")
+            self.saved = cur
+        except OSError as e:
+            self.why_not = f"core_pattern is {cur!r} and cannot be set to 'core': {e}"
+
+    def restore(self) -> None:
+        if self.saved is not None:
+            try:
+                CORE_PATTERN.write_text(self.saved + "\n")
+            except OSError:
+                pass
+            self.saved = None
+
+
+@dataclass
+class ChrootCorpus(Corpus):
+    suite: str = ""
+    root: Path | None = None
+    version: str = ""  # glibc major.minor
+    core_method: str = ""  # "kernel" or "gcore"
+
+
+def _raise_core_limit() -> None:
+    """preexec_fn: `ulimit -c unlimited` and the default coredump_filter (anonymous private and
+    shared memory, ELF headers) in the child, whatever the parent had."""
+    import resource  # noqa: PLC0415
+
+    resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    try:
+        with open("/proc/self/coredump_filter", "w") as f:
+            f.write("0x33")
+    except OSError:
+        pass
+
+
+def spawn_ready_in_chroot(root: Path, workdir: str, argv_before_fd: list[str],
+                          argv_after_fd: list[str] = (), timeout: float = READY_TIMEOUT) -> subprocess.Popen:
+    """Start ``argv`` (in-chroot paths) inside ``root`` with working directory ``workdir``
+    (in-chroot), the core limit raised and CHROOT_TUNABLES set; return once it signalled
+    readiness.  chroot(8) and sh exec the program, so the Popen's pid is the program's."""
+    r, w = os.pipe()
+    env = dict(os.environ, GLIBC_TUNABLES=CHROOT_TUNABLES)
+    env.pop("LD_PRELOAD", None)
+    try:
+        proc = subprocess.Popen(
+            ["chroot", str(root), "/bin/sh", "-c", 'cd "$1" && shift && exec "$@"', "sh", workdir,
+             *argv_before_fd, str(w), *argv_after_fd],
+            pass_fds=(w,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, env=env, preexec_fn=_raise_core_limit,
+        )
+    finally:
+        os.close(w)
+    try:
+        ready, _, _ = select.select([r], [], [], timeout)
+        byte = os.read(r, 1) if ready else b""
+    finally:
+        os.close(r)
+    if not byte:
+        proc.kill()
+        _, err = proc.communicate(timeout=30)
+        why = "timed out" if not ready else f"exited with {proc.returncode}"
+        raise RuntimeError(f"{root}: {argv_before_fd[0]} {why} before signalling readiness: "
+                           f"{err.decode(errors='replace')}")
+    return proc
+
+
+def kernel_core(proc: subprocess.Popen, rundir: Path, dest: Path, sig: int = 11,
+                timeout: float = CORE_DUMP_TIMEOUT) -> Path:
+    """Kill ``proc`` with ``sig`` (SIGSEGV) and move the core the kernel wrote into ``rundir``
+    (its working directory; ``core`` or ``core.PID``) to ``dest``."""
+    pid = proc.pid
+    os.kill(pid, sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=30)
+        raise RuntimeError(f"pid {pid} did not die within {timeout}s of signal {sig}")
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    if proc.stderr:
+        proc.stderr.close()
+    for name in ("core", f"core.{pid}"):
+        made = rundir / name
+        if made.exists():
+            shutil.move(str(made), str(dest))
+            return dest
+    raise RuntimeError(
+        f"the kernel wrote no core for pid {pid} (exit {proc.returncode}) in {rundir}: "
+        f"core_pattern={CORE_PATTERN.read_text().strip()!r}; stderr: {err[-2000:]}")
+
+
+class ChrootCorpora:
+    """Corpus programs compiled and run inside the chroots of ``SUITES``, with kernel-written
+    cores cached outside the repository under ``<cache>/<suite>/`` (default
+    ``$HEAPWALK_CHROOT_CACHE/cores``; key: program source, the chroot's libc6 version, CFLAGS,
+    arguments, tunables) and live processes killed by ``close()``.  Binaries live in the chroot
+    (``/hw/bin``), programs run with ``/hw/run/<key>`` as working directory, where the kernel
+    writes ``core``."""
+
+    def __init__(self, kernel: KernelCores, cache: Path = CHROOT_CACHE / "cores"):
+        self.cache = cache
+        self.kernel = kernel
+        self._roots: dict[str, Path] = {}
+        self._cores: dict[tuple, ChrootCorpus] = {}
+        self._live: list[ChrootCorpus] = []
+
+    def root(self, suite: str) -> Path:
+        if suite not in self._roots:
+            self._roots[suite] = ensure_chroot(suite)
+        return self._roots[suite]
+
+    def key(self, suite: str, name: str, *args: str) -> str:
+        root = self.root(suite)
+        h = hashlib.sha256()
+        h.update((CORPORA / f"{name}.c").read_bytes())
+        for e in (suite, chroot_glibc(root), " ".join(CFLAGS), CHROOT_TUNABLES, *args):
+            h.update(b"\0" + e.encode())
+        return h.hexdigest()[:16]
+
+    def build(self, suite: str, name: str) -> str:
+        """Compile corpora/<name>.c inside the chroot; returns the binary's in-chroot path."""
+        root = self.root(suite)
+        k = self.key(suite, name)
+        inside = f"/hw/bin/{name}-{k}"
+        if (root / inside.lstrip("/")).exists():
+            return inside
+        (root / "hw" / "src").mkdir(parents=True, exist_ok=True)
+        (root / "hw" / "bin").mkdir(parents=True, exist_ok=True)
+        src = f"/hw/src/{name}-{k}.c"
+        shutil.copyfile(CORPORA / f"{name}.c", root / src.lstrip("/"))
+        tmp = inside + ".tmp"
+        r = subprocess.run(["chroot", str(root), "gcc", *CFLAGS, "-o", tmp, src],
+                           capture_output=True, text=True, timeout=CHROOT_GCC_TIMEOUT,
+                           stdin=subprocess.DEVNULL)
+        if r.returncode != 0:
+            raise RuntimeError(f"gcc in {root} failed for {name}.c:\n{r.stderr}")
+        os.rename(root / tmp.lstrip("/"), root / inside.lstrip("/"))
+        return inside
+
+    def _start(self, suite: str, name: str, args: list[str], rundir_in: str) -> subprocess.Popen:
+        root = self.root(suite)
+        binary = self.build(suite, name)
+        before, after = _argv(name, Path(binary), Path(rundir_in), args)
+        return spawn_ready_in_chroot(root, rundir_in, before, after)
+
+    def _corpus(self, suite: str, name: str, args: list[str], binary_in: str, d: Path) -> ChrootCorpus:
+        root = self.root(suite)
+        base = _load(name, args, root / binary_in.lstrip("/"), d)
+        return ChrootCorpus(**base.__dict__, suite=suite, root=root, version=SUITES[suite])
+
+    def core(self, suite: str, name: str, *args: str) -> ChrootCorpus:
+        key = (suite, name, *args)
+        if key in self._cores:
+            return self._cores[key]
+        root = self.root(suite)
+        # Kernel cores; gcore only when the kernel cannot write them and the version allows
+        # (gdb's gcore loses the thread stacks/TLS of glibc 2.43 processes: their madvise guard
+        # regions make it fail a read and write zeros for the rest).
+        how = "kernel"
+        if self.kernel.why_not:
+            if tuple(map(int, SUITES[suite].split("."))) >= (2, 43):
+                raise RuntimeError(
+                    f"cannot make a kernel core of a glibc {SUITES[suite]} process "
+                    f"({self.kernel.why_not}), and gcore cannot snapshot glibc >= 2.43 threads "
+                    "(guard regions in their stacks): run as root with core_pattern settable")
+            how = "gcore"
+        k = self.key(suite, name, *args, how)
+        stem = f"{name}-{'-'.join(args) or 'default'}-{how}"
+        d = self.cache / suite / f"{stem}-{k}"
+        if not (d / "complete").exists():
+            if d.parent.exists():  # cores of older versions of the program or the chroot
+                for old in d.parent.glob(f"{stem}-*"):
+                    if old.is_dir() and re.fullmatch(r"[0-9a-f]{16}", old.name[len(stem) + 1:]):
+                        shutil.rmtree(old, ignore_errors=True)
+            d.mkdir(parents=True)
+            rundir_in = f"/hw/run/{name}-{k}"
+            rundir = root / rundir_in.lstrip("/")
+            if rundir.exists():
+                shutil.rmtree(rundir)
+            rundir.mkdir(parents=True)
+            proc = self._start(suite, name, list(args), rundir_in)
+            try:
+                if how == "kernel":
+                    kernel_core(proc, rundir, d / "core.tmp")
+                else:
+                    gcore(proc.pid, d / "core.tmp")
+            finally:
+                stop(proc)
+            for f in rundir.iterdir():
+                shutil.move(str(f), str(d / f.name))
+            rundir.rmdir()
+            (d / "core.tmp").rename(d / "core")
+            (d / "complete").write_text("ok\n")
+        c = self._corpus(suite, name, list(args), self.build(suite, name), d)
+        c.core = d / "core"
+        c.core_method = how
+        self._cores[key] = c
+        return c
+
+    def live(self, suite: str, name: str, *args: str) -> ChrootCorpus:
+        """A fresh live process (killed by close())."""
+        root = self.root(suite)
+        k = self.key(suite, name, *args)
+        rundir_in = f"/hw/run/live-{name}-{k}-{os.getpid()}"
+        rundir = root / rundir_in.lstrip("/")
+        if rundir.exists():
+            shutil.rmtree(rundir)
+        rundir.mkdir(parents=True)
+        proc = self._start(suite, name, list(args), rundir_in)
+        c = self._corpus(suite, name, list(args), self.build(suite, name), rundir)
+        c.proc = proc
+        self._live.append(c)
+        return c
+
+    def close(self) -> None:
+        for c in self._live:
+            if c.proc is not None:
+                stop(c.proc)
+            if c.outdir.exists():
+                shutil.rmtree(c.outdir, ignore_errors=True)
+        self._live.clear()

@@ -1,0 +1,49 @@
+// What is in the heap: one pass over the chunks that names what each one holds.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ptmalloc/heap.h"
+#include "target/symbols.h"
+#include "target/target.h"
+
+namespace heapwalk::analysis {
+
+struct ClassStats {
+  uint64_t count = 0, bytes = 0;
+  uint64_t example = 0;  ///< address of one such chunk
+};
+
+/// One class row: its name, kind ("c++", "zlib", "content", "module", "size") and counts.
+struct ClassRow {
+  std::string name, kind, sample;
+  ClassStats stats;
+};
+
+struct ArenaClasses {
+  uint64_t arena = 0;  ///< 0: mmapped chunks (no arena)
+  std::vector<ClassRow> used, free;  ///< sorted by bytes, descending
+};
+
+struct ClassifyOptions {
+  const ptmalloc::Arena* arena = nullptr;  ///< only this arena (nullptr: all, plus mmapped)
+  bool free_chunks = false;                ///< also classify the stale contents of free chunks
+};
+
+struct ClassifyResult {
+  std::vector<ArenaClasses> arenas;
+  std::vector<ClassRow> used, free;  ///< totals over the selected arenas
+  uint64_t chunks = 0;
+  uint64_t vtables_known = 0;  ///< `_ZTV` symbols available for naming
+};
+
+/// Classifies every in-use chunk (and free ones on request). Groups zlib streams (z_stream +
+/// inflate/deflate state + window and buffers) into one owned group; names C++ objects by their
+/// vtable (symbols, or RTTI when symbols are missing); recognises content patterns; everything
+/// else goes by chunk size.
+ClassifyResult classify(ptmalloc::Heap& heap, target::Target& t, const target::ModuleIndex& modules,
+                        const ClassifyOptions& opt);
+
+}  // namespace heapwalk::analysis

@@ -1,0 +1,576 @@
+// NMT from the image. Every layout decision below is made from what the image shows (symbol
+// sizes and which symbols exist), never from the version string alone; docs/hotspot-nmt.md
+// cites the JDK sources each rule encodes.
+#include "hotspot/nmt.h"
+
+#include <cxxabi.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <unordered_map>
+
+#include "hotspot/symbolizer.h"
+#include "memory/memory.h"
+
+namespace heapwalk::hotspot {
+
+namespace {
+
+// Mangled names of the statics NMT keeps its state in (JDK 11u-21).
+constexpr const char* kMallocSnapshot = "_ZN19MallocMemorySummary9_snapshotE";
+constexpr const char* kVmSnapshot = "_ZN20VirtualMemorySummary9_snapshotE";
+constexpr const char* kTrackingLevel = "_ZN10MemTracker15_tracking_levelE";
+constexpr const char* kTypeNames = "_ZN7NMTUtil18_memory_type_namesE";
+constexpr const char* kVmRelease = "_ZN19Abstract_VM_Version13_s_vm_releaseE";
+constexpr const char* kReservedRegions = "_ZN20VirtualMemoryTracker17_reserved_regionsE";
+constexpr const char* kSiteTable = "_ZN15MallocSiteTable6_tableE";
+constexpr const char* kThreadCount = "_ZN18ThreadStackTracker13_thread_countE";
+// Present since NMT became late-initializable (JDK-8256844): with it, NMT_TrackingLevel is
+// {unknown=0, off=1, summary=2, detail=3}; before it {off=0, minimal=1, summary=2, detail=3,
+// unknown=0xFF}.
+constexpr const char* kPreInit = "_ZN10NMTPreInit";
+// Present when MallocHeader carries the 0xE99E canary and the footer (JDK-8275320 and its
+// 17u backport); before, the 16-byte header is bit fields with no canary.
+constexpr const char* kCheckIntegrity = "_ZNK12MallocHeader21check_block_integrityEv";
+
+constexpr uint16_t kHeaderCanary = 0xE99E;
+constexpr uint8_t kFooter0 = 0xE8, kFooter1 = 0x8E;
+constexpr uint64_t kHeaderSize = 16;
+constexpr uint64_t kFooterSize = 2;
+
+/// Reads bytes from the image; when the image lacks them (a core does not save read-only file
+/// mappings), from the file the region maps.
+bool read_any(target::Target& t, uint64_t addr, void* out, size_t len) {
+  if (t.memory().read(addr, out, len) == len) return true;
+  for (const auto& r : t.memory().regions()) {
+    if (!r.contains(addr) || r.path.empty() || r.path[0] != '/') continue;
+    if (addr + len > r.end) return false;
+    std::string p = target::resolve_under(t.sysroot(), r.path);
+    if (p.empty() || t.overrides().no_files) return false;
+    int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    ssize_t n = ::pread(fd, out, len, static_cast<off_t>(r.file_offset + (addr - r.start)));
+    ::close(fd);
+    return n == static_cast<ssize_t>(len);
+  }
+  return false;
+}
+
+std::string read_cstring(target::Target& t, uint64_t addr, size_t max = 256) {
+  std::string s;
+  char buf[64];
+  while (s.size() < max) {
+    size_t n = t.memory().read(addr + s.size(), buf, sizeof buf);
+    if (n == 0) {
+      if (!read_any(t, addr + s.size(), buf, 1)) break;
+      n = 1;
+    }
+    for (size_t i = 0; i < n; ++i) {
+      if (buf[i] == 0) return s;
+      s += buf[i];
+    }
+  }
+  return s;
+}
+
+uint64_t u64_at(const std::vector<uint8_t>& b, size_t off) {
+  uint64_t v = 0;
+  if (off + 8 <= b.size()) std::memcpy(&v, b.data() + off, 8);
+  return v;
+}
+
+/// The symbol file for libjvm: its own .symtab, else the debug file by build-id.
+struct JvmSymbols {
+  std::unique_ptr<target::ElfFile> file;
+  uint64_t bias = 0;
+  std::string from;
+};
+
+}  // namespace
+
+const std::vector<std::string>& default_names_17() {
+  // NMTUtil::_memory_type_names, from MEMORY_TYPES_DO in memory/allocation.hpp (jdk17u).
+  static const std::vector<std::string> names = {
+      "Java Heap", "Class", "Thread", "Thread Stack", "Code", "GC", "Compiler", "JVMCI",
+      "Internal", "Other", "Symbol", "Native Memory Tracking", "Shared class space",
+      "Arena Chunk", "Test", "Tracing", "Logging", "Statistics", "Arguments", "Module",
+      "Safepoint", "Synchronization", "Serviceability", "Metaspace", "String Deduplication",
+      "Object Monitors", "Unknown"};
+  return names;
+}
+
+std::string demangle(const std::string& name) {
+  static std::unordered_map<std::string, std::string> cache;
+  auto it = cache.find(name);
+  if (it != cache.end()) return it->second;
+  int status = 0;
+  char* d = abi::__cxa_demangle(name.c_str(), nullptr, nullptr, &status);
+  std::string out = (status == 0 && d) ? std::string(d) : name;
+  std::free(d);
+  if (cache.size() < 100000) cache.emplace(name, out);
+  return out;
+}
+
+namespace {
+
+class NmtReader {
+ public:
+  NmtReader(target::Target& t, ptmalloc::Heap* heap, bool detail, Nmt& out)
+      : t_(t), heap_(heap), detail_(detail), n_(out) {}
+
+  void run() {
+    find_jvm();
+    if (n_.found_jvm && syms_.file) read_tables();
+    if (heap_) {
+      glibc_figures();
+      walk_headers();
+    } else {
+      n_.diags.note("glibc malloc state not available: no header reconstruction, no untracked-malloc figure");
+    }
+    if (!n_.tables && n_.found_jvm && n_.headers_walked) {
+      n_.source = "headers";
+      if (n_.level == "unknown") n_.level = any_headers() ? "summary" : "off";
+      rows_from_headers();
+    }
+    if (n_.found_jvm && !n_.tables && n_.header_layout.empty() && n_.level == "unknown")
+      n_.level = "off";
+    address_space();
+  }
+
+ private:
+  bool any_headers() const {
+    for (const auto& c : n_.headers)
+      if (c.count) return true;
+    return false;
+  }
+
+  std::optional<uint64_t> sym(const char* name, uint64_t* size = nullptr) {
+    if (!syms_.file) return std::nullopt;
+    auto s = syms_.file->symbol(name);
+    if (!s) return std::nullopt;
+    if (size) *size = s->size;
+    return syms_.bias + s->value;
+  }
+
+  bool has_prefix_symbol(const char* prefix) {
+    // ElfFile has no prefix query; the pre-init class has a handful of known statics.
+    static const char* candidates[] = {"_ZN10NMTPreInit6_tableE", "_ZN10NMTPreInit12_num_mallocsE",
+                                       "_ZN10NMTPreInit11create_tableEv", "_ZN10NMTPreInit10print_stateEP12outputStream"};
+    (void)prefix;
+    for (const char* c : candidates)
+      if (syms_.file && syms_.file->symbol(c)) return true;
+    return false;
+  }
+
+  void find_jvm() {
+    const target::Module* m = t_.find_module([](const std::string& base) { return base == "libjvm.so"; });
+    if (!m) {
+      n_.diags.note("no libjvm.so in the target: not a HotSpot JVM");
+      return;
+    }
+    n_.found_jvm = true;
+    n_.libjvm = m->path;
+    n_.libjvm_base = m->base;
+    n_.build_id = m->build_id;
+    auto f = t_.module_file(*m);
+    if (f && f->has_symtab()) {
+      syms_.bias = m->base - f->first_load_vaddr();
+      syms_.from = f->path();
+      syms_.file = std::move(f);
+    } else {
+      std::string bid = !m->build_id.empty() ? m->build_id : (f ? f->build_id() : "");
+      auto d = t_.debug_file(bid);
+      if (d && d->has_symtab()) {
+        syms_.bias = m->base - (f ? f->first_load_vaddr() : d->first_load_vaddr());
+        syms_.from = d->path();
+        syms_.file = std::move(d);
+      }
+    }
+    if (syms_.file) {
+      n_.symbols_file = syms_.from;
+    } else {
+      n_.diags.note(m->path + ": no .symtab and no debug file" +
+                    (t_.overrides().no_files ? " (files not used)" : "") +
+                    "; NMT tables unreadable, reconstructing from malloc headers");
+    }
+    // The JDK version: a pointer to a string built at startup (heap), readable in the image.
+    if (auto a = sym(kVmRelease)) {
+      uint64_t p = 0;
+      if (read_any(t_, *a, &p, 8) && p) n_.jdk = read_cstring(t_, p, 128);
+    }
+  }
+
+  void read_tables() {
+    uint64_t names_size = 0, ms_size = 0, vs_size = 0;
+    auto names_at = sym(kTypeNames, &names_size);
+    auto ms = sym(kMallocSnapshot, &ms_size);
+    auto vs = sym(kVmSnapshot, &vs_size);
+    auto lvl = sym(kTrackingLevel);
+    if (!ms || !vs || !lvl) {
+      n_.diags.add("symbols", n_.libjvm_base, std::nullopt,
+                   "libjvm symbols lack MallocMemorySummary::_snapshot / VirtualMemorySummary::_snapshot / "
+                   "MemTracker::_tracking_level; reconstructing from malloc headers");
+      return;
+    }
+    // Tracking level.
+    uint32_t level = 0;
+    if (!read_any(t_, *lvl, &level, 4)) {
+      n_.diags.add("unreadable", *lvl, std::nullopt, "MemTracker::_tracking_level unreadable");
+      return;
+    }
+    bool preinit = has_prefix_symbol("_ZN10NMTPreInit");
+    const char* lv = "unknown";
+    if (preinit) {
+      static const char* l[] = {"unknown", "off", "summary", "detail"};
+      if (level < 4) lv = l[level];
+    } else {
+      static const char* l[] = {"off", "minimal", "summary", "detail"};
+      if (level < 4) lv = l[level];
+    }
+    n_.level = lv;
+    std::string level_note = std::string("tracking level enum ") + (preinit ? "{unknown,off,summary,detail} (NMTPreInit present)"
+                                                                            : "{off,minimal,summary,detail,unknown=0xFF}");
+
+    // Number of types and their names.
+    size_t ntypes = names_at && names_size ? names_size / 8 : default_names_17().size();
+    std::vector<std::string> names(ntypes);
+    bool names_from_image = false;
+    if (names_at) {
+      std::vector<uint64_t> ptrs(ntypes);
+      if (read_any(t_, *names_at, ptrs.data(), ntypes * 8)) {
+        names_from_image = true;
+        for (size_t i = 0; i < ntypes; ++i) names[i] = read_cstring(t_, ptrs[i], 64);
+      }
+    }
+    if (!names_from_image) {
+      const auto& d = default_names_17();
+      for (size_t i = 0; i < ntypes; ++i) names[i] = i < d.size() ? d[i] : "type " + std::to_string(i);
+      n_.diags.note("NMT category names not readable from the image; using JDK 17u's table");
+    }
+    // Counter layout from MallocMemorySnapshot's size: N MallocMemory {malloc, arena} + one
+    // trailing counter. 16-byte counters {count, size} (no peaks) or 32-byte {count, size,
+    // peak_count, peak_size} (peaks in release builds, with _all_mallocs at the end).
+    size_t csize = 0;
+    if (ms_size == ntypes * 64 + 32) csize = 32;
+    else if (ms_size == ntypes * 32 + 16) csize = 16;
+    size_t vsize = 0;
+    if (vs_size == ntypes * 16) vsize = 16;
+    else if (vs_size == ntypes * 24) vsize = 24;
+    if (!csize || !vsize) {
+      n_.diags.add("symbols", *ms, std::nullopt,
+                   "unknown NMT layout (MallocMemorySummary::_snapshot " + std::to_string(ms_size) +
+                       " bytes, VirtualMemorySummary::_snapshot " + std::to_string(vs_size) + " bytes for " +
+                       std::to_string(ntypes) + " types); reconstructing from malloc headers");
+      return;
+    }
+    counter_size_ = csize;
+    std::vector<uint8_t> mb(ms_size), vb(vs_size);
+    if (!read_any(t_, *ms, mb.data(), mb.size()) || !read_any(t_, *vs, vb.data(), vb.size())) {
+      n_.diags.add("unreadable", *ms, std::nullopt, "NMT snapshots unreadable in the image");
+      return;
+    }
+    n_.raw.resize(ntypes);
+    for (size_t i = 0; i < ntypes; ++i) {
+      auto& c = n_.raw[i];
+      c.name = names[i];
+      size_t b = i * 2 * csize;
+      c.malloc = {u64_at(mb, b), u64_at(mb, b + 8)};
+      c.arena = {u64_at(mb, b + csize), u64_at(mb, b + csize + 8)};
+      if (csize == 32) {
+        c.malloc_peak = Counter{u64_at(mb, b + 16), u64_at(mb, b + 24)};
+        c.arena_peak = Counter{u64_at(mb, b + csize + 16), u64_at(mb, b + csize + 24)};
+      }
+      c.vm_reserved = u64_at(vb, i * vsize);
+      c.vm_committed = u64_at(vb, i * vsize + 8);
+      if (vsize == 24) c.vm_peak = u64_at(vb, i * vsize + 16);
+    }
+    size_t tail = ntypes * 2 * csize;
+    n_.all_mallocs = {u64_at(mb, tail), u64_at(mb, tail + 8)};
+    n_.tables = true;
+    n_.source = "symtab";
+    n_.layout = std::to_string(ntypes) + " types; " + std::to_string(csize) + "-byte counters (" +
+                (csize == 32 ? "with peaks; trailing _all_mallocs" : "no peaks; trailing _tracking_header") +
+                "); " + std::to_string(vsize) + "-byte VirtualMemory; " + level_note +
+                (names_from_image ? "; names from NMTUtil::_memory_type_names" : "") + "; symbols from " + syms_.from;
+    for (size_t i = 0; i < ntypes; ++i) index_[names[i]] = static_cast<unsigned>(i);
+    if (n_.level == "off" || n_.level == "unknown" || n_.level == "minimal") return;
+    summarize();
+    if (detail_ && n_.level == "detail") {
+      read_sites();
+      read_regions();
+    }
+  }
+
+  std::optional<unsigned> idx(const char* name) const {
+    auto it = index_.find(name);
+    if (it == index_.end()) return std::nullopt;
+    return it->second;
+  }
+
+  /// MemSummaryReporter::report on a snapshot adjusted as MallocMemorySnapshot::make_adjustment.
+  void summarize() {
+    auto raw = n_.raw;  // the copy jcmd adjusts
+    auto chunk = idx("Arena Chunk");
+    auto stack = idx("Thread Stack");
+    auto thread = idx("Thread");
+    auto nmt = idx("Native Memory Tracking");
+    uint64_t total_arena = 0;
+    for (const auto& c : raw) total_arena += c.arena.bytes;
+    Counter all = n_.all_mallocs;
+    uint64_t overhead = 0;
+    if (counter_size_ == 32) {
+      // make_adjustment: one "free" of all arena bytes from mtChunk and from _all_mallocs
+      // (MemoryCounter::deallocate decrements the count by one as well).
+      if (chunk) {
+        raw[*chunk].malloc.bytes -= std::min(raw[*chunk].malloc.bytes, total_arena);
+        if (raw[*chunk].malloc.count) --raw[*chunk].malloc.count;
+      }
+      all.bytes -= std::min(all.bytes, total_arena);
+      if (all.count) --all.count;
+      // malloc_overhead() = _all_mallocs.count() * sizeof(MallocHeader)
+      overhead = all.count * kHeaderSize;
+      n_.total_malloc = {all.count, all.bytes + total_arena + overhead};
+    } else {
+      // Older 17u: make_adjustment subtracts the arena bytes from mtChunk (size only); the
+      // headers are their own counter (_tracking_header).
+      if (chunk) raw[*chunk].malloc.bytes -= std::min(raw[*chunk].malloc.bytes, total_arena);
+      overhead = all.bytes;
+      uint64_t sum = 0, count = 0;
+      for (const auto& c : raw) {
+        sum += c.malloc.bytes + c.arena.bytes;
+        count += c.malloc.count;
+      }
+      n_.total_malloc = {count, sum + overhead};
+    }
+    for (const auto& c : raw) {
+      n_.total_mmap_reserved += c.vm_reserved;
+      n_.total_mmap_committed += c.vm_committed;
+    }
+    n_.total_reserved = n_.total_malloc.bytes + n_.total_mmap_reserved;
+    n_.total_committed = n_.total_malloc.bytes + n_.total_mmap_committed;
+    std::optional<uint64_t> thread_count;
+    if (auto a = sym(kThreadCount)) {
+      uint64_t v = 0;
+      if (read_any(t_, *a, &v, 8)) thread_count = v;
+    }
+    for (size_t i = 0; i < raw.size(); ++i) {
+      if (stack && i == *stack) continue;
+      const auto& c = raw[i];
+      Row r;
+      r.index = static_cast<unsigned>(i);
+      r.name = c.name;
+      r.malloc = c.malloc;
+      r.arena = c.arena;
+      r.malloc_peak = c.malloc_peak;
+      r.arena_peak = c.arena_peak;
+      r.mmap_reserved = c.vm_reserved;
+      r.mmap_committed = c.vm_committed;
+      r.reserved = c.malloc.bytes + c.arena.bytes + c.vm_reserved;
+      r.committed = c.malloc.bytes + c.arena.bytes + c.vm_committed;
+      if (thread && i == *thread && stack) {
+        // Thread stacks are tracked as virtual memory on Linux (ThreadStackTracker::track_as_vm).
+        r.stack_reserved = raw[*stack].vm_reserved;
+        r.stack_committed = raw[*stack].vm_committed;
+        r.reserved += *r.stack_reserved;
+        r.committed += *r.stack_committed;
+        r.threads = thread_count;
+      }
+      if (nmt && i == *nmt) {
+        r.tracking_overhead = overhead;
+        r.reserved += overhead;
+        r.committed += overhead;
+      }
+      if (r.reserved > 0) n_.rows.push_back(std::move(r));
+    }
+  }
+
+  /// Headers-only mode: one row per category that has headers (malloc only).
+  void rows_from_headers() {
+    const auto& names = default_names_17();
+    for (size_t i = 0; i < n_.headers.size(); ++i) {
+      if (!n_.headers[i].count) continue;
+      Row r;
+      r.index = static_cast<unsigned>(i);
+      r.name = i < names.size() ? names[i] : "type " + std::to_string(i);
+      r.malloc = n_.headers[i];
+      r.reserved = r.committed = r.malloc.bytes;
+      n_.total_malloc.count += r.malloc.count;
+      n_.total_malloc.bytes += r.malloc.bytes;
+      n_.rows.push_back(std::move(r));
+    }
+    n_.total_reserved = n_.total_committed = n_.total_malloc.bytes;
+    n_.layout = "malloc headers only (canary 0xE99E); category names from JDK 17u's table; "
+                "no virtual memory, arena or overhead figures";
+  }
+
+  void read_sites() {
+    uint64_t table_size = 0;
+    auto table = sym(kSiteTable, &table_size);
+    if (!table || table_size < 8) return;
+    size_t nb = table_size / 8;
+    std::vector<uint64_t> buckets(nb);
+    if (!read_any(t_, *table, buckets.data(), nb * 8)) return;
+    // MallocSiteHashtableEntry: MallocSite {NativeCallStack _call_stack (4 frames), MEMFLAGS
+    // _flag (4 bytes + pad), MemoryCounter _c}, uint32_t _hash (+pad), entry* _next.
+    size_t entry = 40 + counter_size_ + 8 + 8;
+    size_t next_off = 40 + counter_size_ + 8;
+    Symbolizer sz(t_);
+    size_t guard = 0;
+    for (uint64_t head : buckets) {
+      for (uint64_t p = head; p && guard < 1000000; ++guard) {
+        std::vector<uint8_t> e(entry);
+        if (!read_any(t_, p, e.data(), entry)) {
+          n_.diags.add("unreadable", p, std::nullopt, "malloc site table entry unreadable");
+          break;
+        }
+        MallocSite s;
+        for (int f = 0; f < 4; ++f) {
+          uint64_t pc = u64_at(e, f * 8);
+          if (!pc) break;
+          s.frames.push_back(pc);
+          s.symbols.push_back(sz.describe(pc));
+        }
+        uint32_t flag = 0;
+        std::memcpy(&flag, e.data() + 32, 4);
+        s.index = flag;
+        s.counter = {u64_at(e, 40), u64_at(e, 48)};
+        if (s.counter.bytes) n_.sites.push_back(std::move(s));
+        p = u64_at(e, next_off);
+      }
+    }
+    std::sort(n_.sites.begin(), n_.sites.end(),
+              [](const MallocSite& a, const MallocSite& b) { return a.counter.bytes > b.counter.bytes; });
+  }
+
+  void read_regions() {
+    auto list = sym(kReservedRegions);
+    if (!list) return;
+    uint64_t lp = 0;
+    if (!read_any(t_, *list, &lp, 8) || !lp) return;
+    uint64_t node = 0;  // LinkedList: vptr, _head
+    if (!read_any(t_, lp + 8, &node, 8)) return;
+    size_t guard = 0;
+    while (node && guard++ < 1000000) {
+      // LinkedListNode<ReservedMemoryRegion>: {base, size, committed list (vptr, head, arena),
+      // NativeCallStack (32), MEMFLAGS (4+4)} then _next at 80.
+      uint8_t b[88];
+      if (!read_any(t_, node, b, sizeof b)) break;
+      VmRegion r;
+      std::memcpy(&r.base, b, 8);
+      std::memcpy(&r.size, b + 8, 8);
+      uint32_t flag = 0;
+      std::memcpy(&flag, b + 72, 4);
+      r.index = flag;
+      uint64_t cnode = 0;
+      std::memcpy(&cnode, b + 24, 8);
+      size_t g2 = 0;
+      while (cnode && g2++ < 100000) {
+        uint8_t c[56];  // {base, size, stack (32)}, _next at 48
+        if (!read_any(t_, cnode, c, sizeof c)) break;
+        uint64_t cb = 0, cs = 0;
+        std::memcpy(&cb, c, 8);
+        std::memcpy(&cs, c + 8, 8);
+        r.committed_regions.emplace_back(cb, cs);
+        r.committed += cs;
+        std::memcpy(&cnode, c + 48, 8);
+      }
+      n_.regions.push_back(std::move(r));
+      std::memcpy(&node, b + 80, 8);
+    }
+  }
+
+  void glibc_figures() {
+    auto& g = n_.glibc;
+    for (const auto& a : heap_->arenas()) {
+      ++g.arenas;
+      g.system += a.system_mem;
+      g.in_use += a.in_use.bytes;
+      g.in_use_count += a.in_use.count;
+      g.free += a.fast.bytes + a.binned.bytes + a.tcache.bytes;
+      g.top += a.top_size;
+    }
+    g.mmapped = heap_->mmapped().found.bytes;
+    g.mmapped_count = heap_->mmapped().found.count;
+    n_.glibc_ok = true;
+  }
+
+  /// Every in-use chunk whose user data starts with a live NMT header (canary 0xE99E, a valid
+  /// type, the footer canary 0xE88E right after the user size) is attributed to its type.
+  void walk_headers() {
+    bool canary_layout = true;
+    if (syms_.file) canary_layout = syms_.file->symbol(kCheckIntegrity).has_value();
+    if (!canary_layout) {
+      n_.diags.note("this JDK's NMT malloc header has no canary: no reconstruction from headers");
+      return;
+    }
+    size_t ntypes = n_.raw.empty() ? default_names_17().size() : n_.raw.size();
+    n_.headers.assign(ntypes, Counter{});
+    std::map<uint64_t, uint64_t> sizes;
+    memory::Reader rd(t_.memory());
+    heap_->walk(nullptr, [&](uint64_t addr, uint64_t size, ptmalloc::ChunkState st, const ptmalloc::Arena*, size_t) {
+      bool mm = st == ptmalloc::ChunkState::Mmapped;
+      if (st != ptmalloc::ChunkState::Used && !mm) return true;
+      uint64_t mem = addr + 16;
+      // Usable bytes: an in-use chunk may use the next chunk's prev_size field.
+      uint64_t usable = mm ? size - 16 : size - 8;
+      const uint8_t* h = size >= 32 ? rd.span(mem, kHeaderSize) : nullptr;
+      bool ok = false;
+      uint64_t user = 0;
+      uint8_t flags = 0;
+      if (h) {
+        uint16_t canary;
+        std::memcpy(&canary, h + 14, 2);
+        std::memcpy(&user, h, 8);
+        flags = h[12];
+        if (canary == kHeaderCanary && flags < ntypes && h[13] == 0 &&
+            user <= usable && usable - user >= kHeaderSize + kFooterSize) {
+          const uint8_t* f = rd.span(mem + kHeaderSize + user, 2);
+          ok = f && f[0] == kFooter0 && f[1] == kFooter1;
+        }
+      }
+      if (ok) {
+        n_.headers[flags].add(user);
+        n_.header_chunks.add(size);
+      } else {
+        n_.untracked.add(size);
+        ++sizes[size];
+      }
+      return true;
+    });
+    n_.headers_walked = true;
+    n_.header_layout = "canary 0xE99E, footer 0xE88E";
+    for (const auto& [s, c] : sizes) n_.untracked_sizes.emplace_back(s, c);
+  }
+
+  void address_space() {
+    for (const auto& r : t_.memory().regions()) {
+      uint64_t len = r.end - r.start;
+      n_.mapped += len;
+      if (!r.path.empty() && r.path[0] == '/') n_.mapped_files += len;
+      else n_.mapped_anon += len;
+    }
+  }
+
+  target::Target& t_;
+  ptmalloc::Heap* heap_;
+  bool detail_;
+  Nmt& n_;
+  JvmSymbols syms_;
+  size_t counter_size_ = 16;
+  std::map<std::string, unsigned> index_;
+};
+
+}  // namespace
+
+Nmt read_nmt(target::Target& t, ptmalloc::Heap* heap, bool detail) {
+  Nmt n;
+  NmtReader(t, heap, detail, n).run();
+  return n;
+}
+
+}  // namespace heapwalk::hotspot

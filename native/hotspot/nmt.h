@@ -1,0 +1,116 @@
+// The HotSpot model: Native Memory Tracking (NMT) read from a JVM's image (core or live), and
+// the per-block NMT malloc headers found by the glibc chunk walk. Layouts and the arithmetic
+// jcmd applies are documented, with citations, in docs/hotspot-nmt.md.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ptmalloc/heap.h"
+#include "target/target.h"
+#include "util/diagnostics.h"
+
+namespace heapwalk::hotspot {
+
+struct Counter {
+  uint64_t count = 0, bytes = 0;
+  void add(uint64_t b) {
+    ++count;
+    bytes += b;
+  }
+};
+
+/// One NMT memory type (MEMFLAGS index) as the image holds it (before jcmd's adjustments).
+struct RawCategory {
+  std::string name;
+  Counter malloc, arena;
+  std::optional<Counter> malloc_peak, arena_peak;  ///< when the counters carry peaks
+  uint64_t vm_reserved = 0, vm_committed = 0;
+  std::optional<uint64_t> vm_peak;
+};
+
+/// One line of `jcmd VM.native_memory summary` (scale=1), computed as MemSummaryReporter does.
+struct Row {
+  unsigned index = 0;  ///< MEMFLAGS index
+  std::string name;
+  uint64_t reserved = 0, committed = 0;
+  Counter malloc, arena;
+  std::optional<Counter> malloc_peak, arena_peak;
+  uint64_t mmap_reserved = 0, mmap_committed = 0;
+  /// Thread: the stacks (Thread Stack category) folded in; NMT: the malloc headers.
+  std::optional<uint64_t> stack_reserved, stack_committed, threads, tracking_overhead;
+};
+
+/// A malloc call site of detail mode (MallocSiteTable entry).
+struct MallocSite {
+  std::vector<uint64_t> frames;
+  std::vector<std::string> symbols;  ///< "function+0xoff" (demangled) or "" per frame
+  unsigned index = 0;                ///< MEMFLAGS index
+  Counter counter;
+};
+
+/// A reserved virtual memory region of detail mode, with its committed parts.
+struct VmRegion {
+  uint64_t base = 0, size = 0, committed = 0;
+  unsigned index = 0;
+  std::vector<std::pair<uint64_t, uint64_t>> committed_regions;  ///< (base, size)
+};
+
+/// glibc figures for the reconciliation (from the ptmalloc model).
+struct GlibcFigures {
+  uint64_t arenas = 0, system = 0, in_use = 0, in_use_count = 0, free = 0, top = 0;
+  uint64_t mmapped = 0, mmapped_count = 0;
+};
+
+struct Nmt {
+  std::string level = "unknown";  ///< off | summary | detail | unknown (no JVM found)
+  std::string source = "none";    ///< symtab | dwarf | headers | none
+  std::string layout;             ///< how the layout was chosen (symbol sizes, symbols present)
+  std::string jdk;                ///< Abstract_VM_Version::_s_vm_release
+  std::string libjvm, build_id, symbols_file;
+  uint64_t libjvm_base = 0;
+  bool found_jvm = false, tables = false;
+
+  std::vector<RawCategory> raw;  ///< per MEMFLAGS index (tables read)
+  Counter all_mallocs;           ///< raw MallocMemorySnapshot::_all_mallocs (or header counter)
+
+  // jcmd's summary
+  std::vector<Row> rows;  ///< the categories jcmd prints (reserved > 0 at scale 1), in order
+  uint64_t total_reserved = 0, total_committed = 0;
+  Counter total_malloc;
+  uint64_t total_mmap_reserved = 0, total_mmap_committed = 0;
+
+  // reconstruction from malloc headers
+  bool headers_walked = false;
+  std::string header_layout;          ///< "canary 0xE99E" | ""
+  std::vector<Counter> headers;       ///< per MEMFLAGS index: Σ user sizes from headers
+  Counter header_chunks;              ///< glibc chunks carrying a header (chunk bytes)
+  Counter untracked;                  ///< in-use chunks without an NMT header (chunk bytes)
+  std::vector<std::pair<uint64_t, uint64_t>> untracked_sizes;  ///< chunk size -> count
+  GlibcFigures glibc;
+  bool glibc_ok = false;
+
+  // detail
+  std::vector<MallocSite> sites;
+  std::vector<VmRegion> regions;
+
+  // address space
+  uint64_t mapped = 0, mapped_files = 0, mapped_anon = 0;
+
+  Diagnostics diags;
+};
+
+/// Reads NMT from the target. `heap` (may be null: glibc not understood) provides the chunk
+/// walk for the header reconstruction and the glibc figures. Never throws for a target without
+/// a JVM: `found_jvm` is false and a note says so.
+Nmt read_nmt(target::Target& t, ptmalloc::Heap* heap, bool detail);
+
+/// The category names of JDK 17u (MEMFLAGS order), for images whose name table is unreadable.
+const std::vector<std::string>& default_names_17();
+
+/// Demangles an Itanium C++ name; returns it unchanged when it cannot.
+std::string demangle(const std::string& name);
+
+}  // namespace heapwalk::hotspot
