@@ -65,7 +65,9 @@ public class NmtLoad {
         for (int i = 0; i < n; i++) {
             Inflater inf = new Inflater();
             inf.setInput(packed, 0, plen);
-            inf.inflate(out);
+            // Half the output only: the stream stays open, so zlib has allocated its 32 KiB
+            // window (it does so only when a call ends before the stream does).
+            inf.inflate(out, 0, out.length / 2);
             KEEP.add(inf);
         }
     }

@@ -4,6 +4,8 @@
 #include <chrono>
 #include <cstring>
 #include <queue>
+#include <cstdio>
+#include <cstdlib>
 
 #include "util/errors.h"
 
@@ -110,7 +112,7 @@ class Pass {
     if (misaligned)
       res_.diagnostics.add("misaligned", std::nullopt, std::nullopt,
                            std::to_string(misaligned) + " chunks not 16-aligned were left out of the leak pass");
-    if (!std::is_sorted(e_.begin(), e_.end())) std::sort(e_.begin(), e_.end());
+    sort_runs();
     // Equal starts (a run's end sentinel meeting the next run's first chunk): keep the chunk.
     size_t w = 0;
     for (size_t i = 0; i < e_.size();) {
@@ -128,6 +130,30 @@ class Pass {
     if (e_.size() >= kNone) throw Error("too many chunks for the leak pass (" + std::to_string(e_.size()) + ")");
   }
 
+  /// The walk yields sorted runs (one per heap, then the mmapped chunks) in ring order: order
+  /// the runs by address (std::sort degrades on such input); full sort if runs overlap.
+  void sort_runs() {
+    std::vector<std::pair<size_t, size_t>> runs;  // [begin, end) indices
+    size_t b = 0;
+    for (size_t i = 1; i <= e_.size(); ++i)
+      if (i == e_.size() || e_[i] < e_[i - 1]) {
+        runs.emplace_back(b, i);
+        b = i;
+      }
+    if (runs.size() <= 1) return;
+    std::sort(runs.begin(), runs.end(), [&](const auto& x, const auto& y) { return e_[x.first] < e_[y.first]; });
+    for (size_t k = 1; k < runs.size(); ++k)
+      if (e_[runs[k].first] < e_[runs[k - 1].second - 1]) {
+        if (getenv("HW_DEBUG")) fprintf(stderr, "overlap runs=%zu k=%zu %lx..%lx vs %lx..%lx\n", runs.size(), k, e_[runs[k-1].first], e_[runs[k-1].second-1], e_[runs[k].first], e_[runs[k].second-1]);
+        std::sort(e_.begin(), e_.end());
+        return;
+      }
+    std::vector<uint64_t> out;
+    out.reserve(e_.size());
+    for (const auto& r : runs) out.insert(out.end(), e_.begin() + r.first, e_.begin() + r.second);
+    e_.swap(out);
+  }
+
   uint64_t start(size_t i) const { return e_[i] & ~kFlags; }
 
   /// The node whose [mem, end) holds v, or kNone.
@@ -142,7 +168,18 @@ class Pass {
       n -= half;
     }
     uint64_t e = *base;
-    if (!(e & kNode) || v < (e & ~kFlags) + 16) return kNone;
+    uint64_t s = e & ~kFlags;
+    if (v < s + 8) {
+      // The first word of a chunk (prev_size) is the last usable word of the in-use chunk
+      // before it, e.g. a pointer to the last byte of a 40-byte block in a 0x30 chunk. Not
+      // the chunk's address itself: malloc's own bins, fastbins, top and last_remainder hold
+      // chunk addresses (main_arena is in libc's data, a root), which would make the chunk
+      // before every free chunk reachable.
+      if (v == s || base == e_.data() || is_gap(e)) return kNone;
+      uint64_t p = base[-1];
+      return (p & (kNode | kMmapped)) == kNode ? static_cast<uint32_t>(base - e_.data() - 1) : kNone;
+    }
+    if (!(e & kNode) || v < s + 16) return kNone;
     return static_cast<uint32_t>(base - e_.data());
   }
 
@@ -265,10 +302,10 @@ class Pass {
           ranges.push_back({std::max(r->start, th.rsp >= kRedZone ? th.rsp - kRedZone : 0), r->end, k_stack});
           stacks.push_back(r);
           my_stack = r;
-        }
-        else
+        } else {
           res_.diagnostics.add("unreadable", th.rsp, std::nullopt,
                                "thread " + std::to_string(th.lwp) + ": stack pointer outside every mapping; stack not scanned");
+        }
       } else {
         res_.diagnostics.note("thread " + std::to_string(th.lwp) + ": stack pointer unknown; stack not scanned");
       }
@@ -366,7 +403,9 @@ class Pass {
       uint64_t e = e_[i];
       if (!(e & kNode)) continue;
       uint64_t c = start(i), size = start(i + 1) - c;
-      const ptmalloc::Arena* a = (e & kMmapped) ? nullptr : h_.arena_of(c);
+      const ptmalloc::Arena* a = nullptr;
+      bool need_arena = opt_.arena || !(e & kReached);
+      if (need_arena && !(e & kMmapped)) a = h_.arena_of(c);
       if (opt_.arena && a != opt_.arena) continue;
       res_.nodes.add(size);
       if (e & kReached) {
@@ -381,7 +420,7 @@ class Pass {
         res_.unreferenced.add(size);
         unref_sizes[size].add(size);
       }
-      LeakedChunk lc{c, size, unref, (e & kMmapped) != 0};
+      LeakedChunk lc{c, size, a ? a->address : 0, unref, (e & kMmapped) != 0};
       if (opt_.largest) {
         top.push(lc);
         if (opt_.limit && top.size() > opt_.limit) top.pop();

@@ -56,6 +56,7 @@ struct RootStat {
 
 struct LeakedChunk {
   uint64_t address = 0, size = 0;  ///< chunk header address and chunk size
+  uint64_t arena = 0;  ///< arena address, 0 for mmapped chunks
   bool unreferenced = false;
   bool mmapped = false;
 };

@@ -515,6 +515,7 @@ class PyTarget {
       g["top"] = n.glibc.top;
       g["mmapped"] = n.glibc.mmapped;
       g["mmapped_count"] = n.glibc.mmapped_count;
+      g["heap_reserve_tail"] = n.glibc.heap_reserve_tail;
       d["glibc"] = g;
     } else {
       d["glibc"] = py::none();
@@ -535,9 +536,11 @@ class PyTarget {
         if (r.mmap_reserved || r.stack_reserved)
           line(r.name.c_str(), static_cast<int64_t>(r.mmap_reserved + r.stack_reserved.value_or(0)));
       line("glibc arenas (system bytes)", glibc_sys);
+      int64_t tail = n.glibc_ok ? static_cast<int64_t>(n.glibc.heap_reserve_tail) : 0;
+      line("glibc heaps reserved beyond system bytes", tail);
       line("glibc mmapped chunks", glibc_mm);
       line("mapped files", static_cast<int64_t>(n.mapped_files));
-      line("other anonymous", static_cast<int64_t>(n.mapped_anon) - nmt_vm - glibc_sys - glibc_mm);
+      line("other anonymous", static_cast<int64_t>(n.mapped_anon) - nmt_vm - glibc_sys - tail - glibc_mm);
       line("total mapped", static_cast<int64_t>(n.mapped));
     }
     d["reconciliation"] = rec;
@@ -683,6 +686,7 @@ class PyTarget {
       x["address"] = c.address;
       x["size"] = c.size;
       x["state"] = c.mmapped ? "mmapped" : "used";
+      x["arena"] = c.arena ? py::object(py::int_(c.arena)) : py::object(py::none());
       x["unreferenced"] = c.unreferenced;
       listed.append(x);
     }
@@ -864,19 +868,21 @@ PYBIND11_MODULE(_native, m) {
       py::arg("path"), py::arg("sysroot") = py::none(), py::arg("overrides") = py::none());
   m.def(
       "attach",
-      [](int pid, std::optional<py::list> threads, std::optional<py::dict> overrides) {
+      [](int pid, std::optional<py::list> threads, std::optional<py::dict> overrides,
+         std::optional<std::string> sysroot) {
         auto th = threads_from(threads);
         std::unique_ptr<target::Target> t;
         {
           py::gil_scoped_release nogil;
-          t = target::Target::attach(pid, std::move(th));
+          t = target::Target::attach(pid, std::move(th), sysroot.value_or(""));
         }
         apply_overrides(*t, overrides);
         auto pt = std::make_unique<PyTarget>(std::move(t));
         pt->version_hint_ = version_override(overrides);
         return pt;
       },
-      py::arg("pid"), py::arg("threads") = py::none(), py::arg("overrides") = py::none());
+      py::arg("pid"), py::arg("threads") = py::none(), py::arg("overrides") = py::none(),
+      py::arg("sysroot") = py::none());
   m.def(
       "open_callback",
       [](py::function read, std::optional<py::list> threads, std::optional<py::dict> overrides,

@@ -493,6 +493,9 @@ class NmtReader {
       g.in_use_count += a.in_use.count;
       g.free += a.fast.bytes + a.binned.bytes + a.tcache.bytes;
       g.top += a.top_size;
+      if (!a.main)
+        for (const auto& hr : a.heaps)
+          if (heap_->params().heap_max > hr.size) g.heap_reserve_tail += heap_->params().heap_max - hr.size;
     }
     g.mmapped = heap_->mmapped().found.bytes;
     g.mmapped_count = heap_->mmapped().found.count;

@@ -62,6 +62,8 @@ struct VmRegion {
 struct GlibcFigures {
   uint64_t arenas = 0, system = 0, in_use = 0, in_use_count = 0, free = 0, top = 0;
   uint64_t mmapped = 0, mmapped_count = 0;
+  /// Non-main heaps are HEAP_MAX-sized mappings of which heap_info.size is in use: the rest.
+  uint64_t heap_reserve_tail = 0;
 };
 
 struct Nmt {

@@ -64,7 +64,8 @@ std::optional<ArenaCandidate> find_main_arena(memory::MemorySource& mem, const L
       }
       if (!ok || empty < l.nbins / 2) continue;
       uint64_t sys = rd(ms, l.ms_system_mem), maxsys = rd(ms, l.ms_max_system_mem);
-      if ((sys & (kPage - 1)) || maxsys < sys) continue;
+      // (system_mem need not be a page multiple: 2.31's main arena shows 0x21fd5.)
+      if (maxsys < sys) continue;
       uint64_t top = rd(ms, l.ms_top);
       if (top == 0 || (top & 15)) continue;
       // Walk the ring: every other member is a non-main arena right after its heap_info.
@@ -114,7 +115,10 @@ std::optional<uint64_t> find_mp(memory::MemorySource& mem, const Layout& l,
     std::vector<uint8_t> buf(len);
     size_t got = mem.read(reg.start, buf.data(), len);
     for (uint64_t off = 0; off + 8 <= got; off += 8) {
-      if (rd(buf.data(), off) != sbrk_base) continue;
+      // The first sbrk may return an unaligned break (2.31 cores show system_mem 0x21fd5), so
+      // sbrk_base lies within the first page of the heap mapping.
+      uint64_t v = rd(buf.data(), off);
+      if (v < sbrk_base || v >= sbrk_base + kPage) continue;
       uint64_t field = reg.start + off;
       if (field < reg.start + l.mp_sbrk_base) continue;
       uint64_t mp = field - l.mp_sbrk_base;

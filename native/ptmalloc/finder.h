@@ -30,7 +30,8 @@ struct ArenaCandidate {
 std::optional<ArenaCandidate> find_main_arena(memory::MemorySource& mem, const Layout& l,
                                               const std::vector<memory::Region>& regions);
 
-/// Finds mp_ through its sbrk_base (the start of the main heap) and sane neighbouring fields.
+/// Finds mp_ through its sbrk_base (within the first page of the main heap's mapping, whose start
+/// is `sbrk_base`) and sane neighbouring fields.
 /// `near` (main_arena) breaks ties: malloc.o puts mp_ close to main_arena.
 std::optional<uint64_t> find_mp(memory::MemorySource& mem, const Layout& l,
                                 const std::vector<memory::Region>& regions, uint64_t sbrk_base,

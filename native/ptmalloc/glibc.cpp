@@ -279,7 +279,10 @@ GlibcInfo locate_glibc(target::Target& t, const std::string& version_hint) {
       for (uint64_t off = 0; off < win.size(); off += 8) {
         uint64_t p = rd(win.data(), off), size_word;
         if (!p || (p & 15) || !r.try_u64(p - 8, size_word)) continue;
-        if ((size_word & ~uint64_t{7}) == L.tc_chunk_size && (size_word & 2) == 0)
+        uint64_t csz = size_word & ~uint64_t{7};
+        bool tc_size = csz == L.tc_chunk_size ||
+                       (L.tcache_init == TcacheInit::OnDemand && csz == L.tc_chunk_size + 16);
+        if (tc_size && (size_word & 2) == 0)
           ++votes[static_cast<int64_t>(start + off - th.fs_base)];
       }
     }

@@ -389,7 +389,12 @@ void Heap::read_tcaches() {
     bool none = !l.has_tcache || !ptr || *ptr == 0 || (*ptr & (l.alignment - 1)) != 0 ||
                 (glibc_.tcache_dummy && (*ptr == *glibc_.tcache_dummy || *ptr == *glibc_.tcache_dummy + 1));
     uint64_t hdr = 0;
-    if (!none && (!r.try_u64(*ptr - 8, hdr) || (hdr & ~uint64_t{7}) != l.tc_chunk_size)) {
+    // 2.43's tcache_init passes an already padded size to _int_malloc when the tcache is created
+    // from inside _int_malloc, so the struct may sit in a chunk 16 bytes larger.
+    auto tc_chunk_ok = [&](uint64_t sz) {
+      return sz == l.tc_chunk_size || (l.tcache_init == TcacheInit::OnDemand && sz == l.tc_chunk_size + 16);
+    };
+    if (!none && (!r.try_u64(*ptr - 8, hdr) || !tc_chunk_ok(hdr & ~uint64_t{7}))) {
       // The 2.43 dummy (no symbol to recognise it) is not in a chunk: that is "no tcache yet".
       if (l.tcache_init != TcacheInit::OnDemand)
         diags_.add("bad_tcache", *ptr, std::nullopt,

@@ -68,12 +68,13 @@ std::unique_ptr<Target> Target::open_core(const std::string& path, const std::st
   return t;
 }
 
-std::unique_ptr<Target> Target::attach(int pid, std::vector<Thread> threads) {
+std::unique_ptr<Target> Target::attach(int pid, std::vector<Thread> threads, const std::string& sysroot) {
   bool freeze = threads.empty();
   auto live = std::make_unique<memory::LiveProcess>(pid, freeze);
   auto t = std::unique_ptr<Target>(new Target());
   t->kind_ = Kind::Live;
   t->pid_ = pid;
+  t->sysroot_ = sysroot;
   t->path_ = "/proc/" + std::to_string(pid);
   if (freeze) {
     for (const auto& ct : live->threads()) {

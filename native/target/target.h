@@ -46,7 +46,8 @@ class Target {
 
   static std::unique_ptr<Target> open_core(const std::string& path, const std::string& sysroot);
   /// `threads` empty: ptrace-freeze and read registers; else trust the caller's (gdb's) threads.
-  static std::unique_ptr<Target> attach(int pid, std::vector<Thread> threads);
+  static std::unique_ptr<Target> attach(int pid, std::vector<Thread> threads,
+                                        const std::string& sysroot = "");
   static std::unique_ptr<Target> from_callback(memory::CallbackSource::ReadFn fn,
                                                std::vector<Thread> threads);
   /// For unit tests: any source, explicit modules and threads.

@@ -58,9 +58,14 @@ def open_core(path: str, sysroot: Optional[str] = None,
     return Target(handle, os.fspath(path), "core")
 
 
-def attach(pid: int, overrides: Optional[Dict[str, Any]] = None) -> Target:
-    """Attach to a live process; the engine freezes it until :meth:`Target.close`."""
-    handle = native().attach(int(pid), None, overrides or None)
+def attach(pid: int, overrides: Optional[Dict[str, Any]] = None,
+           sysroot: Optional[str] = None) -> Target:
+    """Attach to a live process; the engine freezes it until :meth:`Target.close`.
+
+    ``sysroot`` is where the process's files live when it runs in a container or chroot
+    and its maps name them by in-container paths.
+    """
+    handle = native().attach(int(pid), None, overrides or None, sysroot)
     return Target(handle, "pid %d" % int(pid), "live")
 
 

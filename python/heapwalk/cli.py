@@ -102,7 +102,7 @@ def open_target(args: argparse.Namespace) -> Target:
         ("main_arena", args.main_arena), ("mp_", args.mp), ("glibc_version", args.glibc),
         ("no_files", True if args.no_symbols else None)) if value is not None}
     if args.pid is not None:
-        return heapwalk.attach(args.pid, overrides=overrides)
+        return heapwalk.attach(args.pid, overrides=overrides, sysroot=args.sysroot)
     if not os.path.exists(args.core):
         raise HeapwalkError("no such file", subject=args.core)
     if os.path.isdir(args.core):

@@ -416,3 +416,104 @@ def render_chunk(document: Record, names: Mapping[int, str],
     out.append(_chunk_line("prev", document.get("prev"), names))
     out.append(_chunk_line("next", document.get("next"), names))
     return out
+
+
+# -- nmt -------------------------------------------------------------------------------------
+
+#: How many malloc sites / regions the text of ``nmt --detail`` shows.
+NMT_DETAIL_LIMIT = 25
+
+
+def render_nmt(document: Record, style: Style = PLAIN) -> List[str]:
+    """``nmt``: jcmd's summary table, header reconstruction, untracked malloc, reconciliation."""
+    n = document.get("nmt") or {}
+    out: List[str] = []
+    level = n.get("level", "unknown")
+    libjvm = (n.get("libjvm") or {}).get("path")
+    if not libjvm:
+        return ["no HotSpot JVM (libjvm.so) in this target"]
+    out.append("JVM %s (%s), NMT %s; figures from %s" % (
+        n.get("jdk") or "version unknown", libjvm, level, n.get("source")))
+    if n.get("layout"):
+        out.append(style.paint("dim", "layout: %s" % n["layout"]))
+    out.append("")
+    cats = n.get("categories") or []
+    if level == "off":
+        out.append("Native Memory Tracking is off (-XX:NativeMemoryTracking=off): no categories.")
+    elif cats:
+        total = n.get("total") or {}
+        tm = total.get("malloc") or {}
+        mm = total.get("mmap") or {}
+        out.append("Total: reserved=%d, committed=%d  (%s / %s)" % (
+            total.get("reserved", 0), total.get("committed", 0),
+            size(total.get("reserved", 0)), size(total.get("committed", 0))))
+        out.append("       malloc: %d #%d" % (tm.get("bytes", 0), tm.get("count", 0)))
+        out.append("       mmap:   reserved=%d, committed=%d" % (mm.get("reserved", 0),
+                                                               mm.get("committed", 0)))
+        out.append("")
+        rows = []
+        for c in cats:
+            m, a, v = c.get("malloc") or {}, c.get("arena") or {}, c.get("mmap") or {}
+            extra = []
+            if c.get("stack"):
+                extra.append("stack %s/%s, %s threads" % (
+                    size(c["stack"]["reserved"]), size(c["stack"]["committed"]),
+                    c.get("threads") if c.get("threads") is not None else "?"))
+            if c.get("tracking_overhead"):
+                extra.append("headers %s" % size(c["tracking_overhead"]))
+            rows.append([c.get("name", "?"), str(c.get("reserved", 0)), str(c.get("committed", 0)),
+                         "%d #%d" % (m.get("bytes", 0), m.get("count", 0)) if m.get("bytes") else "",
+                         "%d #%d" % (a.get("bytes", 0), a.get("count", 0)) if a.get("bytes") else "",
+                         "%d/%d" % (v.get("reserved", 0), v.get("committed", 0))
+                         if v.get("reserved") else "",
+                         "; ".join(extra)])
+        out.extend(table([Column("category", "<"), Column("reserved"), Column("committed"),
+                          Column("malloc"), Column("arena"), Column("mmap res/com"),
+                          Column("", "<")], rows, style))
+    headers = n.get("headers")
+    out.append("")
+    if headers:
+        hc = headers.get("categories") or []
+        if hc:
+            out.append("Malloc blocks with an NMT header (%s), by category:" % headers.get("layout"))
+            out.extend(table([Column("category", "<"), Column("bytes"), Column("count")],
+                             [[h["name"], str(h["bytes"]), str(h["count"])] for h in hc],
+                             style, indent="  "))
+        else:
+            out.append("No malloc block carries an NMT header.")
+    un = n.get("untracked_malloc")
+    if un is not None:
+        out.append("Untracked malloc (in-use chunks without an NMT header): %s in %s" % (
+            exact_size(un.get("bytes", 0)), plural(un.get("count", 0), "chunk")))
+    g = n.get("glibc")
+    if g:
+        out.append("glibc: %d arenas, system %s, in use %s (%d chunks), free %s, top %s, "
+                   "mmapped %s (%d)" % (g["arenas"], size(g["system"]), size(g["in_use"]),
+                                        g["in_use_count"], size(g["free"]), size(g["top"]),
+                                        size(g["mmapped"]), g["mmapped_count"]))
+    rec = n.get("reconciliation") or []
+    if rec:
+        out.append("")
+        out.append("Address space, line by line:")
+        out.extend(table([Column("what", "<"), Column("bytes"), Column("")],
+                         [[r["what"], str(r["bytes"]), size(r["bytes"])] for r in rec],
+                         style, indent="  "))
+    sites = n.get("sites")
+    if sites:
+        out.append("")
+        out.append("Malloc sites (%d, largest first):" % len(sites))
+        for site in sites[:NMT_DETAIL_LIMIT]:
+            out.append("  %d bytes #%d type=%s" % (site["bytes"], site["count"], site["category"]))
+            for f in site.get("frames", []):
+                out.append("      %s %s" % (addr(f["pc"]), f.get("symbol") or ""))
+        if len(sites) > NMT_DETAIL_LIMIT:
+            out.append("  … %d more (--json lists all)" % (len(sites) - NMT_DETAIL_LIMIT))
+    regions = n.get("regions")
+    if regions:
+        out.append("")
+        out.append("Reserved regions (%d):" % len(regions))
+        out.extend(table([Column("base", "<"), Column("size"), Column("committed"),
+                          Column("category", "<")],
+                         [[addr(r["base"]), str(r["size"]), str(r["committed"]), r["category"]]
+                          for r in regions[:NMT_DETAIL_LIMIT * 4]], style, indent="  "))
+    return out

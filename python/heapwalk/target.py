@@ -57,6 +57,10 @@ class Target:
         """The chunk holding ``address``, with its neighbours."""
         return self._handle.chunk(address)
 
+    def nmt(self, detail: bool = False) -> Record:
+        """HotSpot Native Memory Tracking: jcmd's summary, header reconstruction, untracked malloc."""
+        return self._handle.nmt(detail)
+
     def arena_index(self) -> Dict[int, int]:
         """Map arena address -> ring index (0 = main), memoized.
 

@@ -113,6 +113,18 @@ def jcmd_nmt(pid: int, what: str = "summary") -> str:
     return r.stdout
 
 
+def oracle(pid: int, level: str, outdir: Path) -> str:
+    """The summary jcmd prints, taken twice: the first run starts the Attach Listener thread
+    and makes NMT record the committed parts of every thread stack (it allocates list nodes,
+    mtNMT, *after* copying the malloc counters, so that run's figures miss them); the second
+    run's figures are then what the image holds, except for the blocks the attach operation
+    itself holds while it reports (see test_nmt.JCMD_INTERNAL_*)."""
+    first = jcmd_nmt(pid, "detail" if level == "detail" else "summary")
+    if level == "detail":
+        (outdir / "jcmd-detail.txt").write_text(first)
+    return jcmd_nmt(pid, "summary")
+
+
 # ---------------------------------------------------------------------------------------------
 # jcmd output
 # ---------------------------------------------------------------------------------------------
@@ -221,11 +233,7 @@ class JvmCorpora:
             proc = spawn_jvm(level, d, load)
             try:
                 if level != "off":
-                    # jcmd first (it starts the Attach Listener thread), then the summary that
-                    # is the oracle; the detail report when tracking in detail.
-                    if level == "detail":
-                        (d / "jcmd-detail.txt").write_text(jcmd_nmt(proc.pid, "detail"))
-                    (d / "jcmd.txt").write_text(jcmd_nmt(proc.pid, "summary"))
+                    (d / "jcmd.txt").write_text(oracle(proc.pid, level, d))
                 gcore(proc.pid, d / "core")
             finally:
                 proc.kill()
@@ -244,7 +252,7 @@ class JvmCorpora:
         d = self.tmp / f"jvm-live-{level}-{len(self._live)}"
         d.mkdir(parents=True)
         proc = spawn_jvm(level, d, load)
-        text = jcmd_nmt(proc.pid, "summary") if level != "off" else ""
+        text = oracle(proc.pid, level, d) if level != "off" else ""
         c = JvmCorpus(level, d, json.loads((d / "truth.json").read_text()), text, proc=proc)
         self._live.append(c)
         return c

@@ -110,17 +110,24 @@ TEST(Reach, RootsEdgesAndTheTwoSets) {
   uint64_t anon = w.chunk(0x60);    // only from anonymous memory
   uint64_t self = w.chunk(0x30);    // points at itself only: unreferenced
   uint64_t fenced = w.chunk(0x30);  // after `self`: its prev_size word is `self`'s last word
+  uint64_t lastbyte = w.chunk(0x30);  // only its last usable byte (in the next prev_size) is pointed at
+  w.chunk(0x20);                      // (reachable from a register below)
   w.finish_top();
 
   w.put(w.data, kData, kData + 0x10, tc + 16);
   w.put(w.data, kData, kData + 0x18, global + 16);
-  w.put(w.data, kData, kData + 0x20, header);       // chunk header: not a pointer into the chunk
+  // A chunk's own address (what malloc's bins and top hold) points into no chunk, although
+  // its prev_size word is the last usable word of `dead` before it; nor does its size field.
+  w.put(w.data, kData, kData + 0x20, header);
+  w.put(w.data, kData, kData + 0x38, header + 8);
   w.put(w.data, kData, kData + 0x28, freed + 16);   // free chunks are no nodes
   w.put(w.data, kData, kData + 0x30, 0x4141414141414141ull);
   w.h(global + 16 + 8, child + 16 + 0x10);          // interior pointer from a chunk
   w.h(child + 0x40, grand + 16);                    // child's last usable word (next prev_size)
   w.put(w.bss, kBss, kBss + 0x100, inner + 16 + 0x33);  // unaligned interior pointer
   w.th.regs[3] = reg + 16 + 8;                      // rbx
+  w.th.regs[4] = lastbyte + 0x30 + 7;               // rdx: byte 39 of lastbyte's 40 usable bytes
+  w.th.regs[5] = lastbyte + 0x30 + 16;              // rsi: the next chunk's mem
   w.put(w.stack, kStack, kRsp + 0x40, on_stack + 16);
   w.put(w.stack, kStack, kRsp - 64, red + 16);
   w.put(w.stack, kStack, kRsp - 512, dead + 16);
@@ -147,8 +154,8 @@ TEST(Reach, RootsEdgesAndTheTwoSets) {
   EXPECT_EQ(r.leaked.count, 8u);
   EXPECT_EQ(r.leaked.bytes, 0x30u * 6 + 0x40 + 0x60);
   EXPECT_EQ(r.unreferenced.count, 6u);
-  EXPECT_EQ(r.nodes.count, 16u);  // every chunk but the fastbin one
-  EXPECT_EQ(r.reachable.count, 8u);
+  EXPECT_EQ(r.nodes.count, 18u);  // every chunk but the fastbin one
+  EXPECT_EQ(r.reachable.count, 10u);
   EXPECT_FALSE(r.truncated);
   ASSERT_FALSE(r.leaked_sizes.empty());
   EXPECT_EQ(r.leaked_sizes[0].size, 0x30u);  // the most bytes
