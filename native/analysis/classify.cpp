@@ -204,6 +204,21 @@ class Classifier {
     return kNone;
   }
 
+  // ZIP/JAR bytes in a free chunk: its start is overwritten by free-list links, so look for a
+  // local-file or central-directory signature anywhere in the first 4 KiB.
+  bool stale_zip(uint64_t addr, uint64_t len) {
+    len = std::min<uint64_t>(len, 4096);
+    const uint8_t* p = r_.span(addr, len);
+    if (!p || len < 4) return false;
+    for (uint64_t i = 0; i + 4 <= len; ++i) {
+      const uint8_t* q = static_cast<const uint8_t*>(std::memchr(p + i, 'P', len - 3 - i));
+      if (!q) return false;
+      i = static_cast<uint64_t>(q - p);
+      if (q[1] == 'K' && ((q[2] == 3 && q[3] == 4) || (q[2] == 1 && q[3] == 2))) return true;
+    }
+    return false;
+  }
+
   bool all_zero(uint64_t addr, uint64_t len) {
     len = std::min<uint64_t>(len, 4096);
     const uint8_t* p = r_.span(addr, len);
@@ -243,7 +258,8 @@ class Classifier {
       size_t n = static_cast<size_t>(std::min<uint64_t>(usable, 64));
       const uint8_t* p = r_.span(mem, n);
       uint32_t id = kNone;
-      if (p) {
+      if (p && !used && stale_zip(mem, usable)) id = c_zip_;
+      if (p && id == kNone) {
         uint64_t w0 = n >= 8 ? rd64(p, 0) : 0;
         if (used) {
           if (auto cx = cxx_class(w0)) id = *cx;

@@ -336,6 +336,13 @@ COMMANDS: Dict[str, Command] = {c.name: c for c in (Arenas(), Heaps(), Bins(), T
                                                      Chunks(), Chunk(), Nmt())}
 
 
+def _register_extensions() -> None:
+    """Commands defined in their own modules (they import this one, so import them last)."""
+    from .cmd_classify import Classify  # pylint: disable=import-outside-toplevel
+    for command in (Classify(),):
+        COMMANDS[command.name] = command
+
+
 def add_common(parser: argparse.ArgumentParser) -> None:
     """Options every command has."""
     parser.add_argument("--json", action="store_true",
@@ -360,3 +367,6 @@ def execute(command: Command, inv: Invocation) -> Output:
     if notes:
         lines = lines + [""] + notes
     return Output("\n".join(lines) + "\n", command.status(document), document)
+
+
+_register_extensions()

@@ -53,6 +53,11 @@ class Target:
             raise ValueError("state must be one of %s" % ", ".join(STATES))
         return self._handle.chunks(arena, state, limit)
 
+    def classify(self, arena: Optional[int] = None, free: bool = False,
+                 top: Optional[int] = None) -> Record:
+        """In-use (and with ``free``, free) chunks grouped by what they hold."""
+        return self._handle.classify(arena, free, top)
+
     def chunk(self, address: int) -> Record:
         """The chunk holding ``address``, with its neighbours."""
         return self._handle.chunk(address)
