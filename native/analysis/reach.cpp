@@ -4,8 +4,6 @@
 #include <chrono>
 #include <cstring>
 #include <queue>
-#include <cstdio>
-#include <cstdlib>
 
 #include "util/errors.h"
 
@@ -29,6 +27,7 @@ constexpr uint64_t kRef = 8;
 constexpr uint64_t kFlags = 15;
 constexpr uint64_t kGap = kMmapped;
 constexpr uint32_t kNone = ~uint32_t{0};
+constexpr size_t kStride = 32;  // entries per block of the lookup's second level
 
 inline bool is_gap(uint64_t e) { return (e & (kNode | kMmapped)) == kGap; }
 
@@ -82,6 +81,8 @@ class Pass {
       collect();
       return;
     }
+    // Samples carry every flag bit, so comparing one with `v | kFlags` depends on the start only.
+    for (size_t i = 0; i < e_.size(); i += kStride) sample_.push_back(e_[i] | kFlags);
     lo_ = (e_.front() & ~kFlags) + 16;
     span_ = (e_.back() & ~kFlags) - lo_;
     scan_roots();
@@ -130,13 +131,13 @@ class Pass {
     if (e_.size() >= kNone) throw Error("too many chunks for the leak pass (" + std::to_string(e_.size()) + ")");
   }
 
-  /// The walk yields sorted runs (one per heap, then the mmapped chunks) in ring order: order
-  /// the runs by address (std::sort degrades on such input); full sort if runs overlap.
+  /// The walk yields sorted runs (one per heap, then the mmapped chunks; each ends with a gap)
+  /// in ring order: order the runs by address (std::sort degrades on such input); full sort if runs overlap.
   void sort_runs() {
     std::vector<std::pair<size_t, size_t>> runs;  // [begin, end) indices
     size_t b = 0;
     for (size_t i = 1; i <= e_.size(); ++i)
-      if (i == e_.size() || e_[i] < e_[i - 1]) {
+      if (i == e_.size() || e_[i] < e_[i - 1] || is_gap(e_[i - 1])) {
         runs.emplace_back(b, i);
         b = i;
       }
@@ -144,7 +145,6 @@ class Pass {
     std::sort(runs.begin(), runs.end(), [&](const auto& x, const auto& y) { return e_[x.first] < e_[y.first]; });
     for (size_t k = 1; k < runs.size(); ++k)
       if (e_[runs[k].first] < e_[runs[k - 1].second - 1]) {
-        if (getenv("HW_DEBUG")) fprintf(stderr, "overlap runs=%zu k=%zu %lx..%lx vs %lx..%lx\n", runs.size(), k, e_[runs[k-1].first], e_[runs[k-1].second-1], e_[runs[k].first], e_[runs[k].second-1]);
         std::sort(e_.begin(), e_.end());
         return;
       }
@@ -160,8 +160,17 @@ class Pass {
   inline uint32_t lookup(uint64_t v) const {
     if (v - lo_ >= span_) return kNone;
     const uint64_t key = v | kFlags;
-    const uint64_t* base = e_.data();
-    size_t n = e_.size();
+    // Two levels: every kStride-th start (a small, cache-resident array), then the block.
+    const uint64_t* sb = sample_.data();
+    size_t sn = sample_.size();
+    while (sn > 1) {
+      size_t half = sn >> 1;
+      sb = sb[half] <= key ? sb + half : sb;
+      sn -= half;
+    }
+    size_t first = static_cast<size_t>(sb - sample_.data()) * kStride;
+    const uint64_t* base = e_.data() + first;
+    size_t n = std::min(kStride, e_.size() - first);
     while (n > 1) {
       size_t half = n >> 1;
       base = base[half] <= key ? base + half : base;
@@ -455,6 +464,7 @@ class Pass {
   ReachResult& res_;
   Window seq_, rnd_;
   std::vector<uint64_t> e_;  // chunk starts | flags, sorted; gap entries end covered runs
+  std::vector<uint64_t> sample_;  // e_[k * kStride] | kFlags: the first level of lookup()
   std::vector<uint32_t> work_;
   uint64_t lo_ = 0, span_ = 0;
 };

@@ -101,10 +101,14 @@ const uint8_t* Reader::span(uint64_t addr, size_t len) {
     cache_len_ = got;
     return cache_valid_ ? cache_.data() : nullptr;
   }
-  // Fill a block that starts a little before addr (walks go forward).
+  // Forward walks get a large block; random access (list chasing) gets a page, so a live target
+  // does not pay a 1 MiB read per hop.
+  bool sequential = cache_valid_ && addr >= cache_start_ && addr - cache_start_ < cache_len_ + block_;
+  size_t want = sequential ? block_ : 4096;
   uint64_t start = addr & ~uint64_t{0xfff};
-  cache_.resize(block_);
-  size_t got = src_.read(start, cache_.data(), block_);
+  if ((addr - start) + len > want) want = static_cast<size_t>((addr - start) + len);
+  cache_.resize(std::max(want, block_));
+  size_t got = src_.read(start, cache_.data(), want);
   if (got < (addr - start) + len) {
     // The block may cross into an unreadable page; try exactly what was asked.
     got = src_.read(addr, cache_.data(), len);

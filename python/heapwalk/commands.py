@@ -339,7 +339,8 @@ COMMANDS: Dict[str, Command] = {c.name: c for c in (Arenas(), Heaps(), Bins(), T
 def _register_extensions() -> None:
     """Commands defined in their own modules (they import this one, so import them last)."""
     from .cmd_classify import Classify  # pylint: disable=import-outside-toplevel
-    for command in (Classify(),):
+    from .cmd_leaks import Leaks  # pylint: disable=import-outside-toplevel
+    for command in (Classify(), Leaks()):
         COMMANDS[command.name] = command
 
 

@@ -109,6 +109,10 @@ def _thread_info(with_tls_vars: bool) -> List[Dict[str, Any]]:
             except (gdb.error, ValueError):
                 continue
             entry: Dict[str, Any] = {"lwp": lwp, "fs_base": fs_base}
+            regs = _registers()
+            if regs is not None:
+                entry["regs"] = regs
+                entry["rsp"] = regs[19]
             if with_tls_vars:
                 for key, symbol in (("tcache", "tcache"), ("arena", "thread_arena")):
                     try:
@@ -122,6 +126,24 @@ def _thread_info(with_tls_vars: bool) -> List[Dict[str, Any]]:
             if selected_frame is not None and selected_frame.is_valid():
                 selected_frame.select()
     return threads
+
+
+#: user_regs_struct order (sys/user.h), as the engine's reachability roots expect them.
+_USER_REGS = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx",
+              "rdx", "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base",
+              "gs_base", "ds", "es", "fs", "gs")
+
+
+def _registers() -> Optional[List[int]]:
+    """The selected thread's general registers (0 for those gdb cannot read), or None."""
+    frame = gdb.selected_frame()
+    values: List[int] = []
+    for name in _USER_REGS:
+        try:
+            values.append(_as_int(frame.read_register(name)) & 0xFFFFFFFFFFFFFFFF)
+        except (gdb.error, ValueError):
+            values.append(0)
+    return values if any(values) else None
 
 
 def _reader(inferior: Any) -> Callable[[int, int], Optional[bytes]]:

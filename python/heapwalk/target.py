@@ -58,6 +58,12 @@ class Target:
         """In-use (and with ``free``, free) chunks grouped by what they hold."""
         return self._handle.classify(arena, free, top)
 
+    def leaks(self, arena: Optional[int] = None, limit: Optional[int] = None,
+              largest: bool = False, anon_roots: bool = False) -> Record:
+        """Leak candidates: in-use chunks no root reaches (conservative reachability)."""
+        return self._handle.leaks(arena=arena, limit=limit, largest=largest,
+                                  anon_roots=anon_roots)
+
     def chunk(self, address: int) -> Record:
         """The chunk holding ``address``, with its neighbours."""
         return self._handle.chunk(address)

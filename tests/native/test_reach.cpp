@@ -197,3 +197,30 @@ TEST(Reach, NoRegistersIsANoteAndChunksStayLeaked) {
   for (const auto& d : r.diagnostics.items()) note |= d.kind == "note" && d.detail.find("registers") != std::string::npos;
   EXPECT_TRUE(note);
 }
+
+TEST(Reach, ManyChunksTwoLevelLookupAndChains) {
+  World w;
+  w.put(w.data, kData, kData, w.chunk(0x290) + 16);  // the tcache struct: from module data
+  std::vector<uint64_t> c;
+  for (int i = 0; i < 600; ++i) c.push_back(w.chunk(0x20 + 0x10 * (i % 5)));
+  w.finish_top();
+  // Every 7th chunk from module data (interior pointers at varying offsets); each of those
+  // points at its successor, so chunks 7k and 7k+1 are reachable, the rest leaked.
+  std::set<uint64_t> expect;
+  for (size_t i = 0; i < c.size(); ++i) {
+    if (i % 7 == 0) {
+      w.put(w.data, kData, kData + 8 + 8 * (i / 7), c[i] + 16 + (i % 2) * 8);
+      if (i + 1 < c.size()) w.h(c[i] + 16, c[i + 1] + 16);
+    } else if (i % 7 != 1) {
+      expect.insert(c[i]);
+    }
+  }
+  auto t = w.target();
+  ptmalloc::Heap h(*t, "2.36");
+  auto r = analysis::find_leaks(h, *t, {});
+  auto got = leaked(r);
+  for (size_t i = 0; i < c.size(); ++i)
+    EXPECT_EQ(got.count(c[i]), expect.count(c[i])) << "chunk " << i << " size " << 0x20 + 0x10 * (i % 5);
+  EXPECT_EQ(r.unreferenced.count, expect.size());
+  EXPECT_EQ(r.nodes.count, c.size() + 1);
+}

@@ -100,4 +100,4 @@ def test_live_target_uses_attach_with_threads(tmp_path) -> None:
     assert "Traceback" not in proc.stderr, proc.stderr
     assert "thread 1000: tcache" in proc.stdout
     line = proc.stdout.split("CALLS", 1)[1].splitlines()[0]
-    assert "('attach'," in line and "[['fs_base', 'lwp']] True" in line
+    assert "('attach'," in line and "[['fs_base', 'lwp', 'regs', 'rsp']] True" in line
