@@ -1,7 +1,7 @@
 // NMT corpus: leaks what the JVM incidents of ../shared/seeds/ leaked, then holds still.
 //
 //   java [-XX:NativeMemoryTracking=off|summary|detail] -cp DIR NmtLoad OUTDIR READY_FIFO
-//        [inflaters=N] [deflaters=N] [threads=T] [direct=N] [unsafe=N] [classes=N]
+//        [inflaters=N] [deflaters=N] [idle=N] [threads=T] [direct=N] [unsafe=N] [classes=N]
 //
 // Every Inflater/Deflater is used (so zlib has allocated its window and buffers) and never
 // end()ed; all of them stay reachable from a static list, so no Cleaner frees them.  Direct
@@ -45,8 +45,10 @@ public class NmtLoad {
         return b;
     }
 
-    /** Leak `n` inflaters and `m` deflaters, each having (de)compressed a 64 KiB buffer. */
-    static void leakZlib(int n, int m) throws Exception {
+    /** Leak `n` inflaters and `m` deflaters, each having (de)compressed a 64 KiB buffer, and
+     *  `k` inflaters that never saw data (zlib has not allocated their window). */
+    static void leakZlib(int n, int m, int k) throws Exception {
+        for (int i = 0; i < k; i++) KEEP.add(new Inflater());
         byte[] input = sample();
         byte[] packed = new byte[input.length + 1024];
         Deflater once = new Deflater();
@@ -83,6 +85,7 @@ public class NmtLoad {
         String fifo = args[1];
         int inflaters = arg(args, "inflaters", 0);
         int deflaters = arg(args, "deflaters", 0);
+        int idle = arg(args, "idle", 0);
         int threads = Math.max(1, arg(args, "threads", 1));
         int direct = arg(args, "direct", 0);
         int unsafeBlocks = arg(args, "unsafe", 0);
@@ -95,9 +98,10 @@ public class NmtLoad {
         for (int t = 0; t < threads; t++) {
             final int ni = inflaters / threads + (t < inflaters % threads ? 1 : 0);
             final int nd = deflaters / threads + (t < deflaters % threads ? 1 : 0);
+            final int nk = idle / threads + (t < idle % threads ? 1 : 0);
             Thread th = new Thread(() -> {
                 try {
-                    leakZlib(ni, nd);
+                    leakZlib(ni, nd, nk);
                 } catch (Throwable e) {
                     failure[0] = e;
                 }
@@ -143,7 +147,7 @@ public class NmtLoad {
 
         long pid = ProcessHandle.current().pid();
         String truth = String.format(
-            "{\"pid\": %d, \"inflaters\": %d, \"deflaters\": %d, \"threads\": %d, "
+            "{\"pid\": %d, \"idle_inflaters\": " + idle + ", \"inflaters\": %d, \"deflaters\": %d, \"threads\": %d, "
                 + "\"direct\": {\"count\": %d, \"bytes\": %d}, \"unsafe\": {\"count\": %d, \"bytes\": %d}, "
                 + "\"classes\": %d}\n",
             pid, inflaters, deflaters, threads, direct, directBytes, unsafeBlocks, unsafeBytes, classes);

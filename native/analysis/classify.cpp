@@ -5,6 +5,7 @@
 #include <map>
 #include <unordered_map>
 
+#include "hotspot/nmt.h"
 #include "memory/memory.h"
 #include "util/demangle.h"
 
@@ -237,6 +238,11 @@ class Classifier {
       Acc& acc = per_arena[a ? a->address : 0];
       bool used = st == ChunkState::Used || st == ChunkState::Mmapped;
       if (!used && (!opt.free_chunks || st == ChunkState::Fencepost)) return true;
+      // Arenas are walked in ring order, not address order: restart the cursor when going back.
+      if (mi > 0 && (mi >= members_.size() || members_[mi - 1].chunk >= c))
+        mi = static_cast<size_t>(std::lower_bound(members_.begin(), members_.end(), c,
+                                                  [](const Member& m, uint64_t a) { return m.chunk < a; }) -
+                                 members_.begin());
       while (mi < members_.size() && members_[mi].chunk < c) ++mi;
       if (used && mi < members_.size() && members_[mi].chunk == c) {
         acc.add(acc.used, members_[mi].cls, size, c, members_[mi].primary);
@@ -259,6 +265,25 @@ class Classifier {
       const uint8_t* p = r_.span(mem, n);
       uint32_t id = kNone;
       if (p && !used && stale_zip(mem, usable)) id = c_zip_;
+      // HotSpot NMT-tracked malloc block: a 16-byte header (user size, category byte at 12,
+      // canary 0xE99E at 14) and a 0xE88E footer after the user bytes (JDK 17.0.x layout).
+      if (p && used && n >= 32 && id == kNone) {
+        uint64_t user = rd64(p, 0);
+        uint16_t canary;
+        std::memcpy(&canary, p + 14, 2);
+        const auto& names = hotspot::default_names_17();
+        if (canary == 0xE99E && p[13] == 0 && p[12] < names.size() && user + 18 <= usable) {
+          const uint8_t* f = r_.span(mem + 16 + user, 2);
+          if (f && f[0] == 0xE8 && f[1] == 0x8E) {
+            // A C++ object inside the block has its vptr right after the header.
+            if (auto cx = cxx_class(rd64(p, 16))) {
+              id = *cx;
+            } else {
+              id = cls_.intern("NMT " + names[p[12]], "nmt");
+            }
+          }
+        }
+      }
       if (p && id == kNone) {
         uint64_t w0 = n >= 8 ? rd64(p, 0) : 0;
         if (used) {

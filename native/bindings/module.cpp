@@ -10,6 +10,7 @@
 
 #include "analysis/classify.h"
 #include "analysis/reach.h"
+#include "analysis/retention.h"
 #include "hotspot/nmt.h"
 #include "ptmalloc/heap.h"
 #include "target/symbols.h"
@@ -731,6 +732,226 @@ class PyTarget {
     out["diagnostics"] = d;
     return out;
   }
+  // ---- retention and report (issue 6) ----
+  static py::dict residency_dict(const analysis::Residency& r, const std::string& source) {
+    py::dict d;
+    if (source == "pagemap") {
+      d["resident"] = r.resident;
+      d["swapped"] = r.swapped;
+      d["absent"] = r.absent;
+    } else if (source == "core") {
+      d["zero"] = r.zero;
+      d["unsaved"] = r.unsaved;
+    }
+    return d;
+  }
+
+  static void figures_into(py::dict& d, const analysis::Figures& f, const std::string& source) {
+    d["free_bytes"] = f.free();
+    // What malloc_trim(0) would give back now: live, the resident and swapped pages of its
+    // ranges (pages already released or never touched give nothing back); else all of them.
+    uint64_t trimmable = source == "pagemap" ? f.trim.resident + f.trim.swapped : f.trimmable();
+    d["trimmable_bytes"] = trimmable;
+    d["tcache_bytes"] = f.tcache;
+    d["top_bytes"] = f.top;
+    d["fastbin_bytes"] = f.fast;
+    d["bin_bytes"] = f.binned;
+    d["in_use_bytes"] = f.in_use;
+    d["trim_range_bytes"] = f.trimmable();
+    d["trim_chunk_bytes"] = f.trim_chunks;
+    d["trim_top_bytes"] = f.trim_top;
+    d["fragment_bytes"] = f.fragments;
+    d["top_kept_bytes"] = f.top_kept;
+    d["consolidated_into_top_bytes"] = f.into_top;
+    d["released_bytes"] = source == "pagemap" ? py::object(py::int_(f.trim.absent + f.kept.absent))
+                                              : py::object(py::none());
+    py::dict res;
+    res["trim_ranges"] = residency_dict(f.trim, source);
+    res["top_kept_pages"] = residency_dict(f.kept, source);
+    d["residency"] = res;
+  }
+
+  py::dict retention_dict(const analysis::Retention& r) {
+    const auto& p = heap().params();
+    py::dict d;
+    figures_into(d, r.total, r.residency);
+    d["residency_source"] = r.residency;
+    d["residency_detail"] = r.residency_detail;
+    d["page_size"] = r.page;
+    py::dict params;
+    params["trim_threshold"] = p.trim_threshold;
+    params["top_pad"] = p.top_pad;
+    params["mmap_threshold"] = p.mmap_threshold;
+    params["arena_max"] = p.arena_max;
+    params["arena_test"] = p.arena_test;
+    params["heap_max"] = p.heap_max;
+    d["params"] = params;
+    py::list arenas;
+    for (const auto& a : r.arenas) {
+      py::dict x;
+      x["address"] = a.address;
+      x["index"] = a.index;
+      x["main"] = a.main;
+      x["system_bytes"] = a.system;
+      x["threads"] = a.threads;
+      x["attached_threads"] = opt(a.attached_threads);
+      x["top_trimmed_by_malloc_trim"] = a.main && a.contiguous;
+      figures_into(x, a.f, r.residency);
+      py::list heaps;
+      for (const auto& hr : a.heaps) {
+        py::dict y;
+        y["address"] = hr.address;
+        y["size"] = hr.size;
+        y["reserved"] = hr.reserved;
+        figures_into(y, hr.f, r.residency);
+        heaps.append(y);
+      }
+      x["heaps"] = heaps;
+      arenas.append(x);
+    }
+    d["arenas"] = arenas;
+    return d;
+  }
+
+  static py::dict pressure_dict(const analysis::Pressure& p) {
+    py::dict d;
+    d["arenas"] = p.arenas;
+    d["limit"] = opt(p.limit);
+    d["limit_source"] = p.limit_source;
+    d["cores"] = p.cores ? py::object(py::int_(*p.cores)) : py::object(py::none());
+    d["cores_source"] = p.cores_source;
+    d["narenas"] = opt(p.narenas);
+    d["threads"] = p.threads;
+    d["max_threads_per_arena"] = p.max_threads_per_arena;
+    d["heaps"] = p.heaps;
+    d["heap_bytes"] = p.heap_bytes;
+    d["heap_reserved_bytes"] = p.heap_reserved;
+    return d;
+  }
+
+  py::list diags_plus(const Diagnostics& extra) {
+    py::list dl = diags();
+    for (const auto& x : extra.items()) {
+      py::dict e;
+      e["kind"] = x.kind;
+      e["address"] = opt(x.address);
+      e["arena"] = opt(x.arena);
+      e["detail"] = x.detail;
+      dl.append(e);
+    }
+    return dl;
+  }
+
+  /// `retention --json` (API.md): free memory by where it sits and what malloc_trim(0) returns.
+  py::dict retention(bool residency) {
+    auto& h = heap();
+    analysis::Retention r;
+    {
+      py::gil_scoped_release nogil;
+      analysis::RetentionOptions o;
+      o.residency = residency;
+      r = analysis::compute_retention(h, *t_, o);
+    }
+    py::dict out;
+    out["schema"] = kSchema;
+    out["retention"] = retention_dict(r);
+    out["pressure"] = pressure_dict(r.pressure);
+    out["diagnostics"] = diags_plus(r.notes);
+    return out;
+  }
+
+  /// `report --json` engine part: retention, pressure, the mappings reconciled by group, the
+  /// glibc split and (with a JVM) NMT's summary. Python adds classes and the verdict.
+  py::dict report(bool residency) {
+    if (!t_) throw Error("target is closed");
+    auto& h = heap();
+    analysis::Retention r;
+    analysis::Mappings m;
+    hotspot::Nmt n;
+    bool jvm = false;
+    for (const auto& mod : t_->modules())
+      if (mod.path.find("libjvm.so") != std::string::npos) jvm = true;
+    {
+      py::gil_scoped_release nogil;
+      analysis::RetentionOptions o;
+      o.residency = residency;
+      if (jvm) n = hotspot::read_nmt(*t_, &h, true);
+      m = analysis::reconcile_mappings(&h, *t_, jvm && n.found_jvm ? &n : nullptr);
+      r = analysis::compute_retention(h, *t_, o);
+    }
+    py::dict out;
+    out["schema"] = kSchema;
+    out["target"] = describe_short();
+    out["retention"] = retention_dict(r);
+    out["pressure"] = pressure_dict(r.pressure);
+    py::dict g;
+    uint64_t system = 0, mmapped = h.mmapped().mmapped_mem;
+    for (const auto& a : h.arenas()) system += a.system_mem;
+    g["version"] = h.glibc().version;
+    g["system_bytes"] = system;
+    g["mmapped_bytes"] = mmapped;
+    g["mmapped_count"] = h.mmapped().n_mmaps;
+    g["in_use_bytes"] = r.total.in_use;  // chunks in use (tcache, free lists, top excluded)
+    g["free_bytes"] = r.total.free();
+    g["glibc_in_use_bytes"] = system - (r.total.fast + r.total.binned + r.total.top);  // mallinfo2 uordblks
+    out["glibc"] = g;
+    py::dict maps;
+    maps["mapped_bytes"] = m.mapped;
+    maps["resident_bytes"] = opt(m.resident);
+    maps["resident_source"] = m.resident_source;
+    py::list groups;
+    for (const auto& x : m.groups) {
+      py::dict y;
+      y["label"] = x.label;
+      y["kind"] = x.kind;
+      y["mapped_bytes"] = x.mapped;
+      y["resident_bytes"] = opt(x.resident);
+      y["regions"] = x.regions;
+      y["arena"] = opt(x.arena);
+      groups.append(y);
+    }
+    maps["groups"] = groups;
+    out["mappings"] = maps;
+    if (jvm && n.found_jvm) {
+      py::dict j;
+      j["level"] = n.level;
+      j["jdk"] = n.jdk;
+      py::list cats;
+      for (const auto& row : n.rows) {
+        py::dict c;
+        c["name"] = row.name;
+        c["reserved"] = row.reserved;
+        c["committed"] = row.committed;
+        c["malloc"] = row.malloc.bytes;
+        cats.append(c);
+      }
+      j["categories"] = cats;
+      j["total_reserved"] = n.total_reserved;
+      j["total_committed"] = n.total_committed;
+      j["malloc_bytes"] = n.total_malloc.bytes;
+      j["untracked_malloc"] = n.headers_walked ? py::object(counter_dict(n.untracked, std::nullopt))
+                                               : py::object(py::none());
+      out["nmt"] = j;
+    } else {
+      out["nmt"] = py::none();
+    }
+    Diagnostics extra;
+    extra.append(r.notes);
+    extra.append(m.notes);
+    if (jvm) extra.append(n.diags);
+    out["diagnostics"] = diags_plus(extra);
+    return out;
+  }
+
+  py::dict describe_short() {
+    py::dict d;
+    const char* kinds[] = {"core", "live", "callback", "buffer"};
+    d["kind"] = kinds[static_cast<int>(t_->kind())];
+    d["path"] = t_->path().empty() ? py::object(py::none()) : py::object(py::str(t_->path()));
+    d["pid"] = t_->pid() ? py::object(py::int_(t_->pid())) : py::object(py::none());
+    d["threads"] = t_->threads().size();
+    return d;
+  }
   std::string version_hint_;
   Diagnostics empty_;
 };
@@ -848,6 +1069,8 @@ PYBIND11_MODULE(_native, m) {
       .def("leaks", &PyTarget::leaks, py::arg("arena") = py::none(), py::arg("limit") = py::none(),
            py::arg("largest") = false, py::arg("anon_roots") = false)
       .def("nmt", &PyTarget::nmt, py::arg("detail") = false)
+      .def("retention", &PyTarget::retention, py::arg("residency") = true)
+      .def("report", &PyTarget::report, py::arg("residency") = true)
       .def("close", &PyTarget::close)
       .def("__enter__", [](PyTarget& t) -> PyTarget& { return t; }, py::return_value_policy::reference)
       .def("__exit__", [](PyTarget& t, py::args) { t.close(); return false; });

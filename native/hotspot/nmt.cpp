@@ -3,7 +3,8 @@
 // cites the JDK sources each rule encodes.
 #include "hotspot/nmt.h"
 
-#include <cxxabi.h>
+#include "util/demangle.h"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -104,17 +105,8 @@ const std::vector<std::string>& default_names_17() {
   return names;
 }
 
-std::string demangle(const std::string& name) {
-  static std::unordered_map<std::string, std::string> cache;
-  auto it = cache.find(name);
-  if (it != cache.end()) return it->second;
-  int status = 0;
-  char* d = abi::__cxa_demangle(name.c_str(), nullptr, nullptr, &status);
-  std::string out = (status == 0 && d) ? std::string(d) : name;
-  std::free(d);
-  if (cache.size() < 100000) cache.emplace(name, out);
-  return out;
-}
+// jcmd prints libstdc++'s demangling; match it so sites compare as text.
+std::string demangle(const std::string& name) { return heapwalk::demangle_gnu(name); }
 
 namespace {
 

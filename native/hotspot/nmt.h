@@ -112,7 +112,7 @@ Nmt read_nmt(target::Target& t, ptmalloc::Heap* heap, bool detail);
 /// The category names of JDK 17u (MEMFLAGS order), for images whose name table is unreadable.
 const std::vector<std::string>& default_names_17();
 
-/// Demangles an Itanium C++ name; returns it unchanged when it cannot.
+/// Demangles an Itanium C++ name; returns it unchanged when it cannot (util/demangle.h).
 std::string demangle(const std::string& name);
 
 }  // namespace heapwalk::hotspot

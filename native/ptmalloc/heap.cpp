@@ -583,7 +583,7 @@ void Heap::scan_mmapped() {
       if (plain && (size_word & 7) == 2 && sz >= l.minsize) {
         MmapExtent ext = mmap_extent(l, o, prev_size, size_word);
         if (ext.base == o && ext.size >= kPage && (ext.size & (kPage - 1)) == 0 &&
-            mem.readable_span(o, ext.size) >= std::min<uint64_t>(ext.size, reg.end - o)) {
+            mem.readable_span(o, ext.size) == ext.size) {  // the whole mapping must be there
           mmapped_.chunks.push_back({o, sz, prev_size});
           mmapped_.found.count += 1;
           mmapped_.found.bytes += ext.size;  // glibc's mmapped_mem counts whole mappings
@@ -621,7 +621,10 @@ uint64_t Heap::resync(uint64_t p, uint64_t end, const Arena& a) {
   uint64_t known = (fi != free_index_.end() && fi->first < end) ? fi->first : end;
   for (uint64_t q = p + l.alignment; q + 16 <= end && q < known; q += l.alignment) {
     if (q == a.top) return q;
-    uint64_t s1, s2;
+    uint64_t s1, s2, w;
+    // Unreadable: stop here (the walk reports it) rather than probing every 16 bytes up to an
+    // `end` taken from a smashed size (found by fuzz_heap: system_mem 2^60 over a small heap).
+    if (!r.try_u64(q + 8, w)) return q;
     if (!plausible(q, s1)) continue;
     uint64_t n = q + s1;
     if (n == end || n == a.top || (n < end && plausible(n, s2))) return q;

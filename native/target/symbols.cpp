@@ -12,7 +12,7 @@ ModuleIndex::ModuleIndex(Target& t) : t_(t) {
     const Module& m = mods[i];
     std::string base = m.path.substr(m.path.rfind('/') + 1);
     names_.push_back(base);
-    auto file = t.module_file(m);
+    auto file = t.module_file(m, /*quiet=*/true);
     if (file) {
       uint64_t bias = m.base - file->first_load_vaddr();
       auto add = [&](const ElfFile& f) {

@@ -148,19 +148,21 @@ const Module* Target::find_module(const std::function<bool(const std::string&)>&
   return nullptr;
 }
 
-std::unique_ptr<ElfFile> Target::module_file(const Module& m) {
+std::unique_ptr<ElfFile> Target::module_file(const Module& m, bool quiet) {
   if (overrides_.no_files) return nullptr;
   std::string p = resolve_under(sysroot_, m.path);
   auto f = ElfFile::open(p);
   if (!f) {
-    diags_.add("symbols", m.base, std::nullopt,
-               m.path + ": file not found" + (sysroot_.empty() ? "" : " under sysroot " + sysroot_));
+    if (!quiet)
+      diags_.add("symbols", m.base, std::nullopt,
+                 m.path + ": file not found" + (sysroot_.empty() ? "" : " under sysroot " + sysroot_));
     return nullptr;
   }
   if (!m.build_id.empty() && !f->build_id().empty() && f->build_id() != m.build_id) {
-    diags_.add("symbols", m.base, std::nullopt,
-               p + ": build-id " + f->build_id() + " does not match the image's " + m.build_id +
-                   "; not using it");
+    if (!quiet)
+      diags_.add("symbols", m.base, std::nullopt,
+                 p + ": build-id " + f->build_id() + " does not match the image's " + m.build_id +
+                     "; not using it");
     return nullptr;
   }
   return f;

@@ -68,7 +68,9 @@ class Target {
   /// The module whose file name starts with `prefix` (e.g. "libc.so"), or nullptr.
   const Module* find_module(const std::function<bool(const std::string& base)>& match) const;
   /// The module's file on disk (under the sysroot), checked against the image's build-id.
-  std::unique_ptr<ElfFile> module_file(const Module& m);
+  /// `quiet`: record no diagnostic when it is missing or does not match (callers that only name
+  /// things, e.g. vtables, and report a summary themselves).
+  std::unique_ptr<ElfFile> module_file(const Module& m, bool quiet = false);
   /// The separate debug file for a build-id under <sysroot>/usr/lib/debug/.build-id, then the host's.
   std::unique_ptr<ElfFile> debug_file(const std::string& build_id);
   /// The first truncation finding ("" when the core is complete).

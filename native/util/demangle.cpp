@@ -1,5 +1,6 @@
 #include "util/demangle.h"
 
+#include <cxxabi.h>
 #include <llvm/Demangle/Demangle.h>
 
 #include <cstdlib>
@@ -27,6 +28,14 @@ std::string demangle(const std::string& mangled) {
   std::free(s);
   std::lock_guard<std::mutex> lock(g_mu);
   if (g_cache.size() < kMaxCache) g_cache.emplace(mangled, out);
+  return out;
+}
+
+std::string demangle_gnu(const std::string& mangled) {
+  int status = 0;
+  char* s = abi::__cxa_demangle(mangled.c_str(), nullptr, nullptr, &status);
+  std::string out = (s && status == 0) ? std::string(s) : demangle(mangled);
+  std::free(s);
   return out;
 }
 

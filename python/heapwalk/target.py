@@ -72,6 +72,14 @@ class Target:
         """HotSpot Native Memory Tracking: jcmd's summary, header reconstruction, untracked malloc."""
         return self._handle.nmt(detail)
 
+    def retention(self, residency: bool = True) -> Record:
+        """Free memory by where it sits and what malloc_trim(0) would return; arena pressure."""
+        return self._handle.retention(residency)
+
+    def report(self, residency: bool = True) -> Record:
+        """The engine part of ``report``: retention, pressure, mappings by group, glibc, NMT."""
+        return self._handle.report(residency)
+
     def arena_index(self) -> Dict[int, int]:
         """Map arena address -> ring index (0 = main), memoized.
 

@@ -29,6 +29,12 @@ CORPORA = REPO / "corpora"
 GDBINIT = REPO / "gdbinit"
 CACHE = Path(os.environ.get("HEAPWALK_TEST_CACHE", str(REPO / "build" / "test-cache")))
 CFLAGS = ["-O1", "-g", "-pthread"]
+# Sanitizer runs (scripts/test): pytest itself starts with the ASan runtime in LD_PRELOAD; only
+# heapwalk's own processes (the CLI, gdb) get it again (heapwalk_env), never the corpus programs
+# or gcore, whose glibc heaps must stay glibc's (ASan's malloc would replace them).
+ASAN_PRELOAD = os.environ.get("HEAPWALK_ASAN_PRELOAD", "")
+if ASAN_PRELOAD:
+    os.environ.pop("LD_PRELOAD", None)
 READY_TIMEOUT = 120.0  # seconds to wait for the readiness byte
 CLI_TIMEOUT = 120
 
@@ -335,6 +341,8 @@ def heapwalk_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO / "python") + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.pop("PYTHONHOME", None)
+    if ASAN_PRELOAD:
+        env["LD_PRELOAD"] = ASAN_PRELOAD
     return env
 
 

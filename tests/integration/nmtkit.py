@@ -36,7 +36,7 @@ JVM_FLAGS = ["-Xint", "-XX:+UseSerialGC", "-XX:-UsePerfData", "-Xms16m", "-Xmx16
              "-XX:MaxMetaspaceSize=32m", "-Xss512k"]
 # The load every NMT corpus carries: zlib streams leaked over 4 threads, direct buffers,
 # Unsafe blocks, extra classes.
-LOAD = ["inflaters=24", "deflaters=12", "threads=4", "direct=6", "unsafe=9", "classes=5"]
+LOAD = ["inflaters=24", "deflaters=12", "idle=10", "threads=4", "direct=6", "unsafe=9", "classes=5"]
 
 
 def have_jdk() -> bool:

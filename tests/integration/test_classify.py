@@ -116,3 +116,32 @@ def test_zip_bytes_found_in_free_chunks_of_the_right_arena(zcore):
     for addr, a in per_arena.items():
         if addr != worker_arena:
             assert not [c for c in a.get("free_classes", []) if c["name"] == "ZIP/JAR data"], addr
+
+
+# -- the seeds' JVM case: Inflaters/Deflaters never end()ed, with NMT off, summary and detail ----
+
+from nmtkit import JvmCorpora, have_jdk  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def jvm_cores(tmp_path_factory):
+    c = JvmCorpora(CACHE, tmp_path_factory.mktemp("jvm-classify"))
+    yield c
+    c.close()
+
+
+@pytest.mark.skipif(not have_jdk(), reason="scripts/setup installs openjdk-17-jdk-headless")
+@pytest.mark.parametrize("level", ["off", "summary", "detail"])
+def test_java_zlib_streams_counted_exactly(jvm_cores, level):
+    c = jvm_cores.core(level)
+    doc = _classify(c.core)
+    got = {r["name"]: r["count"] for r in doc["classes"] if r["kind"] == "zlib"}
+    truth = c.truth
+    # java.util.zip: each Inflater/Deflater callocs its own z_stream (not NMT-tracked); used
+    # Inflaters have allocated their 32 KiB window, idle ones have not.
+    assert got.get("zlib inflate stream + window", 0) == truth["inflaters"], got
+    assert got.get("zlib inflate stream", 0) == truth["idle_inflaters"], got
+    assert got.get("zlib deflate stream", 0) == truth["deflaters"], got
+    if level != "off":
+        nmt_rows = [r for r in doc["classes"] if r["kind"] == "nmt"]
+        assert nmt_rows, "NMT-tracked blocks were not recognised by their headers"
