@@ -71,8 +71,78 @@ def _connection_type(inferior: Any) -> Optional[str]:
     return getattr(connection, "type", None) if connection is not None else None
 
 
+# -- `set heapwalk ...`: overrides for targets whose glibc heapwalk cannot find by itself -------
+
+class _SetPrefix(gdb.Command):
+    """Settings of heapwalk (overrides for the glibc state it looks for)."""
+
+    def __init__(self, verb: str) -> None:
+        super().__init__("%s heapwalk" % verb, gdb.COMMAND_DATA, prefix=True)
+
+
+class _Setting(gdb.Parameter):
+    """A heapwalk setting; changing one drops the cached target."""
+
+    def __init__(self, name: str, kind: int, doc: str) -> None:
+        self.__doc__ = doc
+        self.set_doc = doc
+        self.show_doc = doc
+        super().__init__("heapwalk " + name, gdb.COMMAND_DATA, kind)
+
+    def get_set_string(self) -> str:
+        invalidate()
+        return ""
+
+    def get_show_string(self, svalue: str) -> str:
+        return svalue or "(not set)"
+
+
+_SETTINGS: Dict[str, Any] = {}
+
+
+def _register_settings() -> None:
+    if _SETTINGS:
+        return
+    _SetPrefix("set")
+    _SetPrefix("show")
+    for name, kind, doc in (
+            ("main-arena", gdb.PARAM_STRING,
+             "Address (or gdb expression) of glibc's main_arena; overrides symbols."),
+            ("mp", gdb.PARAM_STRING,
+             "Address (or gdb expression) of glibc's mp_; overrides symbols."),
+            ("glibc", gdb.PARAM_STRING,
+             "The target's glibc version, e.g. 2.31; overrides detection."),
+            ("sysroot", gdb.PARAM_STRING,
+             "Where the core's files live (defaults to gdb's own sysroot)."),
+            ("no-symbols", gdb.PARAM_BOOLEAN,
+             "Use no file from disk: find glibc's state from the memory image alone.")):
+        _SETTINGS[name] = _Setting(name, kind, doc)
+
+
+def _overrides() -> Dict[str, Any]:
+    """The engine overrides from `set heapwalk ...`."""
+    out: Dict[str, Any] = {}
+    for key, name in (("main_arena", "main-arena"), ("mp_", "mp")):
+        text = _SETTINGS[name].value if name in _SETTINGS else None
+        if text:
+            try:
+                out[key] = registry.parse_int(text)
+            except UsageError:
+                value = _gdb_address(text)
+                if value is None:
+                    raise UsageError("set heapwalk %s: cannot evaluate %r" % (name, text))
+                out[key] = value
+    if "glibc" in _SETTINGS and _SETTINGS["glibc"].value:
+        out["glibc_version"] = _SETTINGS["glibc"].value
+    if "no-symbols" in _SETTINGS and _SETTINGS["no-symbols"].value:
+        out["no_files"] = True
+    return out
+
+
 def _sysroot() -> Optional[str]:
-    """gdb's sysroot when it names a local directory (not the default ``target:``)."""
+    """`set heapwalk sysroot`, else gdb's sysroot when it names a local directory."""
+    if "sysroot" in _SETTINGS and _SETTINGS["sysroot"].value:
+        return _SETTINGS["sysroot"].value
     try:
         value = gdb.parameter("sysroot")
     except (gdb.error, RuntimeError):
@@ -177,9 +247,11 @@ def _gdb_glibc_version() -> Optional[str]:
 
 def _callback_overrides() -> Dict[str, Any]:
     """What gdb's own symbol lookup knows: the engine has no module list through a callback."""
-    overrides: Dict[str, Any] = {}
+    overrides: Dict[str, Any] = _overrides()
     for key, expression in (("main_arena", "&main_arena"), ("mp_", "&mp_"),
                             ("tcache_key", "tcache_key")):
+        if key in overrides:  # `set heapwalk ...` wins over gdb's symbols
+            continue
         value = _gdb_address(expression)
         if value is not None:
             overrides[key] = value
@@ -202,7 +274,8 @@ def _select() -> Tuple[Tuple[Any, ...], Callable[[], Target]]:
         core = _core_path()
         if core is not None:
             key = (inferior.num, "core", core, _Cache.generation)
-            return key, lambda: heapwalk.open_core(core, sysroot=_sysroot())
+            return key, lambda: heapwalk.open_core(core, sysroot=_sysroot(),
+                                                           overrides=_overrides())
         # A core gdb opened but whose path we cannot learn: read it through gdb.
         key = (inferior.num, "core", None, _Cache.generation)
         return key, lambda: _open_callback(inferior, "core file")
@@ -217,7 +290,7 @@ def _select() -> Tuple[Tuple[Any, ...], Callable[[], Target]]:
         def open_live() -> Target:
             native = heapwalk.native()
             try:
-                handle = native.attach(pid, _thread_info(False), None)
+                handle = native.attach(pid, _thread_info(False), _overrides() or None, _sysroot())
                 return Target(handle, "pid %d" % pid, "live")
             except (OSError, native.FormatError):
                 # /proc/PID/mem or maps unreadable (another pid namespace, permissions):
@@ -415,6 +488,7 @@ _EVENTS = ("cont", "exited", "new_objfile", "memory_changed", "inferior_call")
 def register() -> None:
     """Register the ``heapwalk`` prefix and its subcommands; connect cache invalidation."""
     HeapwalkPrefix()
+    _register_settings()
     for command in registry.COMMANDS.values():
         cls = type("Heapwalk_%s" % command.name, (HeapwalkCommand,),
                    {"__doc__": _doc(command)})

@@ -93,3 +93,21 @@ def test_gdb_on_live_process_other_commands(corpora):
         no_traceback(r)
         assert r.returncode == 0, f"{cmd}: {describe(r)}"
     assert c.proc.poll() is None
+
+
+def test_gdb_settings_override_symbols(corpora):
+    """`set heapwalk no-symbols on` makes the engine find glibc's state from memory alone, and
+    `set heapwalk main-arena EXPR` (a gdb expression) wins over every other way; the numbers
+    still equal the oracle."""
+    c = corpora.core("arenas", "4", "0")
+    r = run_gdb(c.binary, c.core, commands=["set heapwalk no-symbols on", "heapwalk arenas --json"])
+    no_traceback(r)
+    doc = extract_json(r.stdout)
+    assert doc["glibc"]["symbols"]["main_arena"] == "heuristic:arena-ring", doc["glibc"]
+    assert_matches_oracle(doc, c, version_range_ok=True)
+    r = run_gdb(c.binary, c.core, commands=["set heapwalk main-arena &main_arena",
+                                             "show heapwalk main-arena", "heapwalk arenas --json"])
+    no_traceback(r)
+    doc = extract_json(r.stdout)
+    assert doc["glibc"]["symbols"]["main_arena"] == "override", doc["glibc"]
+    assert_matches_oracle(doc, c)
