@@ -195,6 +195,17 @@ def test_live_pid_matches_jcmd(jvms):
     check_headers_equal_tables(doc["nmt"])
 
 
+def test_gdb_attached_to_live_jvm_matches_jcmd(jvms):
+    """gdb attached to the running JVM (it traces the process, so the engine reads
+    /proc/PID/mem with gdb's thread list, without ptrace of its own)."""
+    c = jvms.live("summary")
+    g = run_gdb("-p", str(c.pid), commands=["heapwalk nmt --json"], timeout=300)
+    no_traceback(g)
+    doc = extract_json(g.stdout)
+    bad = compare_with_jcmd(doc, c.jcmd)
+    assert not bad, "\n".join(bad)
+
+
 def test_detail_sites_and_regions(jvms):
     c = jvms.core("detail")
     n = nmt_doc(str(c.core), detail=True)["nmt"]
