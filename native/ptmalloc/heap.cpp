@@ -1,6 +1,9 @@
 #include "ptmalloc/heap.h"
 
 #include <algorithm>
+#include <atomic>
+#include <mutex>
+#include <thread>
 #include <cstring>
 
 #include "memory/memory.h"
@@ -94,6 +97,10 @@ bool is_free(ChunkState s) {
 }
 
 Heap::Heap(target::Target& t, const std::string& version_hint) : t_(t) {
+  // Arenas are read and walked in parallel on cores and live processes (a gdb callback target
+  // serialises on the interpreter, so it stays single-threaded).
+  if (t.kind() == target::Target::Kind::Core || t.kind() == target::Target::Kind::Live)
+    workers_ = std::max(1u, std::min(8u, std::thread::hardware_concurrency()));
   glibc_ = locate_glibc(t, version_hint);
   try {
     read_params();
@@ -145,6 +152,7 @@ void Heap::read_params() {
 void Heap::read_arenas() {
   uint64_t a = glibc_.main_arena;
   std::vector<uint64_t> seen;
+  std::vector<std::vector<uint8_t>> states;  // each arena's malloc_state bytes
   for (unsigned i = 0; i < kMaxArenas; ++i) {
     if (std::find(seen.begin(), seen.end(), a) != seen.end()) {
       diags_.add("cycle", a, std::nullopt,
@@ -156,8 +164,9 @@ void Heap::read_arenas() {
     ar.address = a;
     ar.index = i;
     ar.main = a == glibc_.main_arena;
+    std::vector<uint8_t> ms;
     try {
-      read_arena(ar);
+      read_arena(ar, ms);
     } catch (const Fault& f) {
       if (ar.main) throw;
       diags_.add("unreadable", a, a, std::string("arena: ") + f.what());
@@ -165,19 +174,59 @@ void Heap::read_arenas() {
     }
     uint64_t next = ar.next;
     arenas_.push_back(std::move(ar));
-    if (next == glibc_.main_arena) return;
+    states.push_back(std::move(ms));
+    if (next == glibc_.main_arena) break;
     if (next == 0 || (next & 7) != 0) {
       diags_.add("bad_fd_bk", a, a, "arena ring broken: next = " + hex(next));
-      return;
+      break;
     }
     a = next;
   }
+  // The free lists are pointer chases through the heap: one arena per thread.
+  parallel_for(arenas_.size(), [&](size_t i) {
+    read_fastbins(arenas_[i], states[i].data());
+    read_bins(arenas_[i], states[i].data());
+  });
+  merge_arena_diagnostics();
 }
 
-void Heap::read_arena(Arena& a) {
+void Heap::merge_arena_diagnostics() {
+  for (auto& a : arenas_) {
+    diags_.append(a.diags);
+    a.diags = Diagnostics{};
+  }
+}
+
+void Heap::parallel_for(size_t n, const std::function<void(size_t)>& fn) {
+  unsigned nt = static_cast<unsigned>(std::min<size_t>(workers_, n));
+  if (nt <= 1) {
+    for (size_t i = 0; i < n; ++i) fn(i);
+    return;
+  }
+  std::atomic<size_t> next{0};
+  std::exception_ptr error;
+  std::mutex mu;
+  auto worker = [&] {
+    for (size_t i; (i = next.fetch_add(1)) < n;) {
+      try {
+        fn(i);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mu);
+        if (!error) error = std::current_exception();
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  for (unsigned k = 1; k < nt; ++k) pool.emplace_back(worker);
+  worker();
+  for (auto& th : pool) th.join();
+  if (error) std::rethrow_exception(error);
+}
+
+void Heap::read_arena(Arena& a, std::vector<uint8_t>& ms) {
   const Layout& l = layout();
   memory::Reader r(t_.memory());
-  std::vector<uint8_t> ms(l.ms_size);
+  ms.resize(l.ms_size);
   r.bytes(a.address, ms.data(), ms.size(), a.main ? "main_arena" : "malloc_state");
   a.top = rd64(ms.data(), l.ms_top);
   a.next = rd64(ms.data(), l.ms_next);
@@ -188,12 +237,10 @@ void Heap::read_arena(Arena& a) {
   if (r.try_u64(a.top + 8, top_word)) {
     a.top_size = top_word & ~uint64_t{7};
   } else {
-    diags_.add("unreadable", a.top, a.address, "top chunk header unreadable");
+    a.diags.add("unreadable", a.top, a.address, "top chunk header unreadable");
   }
   read_heaps(a);
   for (const auto& h : a.heaps) t_.memory().prefetch(h.address, h.walk_end - h.address);
-  read_fastbins(a, ms.data());
-  read_bins(a, ms.data());
 }
 
 void Heap::read_fastbins(Arena& a, const uint8_t* ms) {
@@ -211,28 +258,28 @@ void Heap::read_fastbins(Arena& a, const uint8_t* ms) {
     bool first = true;
     for (uint64_t n = 0; p != 0; ++n) {
       if (!first && cyc.feed(p)) {
-        diags_.add("cycle", p, a.address,
+        a.diags.add("cycle", p, a.address,
                    "fastbin[" + std::to_string(i) + "] loops back to chunk " + hex(p));
         subtract(a.fast, dedupe(fl));
         break;
       }
       first = false;
       if (n > bound) {
-        diags_.add("cycle", p, a.address, "fastbin[" + std::to_string(i) + "] longer than the arena allows");
+        a.diags.add("cycle", p, a.address, "fastbin[" + std::to_string(i) + "] longer than the arena allows");
         break;
       }
       if (p & (l.alignment - 1)) {
-        diags_.add("misaligned", p, a.address, "fastbin[" + std::to_string(i) + "] chunk is misaligned");
+        a.diags.add("misaligned", p, a.address, "fastbin[" + std::to_string(i) + "] chunk is misaligned");
         break;
       }
       uint64_t size_word, fd;
       if (!r.try_u64(p + 8, size_word) || !r.try_u64(p + 16, fd)) {
-        diags_.add("unreadable", p, a.address, "fastbin[" + std::to_string(i) + "] chunk unreadable");
+        a.diags.add("unreadable", p, a.address, "fastbin[" + std::to_string(i) + "] chunk unreadable");
         break;
       }
       uint64_t sz = size_word & ~uint64_t{7};
       if (sz != expect)
-        diags_.add("bad_size", p, a.address,
+        a.diags.add("bad_size", p, a.address,
                    "fastbin[" + std::to_string(i) + "] chunk has size " + hex(sz) + ", expected " + hex(expect));
       fl.chunks.push_back({p, sz});
       fl.bytes += sz;
@@ -260,7 +307,7 @@ void Heap::read_bins(Arena& a, const uint8_t* ms) {
     CycleCheck cyc(bin);
     for (uint64_t n = 0; p != bin; ++n) {
       if (cyc.feed(p) || n > bound) {
-        diags_.add("cycle", p, a.address,
+        a.diags.add("cycle", p, a.address,
                    std::string(kind) + " bin " + std::to_string(i) + " loops at chunk " + hex(p) +
                        " without returning to the bin");
         Count r = dedupe(fl);
@@ -268,12 +315,12 @@ void Heap::read_bins(Arena& a, const uint8_t* ms) {
         break;
       }
       if (p & (l.alignment - 1)) {
-        diags_.add("misaligned", p, a.address, std::string(kind) + " bin " + std::to_string(i) + " chunk is misaligned");
+        a.diags.add("misaligned", p, a.address, std::string(kind) + " bin " + std::to_string(i) + " chunk is misaligned");
         break;
       }
       const uint8_t* c = r.span(p, 32);
       if (!c) {
-        diags_.add("unreadable", p, a.address, std::string(kind) + " bin " + std::to_string(i) + " chunk unreadable");
+        a.diags.add("unreadable", p, a.address, std::string(kind) + " bin " + std::to_string(i) + " chunk unreadable");
         break;
       }
       uint64_t raw = rd64(c, 8);
@@ -281,14 +328,14 @@ void Heap::read_bins(Arena& a, const uint8_t* ms) {
       a.binned_raw += raw;
       uint64_t nfd = rd64(c, 16), bk = rd64(c, 24);
       if (bk != prev)
-        diags_.add("bad_fd_bk", p, a.address,
+        a.diags.add("bad_fd_bk", p, a.address,
                    std::string(kind) + " bin " + std::to_string(i) + ": chunk's bk is " + hex(bk) +
                        " but the previous chunk is " + hex(prev));
       bool size_ok = sz >= l.minsize && (sz & (l.alignment - 1)) == 0;
       if (fl.kind == ChunkState::Small) size_ok = size_ok && sz == i * l.alignment;
       if (fl.kind == ChunkState::Large) size_ok = size_ok && sz >= l.nsmallbins * l.alignment;
       if (!size_ok)
-        diags_.add("bad_size", p, a.address,
+        a.diags.add("bad_size", p, a.address,
                    std::string(kind) + " bin " + std::to_string(i) + " chunk has size " + hex(sz));
       fl.chunks.push_back({p, sz});
       fl.bytes += sz;
@@ -312,7 +359,7 @@ void Heap::read_heaps(Arena& a) {
     h.first_chunk = (base + l.alignment - 1) & ~(l.alignment - 1);
     h.walk_end = a.top + a.top_size;
     if (a.top < h.first_chunk || h.walk_end > base + a.system_mem + kPage) {
-      diags_.add("note", a.top, a.address,
+      a.diags.add("note", a.top, a.address,
                  "main arena is not contiguous (top outside the sbrk heap); walked up to top only");
       if (a.top < h.first_chunk) h.walk_end = base + a.system_mem;
     }
@@ -325,7 +372,7 @@ void Heap::read_heaps(Arena& a) {
   for (uint64_t n = 0; hp != 0 && n < kMaxHeapsPerArena; ++n) {
     const uint8_t* hi = r.span(hp, l.hi_size);
     if (!hi) {
-      diags_.add("heap_info", hp, a.address, "heap_info unreadable");
+      a.diags.add("heap_info", hp, a.address, "heap_info unreadable");
       break;
     }
     uint64_t ar = rd64(hi, l.hi_ar_ptr), prev = rd64(hi, l.hi_prev);
@@ -334,7 +381,7 @@ void Heap::read_heaps(Arena& a) {
     h.size = rd64(hi, l.hi_heap_size);
     h.mprotect_size = rd64(hi, l.hi_mprotect_size);
     if (ar != a.address || h.size > heap_max || h.size < l.hi_size) {
-      diags_.add("heap_info", hp, a.address,
+      a.diags.add("heap_info", hp, a.address,
                  "heap_info does not belong to this arena (ar_ptr " + hex(ar) + ", size " + hex(h.size) + ")");
       break;
     }
@@ -342,7 +389,7 @@ void Heap::read_heaps(Arena& a) {
     h.first_chunk = hp + l.hi_size;
     chain.push_back(h);
     if (std::any_of(chain.begin(), chain.end() - 1, [&](const HeapRange& x) { return x.address == prev; })) {
-      diags_.add("cycle", prev, a.address, "heap_info prev chain loops");
+      a.diags.add("cycle", prev, a.address, "heap_info prev chain loops");
       break;
     }
     hp = prev;
@@ -652,7 +699,7 @@ void Heap::walk_heap(const Arena& a, size_t hi, const ChunkVisitor& visit, bool 
       if (p + 16 > end) break;
       std::memcpy(&size_word, base + (p - h.first_chunk) + 8, 8);
     } else if (!r.try_u64(p + 8, size_word)) {
-      if (record) diags_.add("unreadable", p, a.address, "chunk header unreadable; rest of heap skipped");
+      if (record) const_cast<Arena&>(a).diags.add("unreadable", p, a.address, "chunk header unreadable; rest of heap skipped");
       return;
     }
     uint64_t sz = size_word & ~uint64_t{7};
@@ -670,7 +717,7 @@ void Heap::walk_heap(const Arena& a, size_t hi, const ChunkVisitor& visit, bool 
     if (bad) {
       uint64_t q = resync(p, end, a);
       if (record)
-        diags_.add("bad_size", p, a.address,
+        const_cast<Arena&>(a).diags.add("bad_size", p, a.address,
                    "chunk size field " + hex(size_word) + " is impossible here; skipped " +
                        std::to_string(q - p) + " bytes to " + hex(q));
       p = q;
@@ -678,7 +725,7 @@ void Heap::walk_heap(const Arena& a, size_t hi, const ChunkVisitor& visit, bool 
     }
     while (fi != fend && fi->first < p) {
       if (record)
-        diags_.add("outside_heap", fi->first, a.address,
+        const_cast<Arena&>(a).diags.add("outside_heap", fi->first, a.address,
                    std::string(state_name(fi->second)) + " chunk is not on a chunk boundary of the heap walk");
       ++fi;
     }
@@ -696,7 +743,7 @@ void Heap::walk_heap(const Arena& a, size_t hi, const ChunkVisitor& visit, bool 
     }
     if (record && (st == ChunkState::Used || st == ChunkState::Fastbin || st == ChunkState::Tcache) &&
         ((size_word & 4) != 0) == a.main)
-      diags_.add("bad_size", p, a.address,
+      const_cast<Arena&>(a).diags.add("bad_size", p, a.address,
                  std::string("chunk's NON_MAIN_ARENA bit does not match its arena (size field ") +
                      hex(size_word) + ")");
     if (!visit(p, sz, st, &a, hi)) return;
@@ -731,18 +778,20 @@ void Heap::walk_impl(const Arena* only, const ChunkVisitor& visit, bool record) 
 
 void Heap::summarize() {
   if (walked_once_) return;
-  for (auto& a : arenas_) {
+  // Each arena is walked by one thread into its own counters and diagnostics.
+  parallel_for(arenas_.size(), [&](size_t i) {
+    Arena& a = arenas_[i];
     a.in_use = Count{};
     a.fenceposts = Count{};
-  }
-  walk_impl(nullptr, [&](uint64_t, uint64_t size, ChunkState st, const Arena* a, size_t) {
-    if (!a) return true;
-    auto* ar = const_cast<Arena*>(a);
-    if (st == ChunkState::Used) ar->in_use.add(size);
-    if (st == ChunkState::Fencepost) ar->fenceposts.add(size);
-    return true;
-  }, true);
-  for (auto& a : arenas_) a.walked = true;
+    ChunkVisitor count = [&a](uint64_t, uint64_t size, ChunkState st, const Arena*, size_t) {
+      if (st == ChunkState::Used) a.in_use.add(size);
+      if (st == ChunkState::Fencepost) a.fenceposts.add(size);
+      return true;
+    };
+    for (size_t h = 0; h < a.heaps.size(); ++h) walk_heap(a, h, count, true);
+    a.walked = true;
+  });
+  merge_arena_diagnostics();
   walked_once_ = true;
 }
 

@@ -59,6 +59,9 @@ struct Arena {
   /// Σ raw size fields (flag bits included) of binned chunks: malloc_info sums chunksize_nomask().
   uint64_t binned_raw = 0;
   bool walked = false;  ///< in_use/tcache filled
+  /// Findings of this arena's (possibly parallel) reading and walking; merged into the heap's
+  /// diagnostics in ring order, so output is deterministic.
+  Diagnostics diags;
 };
 
 struct ThreadCache {
@@ -117,7 +120,10 @@ class Heap {
  private:
   void read_params();
   void read_arenas();
-  void read_arena(Arena& a);
+  void read_arena(Arena& a, std::vector<uint8_t>& ms);
+  void merge_arena_diagnostics();
+  /// Runs fn(i) for i in [0, n) on up to `workers_` threads (work taken from a shared counter).
+  void parallel_for(size_t n, const std::function<void(size_t)>& fn);
   void read_fastbins(Arena& a, const uint8_t* ms);
   void read_bins(Arena& a, const uint8_t* ms);
   void read_heaps(Arena& a);
@@ -143,6 +149,7 @@ class Heap {
   std::vector<Range> ranges_;  ///< heap address ranges, sorted
   std::vector<std::pair<uint64_t, ChunkState>> free_index_;  ///< sorted by address
   bool walked_once_ = false;
+  unsigned workers_ = 1;
 };
 
 }  // namespace heapwalk::ptmalloc
