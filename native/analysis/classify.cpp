@@ -234,6 +234,8 @@ class Classifier {
     std::map<uint64_t, Acc> per_arena;  // arena address (0 = mmapped) -> counts
     size_t mi = 0;
     h_.walk(opt.arena, [&](uint64_t c, uint64_t size, ChunkState st, const ptmalloc::Arena* a, size_t) {
+      if (opt.only_chunks && !std::binary_search(opt.only_chunks->begin(), opt.only_chunks->end(), c))
+        return true;
       ++out.chunks;
       Acc& acc = per_arena[a ? a->address : 0];
       bool used = st == ChunkState::Used || st == ChunkState::Mmapped;

@@ -30,6 +30,8 @@ struct ArenaClasses {
 struct ClassifyOptions {
   const ptmalloc::Arena* arena = nullptr;  ///< only this arena (nullptr: all, plus mmapped)
   bool free_chunks = false;                ///< also classify the stale contents of free chunks
+  /// Only these chunks (header addresses, sorted), e.g. the leaked set; nullptr: all.
+  const std::vector<uint64_t>* only_chunks = nullptr;
 };
 
 struct ClassifyResult {

@@ -422,6 +422,7 @@ class Pass {
         continue;
       }
       res_.leaked.add(size);
+      if (opt_.all_leaked) opt_.all_leaked->push_back(c);
       leaked_sizes[size].add(size);
       res_.leaked_by_arena[a ? a->address : 0].add(size);
       bool unref = !(e & kRef);

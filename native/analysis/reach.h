@@ -46,6 +46,9 @@ struct ReachOptions {
   /// Treat every anonymous writable region (other than heaps, mmapped chunks and stacks) as a
   /// root too: for programs (JVMs) that keep native pointers in memory they manage themselves.
   bool anon_roots = false;
+  /// When set, receives the header address of every leaked chunk, in address order (8 bytes a
+  /// leaked chunk), e.g. to classify them.
+  std::vector<uint64_t>* all_leaked = nullptr;
 };
 
 struct RootStat {

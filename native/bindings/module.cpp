@@ -665,6 +665,8 @@ class PyTarget {
     const auto* only = select(arena);
     auto& h = heap();
     analysis::ReachResult res;
+    std::vector<uint64_t> leaked_addrs;
+    std::vector<analysis::ClassRow> leaked_classes;
     {
       py::gil_scoped_release nogil;
       analysis::ReachOptions opt;
@@ -672,7 +674,17 @@ class PyTarget {
       opt.limit = limit.value_or(0);
       opt.largest = largest;
       opt.anon_roots = anon_roots;
+      opt.all_leaked = &leaked_addrs;
       res = analysis::find_leaks(h, *t_, opt);
+      // What the leaked chunks hold, by the classifier (issue 5: "leaked ... with classes").
+      if (!leaked_addrs.empty()) {
+        if (!modules_) modules_ = std::make_unique<target::ModuleIndex>(*t_);
+        std::sort(leaked_addrs.begin(), leaked_addrs.end());
+        analysis::ClassifyOptions copt;
+        copt.arena = only;
+        copt.only_chunks = &leaked_addrs;
+        leaked_classes = analysis::classify(h, *t_, *modules_, copt).used;
+      }
     }
     auto set = [&](const ptmalloc::Count& c, const std::vector<analysis::SizeCount>& sizes) {
       py::dict d = count(c);
@@ -692,6 +704,7 @@ class PyTarget {
       listed.append(x);
     }
     leaked["chunks"] = addrs;
+    leaked["classes"] = class_rows(leaked_classes, std::nullopt);
     leaked["listed"] = listed;
     leaked["truncated"] = res.truncated;
     py::list by_arena;

@@ -73,3 +73,11 @@ def from_gdb() -> Target:
     """The current gdb inferior (core or process) as a Target; only works inside gdb."""
     from . import gdbcmd  # pylint: disable=import-outside-toplevel
     return gdbcmd.current_target()
+
+
+def _register_commands() -> None:
+    from .commands import _register_extensions  # pylint: disable=import-outside-toplevel
+    _register_extensions()
+
+
+_register_commands()

@@ -127,6 +127,15 @@ def render_leaks(document: Record, names: Dict[int, str], limited_by_default: bo
             [[str(s["size"]), str(s["count"]), str(s["bytes"]), render.size(s["bytes"]),
               str(unref_by_size.get(s["size"], 0))] for s in sizes[:SIZE_ROWS]],
             style, indent="  ")
+    classes = leaked.get("classes", [])
+    if classes:
+        out.append("")
+        out.append("leaked by class (what the chunks hold)")
+        out += render.table(
+            [Column("count"), Column("human"), Column("kind", "<"), Column("class", "<")],
+            [[str(c.get("count", 0)), render.size(c.get("bytes", 0)), c.get("kind", ""),
+              c.get("name", "") + ("  %r" % c["sample"][:24] if c.get("sample") else "")]
+             for c in classes[:SIZE_ROWS]], style, indent="  ")
     by_arena = leaked.get("arenas", [])
     if len(by_arena) > 1:
         out.append("")

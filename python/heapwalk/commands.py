@@ -337,10 +337,12 @@ COMMANDS: Dict[str, Command] = {c.name: c for c in (Arenas(), Heaps(), Bins(), T
 
 
 def _register_extensions() -> None:
-    """Commands defined in their own modules (they import this one, so import them last)."""
+    """Commands defined in their own modules (they import this one): called once by the
+    package's __init__, after this module is complete, so there is no import cycle."""
     from .cmd_classify import Classify  # pylint: disable=import-outside-toplevel
     from .cmd_leaks import Leaks  # pylint: disable=import-outside-toplevel
-    for command in (Classify(), Leaks()):
+    from .cmd_report import Report  # pylint: disable=import-outside-toplevel
+    for command in (Classify(), Leaks(), Report()):
         COMMANDS[command.name] = command
 
 
@@ -368,6 +370,3 @@ def execute(command: Command, inv: Invocation) -> Output:
     if notes:
         lines = lines + [""] + notes
     return Output("\n".join(lines) + "\n", command.status(document), document)
-
-
-_register_extensions()
