@@ -40,6 +40,10 @@ static int burst;
 static pthread_barrier_t phase;  /* nthreads workers + main */
 static pthread_barrier_t forever;
 
+/* gcc elides a memset before free() (and malloc/free pairs) when nothing reads the memory:
+ * this makes every touched chunk look used, so its pages really are faulted in. */
+static void use(void *p) { __asm__ volatile("" : : "r"(p) : "memory"); }
+
 static const size_t big_sizes[] = {5000, 9000, 13000, 20000, 30000, 45000, 7000, 16500};
 
 static unsigned rng(unsigned *s) {
@@ -54,8 +58,10 @@ static void fragment_work(int id) {
     size_t b = big_sizes[(i + id) % 8] + (rng(&seed) % 64) * 16;
     big[i] = malloc(b);
     memset(big[i], 0x5a, b);
+    use(big[i]);
     small[i] = malloc(40);
     memset(small[i], 0x11, 40);
+    use(small[i]);
   }
   for (int i = 0; i < PAIRS; i += 2) free(big[i]);
   pthread_barrier_wait(&phase); /* main trims */
@@ -64,11 +70,13 @@ static void fragment_work(int id) {
     size_t m = 3000 + (rng(&seed) % 600) * 16;
     mid[i] = malloc(m);
     memset(mid[i], 0x33, m);
+    use(mid[i]);
   }
   for (int i = 0; i < MIDS; i += 2) free(mid[i]);
   for (int i = 1; i < PAIRS; i += 4) free(big[i]);
   char *tail = malloc(100000); /* carved from top, then given back to it */
   memset(tail, 0x44, 100000);
+  use(tail);
   free(tail);
   for (int i = 0; i < PAIRS; i += 8) free(small[i]); /* 7 to tcache, the rest to fastbins */
 }
@@ -80,9 +88,11 @@ static void burst_work(int id) {
     size_t n = 512 + (rng(&seed) % 480) * 16;
     c[i] = malloc(n);
     memset(c[i], 0x77, n);
+    use(c[i]);
   }
   char *pin = malloc(64);
   memset(pin, 1, 64);
+  use(pin);
   for (int i = 0; i < BURST_CHUNKS; ++i) free(c[i]);
   pthread_barrier_wait(&phase);
   pthread_barrier_wait(&phase);
@@ -137,8 +147,10 @@ int main(int argc, char **argv) {
       size_t b = big_sizes[i % 8] + (rng(&seed) % 64) * 16;
       big[i] = malloc(b);
       memset(big[i], 0x5a, b);
+      use(big[i]);
       small[i] = malloc(40);
       memset(small[i], 0x11, 40);
+      use(small[i]);
     }
     for (int i = 0; i < PAIRS; i += 2) free(big[i]);
     pthread_barrier_wait(&phase);
@@ -148,11 +160,13 @@ int main(int argc, char **argv) {
       size_t m = 3000 + (rng(&seed) % 600) * 16;
       char *x = malloc(m);
       memset(x, 0x33, m);
+      use(x);
       if (i % 2 == 0) free(x);
     }
     for (int i = 1; i < PAIRS; i += 4) free(big[i]);
     char *tail = malloc(100000);
     memset(tail, 0x44, 100000);
+    use(tail);
     free(tail);
     for (int i = 0; i < PAIRS; i += 8) free(small[i]);
   }

@@ -166,35 +166,44 @@ uint64_t systrim_extra(uint64_t top_size, uint64_t pad, uint64_t ps, uint64_t mi
   return align_down(top_area - pad, ps);
 }
 
-Consolidated consolidate(const std::vector<SimChunk>& c, std::optional<uint64_t> top) {
+void Consolidator::feed(uint64_t address, uint64_t size, ChunkState st) {
   // malloc_consolidate (malloc.c:4710): each fastbin chunk merges backward when !prev_inuse and
   // forward when the next chunk is free, or into top when the next chunk is top. Free binned
   // chunks are never adjacent to each other, so a group grows along pairs of neighbours of which
   // at least one is a fastbin chunk; the order glibc takes the fastbins in does not matter.
-  Consolidated out;
-  size_t n = c.size();
-  for (size_t i = 0; i < n;) {
-    if (!binlike(c[i].state)) {
-      ++i;
-      continue;
-    }
-    uint64_t start = c[i].address, size = c[i].size;
-    bool last_fast = c[i].state == ChunkState::Fastbin;
-    size_t j = i + 1;
-    while (j < n && binlike(c[j].state) && c[j].address == c[j - 1].address + c[j - 1].size &&
-           (c[j - 1].state == ChunkState::Fastbin || c[j].state == ChunkState::Fastbin)) {
-      size += c[j].size;
-      last_fast = c[j].state == ChunkState::Fastbin;
-      ++j;
-    }
-    if (top && last_fast && j < n && c[j].state == ChunkState::Top && c[j].address == *top &&
-        start + size == *top) {
-      out.into_top += size;
+  bool fast = st == ChunkState::Fastbin;
+  if (binlike(st)) {
+    if (open_ && address == start_ + size_ && (last_fast_ || fast)) {
+      size_ += size;
     } else {
-      out.chunks.push_back({start, size});
+      flush();
+      open_ = true;
+      start_ = address;
+      size_ = size;
     }
-    i = j;
+    last_fast_ = fast;
+    return;
   }
+  if (st == ChunkState::Top && open_ && last_fast_ && start_ + size_ == address &&
+      (!top_ || *top_ == address)) {
+    into_top += size_;
+    open_ = false;
+    return;
+  }
+  flush();
+}
+
+void Consolidator::flush() {
+  if (open_) emit_(start_, size_);
+  open_ = false;
+}
+
+Consolidated consolidate(const std::vector<SimChunk>& c, std::optional<uint64_t> top) {
+  Consolidated out;
+  Consolidator k([&](uint64_t a, uint64_t s) { out.chunks.push_back({a, s}); }, top);
+  for (const auto& x : c) k.feed(x.address, x.size, x.state);
+  k.flush();
+  out.into_top = k.into_top;
   return out;
 }
 
@@ -307,15 +316,32 @@ Retention compute_retention(ptmalloc::Heap& h, target::Target& t, const Retentio
                        "shrink it (counted as kept)");
     }
     ar.heaps.resize(a.heaps.size());
-    std::vector<std::vector<SimChunk>> per(a.heaps.size());
     for (size_t i = 0; i < a.heaps.size(); ++i) {
       ar.heaps[i].address = a.heaps[i].address;
       ar.heaps[i].size = a.heaps[i].size;
       ar.heaps[i].reserved = a.main ? a.heaps[i].size : P.heap_max;
     }
+    // One pass: figures per heap, and malloc_consolidate simulated on the fly (chunks come in
+    // address order, heap by heap).
+    size_t cur = 0;
+    std::vector<uint64_t> chunk_bytes(a.heaps.size(), 0);
+    Consolidator k(
+        [&](uint64_t addr, uint64_t size) {
+          Figures& f = ar.heaps[cur].f;
+          PageRange pr = mtrim_range(addr, size, page);
+          f.trim_chunks += pr.length;
+          chunk_bytes[cur] += size;
+          if (pr.length) f.trim.add(residency(pr.start, pr.length));
+        },
+        a.top);
+    std::vector<bool> has_top(a.heaps.size(), false);
+    uint64_t into_top_seen = 0;
     h.walk(&a, [&](uint64_t addr, uint64_t size, ChunkState st, const ptmalloc::Arena*, size_t hi) {
-      if (hi >= per.size()) return true;
-      per[hi].push_back({addr, size, st});
+      if (hi >= ar.heaps.size()) return true;
+      if (hi != cur) {
+        k.flush();
+        cur = hi;
+      }
       Figures& f = ar.heaps[hi].f;
       switch (st) {
         case ChunkState::Used: f.in_use += size; break;
@@ -324,28 +350,22 @@ Retention compute_retention(ptmalloc::Heap& h, target::Target& t, const Retentio
         case ChunkState::Unsorted:
         case ChunkState::Small:
         case ChunkState::Large: f.binned += size; break;
-        case ChunkState::Top: f.top += size; break;
+        case ChunkState::Top: f.top += size; has_top[hi] = true; break;
         default: break;
+      }
+      k.feed(addr, size, st);
+      if (st == ChunkState::Top) {
+        f.into_top = k.into_top - into_top_seen;
+        into_top_seen = k.into_top;
       }
       return true;
     });
-    for (size_t hi = 0; hi < per.size(); ++hi) {
+    k.flush();
+    for (size_t hi = 0; hi < ar.heaps.size(); ++hi) {
       Figures& f = ar.heaps[hi].f;
-      bool has_top = false;
-      for (const auto& c : per[hi])
-        if (c.state == ChunkState::Top) has_top = true;
-      Consolidated cons = consolidate(per[hi], has_top ? std::optional<uint64_t>(a.top) : std::nullopt);
-      f.into_top = cons.into_top;
-      uint64_t chunk_bytes = 0;
-      for (const auto& c : cons.chunks) {
-        PageRange pr = mtrim_range(c.address, c.size, page);
-        f.trim_chunks += pr.length;
-        chunk_bytes += c.size;
-        if (pr.length) f.trim.add(residency(pr.start, pr.length));
-      }
-      f.fragments = chunk_bytes - f.trim_chunks;
-      if (has_top) {
-        uint64_t top_start = a.top - cons.into_top, top_size = a.top_size + cons.into_top;
+      f.fragments = chunk_bytes[hi] - f.trim_chunks;
+      if (has_top[hi]) {
+        uint64_t top_start = a.top - f.into_top, top_size = a.top_size + f.into_top;
         uint64_t top_end = top_start + top_size;
         uint64_t extra = 0;
         if (a.main && ar.contiguous) extra = systrim_extra(top_size, 0, page, L.minsize);

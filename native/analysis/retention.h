@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -53,6 +54,23 @@ struct Consolidated {
   uint64_t into_top = 0;
 };
 Consolidated consolidate(const std::vector<SimChunk>& heap_chunks, std::optional<uint64_t> top);
+
+/// The same, streaming: feed chunks in address order; `emit` gets each free chunk mtrim would
+/// see (call flush() at the end of a heap); `into_top` accumulates.
+class Consolidator {
+ public:
+  using Emit = std::function<void(uint64_t address, uint64_t size)>;
+  Consolidator(Emit emit, std::optional<uint64_t> top) : emit_(std::move(emit)), top_(top) {}
+  void feed(uint64_t address, uint64_t size, ptmalloc::ChunkState st);
+  void flush();
+  uint64_t into_top = 0;
+
+ private:
+  Emit emit_;
+  std::optional<uint64_t> top_;
+  bool open_ = false, last_fast_ = false;
+  uint64_t start_ = 0, size_ = 0;
+};
 
 /// Page residency of a set of ranges. Live: /proc/PID/pagemap; core: what the image shows.
 struct Residency {

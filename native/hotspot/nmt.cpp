@@ -6,6 +6,7 @@
 #include "util/demangle.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -53,8 +54,13 @@ bool read_any(target::Target& t, uint64_t addr, void* out, size_t len) {
     if (addr + len > r.end) return false;
     std::string p = target::resolve_under(t.sysroot(), r.path);
     if (p.empty() || t.overrides().no_files) return false;
-    int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+    int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);  // a FIFO must not block
     if (fd < 0) return false;
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      ::close(fd);
+      return false;
+    }
     ssize_t n = ::pread(fd, out, len, static_cast<off_t>(r.file_offset + (addr - r.start)));
     ::close(fd);
     return n == static_cast<ssize_t>(len);

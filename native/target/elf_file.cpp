@@ -58,7 +58,9 @@ std::string resolve_under(const std::string& sysroot, const std::string& path) {
 std::unique_ptr<ElfFile> ElfFile::open(const std::string& path) {
   static const bool inited = elf_version(EV_CURRENT) != EV_NONE;
   if (!inited || path.empty()) return nullptr;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO named by a core (or planted in a sysroot) must not block the open; it is
+  // rejected as not a regular file just below.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return nullptr;
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < 64) {
