@@ -1,5 +1,7 @@
 #include "analysis/reach.h"
 
+#include "util/progress.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -239,7 +241,9 @@ class Pass {
   }
 
   void drain() {
+    uint64_t steps = 0;
     while (!work_.empty()) {
+      if ((++steps & 0xffff) == 0) Progress::check();
       uint32_t i = work_.back();
       work_.pop_back();
       auto [a, b] = body(i);
@@ -253,6 +257,7 @@ class Pass {
 
   void scan_unreached() {
     for (uint32_t i = 0; i + 1 < e_.size(); ++i) {
+      if ((i & 0xffff) == 0) Progress::check();
       if ((e_[i] & (kNode | kReached)) != kNode) continue;
       auto [a, b] = body(i);
       uint64_t bad = scan(seq_, a, b, [&](uint64_t v) {

@@ -14,6 +14,7 @@
 #include "hotspot/nmt.h"
 #include "ptmalloc/heap.h"
 #include "target/symbols.h"
+#include "util/progress.h"
 #include "target/target.h"
 #include "util/errors.h"
 
@@ -1053,6 +1054,8 @@ PYBIND11_MODULE(_native, m) {
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
+    } catch (const Cancelled&) {
+      PyErr_SetNone(PyExc_KeyboardInterrupt);
     } catch (const FormatError& e) {
       raise_with(g_format, e.what(), "path", py::str(e.path));
     } catch (const Fault& e) {
@@ -1153,4 +1156,10 @@ PYBIND11_MODULE(_native, m) {
       },
       py::arg("version"));
   m.attr("SCHEMA") = kSchema;
+  m.def("progress", [] {
+    auto& p = Progress::get();
+    return py::make_tuple(std::string(p.phase.load()), p.done.load(), p.total.load());
+  }, "(phase, done, total) of the engine's current long work");
+  m.def("cancel", [](bool on) { Progress::get().cancel = on; }, py::arg("on") = true,
+        "Ask the engine's current work to stop (it raises KeyboardInterrupt); cancel(False) resets");
 }

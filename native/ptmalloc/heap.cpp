@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "memory/memory.h"
+#include "util/progress.h"
 
 namespace heapwalk::ptmalloc {
 
@@ -257,6 +258,7 @@ void Heap::read_fastbins(Arena& a, const uint8_t* ms) {
     CycleCheck cyc(p);
     bool first = true;
     for (uint64_t n = 0; p != 0; ++n) {
+      if ((n & 0xffff) == 0xffff) Progress::check();
       if (!first && cyc.feed(p)) {
         a.diags.add("cycle", p, a.address,
                    "fastbin[" + std::to_string(i) + "] loops back to chunk " + hex(p));
@@ -306,6 +308,7 @@ void Heap::read_bins(Arena& a, const uint8_t* ms) {
     uint64_t prev = bin, p = fd;
     CycleCheck cyc(bin);
     for (uint64_t n = 0; p != bin; ++n) {
+      if ((n & 0xffff) == 0xffff) Progress::check();
       if (cyc.feed(p) || n > bound) {
         a.diags.add("cycle", p, a.address,
                    std::string(kind) + " bin " + std::to_string(i) + " loops at chunk " + hex(p) +
@@ -614,7 +617,9 @@ void Heap::scan_mmapped() {
     while (o + 16 <= reg.end) {
       auto ex = std::upper_bound(excluded.begin(), excluded.end(), std::make_pair(o, ~uint64_t{0}));
       if (ex != excluded.begin() && o < std::prev(ex)->second) {
-        o = (std::prev(ex)->second + kPage - 1) & ~(kPage - 1);
+        uint64_t next = (std::prev(ex)->second + kPage - 1) & ~(kPage - 1);
+        if (next <= o) break;  // a heap "ending" near 2^64 (smashed size): rounding wrapped to 0
+        o = next;
         continue;
       }
       const uint8_t* hdr = r.span(o, 16);
@@ -689,7 +694,13 @@ void Heap::walk_heap(const Arena& a, size_t hi, const ChunkVisitor& visit, bool 
   const uint8_t* base = end > p ? t_.memory().direct(p, end - p) : nullptr;
   auto fi = std::lower_bound(free_index_.begin(), free_index_.end(), std::make_pair(p, ChunkState::Used));
   auto fend = free_index_.end();
+  uint64_t steps = 0, reported = p;
   while (p < end) {
+    if ((++steps & 0xffff) == 0) {
+      Progress::check();
+      Progress::advance(p - reported);
+      reported = p;
+    }
     if (p == a.top) {
       visit(p, a.top_size, ChunkState::Top, &a, hi);
       return;
@@ -753,6 +764,11 @@ void Heap::walk_heap(const Arena& a, size_t hi, const ChunkVisitor& visit, bool 
 
 void Heap::walk(const Arena* only, const ChunkVisitor& visit) {
   summarize();
+  uint64_t total = 0;
+  for (const auto& a : arenas_)
+    if (!only || only == &a)
+      for (const auto& h : a.heaps) total += h.walk_end - h.first_chunk;
+  Progress::start("walking heaps", total);
   walk_impl(only, visit, false);
 }
 
@@ -778,6 +794,10 @@ void Heap::walk_impl(const Arena* only, const ChunkVisitor& visit, bool record) 
 
 void Heap::summarize() {
   if (walked_once_) return;
+  uint64_t total = 0;
+  for (const auto& a : arenas_)
+    for (const auto& h : a.heaps) total += h.walk_end - h.first_chunk;
+  Progress::start("walking heaps", total);
   // Each arena is walked by one thread into its own counters and diagnostics.
   parallel_for(arenas_.size(), [&](size_t i) {
     Arena& a = arenas_[i];

@@ -149,8 +149,11 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     style = Style(False) if args.json else Style.for_stream(out)
     target: Optional[Target] = None
     try:
-        target = open_target(args)
-        output = registry.execute(command, Invocation(target, args, style=style))
+        if getattr(command, "needs_target", True):  # diff reads its own two files
+            target = open_target(args)
+        if target is not None and hasattr(err, "isatty") and err.isatty():  # a progress line on a terminal only
+            target.progress_sink = lambda text: (err.write(text), err.flush())
+        output = registry.execute(command, Invocation(target, args, style=style))  # type: ignore[arg-type]
         out.write(output.text)
         out.flush()
         return output.status

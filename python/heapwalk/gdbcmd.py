@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import gdb  # type: ignore[import-not-found]  # pylint: disable=import-error
@@ -308,6 +309,10 @@ def current_target() -> Target:
         return _Cache.target
     invalidate()
     target = opener()
+    # Progress and Ctrl-C for engine reads of a core or /proc (never for callback targets: their
+    # reads go through gdb's API, which only the main thread may use).
+    if target.kind in ("core", "live") and sys.stderr.isatty():
+        target.progress_sink = lambda text: gdb.write(text, gdb.STDERR)
     _Cache.key, _Cache.target = (key[:-1] + (_Cache.generation,)), target
     return target
 

@@ -7,7 +7,7 @@ gdb inferior whose cached target is dropped when it runs again).
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 Record = Dict[str, Any]
 
@@ -17,6 +17,9 @@ STATES = ("all", "free", "used")
 
 class Target:
     """A process image being analysed (core file, live process or gdb inferior)."""
+
+    #: Where progress lines go (set by the CLI on a terminal, and by gdb); None: no progress.
+    progress_sink: Optional[Callable[[str], None]] = None
 
     def __init__(self, handle: Any, label: str, kind: str) -> None:
         """Wrap the engine object ``handle``; ``label`` names it in messages."""
@@ -30,55 +33,55 @@ class Target:
 
     def describe(self) -> Record:
         """Kind, path/pid, threads and modules of the target."""
-        return self._handle.describe()
+        return self._call(self._handle.describe)
 
     def arenas(self) -> Record:
         """The ``arenas`` report: every arena, the threads, mmapped chunks, diagnostics."""
         if self._arenas is None:
-            self._arenas = self._handle.arenas()
+            self._arenas = self._call(self._handle.arenas)
         return self._arenas
 
     def bins(self, arena: Optional[int] = None) -> Record:
         """Non-empty fastbins and bins and the top chunk, per arena (or of one arena)."""
-        return self._handle.bins(arena)
+        return self._call(self._handle.bins, arena)
 
     def tcache(self, lwp: Optional[int] = None) -> Record:
         """Each thread's tcache (or one thread's, by LWP)."""
-        return self._handle.tcache(lwp)
+        return self._call(self._handle.tcache, lwp)
 
     def chunks(self, arena: Optional[int] = None, state: str = "all",
                limit: Optional[int] = None) -> Record:
         """Chunks of one or every arena, filtered by ``state`` ("all", "free", "used")."""
         if state not in STATES:
             raise ValueError("state must be one of %s" % ", ".join(STATES))
-        return self._handle.chunks(arena, state, limit)
+        return self._call(self._handle.chunks, arena, state, limit)
 
     def classify(self, arena: Optional[int] = None, free: bool = False,
                  top: Optional[int] = None) -> Record:
         """In-use (and with ``free``, free) chunks grouped by what they hold."""
-        return self._handle.classify(arena, free, top)
+        return self._call(self._handle.classify, arena, free, top)
 
     def leaks(self, arena: Optional[int] = None, limit: Optional[int] = None,
               largest: bool = False, anon_roots: bool = False) -> Record:
         """Leak candidates: in-use chunks no root reaches (conservative reachability)."""
-        return self._handle.leaks(arena=arena, limit=limit, largest=largest,
+        return self._call(self._handle.leaks, arena=arena, limit=limit, largest=largest,
                                   anon_roots=anon_roots)
 
     def chunk(self, address: int) -> Record:
         """The chunk holding ``address``, with its neighbours."""
-        return self._handle.chunk(address)
+        return self._call(self._handle.chunk, address)
 
     def nmt(self, detail: bool = False) -> Record:
         """HotSpot Native Memory Tracking: jcmd's summary, header reconstruction, untracked malloc."""
-        return self._handle.nmt(detail)
+        return self._call(self._handle.nmt, detail)
 
     def retention(self, residency: bool = True) -> Record:
         """Free memory by where it sits and what malloc_trim(0) would return; arena pressure."""
-        return self._handle.retention(residency)
+        return self._call(self._handle.retention, residency)
 
     def report(self, residency: bool = True) -> Record:
         """The engine part of ``report``: retention, pressure, mappings by group, glibc, NMT."""
-        return self._handle.report(residency)
+        return self._call(self._handle.report, residency)
 
     def arena_index(self) -> Dict[int, int]:
         """Map arena address -> ring index (0 = main), memoized.
@@ -91,6 +94,15 @@ class Target:
             self._arena_index = {a["address"]: a.get("index", i)
                                  for i, a in enumerate(source.get("arenas", []))}
         return self._arena_index
+
+    def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run an engine method; with a progress sink, off the main thread (Ctrl-C cancels)."""
+        sink = self.progress_sink
+        native = _native_module()
+        if sink is None or native is None or not hasattr(native, "progress"):
+            return method(*args, **kwargs)
+        from .progress import run  # pylint: disable=import-outside-toplevel
+        return run(lambda: method(*args, **kwargs), native, sink)
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -115,3 +127,12 @@ class Target:
 
     def __repr__(self) -> str:
         return "<heapwalk.Target %s%s>" % (self.label, " (closed)" if self.closed else "")
+
+
+def _native_module() -> Any:
+    """The loaded engine module (for progress/cancel), or None."""
+    import heapwalk  # pylint: disable=import-outside-toplevel
+    try:
+        return heapwalk.native()
+    except Exception:  # pylint: disable=broad-except
+        return None
