@@ -1,5 +1,7 @@
 #include "ptmalloc/glibc.h"
 
+#include <elf.h>
+
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -38,6 +40,47 @@ std::string version_from_name(const std::string& path) {
   if (std::sscanf(basename_of(path).c_str(), "libc-%d.%d.so", &major, &minor) == 2)
     return std::to_string(major) + "." + std::to_string(minor);
   return "";
+}
+
+// The highest GLIBC_2.x version that libc defines, read from its image in the target (gcore saves
+// libc's first segment with .dynamic's targets; a kernel core usually does not). "" if unreadable.
+std::string image_verdef(memory::MemorySource& mem, uint64_t base) {
+  Elf64_Ehdr eh;
+  if (mem.read(base, &eh, sizeof eh) != sizeof eh || std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 ||
+      eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_phnum > 64)
+    return "";
+  std::vector<Elf64_Phdr> ph(eh.e_phnum);
+  if (mem.read(base + eh.e_phoff, ph.data(), ph.size() * sizeof(Elf64_Phdr)) != ph.size() * sizeof(Elf64_Phdr))
+    return "";
+  uint64_t verdef = 0, verdefnum = 0, strtab = 0;
+  for (const auto& p : ph) {
+    if (p.p_type != PT_DYNAMIC || p.p_memsz > (1u << 16)) continue;
+    std::vector<Elf64_Dyn> dyn(p.p_memsz / sizeof(Elf64_Dyn));
+    size_t n = mem.read(base + p.p_vaddr, dyn.data(), dyn.size() * sizeof(Elf64_Dyn)) / sizeof(Elf64_Dyn);
+    for (size_t i = 0; i < n && dyn[i].d_tag != DT_NULL; ++i) {
+      if (dyn[i].d_tag == DT_VERDEF) verdef = dyn[i].d_un.d_ptr;
+      if (dyn[i].d_tag == DT_VERDEFNUM) verdefnum = dyn[i].d_un.d_val;
+      if (dyn[i].d_tag == DT_STRTAB) strtab = dyn[i].d_un.d_ptr;
+    }
+  }
+  if (!verdef || !strtab || verdefnum > 4096) return "";
+  // ld.so relocates these d_ptr entries in place; an unrelocated one is an offset from base.
+  if (verdef < base) verdef += base;
+  if (strtab < base) strtab += base;
+  int best = -1;
+  uint64_t at = verdef;
+  for (uint64_t k = 0; k < verdefnum; ++k) {
+    Elf64_Verdef vd;
+    Elf64_Verdaux va;
+    if (mem.read(at, &vd, sizeof vd) != sizeof vd || mem.read(at + vd.vd_aux, &va, sizeof va) != sizeof va) break;
+    char name[32] = {0};
+    mem.read(strtab + va.vda_name, name, sizeof name - 1);
+    int major = 0, minor = 0;
+    if (std::sscanf(name, "GLIBC_%d.%d", &major, &minor) == 2 && major == 2 && minor > best) best = minor;
+    if (!vd.vd_next) break;
+    at += vd.vd_next;
+  }
+  return best < 0 ? "" : "2." + std::to_string(best);
 }
 
 uint64_t rd(const uint8_t* p, uint64_t off) {
@@ -85,13 +128,17 @@ GlibcInfo locate_glibc(target::Target& t, const std::string& version_hint) {
     g.version = file->glibc_verdef();
     g.version_source = "verdef";
   }
+  // Nothing from disk: the version definitions in libc's image give a lower bound.
+  std::string at_least;
+  if (g.version.empty() && libc) at_least = image_verdef(mem, libc->base);
   std::vector<const Layout*> candidates;
   if (!g.version.empty()) {
     if (const Layout* l = layout_for(g.version)) candidates.push_back(l);
     if (candidates.empty())
       throw SymbolError("glibc", "glibc " + g.version + " has no known malloc layout");
   } else {
-    for (auto it = layouts().rbegin(); it != layouts().rend(); ++it) candidates.push_back(&*it);
+    for (auto it = layouts().rbegin(); it != layouts().rend(); ++it)
+      if (at_least.empty() || compare_versions(it->last, at_least) >= 0) candidates.push_back(&*it);
   }
 
   uint64_t bias = 0;
@@ -157,6 +204,7 @@ GlibcInfo locate_glibc(target::Target& t, const std::string& version_hint) {
         if (compare_versions(l->last, highest) > 0) highest = l->last;
       }
     }
+    if (!at_least.empty() && compare_versions(lowest, at_least) < 0) lowest = at_least;
     if (g.version.empty() && g.layout) g.version = lowest == highest ? lowest : lowest + "-" + highest;
   } else if (candidates.size() > 1) {
     // Symbol known but version not: the layout whose main_arena fits at that address.
@@ -195,6 +243,7 @@ GlibcInfo locate_glibc(target::Target& t, const std::string& version_hint) {
   }
   if (!g.how.count("layout")) g.how["layout"] = std::string("profile ") + g.layout->name;
   const Layout& L = *g.layout;
+  if (g.version_source.empty() && !at_least.empty()) g.version_source = "layout-fit+image-verdef";
   if (g.version_source.empty()) {
     if (g.version.empty()) g.version = std::string(L.name) + "-" + L.last;
     g.version_source = "layout-fit";

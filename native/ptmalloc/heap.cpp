@@ -614,6 +614,7 @@ void Heap::scan_mmapped() {
   for (const auto& reg : mem.regions()) {
     if (!reg.read || !reg.write || !reg.path.empty() || !reg.saved) continue;
     uint64_t o = (reg.start + kPage - 1) & ~(kPage - 1);
+    if (o < reg.start) continue;  // a region in the last page of the address space: rounding wrapped
     while (o + 16 <= reg.end) {
       auto ex = std::upper_bound(excluded.begin(), excluded.end(), std::make_pair(o, ~uint64_t{0}));
       if (ex != excluded.begin() && o < std::prev(ex)->second) {
@@ -709,6 +710,8 @@ void Heap::walk_heap(const Arena& a, size_t hi, const ChunkVisitor& visit, bool 
     if (base) {
       if (p + 16 > end) break;
       std::memcpy(&size_word, base + (p - h.first_chunk) + 8, 8);
+      // Each header's address depends on the previous size: help the loads run ahead.
+      if (p + 1024 < end) __builtin_prefetch(base + (p - h.first_chunk) + 1024);
     } else if (!r.try_u64(p + 8, size_word)) {
       if (record) const_cast<Arena&>(a).diags.add("unreadable", p, a.address, "chunk header unreadable; rest of heap skipped");
       return;
