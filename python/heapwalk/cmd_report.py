@@ -211,6 +211,50 @@ def render_report(doc: Record, style: Style = render.PLAIN) -> List[str]:
     return out
 
 
+#: Content classes kept in ``content_classes`` (what ``diff`` compares), largest first.
+SAVED_CLASSES = 500
+
+
+def size_classes(target: Any) -> List[Record]:
+    """In-use chunks (heap and mmapped) by chunk size: ``[{"size", "count", "bytes"}]``,
+    ascending size (what ``diff`` compares to show "a few KB per connection" growth)."""
+    counts: Dict[int, int] = {}
+    for c in target.chunks(None, "used", None).get("chunks", []):
+        counts[c["size"]] = counts.get(c["size"], 0) + 1
+    return [{"size": s, "count": n, "bytes": s * n} for s, n in sorted(counts.items())]
+
+
+def build_report(target: Any, classes: bool = True) -> Record:
+    """The ``report`` document of ``target``: the engine's part, the top content classes
+    (``classes``, and all of them up to SAVED_CLASSES in ``content_classes``), the in-use
+    chunks by size (``size_classes``) and the verdict. A saved ``report --json`` carries
+    everything ``diff`` compares."""
+    doc = target.report()
+    top: List[Record] = []
+    every: Optional[List[Record]] = None
+    if classes:
+        try:
+            every = target.classify(None, False, SAVED_CLASSES).get("classes", [])
+            top = every[:TOP_CLASSES]
+        except Exception as exc:  # pylint: disable=broad-except  # classes are optional
+            doc.setdefault("diagnostics", []).append(
+                {"kind": "note", "address": None, "arena": None,
+                 "detail": "content classes unavailable: %s" % exc})
+    doc["classes"] = top
+    if every is not None:
+        doc["content_classes"] = [{"name": c.get("name"), "kind": c.get("kind"),
+                                   "count": c.get("count", 0), "bytes": c.get("bytes", 0)}
+                                  for c in every]
+    try:
+        doc["size_classes"] = size_classes(target)
+    except Exception as exc:  # pylint: disable=broad-except  # optional, like classes
+        doc.setdefault("diagnostics", []).append(
+            {"kind": "note", "address": None, "arena": None,
+             "detail": "size classes unavailable: %s" % exc})
+    doc["verdict"] = verdict(doc)
+    return render.wrap("report", doc)
+
+
 class Report(Command):
     """``report [--no-classes]``."""
 
@@ -228,20 +272,17 @@ class Report(Command):
     def configure(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--no-classes", action="store_true",
                             help="skip the content classification (faster)")
+        parser.add_argument("--html", metavar="FILE",
+                            help="also write the report as one self-contained HTML page with "
+                                 "charts (no network) to FILE")
 
     def collect(self, inv: Invocation) -> Record:
-        doc = inv.target.report()
-        classes: List[Record] = []
-        if not inv.args.no_classes:
-            try:
-                classes = inv.target.classify(None, False, TOP_CLASSES).get("classes", [])
-            except Exception as exc:  # pylint: disable=broad-except  # classes are optional
-                doc.setdefault("diagnostics", []).append(
-                    {"kind": "note", "address": None, "arena": None,
-                     "detail": "content classes unavailable: %s" % exc})
-        doc["classes"] = classes
-        doc["verdict"] = verdict(doc)
-        return render.wrap(self.name, doc)
+        doc = build_report(inv.target, classes=not inv.args.no_classes)
+        html_path = getattr(inv.args, "html", None)
+        if html_path:
+            from . import report_html  # pylint: disable=import-outside-toplevel
+            report_html.write(doc, html_path)
+        return doc
 
     def render(self, document: Record, inv: Invocation) -> List[str]:
         return render_report(document, inv.style)

@@ -340,9 +340,10 @@ def _register_extensions() -> None:
     """Commands defined in their own modules (they import this one): called once by the
     package's __init__, after this module is complete, so there is no import cycle."""
     from .cmd_classify import Classify  # pylint: disable=import-outside-toplevel
+    from .cmd_diff import Diff  # pylint: disable=import-outside-toplevel
     from .cmd_leaks import Leaks  # pylint: disable=import-outside-toplevel
     from .cmd_report import Report  # pylint: disable=import-outside-toplevel
-    for command in (Classify(), Leaks(), Report()):
+    for command in (Classify(), Leaks(), Report(), Diff()):
         COMMANDS[command.name] = command
 
 

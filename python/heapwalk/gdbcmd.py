@@ -446,8 +446,8 @@ class HeapwalkCommand(gdb.Command):
         self.dont_repeat()
         subject: Optional[str] = None
         try:
-            target = current_target()
-            subject = target.label
+            target = current_target() if getattr(self._command, "needs_target", True) else None
+            subject = target.label if target is not None else None
             output = registry.execute(self._command,
                                       Invocation(target, args, evaluate, _style()))
         except gdb.GdbError:
