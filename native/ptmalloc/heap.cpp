@@ -61,6 +61,9 @@ Count dedupe(FreeList& fl) {
   return removed;
 }
 
+uint64_t fi_addr(uint64_t v) { return v & ~uint64_t{15}; }
+ChunkState fi_state(uint64_t v) { return static_cast<ChunkState>(v & 15); }
+
 void subtract(Count& c, const Count& r) {
   c.count -= r.count;
   c.bytes -= r.bytes;
@@ -248,48 +251,77 @@ void Heap::read_fastbins(Arena& a, const uint8_t* ms) {
   const Layout& l = layout();
   memory::Reader r(t_.memory());
   uint64_t bound = a.system_mem / l.minsize + 2;
+  // The lists are pointer chases through the heap, each step waiting on a cache miss. Walking
+  // all of an arena's fastbins in lock-step keeps several of those misses in flight at once.
+  struct Cursor {
+    unsigned i;
+    uint64_t p, expect, n = 0;
+    CycleCheck cyc;
+    bool first = true, done = false;
+    FreeList fl;
+  };
+  std::vector<Cursor> cur;
   for (unsigned i = 0; i < l.nfastbins; ++i) {
     uint64_t p = rd64(ms, l.ms_fastbins + i * 8);
     if (p == 0) continue;
-    FreeList fl;
-    fl.index = i;
-    fl.kind = ChunkState::Fastbin;
-    uint64_t expect = (i + 2) * l.alignment;
-    CycleCheck cyc(p);
-    bool first = true;
-    for (uint64_t n = 0; p != 0; ++n) {
-      if ((n & 0xffff) == 0xffff) Progress::check();
-      if (!first && cyc.feed(p)) {
-        a.diags.add("cycle", p, a.address,
-                   "fastbin[" + std::to_string(i) + "] loops back to chunk " + hex(p));
-        subtract(a.fast, dedupe(fl));
-        break;
+    Cursor c{i, p, (i + 2) * l.alignment, 0, CycleCheck(p), true, false, FreeList{}};
+    c.fl.index = i;
+    c.fl.kind = ChunkState::Fastbin;
+    cur.push_back(std::move(c));
+  }
+  size_t active = cur.size();
+  uint64_t steps = 0;
+  while (active) {
+    if ((++steps & 0xffff) == 0) Progress::check();
+    for (auto& c : cur) {
+      if (c.done) continue;
+      uint64_t p = c.p;
+      auto where = [&c] { return "fastbin[" + std::to_string(c.i) + "]"; };
+      auto stop = [&] {
+        c.done = true;
+        --active;
+      };
+      if (p == 0) {
+        stop();
+        continue;
       }
-      first = false;
-      if (n > bound) {
-        a.diags.add("cycle", p, a.address, "fastbin[" + std::to_string(i) + "] longer than the arena allows");
-        break;
+      if (!c.first && c.cyc.feed(p)) {
+        a.diags.add("cycle", p, a.address, where() + " loops back to chunk " + hex(p));
+        Count rm = dedupe(c.fl);
+        subtract(a.fast, rm);
+        stop();
+        continue;
+      }
+      c.first = false;
+      if (c.n++ > bound) {
+        a.diags.add("cycle", p, a.address, where() + " longer than the arena allows");
+        stop();
+        continue;
       }
       if (p & (l.alignment - 1)) {
-        a.diags.add("misaligned", p, a.address, "fastbin[" + std::to_string(i) + "] chunk is misaligned");
-        break;
+        a.diags.add("misaligned", p, a.address, where() + " chunk is misaligned");
+        stop();
+        continue;
       }
-      uint64_t size_word, fd;
-      if (!r.try_u64(p + 8, size_word) || !r.try_u64(p + 16, fd)) {
-        a.diags.add("unreadable", p, a.address, "fastbin[" + std::to_string(i) + "] chunk unreadable");
-        break;
+      const uint8_t* h = r.span(p + 8, 16);
+      if (!h) {
+        a.diags.add("unreadable", p, a.address, where() + " chunk unreadable");
+        stop();
+        continue;
       }
-      uint64_t sz = size_word & ~uint64_t{7};
-      if (sz != expect)
+      uint64_t sz = rd64(h, 0) & ~uint64_t{7};
+      if (sz != c.expect)
         a.diags.add("bad_size", p, a.address,
-                   "fastbin[" + std::to_string(i) + "] chunk has size " + hex(sz) + ", expected " + hex(expect));
-      fl.chunks.push_back({p, sz});
-      fl.bytes += sz;
+                    where() + " chunk has size " + hex(sz) + ", expected " + hex(c.expect));
+      c.fl.chunks.push_back({p, sz});
+      c.fl.bytes += sz;
       a.fast.add(sz);
-      p = reveal(p + 16, fd);
+      c.p = reveal(p + 16, rd64(h, 8));
+      r.prefetch(c.p + 8);
     }
-    if (!fl.chunks.empty()) a.fastbins.push_back(std::move(fl));
   }
+  for (auto& c : cur)
+    if (!c.fl.chunks.empty()) a.fastbins.push_back(std::move(c.fl));
 }
 
 void Heap::read_bins(Arena& a, const uint8_t* ms) {
@@ -566,20 +598,14 @@ void Heap::build_free_index() {
     for (const auto& h : arenas_[i].heaps)
       ranges_.push_back({h.address, arenas_[i].main ? h.walk_end : h.address + h.size, i});
   std::sort(ranges_.begin(), ranges_.end(), [](const Range& a, const Range& b) { return a.start < b.start; });
-  free_index_.clear();
-  for (auto& a : arenas_) {
-    for (const auto& fl : a.fastbins)
-      for (const auto& c : fl.chunks) free_index_.emplace_back(c.address, ChunkState::Fastbin);
-    for (const auto& fl : a.bins)
-      for (const auto& c : fl.chunks) free_index_.emplace_back(c.address, fl.kind);
-  }
+  // Tcache chunks go to the arena whose heap holds them.
   for (const auto& tc : threads_) {
     for (const auto& fl : tc.bins) {
       for (const auto& c : fl.chunks) {
-        free_index_.emplace_back(c.address, ChunkState::Tcache);
-        const Arena* a = arena_of(c.address);
-        if (a) {
-          const_cast<Arena*>(a)->tcache.add(c.size);
+        if (const Arena* a = arena_of(c.address)) {
+          auto* ar = const_cast<Arena*>(a);
+          ar->tcache.add(c.size);
+          ar->free_index.push_back(c.address | static_cast<uint64_t>(ChunkState::Tcache));
         } else {
           diags_.add("outside_heap", c.address, std::nullopt,
                      "thread " + std::to_string(tc.lwp) + " tcache chunk lies in no arena's heap");
@@ -587,18 +613,31 @@ void Heap::build_free_index() {
       }
     }
   }
-  std::sort(free_index_.begin(), free_index_.end());
-  for (size_t i = 1; i < free_index_.size(); ++i) {
-    if (free_index_[i].first == free_index_[i - 1].first)
-      diags_.add("double_free", free_index_[i].first, std::nullopt,
-                 std::string("chunk is on two free lists (") + state_name(free_index_[i - 1].second) +
-                     " and " + state_name(free_index_[i].second) + ")");
-  }
-  for (const auto& [addr, st] : free_index_) {
-    if (st != ChunkState::Tcache && !arena_of(addr))
-      diags_.add("outside_heap", addr, std::nullopt,
-                 std::string(state_name(st)) + " chunk lies in no arena's heap");
-  }
+  // Each arena's own index, built and sorted in parallel.
+  parallel_for(arenas_.size(), [&](size_t i) {
+    Arena& a = arenas_[i];
+    auto& idx = a.free_index;
+    auto add = [&](uint64_t addr, ChunkState st) {
+      if (arena_of(addr) != &a) {
+        a.diags.add("outside_heap", addr, a.address,
+                    std::string(state_name(st)) + " chunk lies outside this arena's heaps");
+        return;
+      }
+      idx.push_back(addr | static_cast<uint64_t>(st));
+    };
+    for (const auto& fl : a.fastbins)
+      for (const auto& c : fl.chunks) add(c.address, ChunkState::Fastbin);
+    for (const auto& fl : a.bins)
+      for (const auto& c : fl.chunks) add(c.address, fl.kind);
+    std::sort(idx.begin(), idx.end());
+    for (size_t k = 1; k < idx.size(); ++k) {
+      if (fi_addr(idx[k]) == fi_addr(idx[k - 1]))
+        a.diags.add("double_free", fi_addr(idx[k]), a.address,
+                    std::string("chunk is on two free lists (") + state_name(fi_state(idx[k - 1])) +
+                        " and " + state_name(fi_state(idx[k])) + ")");
+    }
+  });
+  merge_arena_diagnostics();
 }
 
 void Heap::scan_mmapped() {
@@ -670,8 +709,8 @@ uint64_t Heap::resync(uint64_t p, uint64_t end, const Arena& a) {
   };
   // The next known free-list chunk is a trustworthy landing point; otherwise look for two
   // consecutive plausible headers.
-  auto fi = std::upper_bound(free_index_.begin(), free_index_.end(), std::make_pair(p, ChunkState::Fencepost));
-  uint64_t known = (fi != free_index_.end() && fi->first < end) ? fi->first : end;
+  auto fi = std::upper_bound(a.free_index.begin(), a.free_index.end(), p | 15);
+  uint64_t known = (fi != a.free_index.end() && fi_addr(*fi) < end) ? fi_addr(*fi) : end;
   for (uint64_t q = p + l.alignment; q + 16 <= end && q < known; q += l.alignment) {
     if (q == a.top) return q;
     uint64_t s1, s2, w;
@@ -685,7 +724,8 @@ uint64_t Heap::resync(uint64_t p, uint64_t end, const Arena& a) {
   return std::min(known, a.top >= p && a.top < end ? a.top : end);
 }
 
-void Heap::walk_heap(const Arena& a, size_t hi, const ChunkVisitor& visit, bool record) {
+template <typename Visit>
+void Heap::walk_heap(const Arena& a, size_t hi, Visit&& visit, bool record) {
   const Layout& l = layout();
   const HeapRange& h = a.heaps[hi];
   uint64_t p = h.first_chunk, end = h.walk_end;
@@ -693,8 +733,8 @@ void Heap::walk_heap(const Arena& a, size_t hi, const ChunkVisitor& visit, bool 
   memory::Reader r(t_.memory());
   // Fast path for mmapped cores: one pointer to the whole heap, no per-chunk lookups.
   const uint8_t* base = end > p ? t_.memory().direct(p, end - p) : nullptr;
-  auto fi = std::lower_bound(free_index_.begin(), free_index_.end(), std::make_pair(p, ChunkState::Used));
-  auto fend = free_index_.end();
+  auto fi = std::lower_bound(a.free_index.begin(), a.free_index.end(), p);
+  auto fend = a.free_index.end();
   uint64_t steps = 0, reported = p;
   while (p < end) {
     if ((++steps & 0xffff) == 0) {
@@ -737,16 +777,16 @@ void Heap::walk_heap(const Arena& a, size_t hi, const ChunkVisitor& visit, bool 
       p = q;
       continue;
     }
-    while (fi != fend && fi->first < p) {
+    while (fi != fend && fi_addr(*fi) < p) {
       if (record)
-        const_cast<Arena&>(a).diags.add("outside_heap", fi->first, a.address,
-                   std::string(state_name(fi->second)) + " chunk is not on a chunk boundary of the heap walk");
+        const_cast<Arena&>(a).diags.add("outside_heap", fi_addr(*fi), a.address,
+                   std::string(state_name(fi_state(*fi))) + " chunk is not on a chunk boundary of the heap walk");
       ++fi;
     }
     ChunkState st = ChunkState::Used;
-    if (fi != fend && fi->first == p) {
-      st = fi->second;
-      while (fi != fend && fi->first == p) ++fi;
+    if (fi != fend && fi_addr(*fi) == p) {
+      st = fi_state(*fi);
+      while (fi != fend && fi_addr(*fi) == p) ++fi;
     }
     // sysmalloc turns an old top too small to free into an in-use chunk without the
     // NON_MAIN_ARENA bit, just before the final fencepost of a heap that is not the last.
@@ -806,7 +846,7 @@ void Heap::summarize() {
     Arena& a = arenas_[i];
     a.in_use = Count{};
     a.fenceposts = Count{};
-    ChunkVisitor count = [&a](uint64_t, uint64_t size, ChunkState st, const Arena*, size_t) {
+    auto count = [&a](uint64_t, uint64_t size, ChunkState st, const Arena*, size_t) {
       if (st == ChunkState::Used) a.in_use.add(size);
       if (st == ChunkState::Fencepost) a.fenceposts.add(size);
       return true;

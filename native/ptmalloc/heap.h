@@ -62,6 +62,10 @@ struct Arena {
   /// Findings of this arena's (possibly parallel) reading and walking; merged into the heap's
   /// diagnostics in ring order, so output is deterministic.
   Diagnostics diags;
+  /// Every free-list chunk of this arena (fastbins, bins, tcache) by address: the chunk walk
+  /// looks states up here.
+  /// Packed: chunk address | state (addresses are 16-aligned), sorted — 8 bytes a free chunk.
+  std::vector<uint64_t> free_index;
 };
 
 struct ThreadCache {
@@ -131,7 +135,8 @@ class Heap {
   void scan_mmapped();
   void build_free_index();
   void walk_impl(const Arena* only, const ChunkVisitor& visit, bool record);
-  void walk_heap(const Arena& a, size_t hi, const ChunkVisitor& visit, bool record);
+  template <typename Visit>  // defined and instantiated in heap.cpp only
+  void walk_heap(const Arena& a, size_t hi, Visit&& visit, bool record);
   uint64_t resync(uint64_t p, uint64_t end, const Arena& a);
   uint64_t reveal(uint64_t field_address, uint64_t stored) const;
 
@@ -147,7 +152,6 @@ class Heap {
     size_t arena;
   };
   std::vector<Range> ranges_;  ///< heap address ranges, sorted
-  std::vector<std::pair<uint64_t, ChunkState>> free_index_;  ///< sorted by address
   bool walked_once_ = false;
   unsigned workers_ = 1;
 };
