@@ -146,3 +146,17 @@ def test_live_commands(corpora):
     for argv in (["heaps"], ["bins", "0"], ["tcache"], ["chunks", "--limit", "5"]):
         ok_json(argv[0], "--pid", str(c.pid), *argv[1:])
     assert c.proc.poll() is None
+
+
+def test_installed_launcher(corpora, tmp_path):
+    """`cmake --install build --prefix P` gives a working P/bin/heapwalk (any prefix)."""
+    import subprocess
+    from hwkit import REPO
+    r = subprocess.run(["cmake", "--install", str(REPO / "build"), "--prefix", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    c = corpora.core("arenas", "1", "0")
+    r = subprocess.run([str(tmp_path / "bin" / "heapwalk"), "arenas", str(c.core), "--json"],
+                       capture_output=True, text=True, timeout=300, env={"PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+    assert '"schema": "heapwalk/1"' in r.stdout
