@@ -152,7 +152,10 @@ def test_installed_launcher(corpora, tmp_path):
     """`cmake --install build --prefix P` gives a working P/bin/heapwalk (any prefix)."""
     import subprocess
     from hwkit import REPO
-    r = subprocess.run(["cmake", "--install", str(REPO / "build"), "--prefix", str(tmp_path)],
+    build = REPO / "build"
+    if not (build / "cmake_install.cmake").exists():  # a copied test tree (the ASan run)
+        pytest.skip("no CMake build directory next to these tests")
+    r = subprocess.run(["cmake", "--install", str(build), "--prefix", str(tmp_path)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     c = corpora.core("arenas", "1", "0")
