@@ -126,7 +126,7 @@ def main() -> None:
     ap.add_argument("cores", type=Path, nargs="*")
     ap.add_argument("--heap-bytes", type=int, default=8192)
     ap.add_argument("--seg-bytes", type=int, default=512)
-    o = ap.parse_args()
+    o = ap.parse_intermixed_args()
     for t in ("core", "elf", "heap", "nmt"):
         (o.outdir / t).mkdir(parents=True, exist_ok=True)
     elf_seed(o.outdir / "elf" / "small.so")

@@ -195,6 +195,21 @@ class Pass {
   }
 
   // ---- scanning ----------------------------------------------------------------------------
+  // The start of the next readable region at or after `a` (capped at `b`); 0 when the target's
+  // mappings are unknown (callback targets).
+  uint64_t next_readable(uint64_t a, uint64_t b) const {
+    const auto& rs = t_.memory().regions();
+    if (rs.empty()) return 0;
+    auto it = std::upper_bound(rs.begin(), rs.end(), a, [](uint64_t x, const memory::Region& r) { return x < r.start; });
+    if (it != rs.begin()) {
+      auto prev = std::prev(it);
+      if (a < prev->end && prev->read && prev->saved) return std::min(a, b);
+    }
+    for (; it != rs.end() && it->start < b; ++it)
+      if (it->read && it->saved) return std::min(std::max(it->start, a), b);
+    return b;
+  }
+
   template <class F>
   uint64_t scan(Window& w, uint64_t a, uint64_t b, F&& f) {
     a = (a + 7) & ~uint64_t{7};
@@ -207,10 +222,17 @@ class Pass {
         n = std::min(b - a, kPage - (a & (kPage - 1)));
         p = w.get(a, n);
         if (!p) {
-          unreadable += n;
-          a += n;
+          // Skip the whole hole at once when the mappings are known (a smashed size can make a
+          // "chunk" span terabytes); through a callback, give up after 1024 unreadable pages.
+          uint64_t next = next_readable(a + n, b);
+          if (next == 0) next = ++holes_ > 1024 ? b : a + n;
+          if (next < a + n) next = a + n;  // always move on by at least this page
+          unreadable += next - a;
+          a = next;
+          if ((++steps_ & 0x3ff) == 0) Progress::check();
           continue;
         }
+        holes_ = 0;
       }
       for (uint64_t i = 0; i < n; i += 8) {
         uint64_t v;
@@ -466,6 +488,7 @@ class Pass {
 
   ptmalloc::Heap& h_;
   target::Target& t_;
+  uint64_t holes_ = 0, steps_ = 0;
   const ReachOptions& opt_;
   ReachResult& res_;
   Window seq_, rnd_;

@@ -497,6 +497,10 @@ void Heap::read_tcaches() {
       continue;
     }
     for (unsigned i = 0; i < l.tcache_bins; ++i) {
+      // A DWARF-sized struct can be smaller than the profile's bin count implies (a 2.36 debug
+      // file under a 2.42 profile guess): stop at its end (ASan: heap-buffer-overflow here).
+      if (l.tc_entries + (i + 1) * 8 > ts.size() || l.tc_counts + (i + 1) * l.tcache_count_width > ts.size())
+        break;
       uint64_t raw = 0;
       if (l.tcache_count_width == 2) {
         uint16_t c;
