@@ -45,13 +45,7 @@ std::string version_from_name(const std::string& path) {
 // The highest GLIBC_2.x version that libc defines, read from its image in the target (gcore saves
 // libc's first segment with .dynamic's targets; a kernel core usually does not). "" if unreadable.
 std::string image_verdef(memory::MemorySource& mem, uint64_t base) {
-  Elf64_Ehdr eh;
-  if (mem.read(base, &eh, sizeof eh) != sizeof eh || std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 ||
-      eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_phnum > 64)
-    return "";
-  std::vector<Elf64_Phdr> ph(eh.e_phnum);
-  if (mem.read(base + eh.e_phoff, ph.data(), ph.size() * sizeof(Elf64_Phdr)) != ph.size() * sizeof(Elf64_Phdr))
-    return "";
+  std::vector<Elf64_Phdr> ph = target::image_program_headers(mem, base);
   uint64_t verdef = 0, verdefnum = 0, strtab = 0;
   for (const auto& p : ph) {
     if (p.p_type != PT_DYNAMIC || p.p_memsz > (1u << 16)) continue;

@@ -19,14 +19,7 @@ std::string basename_of(const std::string& p) {
 
 // Reads the build-id note of an ELF image mapped at `base` in the target, "" if unreadable.
 std::string image_build_id(memory::MemorySource& mem, uint64_t base) {
-  Elf64_Ehdr eh;
-  if (mem.read(base, &eh, sizeof eh) != sizeof eh) return "";
-  if (std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 || eh.e_phentsize != sizeof(Elf64_Phdr) ||
-      eh.e_phnum > 64)
-    return "";
-  std::vector<Elf64_Phdr> ph(eh.e_phnum);
-  size_t n = ph.size() * sizeof(Elf64_Phdr);
-  if (mem.read(base + eh.e_phoff, ph.data(), n) != n) return "";
+  std::vector<Elf64_Phdr> ph = image_program_headers(mem, base);
   uint64_t first = 0;
   bool have = false;
   for (auto& p : ph)
@@ -44,7 +37,28 @@ std::string image_build_id(memory::MemorySource& mem, uint64_t base) {
   return "";
 }
 
+Thread from_core_thread(const memory::CoreThread& ct) {
+  Thread th;
+  th.lwp = ct.lwp;
+  th.fs_base = ct.fs_base;
+  th.rsp = ct.rsp;
+  th.regs = ct.regs;
+  th.has_regs = ct.has_regs;
+  return th;
+}
+
 }  // namespace
+
+std::vector<Elf64_Phdr> image_program_headers(memory::MemorySource& mem, uint64_t base) {
+  Elf64_Ehdr eh;
+  if (mem.read(base, &eh, sizeof eh) != sizeof eh || std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 ||
+      eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_phnum > 64)
+    return {};
+  std::vector<Elf64_Phdr> ph(eh.e_phnum);
+  size_t n = ph.size() * sizeof(Elf64_Phdr);
+  if (mem.read(base + eh.e_phoff, ph.data(), n) != n) return {};
+  return ph;
+}
 
 std::unique_ptr<Target> Target::open_core(const std::string& path, const std::string& sysroot) {
   auto core = std::make_unique<memory::CoreFile>(path);
@@ -53,15 +67,7 @@ std::unique_ptr<Target> Target::open_core(const std::string& path, const std::st
   t->path_ = path;
   t->sysroot_ = sysroot;
   t->pid_ = core->pid();
-  for (const auto& ct : core->threads()) {
-    Thread th;
-    th.lwp = ct.lwp;
-    th.fs_base = ct.fs_base;
-    th.rsp = ct.rsp;
-    th.regs = ct.regs;
-    th.has_regs = ct.has_regs;
-    t->threads_.push_back(th);
-  }
+  for (const auto& ct : core->threads()) t->threads_.push_back(from_core_thread(ct));
   t->diags_.append(core->diagnostics());
   t->mem_ = std::move(core);
   t->modules_from_regions();
@@ -77,15 +83,7 @@ std::unique_ptr<Target> Target::attach(int pid, std::vector<Thread> threads, con
   t->sysroot_ = sysroot;
   t->path_ = "/proc/" + std::to_string(pid);
   if (freeze) {
-    for (const auto& ct : live->threads()) {
-      Thread th;
-      th.lwp = ct.lwp;
-      th.fs_base = ct.fs_base;
-      th.rsp = ct.rsp;
-      th.regs = ct.regs;
-      th.has_regs = ct.has_regs;
-      t->threads_.push_back(th);
-    }
+    for (const auto& ct : live->threads()) t->threads_.push_back(from_core_thread(ct));
   } else {
     t->threads_ = std::move(threads);
   }

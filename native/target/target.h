@@ -2,6 +2,8 @@
 #pragma once
 
 #include <array>
+#include <elf.h>
+
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -39,6 +41,10 @@ struct Overrides {
   std::optional<uint64_t> main_arena, mp, tcache_key;
   bool no_files = false;  ///< use no file from disk: everything from the memory image
 };
+
+/// The program headers of the ELF image mapped at `base` in the target (empty when the image's
+/// ELF header is not there or is implausible). Reads at most 64 headers.
+std::vector<Elf64_Phdr> image_program_headers(memory::MemorySource& mem, uint64_t base);
 
 class Target {
  public:
