@@ -29,9 +29,9 @@ py::object opt(const std::optional<uint64_t>& v) {
   return v ? py::object(py::int_(*v)) : py::object(py::none());
 }
 
-py::list diagnostics(const Diagnostics& a, const Diagnostics& b) {
+py::list diagnostics(std::initializer_list<const Diagnostics*> lists) {
   py::list out;
-  for (const Diagnostics* d : {&a, &b}) {
+  for (const Diagnostics* d : lists) {
     for (const auto& x : d->items()) {
       py::dict e;
       e["kind"] = x.kind;
@@ -72,7 +72,7 @@ class PyTarget {
     }
     return *heap_;
   }
-  py::list diags() { return diagnostics(t_->diagnostics(), heap_ ? heap_->diagnostics() : empty_); }
+  py::list diags() { return diagnostics({&t_->diagnostics(), heap_ ? &heap_->diagnostics() : &empty_}); }
 
   py::dict describe() {
     if (!t_) throw Error("target is closed");
@@ -97,7 +97,7 @@ class PyTarget {
     }
     d["threads"] = threads;
     d["modules"] = modules;
-    d["diagnostics"] = diagnostics(t_->diagnostics(), empty_);
+    d["diagnostics"] = diagnostics({&t_->diagnostics()});
     return d;
   }
 
@@ -578,16 +578,7 @@ class PyTarget {
     py::dict out;
     out["schema"] = kSchema;
     out["nmt"] = d;
-    py::list dl = diagnostics(t_->diagnostics(), h ? h->diagnostics() : empty_);
-    for (const auto& x : n.diags.items()) {
-      py::dict e;
-      e["kind"] = x.kind;
-      e["address"] = opt(x.address);
-      e["arena"] = opt(x.arena);
-      e["detail"] = x.detail;
-      dl.append(e);
-    }
-    out["diagnostics"] = dl;
+    out["diagnostics"] = diagnostics({&t_->diagnostics(), h ? &h->diagnostics() : &empty_, &n.diags});
     return out;
   }
 
@@ -734,16 +725,7 @@ class PyTarget {
     out["anon_roots"] = anon_roots;
     out["words_scanned"] = res.words_scanned;
     out["seconds"] = res.seconds;
-    py::list d = diags();
-    for (const auto& x : res.diagnostics.items()) {
-      py::dict e;
-      e["kind"] = x.kind;
-      e["address"] = opt(x.address);
-      e["arena"] = opt(x.arena);
-      e["detail"] = x.detail;
-      d.append(e);
-    }
-    out["diagnostics"] = d;
+    out["diagnostics"] = diags_plus(res.diagnostics);
     return out;
   }
   // ---- retention and report (issue 6) ----
@@ -844,16 +826,7 @@ class PyTarget {
   }
 
   py::list diags_plus(const Diagnostics& extra) {
-    py::list dl = diags();
-    for (const auto& x : extra.items()) {
-      py::dict e;
-      e["kind"] = x.kind;
-      e["address"] = opt(x.address);
-      e["arena"] = opt(x.arena);
-      e["detail"] = x.detail;
-      dl.append(e);
-    }
-    return dl;
+    return diagnostics({&t_->diagnostics(), heap_ ? &heap_->diagnostics() : &empty_, &extra});
   }
 
   /// `retention --json` (API.md): free memory by where it sits and what malloc_trim(0) returns.
