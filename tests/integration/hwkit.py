@@ -108,6 +108,12 @@ def spawn_ready(argv_before_fd: list[str], argv_after_fd: list[str] = (), timeou
         )
     finally:
         os.close(w)
+    return await_ready(proc, r, timeout, argv_before_fd[0])
+
+
+def await_ready(proc: subprocess.Popen, r: int, timeout: float, label: str) -> subprocess.Popen:
+    """Wait (select with a timeout, no sleeping) for the readiness byte on pipe ``r``; close it.
+    Kill the program and raise with its stderr when it times out or exits first."""
     try:
         ready, _, _ = select.select([r], [], [], timeout)
         byte = os.read(r, 1) if ready else b""
@@ -117,7 +123,7 @@ def spawn_ready(argv_before_fd: list[str], argv_after_fd: list[str] = (), timeou
         proc.kill()
         _, err = proc.communicate(timeout=30)
         why = "timed out" if not ready else f"exited with {proc.returncode}"
-        raise RuntimeError(f"{argv_before_fd[0]} {why} before signalling readiness: {err.decode(errors='replace')}")
+        raise RuntimeError(f"{label} {why} before signalling readiness: {err.decode(errors='replace')}")
     return proc
 
 
@@ -704,18 +710,7 @@ def spawn_ready_in_chroot(root: Path, workdir: str, argv_before_fd: list[str],
         )
     finally:
         os.close(w)
-    try:
-        ready, _, _ = select.select([r], [], [], timeout)
-        byte = os.read(r, 1) if ready else b""
-    finally:
-        os.close(r)
-    if not byte:
-        proc.kill()
-        _, err = proc.communicate(timeout=30)
-        why = "timed out" if not ready else f"exited with {proc.returncode}"
-        raise RuntimeError(f"{root}: {argv_before_fd[0]} {why} before signalling readiness: "
-                           f"{err.decode(errors='replace')}")
-    return proc
+    return await_ready(proc, r, timeout, f"{root}: {argv_before_fd[0]}")
 
 
 def kernel_core(proc: subprocess.Popen, rundir: Path, dest: Path, sig: int = 11,
