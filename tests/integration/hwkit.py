@@ -352,12 +352,13 @@ def heapwalk_env() -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess:
+def run_cli(*args: str, timeout: float = CLI_TIMEOUT,
+            extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """``python3 -m heapwalk ARGS`` from the repository root, under the test's interpreter."""
     return subprocess.run(
         [sys.executable, "-m", "heapwalk", *map(str, args)],
         cwd=str(REPO),
-        env=heapwalk_env(),
+        env={**heapwalk_env(), **(extra_env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -34,6 +34,31 @@ def test_core_arenas_equal_malloc_info_mallinfo2_and_program(corpora, cfg):
     assert_matches_oracle(doc, c)
 
 
+def test_dwarf_layout_cache_cold_warm_and_damaged_all_equal_malloc_info(corpora, tmp_path):
+    """The DWARF-derived layout is cached by build-id: a cold run (parses DWARF, stores), a warm
+    run (reads the cache), a run over a damaged cache entry (ignored, re-stored) and a run with
+    the cache off all match glibc's own figures."""
+    c = corpora.core("arenas", "4", "0")
+    cache = tmp_path / "cache"
+    states = []
+    for step in ("cold", "warm", "damaged", "off"):
+        env = {"HEAPWALK_CACHE_DIR": str(cache)}
+        if step == "damaged":
+            for f in cache.iterdir():
+                f.write_text(f.read_text().splitlines()[0] + "\nstruct malloc_state x\n")
+        if step == "off":
+            env["HEAPWALK_NO_CACHE"] = "1"
+        r = run_cli("arenas", c.core, "--json", extra_env=env)
+        no_traceback(r)
+        assert r.returncode == 0, describe(r)
+        doc = json.loads(r.stdout)
+        assert_matches_oracle(doc, c)
+        assert doc["glibc"]["symbols"]["layout"] == "dwarf", doc["glibc"]["symbols"]
+        states.append(doc["glibc"]["symbols"]["layout_cache"].split()[0])
+    assert states == ["stored", "hit", "stored", "off"]
+    assert len(list(cache.iterdir())) == 1
+
+
 @pytest.mark.parametrize("cfg", ARENA_CONFIGS, ids=config_id)
 def test_in_process_api_equals_cli(corpora, cfg):
     """heapwalk.open_core(path).arenas() gives the same numbers as the CLI."""
