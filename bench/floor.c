@@ -10,25 +10,26 @@
 #include <time.h>
 #include <unistd.h>
 
-int main(int argc, char **argv) {
-    if (argc < 3) return 2;
-    int fd = open(argv[1], O_RDONLY);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0) return 1;
-    struct timespec a, b;
-    clock_gettime(CLOCK_MONOTONIC, &a);
-    const volatile uint8_t *m = mmap(NULL, st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (m == MAP_FAILED) return 1;
-    uint64_t sum = 0, bytes = 0;
-    for (int i = 2; i < argc; ++i) {
-        unsigned long long off = 0, len = 0;
-        if (sscanf(argv[i], "%llu:%llu", &off, &len) != 2 || off + len > (unsigned long long)st.st_size) continue;
-        madvise((void *)((uintptr_t)(m + off) & ~(uintptr_t)4095), len + ((uintptr_t)(m + off) & 4095), 22 /* MADV_POPULATE_READ */);
-        for (unsigned long long k = 0; k < len; k += 64) sum += m[off + k];
-        bytes += len;
-    }
-    clock_gettime(CLOCK_MONOTONIC, &b);
-    printf("%.6f %llu %llu\n", (b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9,
-           (unsigned long long)bytes, (unsigned long long)sum);
-    return 0;
+int main(int argc, char** argv) {
+  if (argc < 3) return 2;
+  int fd = open(argv[1], O_RDONLY);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0) return 1;
+  struct timespec a, b;
+  clock_gettime(CLOCK_MONOTONIC, &a);
+  const volatile uint8_t* m = mmap(NULL, st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+  if (m == MAP_FAILED) return 1;
+  uint64_t sum = 0, bytes = 0;
+  for (int i = 2; i < argc; ++i) {
+    unsigned long long off = 0, len = 0;
+    if (sscanf(argv[i], "%llu:%llu", &off, &len) != 2 || off + len > (unsigned long long)st.st_size) continue;
+    madvise((void*)((uintptr_t)(m + off) & ~(uintptr_t)4095), len + ((uintptr_t)(m + off) & 4095),
+            22 /* MADV_POPULATE_READ */);
+    for (unsigned long long k = 0; k < len; k += 64) sum += m[off + k];
+    bytes += len;
+  }
+  clock_gettime(CLOCK_MONOTONIC, &b);
+  printf("%.6f %llu %llu\n", (b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9, (unsigned long long)bytes,
+         (unsigned long long)sum);
+  return 0;
 }

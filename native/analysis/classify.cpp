@@ -30,8 +30,8 @@ uint32_t rd32(const uint8_t* p, size_t off) {
 constexpr size_t kZStreamState = 56;  // z_stream.state
 constexpr size_t kInflMode = 8, kInflWbits = 56, kInflWindow = 72;
 constexpr uint32_t kInflHead = 16180, kInflSync = 16211;  // inflate_mode HEAD..SYNC (zlib >= 1.2.9)
-constexpr size_t kDefStatus = 8, kDefPendingBuf = 16, kDefWSize = 80, kDefWBits = 84, kDefWindow = 96,
-                 kDefPrev = 112, kDefHead = 120;
+constexpr size_t kDefStatus = 8, kDefPendingBuf = 16, kDefWSize = 80, kDefWBits = 84, kDefWindow = 96, kDefPrev = 112,
+                 kDefHead = 120;
 bool deflate_status(uint32_t s) {
   // INIT_STATE, GZIP_STATE, EXTRA_STATE, NAME_STATE, COMMENT_STATE, HCRC_STATE, BUSY_STATE, FINISH_STATE
   return s == 42 || s == 57 || s == 69 || s == 73 || s == 91 || s == 103 || s == 113 || s == 666;
@@ -90,8 +90,7 @@ struct Acc {
 
 class Classifier {
  public:
-  Classifier(ptmalloc::Heap& h, target::Target& t, const target::ModuleIndex& m)
-      : h_(h), t_(t), m_(m), r_(t.memory()) {
+  Classifier(ptmalloc::Heap& h, target::Target& t, const target::ModuleIndex& m) : h_(h), t_(t), m_(m), r_(t.memory()) {
     c_inflate_ = cls_.intern("zlib inflate stream", "zlib");
     c_inflate_w_ = cls_.intern("zlib inflate stream + window", "zlib");
     c_deflate_ = cls_.intern("zlib deflate stream", "zlib");
@@ -114,8 +113,8 @@ class Classifier {
       if (!strm || (strm & 7)) return true;
       uint32_t mode = rd32(p, kInflMode);
       bool infl = mode >= kInflHead && mode <= kInflSync;
-      bool defl = !infl && deflate_status(rd32(p, kDefStatus)) && rd32(p, kDefWBits) >= 8 &&
-                  rd32(p, kDefWBits) <= 15 && rd32(p, kDefWSize) == (1u << rd32(p, kDefWBits));
+      bool defl = !infl && deflate_status(rd32(p, kDefStatus)) && rd32(p, kDefWBits) >= 8 && rd32(p, kDefWBits) <= 15 &&
+                  rd32(p, kDefWSize) == (1u << rd32(p, kDefWBits));
       if (!infl && !defl) return true;
       uint64_t back;
       if (!r_.try_u64(strm + kZStreamState, back) || back != mem) return true;
@@ -132,21 +131,20 @@ class Classifier {
       members_.push_back({c, cls, true});
       // The z_stream itself, when it is a chunk of its own (Java's Inflater callocs it).
       uint64_t sw;
-      if ((strm & 15) == 0 && r_.try_u64(strm - 8, sw) && (sw & ~uint64_t{7}) >= 128 &&
-          (sw & ~uint64_t{7}) <= 256)
+      if ((strm & 15) == 0 && r_.try_u64(strm - 8, sw) && (sw & ~uint64_t{7}) >= 128 && (sw & ~uint64_t{7}) <= 256)
         members_.push_back({strm - 16, cls, false});
       for (uint64_t e : extra)
         if (e && (e & 15) == 0) members_.push_back({e - 16, cls, false});
       return true;
     });
-    std::sort(members_.begin(), members_.end(),
-              [](const Member& a, const Member& b) { return a.chunk < b.chunk; });
+    std::sort(members_.begin(), members_.end(), [](const Member& a, const Member& b) { return a.chunk < b.chunk; });
   }
 
   bool pointer_like(uint64_t v) const {
     if (v < 4096 || (v & 7)) return false;
     const auto& rs = t_.memory().regions();
-    auto it = std::upper_bound(rs.begin(), rs.end(), v, [](uint64_t a, const memory::Region& r) { return a < r.start; });
+    auto it =
+        std::upper_bound(rs.begin(), rs.end(), v, [](uint64_t a, const memory::Region& r) { return a < r.start; });
     if (it == rs.begin()) return false;
     --it;
     return v < it->end && it->read;
@@ -167,8 +165,7 @@ class Classifier {
       // RTTI: vptr[-1] is the typeinfo; typeinfo + 8 points at the mangled type name.
       uint64_t ti = 0, name = 0;
       char buf[257] = {0};
-      if (m_.read(vptr - 8, &ti, 8) == 8 && m_.in_module(ti) && m_.read(ti + 8, &name, 8) == 8 &&
-          m_.in_module(name)) {
+      if (m_.read(vptr - 8, &ti, 8) == 8 && m_.in_module(ti) && m_.read(ti + 8, &name, 8) == 8 && m_.in_module(name)) {
         size_t n = m_.read(name, buf, 256);
         buf[std::min<size_t>(n, 256)] = 0;
         size_t len = strnlen(buf, 256);
@@ -234,8 +231,7 @@ class Classifier {
     std::map<uint64_t, Acc> per_arena;  // arena address (0 = mmapped) -> counts
     size_t mi = 0;
     h_.walk(opt.arena, [&](uint64_t c, uint64_t size, ChunkState st, const ptmalloc::Arena* a, size_t) {
-      if (opt.only_chunks && !std::binary_search(opt.only_chunks->begin(), opt.only_chunks->end(), c))
-        return true;
+      if (opt.only_chunks && !std::binary_search(opt.only_chunks->begin(), opt.only_chunks->end(), c)) return true;
       ++out.chunks;
       Acc& acc = per_arena[a ? a->address : 0];
       bool used = st == ChunkState::Used || st == ChunkState::Mmapped;

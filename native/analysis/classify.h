@@ -23,7 +23,7 @@ struct ClassRow {
 };
 
 struct ArenaClasses {
-  uint64_t arena = 0;  ///< 0: mmapped chunks (no arena)
+  uint64_t arena = 0;                ///< 0: mmapped chunks (no arena)
   std::vector<ClassRow> used, free;  ///< sorted by bytes, descending
 };
 

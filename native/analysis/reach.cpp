@@ -1,13 +1,12 @@
 #include "analysis/reach.h"
 
-#include "util/progress.h"
-
 #include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <queue>
 
 #include "util/errors.h"
+#include "util/progress.h"
 
 namespace heapwalk::analysis {
 
@@ -16,10 +15,10 @@ namespace {
 using ptmalloc::ChunkState;
 
 constexpr uint64_t kPage = 4096;
-constexpr uint64_t kPiece = 1 << 20;       // largest span requested from a Window at once
-constexpr uint64_t kRedZone = 128;         // x86-64 SysV: leaf functions use 128 bytes below rsp
-constexpr uint64_t kTlsBelow = 64 << 10;   // static TLS blocks below fs_base (main thread: ld.so's)
-constexpr uint64_t kTcbAbove = 4 << 10;    // struct pthread above fs_base (2.3 KiB on 2.36)
+constexpr uint64_t kPiece = 1 << 20;      // largest span requested from a Window at once
+constexpr uint64_t kRedZone = 128;        // x86-64 SysV: leaf functions use 128 bytes below rsp
+constexpr uint64_t kTlsBelow = 64 << 10;  // static TLS blocks below fs_base (main thread: ld.so's)
+constexpr uint64_t kTcbAbove = 4 << 10;   // struct pthread above fs_base (2.3 KiB on 2.36)
 
 // Entry flags, in the low bits of a 16-aligned chunk start.
 constexpr uint64_t kNode = 1;     // in use or mmapped: a node of the graph
@@ -200,7 +199,8 @@ class Pass {
   uint64_t next_readable(uint64_t a, uint64_t b) const {
     const auto& rs = t_.memory().regions();
     if (rs.empty()) return 0;
-    auto it = std::upper_bound(rs.begin(), rs.end(), a, [](uint64_t x, const memory::Region& r) { return x < r.start; });
+    auto it =
+        std::upper_bound(rs.begin(), rs.end(), a, [](uint64_t x, const memory::Region& r) { return x < r.start; });
     if (it != rs.begin()) {
       auto prev = std::prev(it);
       if (a < prev->end && prev->read && prev->saved) return std::min(a, b);
@@ -305,8 +305,7 @@ class Pass {
 
   void scan_roots() {
     const auto& regs = t_.memory().regions();
-    size_t k_regs = kind("registers"), k_stack = kind("stack"), k_tls = kind("tls"),
-           k_data = kind("module_data");
+    size_t k_regs = kind("registers"), k_stack = kind("stack"), k_tls = kind("tls"), k_data = kind("module_data");
     size_t k_anon = opt_.anon_roots ? kind("anonymous") : 0;
     auto region_of = [&](uint64_t a) -> const memory::Region* {
       auto it = std::upper_bound(regs.begin(), regs.end(), a,
@@ -328,8 +327,7 @@ class Pass {
           if (j != kNone) reach(j);
         }
       } else {
-        res_.diagnostics.note("thread " + std::to_string(th.lwp) +
-                              ": registers unknown; they are not roots");
+        res_.diagnostics.note("thread " + std::to_string(th.lwp) + ": registers unknown; they are not roots");
       }
       const memory::Region* my_stack = nullptr;
       if (th.rsp) {
@@ -339,8 +337,9 @@ class Pass {
           stacks.push_back(r);
           my_stack = r;
         } else {
-          res_.diagnostics.add("unreadable", th.rsp, std::nullopt,
-                               "thread " + std::to_string(th.lwp) + ": stack pointer outside every mapping; stack not scanned");
+          res_.diagnostics.add(
+              "unreadable", th.rsp, std::nullopt,
+              "thread " + std::to_string(th.lwp) + ": stack pointer outside every mapping; stack not scanned");
         }
       } else {
         res_.diagnostics.note("thread " + std::to_string(th.lwp) + ": stack pointer unknown; stack not scanned");
@@ -351,8 +350,7 @@ class Pass {
         const auto* r = region_of(th.fs_base);
         uint64_t lo = th.fs_base >= kTlsBelow ? th.fs_base - kTlsBelow : 0;
         if (r && r == my_stack) lo = std::max(lo, th.rsp - std::min(th.rsp, kRedZone));
-        if (r)
-          ranges.push_back({std::max(r->start, lo), std::min(r->end, th.fs_base + kTcbAbove), k_tls});
+        if (r) ranges.push_back({std::max(r->start, lo), std::min(r->end, th.fs_base + kTcbAbove), k_tls});
       }
     }
     // Writable module data, the anonymous region right after a module, other anonymous memory.
@@ -492,7 +490,7 @@ class Pass {
   const ReachOptions& opt_;
   ReachResult& res_;
   Window seq_, rnd_;
-  std::vector<uint64_t> e_;  // chunk starts | flags, sorted; gap entries end covered runs
+  std::vector<uint64_t> e_;       // chunk starts | flags, sorted; gap entries end covered runs
   std::vector<uint64_t> sample_;  // e_[k * kStride] | kFlags: the first level of lookup()
   std::vector<uint32_t> work_;
   uint64_t lo_ = 0, span_ = 0;

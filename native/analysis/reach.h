@@ -59,7 +59,7 @@ struct RootStat {
 
 struct LeakedChunk {
   uint64_t address = 0, size = 0;  ///< chunk header address and chunk size
-  uint64_t arena = 0;  ///< arena address, 0 for mmapped chunks
+  uint64_t arena = 0;              ///< arena address, 0 for mmapped chunks
   bool unreferenced = false;
   bool mmapped = false;
 };
@@ -70,9 +70,9 @@ struct SizeCount {
 };
 
 struct ReachResult {
-  ptmalloc::Count nodes, reachable, leaked, unreferenced;  ///< of the selected arena(s)
+  ptmalloc::Count nodes, reachable, leaked, unreferenced;   ///< of the selected arena(s)
   std::vector<SizeCount> leaked_sizes, unreferenced_sizes;  ///< by chunk size, bytes descending
-  std::vector<LeakedChunk> chunks;  ///< listed leaked chunks (limit, order per options)
+  std::vector<LeakedChunk> chunks;                          ///< listed leaked chunks (limit, order per options)
   bool truncated = false;
   std::map<uint64_t, ptmalloc::Count> leaked_by_arena;  ///< arena address (0 = mmapped)
   std::vector<RootStat> roots;

@@ -10,8 +10,8 @@
 #include <fstream>
 #include <map>
 #include <set>
-#include <tuple>
 #include <sstream>
+#include <tuple>
 
 #include "hotspot/nmt.h"
 #include "memory/memory.h"
@@ -27,8 +27,7 @@ uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) & ~(a - 1); }
 uint64_t align_down(uint64_t v, uint64_t a) { return v & ~(a - 1); }
 
 bool binlike(ChunkState s) {
-  return s == ChunkState::Fastbin || s == ChunkState::Unsorted || s == ChunkState::Small ||
-         s == ChunkState::Large;
+  return s == ChunkState::Fastbin || s == ChunkState::Unsorted || s == ChunkState::Small || s == ChunkState::Large;
 }
 
 // /proc/PID/pagemap (Documentation/admin-guide/mm/pagemap.rst): one u64 per page; bit 63
@@ -184,8 +183,7 @@ void Consolidator::feed(uint64_t address, uint64_t size, ChunkState st) {
     last_fast_ = fast;
     return;
   }
-  if (st == ChunkState::Top && open_ && last_fast_ && start_ + size_ == address &&
-      (!top_ || *top_ == address)) {
+  if (st == ChunkState::Top && open_ && last_fast_ && start_ + size_ == address && (!top_ || *top_ == address)) {
     into_top += size_;
     open_ = false;
     return;
@@ -312,8 +310,9 @@ Retention compute_retention(ptmalloc::Heap& h, target::Target& t, const Retentio
         if (!at_end) ar.contiguous = false;
       }
       if (!ar.contiguous)
-        res.notes.note("main arena's top does not end at the program break: systrim would not "
-                       "shrink it (counted as kept)");
+        res.notes.note(
+            "main arena's top does not end at the program break: systrim would not "
+            "shrink it (counted as kept)");
     }
     ar.heaps.resize(a.heaps.size());
     for (size_t i = 0; i < a.heaps.size(); ++i) {
@@ -350,7 +349,10 @@ Retention compute_retention(ptmalloc::Heap& h, target::Target& t, const Retentio
         case ChunkState::Unsorted:
         case ChunkState::Small:
         case ChunkState::Large: f.binned += size; break;
-        case ChunkState::Top: f.top += size; has_top[hi] = true; break;
+        case ChunkState::Top:
+          f.top += size;
+          has_top[hi] = true;
+          break;
         default: break;
       }
       k.feed(addr, size, st);
@@ -415,8 +417,9 @@ Retention compute_retention(ptmalloc::Heap& h, target::Target& t, const Retentio
     p.limit_source = "8 x cores (glibc computes it once more than arena_test arenas exist)";
   }
   if (!p.cores && !P.arena_max)
-    res.notes.note("the number of cores the target could use is unknown (a core does not record "
-                   "it, and glibc computed no narenas_limit yet)");
+    res.notes.note(
+        "the number of cores the target could use is unknown (a core does not record "
+        "it, and glibc computed no narenas_limit yet)");
   return res;
 }
 
@@ -472,8 +475,7 @@ Mappings reconcile_mappings(ptmalloc::Heap* h, target::Target& t, const hotspot:
   }
   std::vector<MapGroup> groups;
   std::map<std::string, size_t> by_label;
-  auto group = [&](const std::string& label, const std::string& kind,
-                   std::optional<uint64_t> arena = std::nullopt) {
+  auto group = [&](const std::string& label, const std::string& kind, std::optional<uint64_t> arena = std::nullopt) {
     auto it = by_label.find(label);
     if (it != by_label.end()) return it->second;
     MapGroup g;
@@ -577,8 +579,7 @@ Mappings reconcile_mappings(ptmalloc::Heap* h, target::Target& t, const hotspot:
     std::set<size_t> counted;
     uint64_t cur = r.start;
     size_t dg = default_group(r);
-    auto j = std::upper_bound(iv.begin(), iv.end(), r.start,
-                              [](uint64_t a, const Labelled& l) { return a < l.start; });
+    auto j = std::upper_bound(iv.begin(), iv.end(), r.start, [](uint64_t a, const Labelled& l) { return a < l.start; });
     while (j != iv.begin() && std::prev(j)->end > r.start) --j;  // intervals covering r.start
     for (; j != iv.end() && j->start < r.end && cur < r.end; ++j) {
       if (j->end <= cur) continue;

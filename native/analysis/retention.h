@@ -94,8 +94,8 @@ struct Figures {
   uint64_t into_top = 0;     ///< fastbin/binned bytes malloc_consolidate merges into top
   uint64_t free() const { return tcache + fast + binned + top; }
   uint64_t trimmable() const { return trim_chunks + trim_top; }
-  Residency trim;   ///< residency of the trim ranges
-  Residency kept;   ///< residency of the whole pages inside free memory malloc_trim keeps (tops)
+  Residency trim;  ///< residency of the trim ranges
+  Residency kept;  ///< residency of the whole pages inside free memory malloc_trim keeps (tops)
   void add(const Figures& o);
 };
 
@@ -125,9 +125,9 @@ struct Pressure {
   std::optional<uint64_t> narenas;  ///< glibc's narenas counter, when its symbol is known
   unsigned threads = 0;
   unsigned max_threads_per_arena = 0;
-  unsigned heaps = 0;             ///< non-main heaps
-  uint64_t heap_bytes = 0;        ///< Σ heap_info.size of non-main heaps
-  uint64_t heap_reserved = 0;     ///< Σ HEAP_MAX of non-main heaps (what pmap shows as 64 MiB blocks)
+  unsigned heaps = 0;          ///< non-main heaps
+  uint64_t heap_bytes = 0;     ///< Σ heap_info.size of non-main heaps
+  uint64_t heap_reserved = 0;  ///< Σ HEAP_MAX of non-main heaps (what pmap shows as 64 MiB blocks)
 };
 
 struct Retention {
@@ -148,7 +148,8 @@ Retention compute_retention(ptmalloc::Heap& h, target::Target& t, const Retentio
 
 /// One labelled group of the address space.
 struct MapGroup {
-  std::string label, kind;  ///< kind: glibc-main-heap, glibc-arena-heaps, glibc-mmapped, nmt, stack, program, library, file, anon, special
+  std::string label, kind;  ///< kind: glibc-main-heap, glibc-arena-heaps, glibc-mmapped, nmt, stack, program, library,
+                            ///< file, anon, special
   uint64_t mapped = 0;
   std::optional<uint64_t> resident;
   unsigned regions = 0;

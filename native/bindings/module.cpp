@@ -14,9 +14,9 @@
 #include "hotspot/nmt.h"
 #include "ptmalloc/heap.h"
 #include "target/symbols.h"
-#include "util/progress.h"
 #include "target/target.h"
 #include "util/errors.h"
+#include "util/progress.h"
 
 namespace py = pybind11;
 using namespace heapwalk;
@@ -25,9 +25,7 @@ namespace {
 
 constexpr const char* kSchema = "heapwalk/1";
 
-py::object opt(const std::optional<uint64_t>& v) {
-  return v ? py::object(py::int_(*v)) : py::object(py::none());
-}
+py::object opt(const std::optional<uint64_t>& v) { return v ? py::object(py::int_(*v)) : py::object(py::none()); }
 
 py::list diagnostics(std::initializer_list<const Diagnostics*> lists) {
   py::list out;
@@ -192,8 +190,8 @@ class PyTarget {
   const ptmalloc::Arena* select(std::optional<uint64_t> arena) {
     if (!arena) return nullptr;
     const auto* a = heap().find_arena(*arena);
-    if (!a) throw Error("no arena " + (*arena < 4096 ? std::to_string(*arena) : hex(*arena)) +
-                        " (see `heapwalk arenas`)");
+    if (!a)
+      throw Error("no arena " + (*arena < 4096 ? std::to_string(*arena) : hex(*arena)) + " (see `heapwalk arenas`)");
     return a;
   }
 
@@ -292,15 +290,15 @@ class PyTarget {
     return out;
   }
 
-  static py::dict chunk_rec(uint64_t addr, uint64_t size, ptmalloc::ChunkState st,
-                            const ptmalloc::Arena* a, size_t heap_index) {
+  static py::dict chunk_rec(uint64_t addr, uint64_t size, ptmalloc::ChunkState st, const ptmalloc::Arena* a,
+                            size_t heap_index) {
     py::dict x;
     x["address"] = addr;
     x["size"] = size;
     x["state"] = ptmalloc::state_name(st);
     x["arena"] = a ? py::object(py::int_(a->address)) : py::object(py::none());
-    x["heap"] = a && heap_index < a->heaps.size() ? py::object(py::int_(a->heaps[heap_index].address))
-                                                  : py::object(py::none());
+    x["heap"] =
+        a && heap_index < a->heaps.size() ? py::object(py::int_(a->heaps[heap_index].address)) : py::object(py::none());
     return x;
   }
 
@@ -467,7 +465,8 @@ class PyTarget {
     total["malloc"] = counter_dict(n.total_malloc, std::nullopt);
     total["mmap"] = rc(n.total_mmap_reserved, n.total_mmap_committed);
     d["total"] = total;
-    d["untracked_malloc"] = n.headers_walked ? py::object(counter_dict(n.untracked, std::nullopt)) : py::object(py::none());
+    d["untracked_malloc"] =
+        n.headers_walked ? py::object(counter_dict(n.untracked, std::nullopt)) : py::object(py::none());
     py::list raw;
     for (const auto& c : n.raw) {
       py::dict x;
@@ -759,8 +758,8 @@ class PyTarget {
     d["fragment_bytes"] = f.fragments;
     d["top_kept_bytes"] = f.top_kept;
     d["consolidated_into_top_bytes"] = f.into_top;
-    d["released_bytes"] = source == "pagemap" ? py::object(py::int_(f.trim.absent + f.kept.absent))
-                                              : py::object(py::none());
+    d["released_bytes"] =
+        source == "pagemap" ? py::object(py::int_(f.trim.absent + f.kept.absent)) : py::object(py::none());
     py::dict res;
     res["trim_ranges"] = residency_dict(f.trim, source);
     res["top_kept_pages"] = residency_dict(f.kept, source);
@@ -916,8 +915,8 @@ class PyTarget {
       j["total_reserved"] = n.total_reserved;
       j["total_committed"] = n.total_committed;
       j["malloc_bytes"] = n.total_malloc.bytes;
-      j["untracked_malloc"] = n.headers_walked ? py::object(counter_dict(n.untracked, std::nullopt))
-                                               : py::object(py::none());
+      j["untracked_malloc"] =
+          n.headers_walked ? py::object(counter_dict(n.untracked, std::nullopt)) : py::object(py::none());
       out["nmt"] = j;
     } else {
       out["nmt"] = py::none();
@@ -989,14 +988,45 @@ py::dict layout_dict(const ptmalloc::Layout& l) {
   d["last"] = l.last;
   d["source"] = l.source;
 #define F(x) d[#x] = l.x
-  F(ms_size); F(ms_fastbins); F(ms_top); F(ms_last_remainder); F(ms_bins); F(ms_next);
-  F(ms_next_free); F(ms_attached_threads); F(ms_system_mem); F(ms_max_system_mem);
-  F(hi_size); F(hi_ar_ptr); F(hi_prev); F(hi_heap_size); F(hi_mprotect_size);
-  F(mp_size); F(mp_trim_threshold); F(mp_top_pad); F(mp_mmap_threshold); F(mp_arena_test);
-  F(mp_arena_max); F(mp_n_mmaps); F(mp_n_mmaps_max); F(mp_max_n_mmaps); F(mp_mmapped_mem);
-  F(mp_max_mmapped_mem); F(mp_sbrk_base); F(mp_tcache_bins); F(mp_tcache_max_bytes);
-  F(mp_tcache_count); F(tc_counts); F(tc_entries); F(tc_size); F(te_next); F(te_key);
-  F(tcache_bins); F(tcache_count_width); F(nfastbins); F(nbins);
+  F(ms_size);
+  F(ms_fastbins);
+  F(ms_top);
+  F(ms_last_remainder);
+  F(ms_bins);
+  F(ms_next);
+  F(ms_next_free);
+  F(ms_attached_threads);
+  F(ms_system_mem);
+  F(ms_max_system_mem);
+  F(hi_size);
+  F(hi_ar_ptr);
+  F(hi_prev);
+  F(hi_heap_size);
+  F(hi_mprotect_size);
+  F(mp_size);
+  F(mp_trim_threshold);
+  F(mp_top_pad);
+  F(mp_mmap_threshold);
+  F(mp_arena_test);
+  F(mp_arena_max);
+  F(mp_n_mmaps);
+  F(mp_n_mmaps_max);
+  F(mp_max_n_mmaps);
+  F(mp_mmapped_mem);
+  F(mp_max_mmapped_mem);
+  F(mp_sbrk_base);
+  F(mp_tcache_bins);
+  F(mp_tcache_max_bytes);
+  F(mp_tcache_count);
+  F(tc_counts);
+  F(tc_entries);
+  F(tc_size);
+  F(te_next);
+  F(te_key);
+  F(tcache_bins);
+  F(tcache_count_width);
+  F(nfastbins);
+  F(nbins);
 #undef F
   return d;
 }
@@ -1061,8 +1091,12 @@ PYBIND11_MODULE(_native, m) {
       .def("retention", &PyTarget::retention, py::arg("residency") = true)
       .def("report", &PyTarget::report, py::arg("residency") = true)
       .def("close", &PyTarget::close)
-      .def("__enter__", [](PyTarget& t) -> PyTarget& { return t; }, py::return_value_policy::reference)
-      .def("__exit__", [](PyTarget& t, py::args) { t.close(); return false; });
+      .def(
+          "__enter__", [](PyTarget& t) -> PyTarget& { return t; }, py::return_value_policy::reference)
+      .def("__exit__", [](PyTarget& t, py::args) {
+        t.close();
+        return false;
+      });
 
   m.def(
       "open_core",
@@ -1129,10 +1163,14 @@ PYBIND11_MODULE(_native, m) {
       },
       py::arg("version"));
   m.attr("SCHEMA") = kSchema;
-  m.def("progress", [] {
-    auto& p = Progress::get();
-    return py::make_tuple(std::string(p.phase.load()), p.done.load(), p.total.load());
-  }, "(phase, done, total) of the engine's current long work");
-  m.def("cancel", [](bool on) { Progress::get().cancel = on; }, py::arg("on") = true,
-        "Ask the engine's current work to stop (it raises KeyboardInterrupt); cancel(False) resets");
+  m.def(
+      "progress",
+      [] {
+        auto& p = Progress::get();
+        return py::make_tuple(std::string(p.phase.load()), p.done.load(), p.total.load());
+      },
+      "(phase, done, total) of the engine's current long work");
+  m.def(
+      "cancel", [](bool on) { Progress::get().cancel = on; }, py::arg("on") = true,
+      "Ask the engine's current work to stop (it raises KeyboardInterrupt); cancel(False) resets");
 }

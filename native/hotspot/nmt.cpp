@@ -3,8 +3,6 @@
 // cites the JDK sources each rule encodes.
 #include "hotspot/nmt.h"
 
-#include "util/demangle.h"
-
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -18,6 +16,7 @@
 
 #include "hotspot/symbolizer.h"
 #include "memory/memory.h"
+#include "util/demangle.h"
 
 namespace heapwalk::hotspot {
 
@@ -102,12 +101,33 @@ struct JvmSymbols {
 
 const std::vector<std::string>& default_names_17() {
   // NMTUtil::_memory_type_names, from MEMORY_TYPES_DO in memory/allocation.hpp (jdk17u).
-  static const std::vector<std::string> names = {
-      "Java Heap", "Class", "Thread", "Thread Stack", "Code", "GC", "Compiler", "JVMCI",
-      "Internal", "Other", "Symbol", "Native Memory Tracking", "Shared class space",
-      "Arena Chunk", "Test", "Tracing", "Logging", "Statistics", "Arguments", "Module",
-      "Safepoint", "Synchronization", "Serviceability", "Metaspace", "String Deduplication",
-      "Object Monitors", "Unknown"};
+  static const std::vector<std::string> names = {"Java Heap",
+                                                 "Class",
+                                                 "Thread",
+                                                 "Thread Stack",
+                                                 "Code",
+                                                 "GC",
+                                                 "Compiler",
+                                                 "JVMCI",
+                                                 "Internal",
+                                                 "Other",
+                                                 "Symbol",
+                                                 "Native Memory Tracking",
+                                                 "Shared class space",
+                                                 "Arena Chunk",
+                                                 "Test",
+                                                 "Tracing",
+                                                 "Logging",
+                                                 "Statistics",
+                                                 "Arguments",
+                                                 "Module",
+                                                 "Safepoint",
+                                                 "Synchronization",
+                                                 "Serviceability",
+                                                 "Metaspace",
+                                                 "String Deduplication",
+                                                 "Object Monitors",
+                                                 "Unknown"};
   return names;
 }
 
@@ -135,8 +155,7 @@ class NmtReader {
       if (n_.level == "unknown") n_.level = any_headers() ? "summary" : "off";
       rows_from_headers();
     }
-    if (n_.found_jvm && !n_.tables && n_.header_layout.empty() && n_.level == "unknown")
-      n_.level = "off";
+    if (n_.found_jvm && !n_.tables && n_.header_layout.empty() && n_.level == "unknown") n_.level = "off";
     address_space();
   }
 
@@ -158,7 +177,8 @@ class NmtReader {
   bool has_prefix_symbol(const char* prefix) {
     // ElfFile has no prefix query; the pre-init class has a handful of known statics.
     static const char* candidates[] = {"_ZN10NMTPreInit6_tableE", "_ZN10NMTPreInit12_num_mallocsE",
-                                       "_ZN10NMTPreInit11create_tableEv", "_ZN10NMTPreInit10print_stateEP12outputStream"};
+                                       "_ZN10NMTPreInit11create_tableEv",
+                                       "_ZN10NMTPreInit10print_stateEP12outputStream"};
     (void)prefix;
     for (const char* c : candidates)
       if (syms_.file && syms_.file->symbol(c)) return true;
@@ -192,8 +212,7 @@ class NmtReader {
     if (syms_.file) {
       n_.symbols_file = syms_.from;
     } else {
-      n_.diags.note(m->path + ": no .symtab and no debug file" +
-                    (t_.overrides().no_files ? " (files not used)" : "") +
+      n_.diags.note(m->path + ": no .symtab and no debug file" + (t_.overrides().no_files ? " (files not used)" : "") +
                     "; NMT tables unreadable, reconstructing from malloc headers");
     }
     // The JDK version: a pointer to a string built at startup (heap), readable in the image.
@@ -231,8 +250,9 @@ class NmtReader {
       if (level < 4) lv = l[level];
     }
     n_.level = lv;
-    std::string level_note = std::string("tracking level enum ") + (preinit ? "{unknown,off,summary,detail} (NMTPreInit present)"
-                                                                            : "{off,minimal,summary,detail,unknown=0xFF}");
+    std::string level_note =
+        std::string("tracking level enum ") +
+        (preinit ? "{unknown,off,summary,detail} (NMTPreInit present)" : "{off,minimal,summary,detail,unknown=0xFF}");
 
     // Number of types and their names.
     size_t ntypes = names_at && names_size ? names_size / 8 : default_names_17().size();
@@ -254,11 +274,15 @@ class NmtReader {
     // trailing counter. 16-byte counters {count, size} (no peaks) or 32-byte {count, size,
     // peak_count, peak_size} (peaks in release builds, with _all_mallocs at the end).
     size_t csize = 0;
-    if (ms_size == ntypes * 64 + 32) csize = 32;
-    else if (ms_size == ntypes * 32 + 16) csize = 16;
+    if (ms_size == ntypes * 64 + 32)
+      csize = 32;
+    else if (ms_size == ntypes * 32 + 16)
+      csize = 16;
     size_t vsize = 0;
-    if (vs_size == ntypes * 16) vsize = 16;
-    else if (vs_size == ntypes * 24) vsize = 24;
+    if (vs_size == ntypes * 16)
+      vsize = 16;
+    else if (vs_size == ntypes * 24)
+      vsize = 24;
     if (!csize || !vsize) {
       n_.diags.add("symbols", *ms, std::nullopt,
                    "unknown NMT layout (MallocMemorySummary::_snapshot " + std::to_string(ms_size) +
@@ -292,8 +316,8 @@ class NmtReader {
     n_.tables = true;
     n_.source = "symtab";
     n_.layout = std::to_string(ntypes) + " types; " + std::to_string(csize) + "-byte counters (" +
-                (csize == 32 ? "with peaks; trailing _all_mallocs" : "no peaks; trailing _tracking_header") +
-                "); " + std::to_string(vsize) + "-byte VirtualMemory; " + level_note +
+                (csize == 32 ? "with peaks; trailing _all_mallocs" : "no peaks; trailing _tracking_header") + "); " +
+                std::to_string(vsize) + "-byte VirtualMemory; " + level_note +
                 (names_from_image ? "; names from NMTUtil::_memory_type_names" : "") + "; symbols from " + syms_.from;
     for (size_t i = 0; i < ntypes; ++i) index_[names[i]] = static_cast<unsigned>(i);
     if (n_.level == "off" || n_.level == "unknown" || n_.level == "minimal") return;
@@ -402,8 +426,9 @@ class NmtReader {
       n_.rows.push_back(std::move(r));
     }
     n_.total_reserved = n_.total_committed = n_.total_malloc.bytes;
-    n_.layout = "malloc headers only (canary 0xE99E); category names from JDK 17u's table; "
-                "no virtual memory, arena or overhead figures";
+    n_.layout =
+        "malloc headers only (canary 0xE99E); category names from JDK 17u's table; "
+        "no virtual memory, arena or overhead figures";
   }
 
   void read_sites() {
@@ -528,8 +553,8 @@ class NmtReader {
         std::memcpy(&canary, h + 14, 2);
         std::memcpy(&user, h, 8);
         flags = h[12];
-        if (canary == kHeaderCanary && flags < ntypes && h[13] == 0 &&
-            user <= usable && usable - user >= kHeaderSize + kFooterSize) {
+        if (canary == kHeaderCanary && flags < ntypes && h[13] == 0 && user <= usable &&
+            usable - user >= kHeaderSize + kFooterSize) {
           const uint8_t* f = rd.span(mem + kHeaderSize + user, 2);
           ok = f && f[0] == kFooter0 && f[1] == kFooter1;
         }
@@ -552,8 +577,10 @@ class NmtReader {
     for (const auto& r : t_.memory().regions()) {
       uint64_t len = r.end - r.start;
       n_.mapped += len;
-      if (!r.path.empty() && r.path[0] == '/') n_.mapped_files += len;
-      else n_.mapped_anon += len;
+      if (!r.path.empty() && r.path[0] == '/')
+        n_.mapped_files += len;
+      else
+        n_.mapped_anon += len;
     }
   }
 

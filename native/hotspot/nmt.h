@@ -86,10 +86,10 @@ struct Nmt {
 
   // reconstruction from malloc headers
   bool headers_walked = false;
-  std::string header_layout;          ///< "canary 0xE99E" | ""
-  std::vector<Counter> headers;       ///< per MEMFLAGS index: Σ user sizes from headers
-  Counter header_chunks;              ///< glibc chunks carrying a header (chunk bytes)
-  Counter untracked;                  ///< in-use chunks without an NMT header (chunk bytes)
+  std::string header_layout;                                   ///< "canary 0xE99E" | ""
+  std::vector<Counter> headers;                                ///< per MEMFLAGS index: Σ user sizes from headers
+  Counter header_chunks;                                       ///< glibc chunks carrying a header (chunk bytes)
+  Counter untracked;                                           ///< in-use chunks without an NMT header (chunk bytes)
   std::vector<std::pair<uint64_t, uint64_t>> untracked_sizes;  ///< chunk size -> count
   GlibcFigures glibc;
   bool glibc_ok = false;

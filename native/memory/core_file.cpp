@@ -54,11 +54,10 @@ CoreFile::CoreFile(const std::string& path) : path_(path) {
     Elf64_Ehdr eh;
     std::memcpy(&eh, map_, sizeof eh);
     if (std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0) throw FormatError(path, "not an ELF file");
-    if (eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_ident[EI_DATA] != ELFDATA2LSB ||
-        eh.e_machine != EM_X86_64)
+    if (eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_ident[EI_DATA] != ELFDATA2LSB || eh.e_machine != EM_X86_64)
       throw FormatError(path, "not an x86-64 little-endian ELF file");
-    if (eh.e_type != ET_CORE) throw FormatError(path, "ELF file but not a core dump (e_type " +
-                                                          std::to_string(eh.e_type) + ")");
+    if (eh.e_type != ET_CORE)
+      throw FormatError(path, "ELF file but not a core dump (e_type " + std::to_string(eh.e_type) + ")");
     uint64_t phnum = eh.e_phnum;
     if (phnum == PN_XNUM) {
       // The real count lives in section header 0's sh_info.
@@ -78,8 +77,7 @@ CoreFile::CoreFile(const std::string& path) : path_(path) {
     }
     if (need > size_)
       diags_.add("truncated", std::nullopt, std::nullopt,
-                 "file has " + std::to_string(size_) + " bytes, its headers describe " +
-                     std::to_string(need));
+                 "file has " + std::to_string(size_) + " bytes, its headers describe " + std::to_string(need));
     for (uint64_t i = 0; i < phnum; ++i) {
       Elf64_Phdr ph;
       std::memcpy(&ph, map_ + eh.e_phoff + i * sizeof ph, sizeof ph);
@@ -89,8 +87,7 @@ CoreFile::CoreFile(const std::string& path) : path_(path) {
           continue;
         }
         uint64_t n = std::min<uint64_t>(ph.p_filesz, size_ - ph.p_offset);
-        if (n < ph.p_filesz)
-          diags_.add("truncated", std::nullopt, std::nullopt, "note segment cut short");
+        if (n < ph.p_filesz) diags_.add("truncated", std::nullopt, std::nullopt, "note segment cut short");
         parse_notes(map_ + ph.p_offset, n);
       } else if (ph.p_type == PT_LOAD) {
         if (ph.p_vaddr + ph.p_memsz < ph.p_vaddr) continue;  // wraps: ignore
@@ -99,9 +96,8 @@ CoreFile::CoreFile(const std::string& path) : path_(path) {
         if (s.filesz && (s.offset >= size_ || s.filesz > size_ - s.offset)) {
           uint64_t avail = s.offset >= size_ ? 0 : size_ - s.offset;
           diags_.add("truncated", s.vaddr, std::nullopt,
-                     "core file truncated: segment " + hex(s.vaddr) + "-" + hex(s.vaddr + s.memsz) +
-                         " has " + std::to_string(avail) + " of " + std::to_string(s.filesz) +
-                         " bytes");
+                     "core file truncated: segment " + hex(s.vaddr) + "-" + hex(s.vaddr + s.memsz) + " has " +
+                         std::to_string(avail) + " of " + std::to_string(s.filesz) + " bytes");
           s.filesz = avail;
         }
         segs_.push_back(s);
@@ -121,10 +117,8 @@ CoreFile::CoreFile(const std::string& path) : path_(path) {
     ::close(fd_);
     throw;
   }
-  std::sort(segs_.begin(), segs_.end(),
-            [](const Segment& a, const Segment& b) { return a.vaddr < b.vaddr; });
-  std::sort(regions_.begin(), regions_.end(),
-            [](const Region& a, const Region& b) { return a.start < b.start; });
+  std::sort(segs_.begin(), segs_.end(), [](const Segment& a, const Segment& b) { return a.vaddr < b.vaddr; });
+  std::sort(regions_.begin(), regions_.end(), [](const Region& a, const Region& b) { return a.start < b.start; });
   // File mappings the core did not save at all (read-only text and data) still belong to the
   // address space: NT_FILE lists them; their bytes can come from the file.
   std::vector<Region> gaps;
@@ -154,8 +148,7 @@ CoreFile::CoreFile(const std::string& path) : path_(path) {
     }
   }
   regions_.insert(regions_.end(), gaps.begin(), gaps.end());
-  std::sort(regions_.begin(), regions_.end(),
-            [](const Region& a, const Region& b) { return a.start < b.start; });
+  std::sort(regions_.begin(), regions_.end(), [](const Region& a, const Region& b) { return a.start < b.start; });
   // Name regions from NT_FILE.
   for (auto& r : regions_) {
     for (const auto& f : files_) {
@@ -236,8 +229,8 @@ void CoreFile::parse_notes(const uint8_t* p, size_t n) {
 }
 
 const CoreFile::Segment* CoreFile::find(uint64_t addr) const {
-  auto it = std::upper_bound(segs_.begin(), segs_.end(), addr,
-                             [](uint64_t a, const Segment& s) { return a < s.vaddr; });
+  auto it =
+      std::upper_bound(segs_.begin(), segs_.end(), addr, [](uint64_t a, const Segment& s) { return a < s.vaddr; });
   if (it == segs_.begin()) return nullptr;
   --it;
   if (addr - it->vaddr >= it->memsz) return nullptr;

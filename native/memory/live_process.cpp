@@ -18,8 +18,7 @@ namespace heapwalk::memory {
 
 LiveProcess::LiveProcess(int pid, bool freeze) : pid_(pid) {
   std::string base = "/proc/" + std::to_string(pid);
-  if (pid <= 0 || ::access(base.c_str(), F_OK) != 0)
-    throw FormatError("pid " + std::to_string(pid), "no such process");
+  if (pid <= 0 || ::access(base.c_str(), F_OK) != 0) throw FormatError("pid " + std::to_string(pid), "no such process");
   if (freeze) {
     DIR* d = ::opendir((base + "/task").c_str());
     if (!d) throw FormatError("pid " + std::to_string(pid), std::strerror(errno));
@@ -34,8 +33,7 @@ LiveProcess::LiveProcess(int pid, bool freeze) : pid_(pid) {
         int e = errno;
         release();
         throw FormatError("pid " + std::to_string(pid),
-                          std::string("cannot ptrace thread ") + std::to_string(tid) + ": " +
-                              std::strerror(e) +
+                          std::string("cannot ptrace thread ") + std::to_string(tid) + ": " + std::strerror(e) +
                               (e == EPERM ? " (another debugger attached, or ptrace_scope)" : ""));
       }
       seized_.push_back(tid);
@@ -83,9 +81,7 @@ void LiveProcess::load_maps() {
     unsigned long long start = 0, end = 0, off = 0;
     char perms[8] = {0};
     int pos = 0;
-    if (std::sscanf(line.c_str(), "%llx-%llx %4s %llx %*s %*s%n", &start, &end, perms, &off,
-                    &pos) < 4)
-      continue;
+    if (std::sscanf(line.c_str(), "%llx-%llx %4s %llx %*s %*s%n", &start, &end, perms, &off, &pos) < 4) continue;
     Region r;
     r.start = start;
     r.end = end;

@@ -16,8 +16,7 @@ namespace memory {
 
 uint64_t MemorySource::readable_span(uint64_t addr, uint64_t max) const {
   const auto& rs = regions();
-  auto it = std::upper_bound(rs.begin(), rs.end(), addr,
-                             [](uint64_t a, const Region& r) { return a < r.start; });
+  auto it = std::upper_bound(rs.begin(), rs.end(), addr, [](uint64_t a, const Region& r) { return a < r.start; });
   if (it == rs.begin()) return 0;
   --it;
   uint64_t total = 0;

@@ -36,9 +36,7 @@ class MemorySource {
   virtual const uint8_t* direct(uint64_t /*addr*/, size_t /*len*/) { return nullptr; }
   /// The whole directly addressable span holding `addr`: [start, end) mapped at the returned
   /// pointer (which corresponds to `start`), or nullptr. Lets readers skip per-read lookups.
-  virtual const uint8_t* direct_span(uint64_t /*addr*/, uint64_t& /*start*/, uint64_t& /*end*/) {
-    return nullptr;
-  }
+  virtual const uint8_t* direct_span(uint64_t /*addr*/, uint64_t& /*start*/, uint64_t& /*end*/) { return nullptr; }
   /// Hint that [addr, addr + len) is about to be read (a core prefaults its pages in bulk).
   virtual void prefetch(uint64_t /*addr*/, uint64_t /*len*/) {}
   /// The target's address space, sorted by start.

@@ -18,7 +18,7 @@ namespace {
 
 struct Member {
   uint64_t offset = 0;
-  uint64_t elem_size = 0; // for arrays: the element's size
+  uint64_t elem_size = 0;  // for arrays: the element's size
 };
 struct Struct {
   uint64_t size = 0;
@@ -29,49 +29,37 @@ Dwarf_Die peel(Dwarf_Die d) {
   // Follow typedefs and qualifiers to the underlying type.
   for (int i = 0; i < 16; ++i) {
     int tag = dwarf_tag(&d);
-    if (tag != DW_TAG_typedef && tag != DW_TAG_const_type &&
-        tag != DW_TAG_volatile_type)
-      break;
+    if (tag != DW_TAG_typedef && tag != DW_TAG_const_type && tag != DW_TAG_volatile_type) break;
     Dwarf_Attribute a;
     Dwarf_Die next;
-    if (!dwarf_attr_integrate(&d, DW_AT_type, &a) ||
-        !dwarf_formref_die(&a, &next))
-      break;
+    if (!dwarf_attr_integrate(&d, DW_AT_type, &a) || !dwarf_formref_die(&a, &next)) break;
     d = next;
   }
   return d;
 }
 
-void read_struct(Dwarf_Die *s, Struct &out) {
+void read_struct(Dwarf_Die* s, Struct& out) {
   Dwarf_Word size = 0;
   Dwarf_Attribute a;
-  if (dwarf_attr(s, DW_AT_byte_size, &a) && dwarf_formudata(&a, &size) == 0)
-    out.size = size;
+  if (dwarf_attr(s, DW_AT_byte_size, &a) && dwarf_formudata(&a, &size) == 0) out.size = size;
   Dwarf_Die m;
-  if (dwarf_child(s, &m) != 0)
-    return;
+  if (dwarf_child(s, &m) != 0) return;
   do {
-    if (dwarf_tag(&m) != DW_TAG_member)
-      continue;
-    const char *name = dwarf_diename(&m);
+    if (dwarf_tag(&m) != DW_TAG_member) continue;
+    const char* name = dwarf_diename(&m);
     Dwarf_Word off = 0;
-    if (!name || !dwarf_attr(&m, DW_AT_data_member_location, &a) ||
-        dwarf_formudata(&a, &off) != 0)
-      continue;
+    if (!name || !dwarf_attr(&m, DW_AT_data_member_location, &a) || dwarf_formudata(&a, &off) != 0) continue;
     Member mem;
     mem.offset = off;
     Dwarf_Die type;
-    if (dwarf_attr_integrate(&m, DW_AT_type, &a) &&
-        dwarf_formref_die(&a, &type)) {
+    if (dwarf_attr_integrate(&m, DW_AT_type, &a) && dwarf_formref_die(&a, &type)) {
       type = peel(type);
       if (dwarf_tag(&type) == DW_TAG_array_type) {
         Dwarf_Die elem;
-        if (dwarf_attr_integrate(&type, DW_AT_type, &a) &&
-            dwarf_formref_die(&a, &elem)) {
+        if (dwarf_attr_integrate(&type, DW_AT_type, &a) && dwarf_formref_die(&a, &elem)) {
           elem = peel(elem);
           int bs = dwarf_bytesize(&elem);
-          if (bs > 0)
-            mem.elem_size = static_cast<uint64_t>(bs);
+          if (bs > 0) mem.elem_size = static_cast<uint64_t>(bs);
         }
       }
     }
@@ -84,39 +72,33 @@ using Structs = std::map<std::string, Struct>;
 /// Reads the wanted structures from malloc.c's compilation unit. dwarf_begin
 /// decompresses every debug section, about 90 ms for Debian's libc6-dbg file:
 /// the result is cached (below).
-bool structs_from_dwarf(const std::string &debug_path, Structs &found) {
+bool structs_from_dwarf(const std::string& debug_path, Structs& found) {
   int fd = ::open(debug_path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return false;
-  Dwarf *dw = dwarf_begin(fd, DWARF_C_READ);
+  if (fd < 0) return false;
+  Dwarf* dw = dwarf_begin(fd, DWARF_C_READ);
   if (!dw) {
     ::close(fd);
     return false;
   }
-  const char *wanted[] = {"malloc_state", "malloc_par", "_heap_info",
-                          "tcache_perthread_struct", "tcache_entry"};
+  const char* wanted[] = {"malloc_state", "malloc_par", "_heap_info", "tcache_perthread_struct", "tcache_entry"};
   Dwarf_Off off = 0, next = 0;
   size_t hsize = 0;
   bool seen_malloc = false;
-  while (!seen_malloc &&
-         dwarf_nextcu(dw, off, &next, &hsize, nullptr, nullptr, nullptr) == 0) {
+  while (!seen_malloc && dwarf_nextcu(dw, off, &next, &hsize, nullptr, nullptr, nullptr) == 0) {
     Dwarf_Die cu;
     if (dwarf_offdie(dw, off + hsize, &cu)) {
-      const char *name = dwarf_diename(&cu);
+      const char* name = dwarf_diename(&cu);
       size_t n = name ? std::strlen(name) : 0;
       if (n >= 8 && std::strcmp(name + n - 8, "malloc.c") == 0) {
         seen_malloc = true;
         Dwarf_Die d;
         if (dwarf_child(&cu, &d) == 0) {
           do {
-            if (dwarf_tag(&d) != DW_TAG_structure_type)
-              continue;
-            const char *sn = dwarf_diename(&d);
-            if (!sn)
-              continue;
-            for (const char *w : wanted)
-              if (std::strcmp(sn, w) == 0 && !found.count(sn))
-                read_struct(&d, found[sn]);
+            if (dwarf_tag(&d) != DW_TAG_structure_type) continue;
+            const char* sn = dwarf_diename(&d);
+            if (!sn) continue;
+            for (const char* w : wanted)
+              if (std::strcmp(sn, w) == 0 && !found.count(sn)) read_struct(&d, found[sn]);
           } while (dwarf_siblingof(&d, &d) == 0);
         }
       }
@@ -132,55 +114,42 @@ bool structs_from_dwarf(const std::string &debug_path, Structs &found) {
 // structures read from DWARF. Its first line names the format and the debug
 // file's size and mtime; any mismatch or unparsable line makes it a miss.
 // Writes go through a temporary file and rename.
-constexpr const char *kCacheMagic = "heapwalk-dwarf-structs 1";
+constexpr const char* kCacheMagic = "heapwalk-dwarf-structs 1";
 
 std::string cache_dir() {
-  if (const char *off = std::getenv("HEAPWALK_NO_CACHE");
-      off && *off && std::strcmp(off, "0") != 0)
-    return {};
-  if (const char *d = std::getenv("HEAPWALK_CACHE_DIR"); d && *d)
-    return d;
-  if (const char *x = std::getenv("XDG_CACHE_HOME"); x && *x)
-    return std::string(x) + "/heapwalk";
-  if (const char *h = std::getenv("HOME"); h && *h)
-    return std::string(h) + "/.cache/heapwalk";
+  if (const char* off = std::getenv("HEAPWALK_NO_CACHE"); off && *off && std::strcmp(off, "0") != 0) return {};
+  if (const char* d = std::getenv("HEAPWALK_CACHE_DIR"); d && *d) return d;
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return std::string(x) + "/heapwalk";
+  if (const char* h = std::getenv("HOME"); h && *h) return std::string(h) + "/.cache/heapwalk";
   return {};
 }
 
-bool valid_build_id(const std::string &id) {
-  if (id.size() < 8 || id.size() > 128)
-    return false;
+bool valid_build_id(const std::string& id) {
+  if (id.size() < 8 || id.size() > 128) return false;
   for (char c : id)
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
-      return false;
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
   return true;
 }
 
-std::string stamp_of(const std::string &path) {
+std::string stamp_of(const std::string& path) {
   struct stat st {};
-  if (::stat(path.c_str(), &st) != 0)
-    return {};
-  return std::string(kCacheMagic) + " " + std::to_string(st.st_size) + " " +
-         std::to_string(st.st_mtim.tv_sec) + "." +
+  if (::stat(path.c_str(), &st) != 0) return {};
+  return std::string(kCacheMagic) + " " + std::to_string(st.st_size) + " " + std::to_string(st.st_mtim.tv_sec) + "." +
          std::to_string(st.st_mtim.tv_nsec);
 }
 
-bool load_cache(const std::string &file, const std::string &stamp,
-                Structs &out) {
+bool load_cache(const std::string& file, const std::string& stamp, Structs& out) {
   std::ifstream in(file);
   std::string line;
-  if (!in || !std::getline(in, line) || line != stamp)
-    return false;
-  Struct *cur = nullptr;
+  if (!in || !std::getline(in, line) || line != stamp) return false;
+  Struct* cur = nullptr;
   size_t lines = 0;
   while (std::getline(in, line)) {
-    if (++lines > 4096)
-      return false;
+    if (++lines > 4096) return false;
     std::istringstream ls(line);
     std::string kind, name;
     uint64_t a = 0, b = 0;
-    if (!(ls >> kind >> name >> a))
-      return false;
+    if (!(ls >> kind >> name >> a)) return false;
     if (kind == "struct") {
       cur = &out[name];
       cur->size = a;
@@ -193,76 +162,59 @@ bool load_cache(const std::string &file, const std::string &stamp,
   return out.count("malloc_state") && out.count("malloc_par");
 }
 
-void store_cache(const std::string &dir, const std::string &file,
-                 const std::string &stamp, const Structs &s) {
-  for (size_t i = 1; i <= dir.size(); ++i) // mkdir -p
-    if (i == dir.size() || dir[i] == '/')
-      ::mkdir(dir.substr(0, i).c_str(), 0700);
+void store_cache(const std::string& dir, const std::string& file, const std::string& stamp, const Structs& s) {
+  for (size_t i = 1; i <= dir.size(); ++i)  // mkdir -p
+    if (i == dir.size() || dir[i] == '/') ::mkdir(dir.substr(0, i).c_str(), 0700);
   std::string tmp = file + ".tmp" + std::to_string(::getpid());
   {
     std::ofstream out(tmp, std::ios::trunc);
-    if (!out)
-      return;
+    if (!out) return;
     out << stamp << "\n";
-    for (const auto &[name, st] : s) {
+    for (const auto& [name, st] : s) {
       out << "struct " << name << " " << st.size << "\n";
-      for (const auto &[m, mem] : st.members)
-        out << "member " << m << " " << mem.offset << " " << mem.elem_size
-            << "\n";
+      for (const auto& [m, mem] : st.members)
+        out << "member " << m << " " << mem.offset << " " << mem.elem_size << "\n";
     }
     if (!out.flush()) {
       ::unlink(tmp.c_str());
       return;
     }
   }
-  if (::rename(tmp.c_str(), file.c_str()) != 0)
-    ::unlink(tmp.c_str());
+  if (::rename(tmp.c_str(), file.c_str()) != 0) ::unlink(tmp.c_str());
 }
 
-} // namespace
+}  // namespace
 
-bool layout_from_dwarf(const std::string &debug_path,
-                       const std::string &build_id, Layout &l,
-                       std::vector<std::string> &changed,
-                       std::string *cache_state) {
+bool layout_from_dwarf(const std::string& debug_path, const std::string& build_id, Layout& l,
+                       std::vector<std::string>& changed, std::string* cache_state) {
   Structs found;
   std::string dir = valid_build_id(build_id) ? cache_dir() : std::string();
   std::string stamp = dir.empty() ? std::string() : stamp_of(debug_path);
-  std::string file =
-      stamp.empty() ? std::string() : dir + "/" + build_id + ".dwarf-structs";
-  if (cache_state)
-    *cache_state = file.empty() ? "off" : "miss";
+  std::string file = stamp.empty() ? std::string() : dir + "/" + build_id + ".dwarf-structs";
+  if (cache_state) *cache_state = file.empty() ? "off" : "miss";
   if (!file.empty() && load_cache(file, stamp, found)) {
-    if (cache_state)
-      *cache_state = "hit " + file;
+    if (cache_state) *cache_state = "hit " + file;
   } else {
     found.clear();
-    if (!structs_from_dwarf(debug_path, found))
-      return false;
+    if (!structs_from_dwarf(debug_path, found)) return false;
     if (!file.empty()) {
       store_cache(dir, file, stamp, found);
-      if (cache_state)
-        *cache_state = "stored " + file;
+      if (cache_state) *cache_state = "stored " + file;
     }
   }
 
-  auto set = [&](uint64_t &field, const char *label, const Struct &s,
-                 const char *member) {
+  auto set = [&](uint64_t& field, const char* label, const Struct& s, const char* member) {
     auto it = s.members.find(member);
-    if (it == s.members.end())
-      return;
-    if (field != it->second.offset)
-      changed.push_back(label);
+    if (it == s.members.end()) return;
+    if (field != it->second.offset) changed.push_back(label);
     field = it->second.offset;
   };
-  auto set_size = [&](uint64_t &field, const char *label, const Struct &s) {
-    if (!s.size)
-      return;
-    if (field != s.size)
-      changed.push_back(label);
+  auto set_size = [&](uint64_t& field, const char* label, const Struct& s) {
+    if (!s.size) return;
+    if (field != s.size) changed.push_back(label);
     field = s.size;
   };
-  const Struct &ms = found["malloc_state"];
+  const Struct& ms = found["malloc_state"];
   set_size(l.ms_size, "malloc_state size", ms);
   set(l.ms_fastbins, "malloc_state.fastbinsY", ms, "fastbinsY");
   set(l.ms_top, "malloc_state.top", ms, "top");
@@ -270,11 +222,10 @@ bool layout_from_dwarf(const std::string &debug_path,
   set(l.ms_bins, "malloc_state.bins", ms, "bins");
   set(l.ms_next, "malloc_state.next", ms, "next");
   set(l.ms_next_free, "malloc_state.next_free", ms, "next_free");
-  set(l.ms_attached_threads, "malloc_state.attached_threads", ms,
-      "attached_threads");
+  set(l.ms_attached_threads, "malloc_state.attached_threads", ms, "attached_threads");
   set(l.ms_system_mem, "malloc_state.system_mem", ms, "system_mem");
   set(l.ms_max_system_mem, "malloc_state.max_system_mem", ms, "max_system_mem");
-  const Struct &mp = found["malloc_par"];
+  const Struct& mp = found["malloc_par"];
   set_size(l.mp_size, "malloc_par size", mp);
   set(l.mp_trim_threshold, "malloc_par.trim_threshold", mp, "trim_threshold");
   set(l.mp_top_pad, "malloc_par.top_pad", mp, "top_pad");
@@ -285,17 +236,15 @@ bool layout_from_dwarf(const std::string &debug_path,
   set(l.mp_n_mmaps_max, "malloc_par.n_mmaps_max", mp, "n_mmaps_max");
   set(l.mp_max_n_mmaps, "malloc_par.max_n_mmaps", mp, "max_n_mmaps");
   set(l.mp_mmapped_mem, "malloc_par.mmapped_mem", mp, "mmapped_mem");
-  set(l.mp_max_mmapped_mem, "malloc_par.max_mmapped_mem", mp,
-      "max_mmapped_mem");
+  set(l.mp_max_mmapped_mem, "malloc_par.max_mmapped_mem", mp, "max_mmapped_mem");
   set(l.mp_sbrk_base, "malloc_par.sbrk_base", mp, "sbrk_base");
   set(l.mp_tcache_bins, "malloc_par.tcache_bins", mp, "tcache_bins");
   set(l.mp_tcache_bins, "malloc_par.tcache_small_bins", mp,
-      "tcache_small_bins"); // 2.42+
-  set(l.mp_tcache_max_bytes, "malloc_par.tcache_max_bytes", mp,
-      "tcache_max_bytes");
+      "tcache_small_bins");  // 2.42+
+  set(l.mp_tcache_max_bytes, "malloc_par.tcache_max_bytes", mp, "tcache_max_bytes");
   set(l.mp_tcache_count, "malloc_par.tcache_count", mp, "tcache_count");
   if (found.count("_heap_info")) {
-    const Struct &hi = found["_heap_info"];
+    const Struct& hi = found["_heap_info"];
     set_size(l.hi_size, "heap_info size", hi);
     set(l.hi_ar_ptr, "heap_info.ar_ptr", hi, "ar_ptr");
     set(l.hi_prev, "heap_info.prev", hi, "prev");
@@ -303,17 +252,14 @@ bool layout_from_dwarf(const std::string &debug_path,
     set(l.hi_mprotect_size, "heap_info.mprotect_size", hi, "mprotect_size");
   }
   if (found.count("tcache_perthread_struct")) {
-    const Struct &tc = found["tcache_perthread_struct"];
+    const Struct& tc = found["tcache_perthread_struct"];
     set_size(l.tc_size, "tcache_perthread_struct size", tc);
-    l.tc_chunk_size =
-        (l.tc_size + l.size_sz + l.alignment - 1) & ~(l.alignment - 1);
+    l.tc_chunk_size = (l.tc_size + l.size_sz + l.alignment - 1) & ~(l.alignment - 1);
     set(l.tc_entries, "tcache_perthread_struct.entries", tc, "entries");
     auto c = tc.members.find("counts");
-    if (c == tc.members.end())
-      c = tc.members.find("num_slots"); // 2.42+
+    if (c == tc.members.end()) c = tc.members.find("num_slots");  // 2.42+
     if (c != tc.members.end()) {
-      if (l.tc_counts != c->second.offset)
-        changed.push_back("tcache_perthread_struct.counts");
+      if (l.tc_counts != c->second.offset) changed.push_back("tcache_perthread_struct.counts");
       l.tc_counts = c->second.offset;
       if (c->second.elem_size && c->second.elem_size != l.tcache_count_width) {
         changed.push_back("tcache counts width");
@@ -322,11 +268,11 @@ bool layout_from_dwarf(const std::string &debug_path,
     }
   }
   if (found.count("tcache_entry")) {
-    const Struct &te = found["tcache_entry"];
+    const Struct& te = found["tcache_entry"];
     set(l.te_next, "tcache_entry.next", te, "next");
     set(l.te_key, "tcache_entry.key", te, "key");
   }
   return true;
 }
 
-} // namespace heapwalk::ptmalloc
+}  // namespace heapwalk::ptmalloc

@@ -80,8 +80,7 @@ std::optional<ArenaCandidate> find_main_arena(memory::MemorySource& mem, const L
         uint64_t heap = b - l.hi_size, ar, nb;
         // With the hugetlb tunable (2.35-2.41) heaps are aligned to 4 huge pages (>= 8 MiB).
         uint64_t align = l.heap_max_hp_multiplier ? (8ull << 20) : l.heap_max;
-        if ((heap & (align - 1)) != 0 || !r.try_u64(heap + l.hi_ar_ptr, ar) || ar != b ||
-            !r.try_u64(b + l.ms_next, nb))
+        if ((heap & (align - 1)) != 0 || !r.try_u64(heap + l.hi_ar_ptr, ar) || ar != b || !r.try_u64(b + l.ms_next, nb))
           break;
         ++ring;
         if (nb == a) {
@@ -109,9 +108,8 @@ std::optional<uint64_t> main_heap_start(const memory::MemorySource& mem, uint64_
   return std::nullopt;
 }
 
-std::optional<uint64_t> find_mp(memory::MemorySource& mem, const Layout& l,
-                                const std::vector<memory::Region>& regions, uint64_t sbrk_base,
-                                uint64_t near) {
+std::optional<uint64_t> find_mp(memory::MemorySource& mem, const Layout& l, const std::vector<memory::Region>& regions,
+                                uint64_t sbrk_base, uint64_t near) {
   std::optional<uint64_t> best;
   uint64_t best_dist = ~uint64_t{0};
   for (const auto& reg : regions) {
@@ -134,8 +132,8 @@ std::optional<uint64_t> find_mp(memory::MemorySource& mem, const Layout& l,
       std::memcpy(&n_mmaps, m.data() + l.mp_n_mmaps, 4);
       std::memcpy(&n_mmaps_max, m.data() + l.mp_n_mmaps_max, 4);
       // glibc bounds: the mmap threshold is at most HEAP_MAX_SIZE / 2; mmapped_mem is a page multiple.
-      bool sane = mmap_threshold <= l.heap_max / 2 && (mmapped_mem & (kPage - 1)) == 0 &&
-                  n_mmaps <= n_mmaps_max && n_mmaps_max <= (1u << 24);
+      bool sane = mmap_threshold <= l.heap_max / 2 && (mmapped_mem & (kPage - 1)) == 0 && n_mmaps <= n_mmaps_max &&
+                  n_mmaps_max <= (1u << 24);
       if (l.has_tcache) {
         uint64_t bins = rd(m.data(), l.mp_tcache_bins), count = rd(m.data(), l.mp_tcache_count);
         sane = sane && bins <= l.tcache_bins && count <= 65535;
@@ -151,8 +149,7 @@ std::optional<uint64_t> find_mp(memory::MemorySource& mem, const Layout& l,
   return best;
 }
 
-std::optional<int64_t> find_tls_offset(memory::MemorySource& mem,
-                                       const std::vector<target::Thread>& threads,
+std::optional<int64_t> find_tls_offset(memory::MemorySource& mem, const std::vector<target::Thread>& threads,
                                        const std::set<uint64_t>& values, int64_t exclude) {
   if (values.empty()) return std::nullopt;
   std::map<int64_t, unsigned> votes;

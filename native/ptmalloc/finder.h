@@ -33,9 +33,8 @@ std::optional<ArenaCandidate> find_main_arena(memory::MemorySource& mem, const L
 /// Finds mp_ through its sbrk_base (within the first page of the main heap's mapping, whose start
 /// is `sbrk_base`) and sane neighbouring fields.
 /// `near` (main_arena) breaks ties: malloc.o puts mp_ close to main_arena.
-std::optional<uint64_t> find_mp(memory::MemorySource& mem, const Layout& l,
-                                const std::vector<memory::Region>& regions, uint64_t sbrk_base,
-                                uint64_t near);
+std::optional<uint64_t> find_mp(memory::MemorySource& mem, const Layout& l, const std::vector<memory::Region>& regions,
+                                uint64_t sbrk_base, uint64_t near);
 
 /// The start of the main heap for an arena whose top is `top`: the start of the mapping that
 /// holds top (brk heaps are one mapping).
@@ -44,8 +43,7 @@ std::optional<uint64_t> main_heap_start(const memory::MemorySource& mem, uint64_
 /// Finds the offset D from the thread pointer such that, for most threads, the word at
 /// fs_base + D is one of `values` (a TLS variable's possible values). Searches the static TLS
 /// area below the thread pointer, bounded. Returns nullopt when no offset wins a majority.
-std::optional<int64_t> find_tls_offset(memory::MemorySource& mem,
-                                       const std::vector<target::Thread>& threads,
+std::optional<int64_t> find_tls_offset(memory::MemorySource& mem, const std::vector<target::Thread>& threads,
                                        const std::set<uint64_t>& values, int64_t exclude = 0);
 
 }  // namespace heapwalk::ptmalloc

@@ -15,101 +15,80 @@ namespace heapwalk::ptmalloc {
 
 namespace {
 
-bool is_libc_name(const std::string &base) {
-  return base.rfind("libc.so", 0) == 0 ||
-         (base.rfind("libc-2.", 0) == 0 &&
-          base.find(".so") != std::string::npos);
+bool is_libc_name(const std::string& base) {
+  return base.rfind("libc.so", 0) == 0 || (base.rfind("libc-2.", 0) == 0 && base.find(".so") != std::string::npos);
 }
 
-std::string basename_of(const std::string &p) {
+std::string basename_of(const std::string& p) {
   size_t s = p.rfind('/');
   return s == std::string::npos ? p : p.substr(s + 1);
 }
 
-std::string version_from_banner(const std::string &banner) {
+std::string version_from_banner(const std::string& banner) {
   // "GNU C Library (Debian GLIBC 2.36-9+deb12u14) stable release version 2.36."
   size_t p = banner.find("version ");
-  if (p == std::string::npos)
-    return "";
+  if (p == std::string::npos) return "";
   int major = 0, minor = 0;
-  if (std::sscanf(banner.c_str() + p + 8, "%d.%d", &major, &minor) != 2)
-    return "";
+  if (std::sscanf(banner.c_str() + p + 8, "%d.%d", &major, &minor) != 2) return "";
   return std::to_string(major) + "." + std::to_string(minor);
 }
 
 // Before 2.34 the library file was named after its version: libc-2.31.so.
-std::string version_from_name(const std::string &path) {
+std::string version_from_name(const std::string& path) {
   int major = 0, minor = 0;
-  if (std::sscanf(basename_of(path).c_str(), "libc-%d.%d.so", &major, &minor) ==
-      2)
+  if (std::sscanf(basename_of(path).c_str(), "libc-%d.%d.so", &major, &minor) == 2)
     return std::to_string(major) + "." + std::to_string(minor);
   return "";
 }
 
-// The highest GLIBC_2.x version that libc defines, read from its image in the
-// target (gcore saves libc's first segment with .dynamic's targets; a kernel
-// core usually does not). "" if unreadable.
-std::string image_verdef(memory::MemorySource &mem, uint64_t base) {
+// The highest GLIBC_2.x version that libc defines, read from its image in the target (gcore saves
+// libc's first segment with .dynamic's targets; a kernel core usually does not). "" if unreadable.
+std::string image_verdef(memory::MemorySource& mem, uint64_t base) {
   std::vector<Elf64_Phdr> ph = target::image_program_headers(mem, base);
   uint64_t verdef = 0, verdefnum = 0, strtab = 0;
-  for (const auto &p : ph) {
-    if (p.p_type != PT_DYNAMIC || p.p_memsz > (1u << 16))
-      continue;
+  for (const auto& p : ph) {
+    if (p.p_type != PT_DYNAMIC || p.p_memsz > (1u << 16)) continue;
     std::vector<Elf64_Dyn> dyn(p.p_memsz / sizeof(Elf64_Dyn));
-    size_t n =
-        mem.read(base + p.p_vaddr, dyn.data(), dyn.size() * sizeof(Elf64_Dyn)) /
-        sizeof(Elf64_Dyn);
+    size_t n = mem.read(base + p.p_vaddr, dyn.data(), dyn.size() * sizeof(Elf64_Dyn)) / sizeof(Elf64_Dyn);
     for (size_t i = 0; i < n && dyn[i].d_tag != DT_NULL; ++i) {
-      if (dyn[i].d_tag == DT_VERDEF)
-        verdef = dyn[i].d_un.d_ptr;
-      if (dyn[i].d_tag == DT_VERDEFNUM)
-        verdefnum = dyn[i].d_un.d_val;
-      if (dyn[i].d_tag == DT_STRTAB)
-        strtab = dyn[i].d_un.d_ptr;
+      if (dyn[i].d_tag == DT_VERDEF) verdef = dyn[i].d_un.d_ptr;
+      if (dyn[i].d_tag == DT_VERDEFNUM) verdefnum = dyn[i].d_un.d_val;
+      if (dyn[i].d_tag == DT_STRTAB) strtab = dyn[i].d_un.d_ptr;
     }
   }
-  if (!verdef || !strtab || verdefnum > 4096)
-    return "";
-  // ld.so relocates these d_ptr entries in place; an unrelocated one is an
-  // offset from base.
-  if (verdef < base)
-    verdef += base;
-  if (strtab < base)
-    strtab += base;
+  if (!verdef || !strtab || verdefnum > 4096) return "";
+  // ld.so relocates these d_ptr entries in place; an unrelocated one is an offset from base.
+  if (verdef < base) verdef += base;
+  if (strtab < base) strtab += base;
   int best = -1;
   uint64_t at = verdef;
   for (uint64_t k = 0; k < verdefnum; ++k) {
     Elf64_Verdef vd;
     Elf64_Verdaux va;
-    if (mem.read(at, &vd, sizeof vd) != sizeof vd ||
-        mem.read(at + vd.vd_aux, &va, sizeof va) != sizeof va)
-      break;
+    if (mem.read(at, &vd, sizeof vd) != sizeof vd || mem.read(at + vd.vd_aux, &va, sizeof va) != sizeof va) break;
     char name[32] = {0};
     mem.read(strtab + va.vda_name, name, sizeof name - 1);
     int major = 0, minor = 0;
-    if (std::sscanf(name, "GLIBC_%d.%d", &major, &minor) == 2 && major == 2 &&
-        minor > best)
-      best = minor;
-    if (!vd.vd_next)
-      break;
+    if (std::sscanf(name, "GLIBC_%d.%d", &major, &minor) == 2 && major == 2 && minor > best) best = minor;
+    if (!vd.vd_next) break;
     at += vd.vd_next;
   }
   return best < 0 ? "" : "2." + std::to_string(best);
 }
 
-uint64_t rd(const uint8_t *p, uint64_t off) {
+uint64_t rd(const uint8_t* p, uint64_t off) {
   uint64_t v;
   std::memcpy(&v, p + off, 8);
   return v;
 }
 
-} // namespace
+}  // namespace
 
-GlibcInfo locate_glibc(target::Target &t, const std::string &version_hint) {
+GlibcInfo locate_glibc(target::Target& t, const std::string& version_hint) {
   GlibcInfo g;
-  auto &diags = t.diagnostics();
-  auto &mem = t.memory();
-  const target::Module *libc = t.find_module(is_libc_name);
+  auto& diags = t.diagnostics();
+  auto& mem = t.memory();
+  const target::Module* libc = t.find_module(is_libc_name);
   std::unique_ptr<target::ElfFile> file, debug;
   if (libc) {
     g.libc_path = libc->path;
@@ -118,30 +97,23 @@ GlibcInfo locate_glibc(target::Target &t, const std::string &version_hint) {
     file = t.module_file(*libc);
     if (file && g.build_id.empty()) {
       g.build_id = file->build_id();
-      diags.note("libc's build-id is not in the image; trusting " +
-                 file->path());
+      diags.note("libc's build-id is not in the image; trusting " + file->path());
     }
     debug = t.debug_file(g.build_id);
-    if (debug)
-      g.debug_file = debug->path();
-  } else if (t.kind() != target::Target::Kind::Callback &&
-             t.kind() != target::Target::Kind::Buffer) {
+    if (debug) g.debug_file = debug->path();
+  } else if (t.kind() != target::Target::Kind::Callback && t.kind() != target::Target::Kind::Buffer) {
     if (!t.truncation().empty())
-      throw FormatError(
-          t.path(), "core file is truncated (" + t.truncation() +
-                        "): libc and its malloc state are not in what remains");
-    throw SymbolError("glibc", "no libc found in the target (statically "
-                               "linked, or not a glibc process)");
+      throw FormatError(t.path(), "core file is truncated (" + t.truncation() +
+                                      "): libc and its malloc state are not in what remains");
+    throw SymbolError("glibc", "no libc found in the target (statically linked, or not a glibc process)");
   }
 
-  // Version: user hint > banner in the (build-id checked) file > file name >
-  // version definitions > the layout that fits the image.
+  // Version: user hint > banner in the (build-id checked) file > file name > version definitions
+  // > the layout that fits the image.
   if (!version_hint.empty()) {
     g.version = version_hint;
     g.version_source = "override";
-  } else if (file && !(g.version = version_from_banner(
-                           file->find_text("GNU C Library")))
-                          .empty()) {
+  } else if (file && !(g.version = version_from_banner(file->find_text("GNU C Library"))).empty()) {
     g.version_source = "banner";
   } else if (libc && !(g.version = version_from_name(libc->path)).empty()) {
     g.version_source = "file-name";
@@ -149,28 +121,21 @@ GlibcInfo locate_glibc(target::Target &t, const std::string &version_hint) {
     g.version = file->glibc_verdef();
     g.version_source = "verdef";
   }
-  // Nothing from disk: the version definitions in libc's image give a lower
-  // bound.
+  // Nothing from disk: the version definitions in libc's image give a lower bound.
   std::string at_least;
-  if (g.version.empty() && libc)
-    at_least = image_verdef(mem, libc->base);
-  std::vector<const Layout *> candidates;
+  if (g.version.empty() && libc) at_least = image_verdef(mem, libc->base);
+  std::vector<const Layout*> candidates;
   if (!g.version.empty()) {
-    if (const Layout *l = layout_for(g.version))
-      candidates.push_back(l);
-    if (candidates.empty())
-      throw SymbolError("glibc",
-                        "glibc " + g.version + " has no known malloc layout");
+    if (const Layout* l = layout_for(g.version)) candidates.push_back(l);
+    if (candidates.empty()) throw SymbolError("glibc", "glibc " + g.version + " has no known malloc layout");
   } else {
     for (auto it = layouts().rbegin(); it != layouts().rend(); ++it)
-      if (at_least.empty() || compare_versions(it->last, at_least) >= 0)
-        candidates.push_back(&*it);
+      if (at_least.empty() || compare_versions(it->last, at_least) >= 0) candidates.push_back(&*it);
   }
 
   uint64_t bias = 0;
-  if (libc && file)
-    bias = libc->base - file->first_load_vaddr();
-  auto lookup = [&](const std::string &name) -> std::optional<target::Symbol> {
+  if (libc && file) bias = libc->base - file->first_load_vaddr();
+  auto lookup = [&](const std::string& name) -> std::optional<target::Symbol> {
     if (debug) {
       if (auto s = debug->symbol(name)) {
         g.how[name] = "debug-symtab";
@@ -185,7 +150,7 @@ GlibcInfo locate_glibc(target::Target &t, const std::string &version_hint) {
     }
     return std::nullopt;
   };
-  const auto &ov = t.overrides();
+  const auto& ov = t.overrides();
   if (ov.main_arena) {
     g.main_arena = *ov.main_arena;
     g.how["main_arena"] = "override";
@@ -199,31 +164,24 @@ GlibcInfo locate_glibc(target::Target &t, const std::string &version_hint) {
     g.mp = bias + s->value;
   }
 
-  // No symbol: scan libc's data for the arena ring, trying each candidate
-  // layout.
-  std::vector<memory::Region> data =
-      libc ? libc_data_regions(t, libc->path) : std::vector<memory::Region>{};
+  // No symbol: scan libc's data for the arena ring, trying each candidate layout.
+  std::vector<memory::Region> data = libc ? libc_data_regions(t, libc->path) : std::vector<memory::Region>{};
   if (g.main_arena == 0) {
-    // Several layouts can share a malloc_state shape (e.g. 2.37-2.41 and 2.42);
-    // among those that find an arena ring, prefer the one whose tcache struct
-    // size matches the first chunk of the main heap (where the main thread's
-    // tcache usually sits).
+    // Several layouts can share a malloc_state shape (e.g. 2.37-2.41 and 2.42); among those that
+    // find an arena ring, prefer the one whose tcache struct size matches the first chunk of the
+    // main heap (where the main thread's tcache usually sits).
     int best_score = -1;
-    std::string lowest,
-        highest; // the version range of every layout that fits equally well
-    for (const Layout *l : candidates) {
+    std::string lowest, highest;  // the version range of every layout that fits equally well
+    for (const Layout* l : candidates) {
       auto c = find_main_arena(mem, *l, data);
-      if (!c)
-        continue;
+      if (!c) continue;
       int score = 1;
       uint64_t top = 0, sz = 0;
       memory::Reader rr(mem);
       if (l->has_tcache && rr.try_u64(c->address + l->ms_top, top)) {
         if (auto start = main_heap_start(mem, top)) {
           uint64_t first = (*start + l->alignment - 1) & ~(l->alignment - 1);
-          if (rr.try_u64(first + 8, sz) &&
-              (sz & ~uint64_t{7}) == l->tc_chunk_size)
-            score = 2;
+          if (rr.try_u64(first + 8, sz) && (sz & ~uint64_t{7}) == l->tc_chunk_size) score = 2;
         }
       }
       if (score > best_score) {
@@ -234,39 +192,30 @@ GlibcInfo locate_glibc(target::Target &t, const std::string &version_hint) {
         lowest = l->name;
         highest = l->last;
       } else if (score == best_score && c->address == g.main_arena) {
-        if (compare_versions(l->name, lowest) < 0)
-          lowest = l->name;
-        if (compare_versions(l->last, highest) > 0)
-          highest = l->last;
+        if (compare_versions(l->name, lowest) < 0) lowest = l->name;
+        if (compare_versions(l->last, highest) > 0) highest = l->last;
       }
     }
-    if (!at_least.empty() && compare_versions(lowest, at_least) < 0)
-      lowest = at_least;
-    if (g.version.empty() && g.layout)
-      g.version = lowest == highest ? lowest : lowest + "-" + highest;
+    if (!at_least.empty() && compare_versions(lowest, at_least) < 0) lowest = at_least;
+    if (g.version.empty() && g.layout) g.version = lowest == highest ? lowest : lowest + "-" + highest;
   } else if (candidates.size() > 1) {
-    // Symbol known but version not: the layout whose main_arena fits at that
-    // address.
+    // Symbol known but version not: the layout whose main_arena fits at that address.
     memory::Region r;
     r.start = g.main_arena;
     r.end = g.main_arena + 0x1000;
-    for (const Layout *l : candidates) {
+    for (const Layout* l : candidates) {
       if (find_main_arena(mem, *l, {r})) {
         g.layout = l;
         break;
       }
     }
   }
-  if (!g.layout && candidates.size() == 1)
-    g.layout = candidates.front();
+  if (!g.layout && candidates.size() == 1) g.layout = candidates.front();
   if (g.main_arena == 0 || !g.layout) {
     std::string where = g.libc_path.empty() ? "libc" : g.libc_path;
-    throw SymbolError("main_arena",
-                      "cannot locate glibc's main_arena in " + where +
-                          ": no symbol, and no arena ring found in its data" +
-                          (debug ? ""
-                                 : " (libc6-dbg for build-id " + g.build_id +
-                                       " would help)"));
+    throw SymbolError("main_arena", "cannot locate glibc's main_arena in " + where +
+                                        ": no symbol, and no arena ring found in its data" +
+                                        (debug ? "" : " (libc6-dbg for build-id " + g.build_id + " would help)"));
   }
   // DWARF from the debug file (matched by build-id) beats the built-in profile.
   if (debug) {
@@ -280,21 +229,17 @@ GlibcInfo locate_glibc(target::Target &t, const std::string &version_hint) {
       g.how["layout_cache"] = cache;
       if (!changed.empty()) {
         std::string list;
-        for (const auto &c : changed)
-          list += (list.empty() ? "" : ", ") + c;
-        diags.note("DWARF of " + debug->path() + " differs from profile " +
-                   dl->name + " in: " + list + "; using DWARF");
+        for (const auto& c : changed) list += (list.empty() ? "" : ", ") + c;
+        diags.note("DWARF of " + debug->path() + " differs from profile " + dl->name + " in: " + list +
+                   "; using DWARF");
       }
     }
   }
-  if (!g.how.count("layout"))
-    g.how["layout"] = std::string("profile ") + g.layout->name;
-  const Layout &L = *g.layout;
-  if (g.version_source.empty() && !at_least.empty())
-    g.version_source = "layout-fit+image-verdef";
+  if (!g.how.count("layout")) g.how["layout"] = std::string("profile ") + g.layout->name;
+  const Layout& L = *g.layout;
+  if (g.version_source.empty() && !at_least.empty()) g.version_source = "layout-fit+image-verdef";
   if (g.version_source.empty()) {
-    if (g.version.empty())
-      g.version = std::string(L.name) + "-" + L.last;
+    if (g.version.empty()) g.version = std::string(L.name) + "-" + L.last;
     g.version_source = "layout-fit";
   }
   memory::Reader r(mem);
@@ -310,39 +255,30 @@ GlibcInfo locate_glibc(target::Target &t, const std::string &version_hint) {
     }
   }
   if (g.mp == 0)
-    throw SymbolError(
-        "mp_", "cannot locate glibc's mp_ (malloc parameters) in " +
-                   (g.libc_path.empty() ? std::string("libc") : g.libc_path));
+    throw SymbolError("mp_", "cannot locate glibc's mp_ (malloc parameters) in " +
+                                 (g.libc_path.empty() ? std::string("libc") : g.libc_path));
 
   if (ov.tcache_key) {
     g.tcache_key = *ov.tcache_key;
     g.how["tcache_key"] = "override";
-  } else if (auto s = L.tcache_key_symbol ? lookup(L.tcache_key_symbol)
-                                          : std::nullopt) {
+  } else if (auto s = L.tcache_key_symbol ? lookup(L.tcache_key_symbol) : std::nullopt) {
     uint64_t v;
-    if (r.try_u64(bias + s->value, v))
-      g.tcache_key = v;
+    if (r.try_u64(bias + s->value, v)) g.tcache_key = v;
   }
 
-  // TLS variables: the TPOFF64 GOT slot that the dynamic linker filled holds
-  // the offset from the thread pointer, so it works for any TLS placement
-  // without reading ld.so's internals.
-  auto tls = [&](const char *symbol,
-                 const std::string &key) -> std::optional<int64_t> {
-    if (!symbol)
-      return std::nullopt;
+  // TLS variables: the TPOFF64 GOT slot that the dynamic linker filled holds the offset from the
+  // thread pointer, so it works for any TLS placement without reading ld.so's internals.
+  auto tls = [&](const char* symbol, const std::string& key) -> std::optional<int64_t> {
+    if (!symbol) return std::nullopt;
     auto s = lookup(symbol);
-    if (s)
-      g.how[key] = g.how[symbol];
-    if (std::string(symbol) != key)
-      g.how.erase(symbol);
+    if (s) g.how[key] = g.how[symbol];
+    if (std::string(symbol) != key) g.how.erase(symbol);
     if (!s || !s->tls || !file) {
       g.how.erase(key);
       return std::nullopt;
     }
-    for (const auto &rel : file->tls_relocs()) {
-      if (rel.tls_value != s->value)
-        continue;
+    for (const auto& rel : file->tls_relocs()) {
+      if (rel.tls_value != s->value) continue;
       uint64_t v;
       if (r.try_u64(bias + rel.offset, v)) {
         g.how[key] += "+tpoff-got";
@@ -355,76 +291,57 @@ GlibcInfo locate_glibc(target::Target &t, const std::string &version_hint) {
   g.tcache_tpoff = tls(L.tcache_symbol, "tcache");
   g.thread_arena_tpoff = tls(L.thread_arena_symbol, "thread_arena");
   if (L.tcache_dummy_symbol) {
-    if (auto s = lookup(L.tcache_dummy_symbol))
-      g.tcache_dummy = bias + s->value;
+    if (auto s = lookup(L.tcache_dummy_symbol)) g.tcache_dummy = bias + s->value;
   }
 
-  // Without symbols: every thread's `thread_arena` holds an arena address at
-  // the same offset from its thread pointer; vote for that offset. `tcache`
-  // sits near it and points at a chunk of exactly
-  // sizeof(tcache_perthread_struct).
+  // Without symbols: every thread's `thread_arena` holds an arena address at the same offset from
+  // its thread pointer; vote for that offset. `tcache` sits near it and points at a chunk of
+  // exactly sizeof(tcache_perthread_struct).
   bool any_explicit = false;
-  for (const auto &th : t.threads())
-    any_explicit |= th.tcache.has_value() || th.arena.has_value();
+  for (const auto& th : t.threads()) any_explicit |= th.tcache.has_value() || th.arena.has_value();
   if (!g.thread_arena_tpoff && !any_explicit) {
     std::set<uint64_t> ring{g.main_arena};
     uint64_t a = g.main_arena;
     for (int i = 0; i < 4096; ++i) {
       uint64_t n;
-      if (!r.try_u64(a + L.ms_next, n) || n == g.main_arena || n == 0 ||
-          ring.count(n))
-        break;
+      if (!r.try_u64(a + L.ms_next, n) || n == g.main_arena || n == 0 || ring.count(n)) break;
       ring.insert(n);
       a = n;
     }
     g.thread_arena_tpoff = find_tls_offset(mem, t.threads(), ring);
-    if (g.thread_arena_tpoff)
-      g.how["thread_arena"] = "heuristic:tls-search";
+    if (g.thread_arena_tpoff) g.how["thread_arena"] = "heuristic:tls-search";
   }
-  if (!g.tcache_tpoff && L.has_tcache && g.thread_arena_tpoff &&
-      !any_explicit) {
+  if (!g.tcache_tpoff && L.has_tcache && g.thread_arena_tpoff && !any_explicit) {
     std::map<int64_t, unsigned> votes;
-    for (const auto &th : t.threads()) {
+    for (const auto& th : t.threads()) {
       uint64_t ar;
-      if (!th.fs_base ||
-          !r.try_u64(th.fs_base + static_cast<uint64_t>(*g.thread_arena_tpoff),
-                     ar) ||
-          !ar)
-        continue;
+      if (!th.fs_base || !r.try_u64(th.fs_base + static_cast<uint64_t>(*g.thread_arena_tpoff), ar) || !ar) continue;
       std::vector<uint8_t> win(1024);
-      uint64_t start =
-          th.fs_base + static_cast<uint64_t>(*g.thread_arena_tpoff) - 512;
-      if (mem.read(start, win.data(), win.size()) != win.size())
-        continue;
+      uint64_t start = th.fs_base + static_cast<uint64_t>(*g.thread_arena_tpoff) - 512;
+      if (mem.read(start, win.data(), win.size()) != win.size()) continue;
       for (uint64_t off = 0; off < win.size(); off += 8) {
         uint64_t p = rd(win.data(), off), size_word;
-        if (!p || (p & 15) || !r.try_u64(p - 8, size_word))
-          continue;
+        if (!p || (p & 15) || !r.try_u64(p - 8, size_word)) continue;
         uint64_t csz = size_word & ~uint64_t{7};
-        bool tc_size =
-            csz == L.tc_chunk_size || (L.tcache_init == TcacheInit::OnDemand &&
-                                       csz == L.tc_chunk_size + 16);
-        if (tc_size && (size_word & 2) == 0)
-          ++votes[static_cast<int64_t>(start + off - th.fs_base)];
+        bool tc_size = csz == L.tc_chunk_size || (L.tcache_init == TcacheInit::OnDemand && csz == L.tc_chunk_size + 16);
+        if (tc_size && (size_word & 2) == 0) ++votes[static_cast<int64_t>(start + off - th.fs_base)];
       }
     }
     unsigned best = 0;
-    for (const auto &[d, n] : votes)
+    for (const auto& [d, n] : votes)
       if (n > best) {
         best = n;
         g.tcache_tpoff = d;
       }
-    if (g.tcache_tpoff)
-      g.how["tcache"] = "heuristic:tls-search";
+    if (g.tcache_tpoff) g.how["tcache"] = "heuristic:tls-search";
   }
   if (L.has_tcache && !g.tcache_tpoff && !any_explicit)
     diags.add("symbols", std::nullopt, std::nullopt,
-              "cannot find the threads' tcache (no TLS symbol or TPOFF "
-              "relocation, and the TLS search "
+              "cannot find the threads' tcache (no TLS symbol or TPOFF relocation, and the TLS search "
               "found nothing); tcache chunks will count as in use");
 
   // One word for the strongest method used: dwarf > symtab > heuristics.
-  const std::string &arena_how = g.how["main_arena"];
+  const std::string& arena_how = g.how["main_arena"];
   g.layout_source = g.dwarf_layout                         ? "dwarf"
                     : arena_how == "override"              ? "override"
                     : arena_how.rfind("heuristic", 0) == 0 ? "heuristic"
@@ -433,4 +350,4 @@ GlibcInfo locate_glibc(target::Target &t, const std::string &version_hint) {
   return g;
 }
 
-} // namespace heapwalk::ptmalloc
+}  // namespace heapwalk::ptmalloc

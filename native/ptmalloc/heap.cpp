@@ -2,9 +2,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <mutex>
 #include <thread>
-#include <cstring>
 
 #include "memory/memory.h"
 #include "util/progress.h"
@@ -93,10 +93,8 @@ bool is_free(ChunkState s) {
     case ChunkState::Unsorted:
     case ChunkState::Small:
     case ChunkState::Large:
-    case ChunkState::Top:
-      return true;
-    default:
-      return false;
+    case ChunkState::Top: return true;
+    default: return false;
   }
 }
 
@@ -159,8 +157,7 @@ void Heap::read_arenas() {
   std::vector<std::vector<uint8_t>> states;  // each arena's malloc_state bytes
   for (unsigned i = 0; i < kMaxArenas; ++i) {
     if (std::find(seen.begin(), seen.end(), a) != seen.end()) {
-      diags_.add("cycle", a, std::nullopt,
-                 "arena ring returns to " + hex(a) + " without passing main_arena");
+      diags_.add("cycle", a, std::nullopt, "arena ring returns to " + hex(a) + " without passing main_arena");
       break;
     }
     seen.push_back(a);
@@ -311,8 +308,7 @@ void Heap::read_fastbins(Arena& a, const uint8_t* ms) {
       }
       uint64_t sz = rd64(h, 0) & ~uint64_t{7};
       if (sz != c.expect)
-        a.diags.add("bad_size", p, a.address,
-                    where() + " chunk has size " + hex(sz) + ", expected " + hex(c.expect));
+        a.diags.add("bad_size", p, a.address, where() + " chunk has size " + hex(sz) + ", expected " + hex(c.expect));
       c.fl.chunks.push_back({p, sz});
       c.fl.bytes += sz;
       a.fast.add(sz);
@@ -343,14 +339,15 @@ void Heap::read_bins(Arena& a, const uint8_t* ms) {
       if ((n & 0xffff) == 0xffff) Progress::check();
       if (cyc.feed(p) || n > bound) {
         a.diags.add("cycle", p, a.address,
-                   std::string(kind) + " bin " + std::to_string(i) + " loops at chunk " + hex(p) +
-                       " without returning to the bin");
+                    std::string(kind) + " bin " + std::to_string(i) + " loops at chunk " + hex(p) +
+                        " without returning to the bin");
         Count r = dedupe(fl);
         subtract(a.binned, r);
         break;
       }
       if (p & (l.alignment - 1)) {
-        a.diags.add("misaligned", p, a.address, std::string(kind) + " bin " + std::to_string(i) + " chunk is misaligned");
+        a.diags.add("misaligned", p, a.address,
+                    std::string(kind) + " bin " + std::to_string(i) + " chunk is misaligned");
         break;
       }
       const uint8_t* c = r.span(p, 32);
@@ -364,14 +361,14 @@ void Heap::read_bins(Arena& a, const uint8_t* ms) {
       uint64_t nfd = rd64(c, 16), bk = rd64(c, 24);
       if (bk != prev)
         a.diags.add("bad_fd_bk", p, a.address,
-                   std::string(kind) + " bin " + std::to_string(i) + ": chunk's bk is " + hex(bk) +
-                       " but the previous chunk is " + hex(prev));
+                    std::string(kind) + " bin " + std::to_string(i) + ": chunk's bk is " + hex(bk) +
+                        " but the previous chunk is " + hex(prev));
       bool size_ok = sz >= l.minsize && (sz & (l.alignment - 1)) == 0;
       if (fl.kind == ChunkState::Small) size_ok = size_ok && sz == i * l.alignment;
       if (fl.kind == ChunkState::Large) size_ok = size_ok && sz >= l.nsmallbins * l.alignment;
       if (!size_ok)
         a.diags.add("bad_size", p, a.address,
-                   std::string(kind) + " bin " + std::to_string(i) + " chunk has size " + hex(sz));
+                    std::string(kind) + " bin " + std::to_string(i) + " chunk has size " + hex(sz));
       fl.chunks.push_back({p, sz});
       fl.bytes += sz;
       a.binned.add(sz);
@@ -395,7 +392,7 @@ void Heap::read_heaps(Arena& a) {
     h.walk_end = a.top + a.top_size;
     if (a.top < h.first_chunk || h.walk_end > base + a.system_mem + kPage) {
       a.diags.add("note", a.top, a.address,
-                 "main arena is not contiguous (top outside the sbrk heap); walked up to top only");
+                  "main arena is not contiguous (top outside the sbrk heap); walked up to top only");
       if (a.top < h.first_chunk) h.walk_end = base + a.system_mem;
     }
     a.heaps.push_back(h);
@@ -417,7 +414,7 @@ void Heap::read_heaps(Arena& a) {
     h.mprotect_size = rd64(hi, l.hi_mprotect_size);
     if (ar != a.address || h.size > heap_max || h.size < l.hi_size) {
       a.diags.add("heap_info", hp, a.address,
-                 "heap_info does not belong to this arena (ar_ptr " + hex(ar) + ", size " + hex(h.size) + ")");
+                  "heap_info does not belong to this arena (ar_ptr " + hex(ar) + ", size " + hex(h.size) + ")");
       break;
     }
     h.walk_end = hp + h.size;
@@ -480,8 +477,8 @@ void Heap::read_tcaches() {
       // The 2.43 dummy (no symbol to recognise it) is not in a chunk: that is "no tcache yet".
       if (l.tcache_init != TcacheInit::OnDemand)
         diags_.add("bad_tcache", *ptr, std::nullopt,
-                   "thread " + std::to_string(th.lwp) + ": tcache pointer does not lead to a " +
-                       hex(l.tc_chunk_size) + "-byte tcache_perthread_struct chunk");
+                   "thread " + std::to_string(th.lwp) + ": tcache pointer does not lead to a " + hex(l.tc_chunk_size) +
+                       "-byte tcache_perthread_struct chunk");
       none = true;
     }
     if (none) {
@@ -499,8 +496,7 @@ void Heap::read_tcaches() {
     for (unsigned i = 0; i < l.tcache_bins; ++i) {
       // A DWARF-sized struct can be smaller than the profile's bin count implies (a 2.36 debug
       // file under a 2.42 profile guess): stop at its end (ASan: heap-buffer-overflow here).
-      if (l.tc_entries + (i + 1) * 8 > ts.size() || l.tc_counts + (i + 1) * l.tcache_count_width > ts.size())
-        break;
+      if (l.tc_entries + (i + 1) * 8 > ts.size() || l.tc_counts + (i + 1) * l.tcache_count_width > ts.size()) break;
       uint64_t raw = 0;
       if (l.tcache_count_width == 2) {
         uint16_t c;
@@ -512,8 +508,8 @@ void Heap::read_tcaches() {
       uint64_t count = tcache_chunk_count(l, raw, params_.tcache_count);
       if (l.tcache_counts == TcacheCounts::FreeSlots && raw > params_.tcache_count)
         diags_.add("bad_tcache", *ptr, std::nullopt,
-                   "thread " + std::to_string(th.lwp) + " tcache bin " + std::to_string(i) +
-                       ": num_slots " + std::to_string(raw) + " exceeds tcache_count");
+                   "thread " + std::to_string(th.lwp) + " tcache bin " + std::to_string(i) + ": num_slots " +
+                       std::to_string(raw) + " exceeds tcache_count");
       uint64_t e = rd64(ts.data(), l.tc_entries + i * 8);
       if (e == 0 && count == 0) continue;
       FreeList fl;
@@ -546,9 +542,9 @@ void Heap::read_tcaches() {
         uint64_t sz = rd64(c, 8) & ~uint64_t{7};
         uint64_t next = rd64(c, 16 + l.te_next);
         if (sz < lo || sz > hi)
-          diags_.add("bad_tcache", p, std::nullopt,
-                     where + " chunk has size " + hex(sz) + ", expected " +
-                         (lo == hi ? hex(lo) : hex(lo) + ".." + hex(hi)));
+          diags_.add(
+              "bad_tcache", p, std::nullopt,
+              where + " chunk has size " + hex(sz) + ", expected " + (lo == hi ? hex(lo) : hex(lo) + ".." + hex(hi)));
         if (i >= l.tcache_small_bins && l.tcache_small_bins && sz < prev_size)
           diags_.add("bad_tcache", p, std::nullopt, where + " is not sorted by size");
         prev_size = sz;
@@ -569,8 +565,7 @@ void Heap::read_tcaches() {
       }
       if (n != count)
         diags_.add("bad_tcache", *ptr, std::nullopt,
-                   where + " holds " + std::to_string(n) + " chunks but its count says " +
-                       std::to_string(count));
+                   where + " holds " + std::to_string(n) + " chunks but its count says " + std::to_string(count));
       if (!fl.chunks.empty()) tc.bins.push_back(std::move(fl));
     }
     threads_.push_back(std::move(tc));
@@ -582,8 +577,8 @@ void Heap::read_tcaches() {
 }
 
 const Arena* Heap::arena_of(uint64_t address) const {
-  auto it = std::upper_bound(ranges_.begin(), ranges_.end(), address,
-                             [](uint64_t a, const Range& r) { return a < r.start; });
+  auto it =
+      std::upper_bound(ranges_.begin(), ranges_.end(), address, [](uint64_t a, const Range& r) { return a < r.start; });
   if (it == ranges_.begin()) return nullptr;
   --it;
   return address < it->end ? &arenas_[it->arena] : nullptr;
@@ -637,8 +632,8 @@ void Heap::build_free_index() {
     for (size_t k = 1; k < idx.size(); ++k) {
       if (fi_addr(idx[k]) == fi_addr(idx[k - 1]))
         a.diags.add("double_free", fi_addr(idx[k]), a.address,
-                    std::string("chunk is on two free lists (") + state_name(fi_state(idx[k - 1])) +
-                        " and " + state_name(fi_state(idx[k])) + ")");
+                    std::string("chunk is on two free lists (") + state_name(fi_state(idx[k - 1])) + " and " +
+                        state_name(fi_state(idx[k])) + ")");
     }
   });
   merge_arena_diagnostics();
@@ -649,8 +644,7 @@ void Heap::scan_mmapped() {
   // Heaps are excluded by range: a heap's mapping may be merged with neighbouring anonymous memory.
   std::vector<std::pair<uint64_t, uint64_t>> excluded;
   for (const auto& a : arenas_)
-    for (const auto& h : a.heaps)
-      excluded.emplace_back(h.address, a.main ? h.walk_end : h.address + params_.heap_max);
+    for (const auto& h : a.heaps) excluded.emplace_back(h.address, a.main ? h.walk_end : h.address + params_.heap_max);
   std::sort(excluded.begin(), excluded.end());
   memory::Reader r(t_.memory());
   auto& mem = t_.memory();
@@ -691,13 +685,14 @@ void Heap::scan_mmapped() {
     }
   }
   if (mem.regions().empty()) {
-    diags_.note("the target's mappings are unknown (memory read through a callback): mmapped "
-                "chunks were not scanned; glibc's own counters are reported");
+    diags_.note(
+        "the target's mappings are unknown (memory read through a callback): mmapped "
+        "chunks were not scanned; glibc's own counters are reported");
   } else if (mmapped_.found.count != mmapped_.n_mmaps || mmapped_.found.bytes != mmapped_.mmapped_mem) {
     diags_.add("mmapped_mismatch", std::nullopt, std::nullopt,
                "found " + std::to_string(mmapped_.found.count) + " mmapped chunks (" +
-                   std::to_string(mmapped_.found.bytes) + " bytes) but mp_ counts " +
-                   std::to_string(mmapped_.n_mmaps) + " (" + std::to_string(mmapped_.mmapped_mem) +
+                   std::to_string(mmapped_.found.bytes) + " bytes) but mp_ counts " + std::to_string(mmapped_.n_mmaps) +
+                   " (" + std::to_string(mmapped_.mmapped_mem) +
                    " bytes); aligned (memalign) or unsaved mmapped chunks are not found by the scan");
   }
 }
@@ -757,7 +752,8 @@ void Heap::walk_heap(const Arena& a, size_t hi, Visit&& visit, bool record) {
       // Each header's address depends on the previous size: help the loads run ahead.
       if (p + 1024 < end) __builtin_prefetch(base + (p - h.first_chunk) + 1024);
     } else if (!r.try_u64(p + 8, size_word)) {
-      if (record) const_cast<Arena&>(a).diags.add("unreadable", p, a.address, "chunk header unreadable; rest of heap skipped");
+      if (record)
+        const_cast<Arena&>(a).diags.add("unreadable", p, a.address, "chunk header unreadable; rest of heap skipped");
       return;
     }
     uint64_t sz = size_word & ~uint64_t{7};
@@ -770,21 +766,22 @@ void Heap::walk_heap(const Arena& a, size_t hi, Visit&& visit, bool record) {
       p += 16;
       continue;
     }
-    bool bad = sz < l.minsize || (sz & (l.alignment - 1)) != 0 || sz > end - p ||
-               (top_heap && p < a.top && sz > a.top - p);
+    bool bad =
+        sz < l.minsize || (sz & (l.alignment - 1)) != 0 || sz > end - p || (top_heap && p < a.top && sz > a.top - p);
     if (bad) {
       uint64_t q = resync(p, end, a);
       if (record)
         const_cast<Arena&>(a).diags.add("bad_size", p, a.address,
-                   "chunk size field " + hex(size_word) + " is impossible here; skipped " +
-                       std::to_string(q - p) + " bytes to " + hex(q));
+                                        "chunk size field " + hex(size_word) + " is impossible here; skipped " +
+                                            std::to_string(q - p) + " bytes to " + hex(q));
       p = q;
       continue;
     }
     while (fi != fend && fi_addr(*fi) < p) {
       if (record)
-        const_cast<Arena&>(a).diags.add("outside_heap", fi_addr(*fi), a.address,
-                   std::string(state_name(fi_state(*fi))) + " chunk is not on a chunk boundary of the heap walk");
+        const_cast<Arena&>(a).diags.add(
+            "outside_heap", fi_addr(*fi), a.address,
+            std::string(state_name(fi_state(*fi))) + " chunk is not on a chunk boundary of the heap walk");
       ++fi;
     }
     ChunkState st = ChunkState::Used;
@@ -801,9 +798,9 @@ void Heap::walk_heap(const Arena& a, size_t hi, Visit&& visit, bool record) {
     }
     if (record && (st == ChunkState::Used || st == ChunkState::Fastbin || st == ChunkState::Tcache) &&
         ((size_word & 4) != 0) == a.main)
-      const_cast<Arena&>(a).diags.add("bad_size", p, a.address,
-                 std::string("chunk's NON_MAIN_ARENA bit does not match its arena (size field ") +
-                     hex(size_word) + ")");
+      const_cast<Arena&>(a).diags.add(
+          "bad_size", p, a.address,
+          std::string("chunk's NON_MAIN_ARENA bit does not match its arena (size field ") + hex(size_word) + ")");
     if (!visit(p, sz, st, &a, hi)) return;
     p += sz;
   }

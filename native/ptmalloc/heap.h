@@ -94,8 +94,8 @@ struct Params {
 };
 
 /// A visitor over chunks in address order; return false to stop.
-using ChunkVisitor = std::function<bool(uint64_t address, uint64_t size, ChunkState state,
-                                        const Arena* arena, size_t heap)>;
+using ChunkVisitor =
+    std::function<bool(uint64_t address, uint64_t size, ChunkState state, const Arena* arena, size_t heap)>;
 
 class Heap {
  public:

@@ -30,8 +30,9 @@ Layout glibc_2_17() {
   Layout l{};
   l.name = "2.17";
   l.last = "2.22";
-  l.source = "glibc-2.17 malloc/malloc.c (struct malloc_state, struct malloc_par), malloc/arena.c "
-             "(heap_info), nptl/sysdeps/pthread/malloc-machine.h (arena TSD)";
+  l.source =
+      "glibc-2.17 malloc/malloc.c (struct malloc_state, struct malloc_par), malloc/arena.c "
+      "(heap_info), nptl/sysdeps/pthread/malloc-machine.h (arena TSD)";
   l.size_sz = 8;
   l.alignment = 16;
   l.minsize = 32;
@@ -113,8 +114,9 @@ Layout glibc_2_23() {
   Layout l = glibc_2_17();
   l.name = "2.23";
   l.last = "2.23";
-  l.source = "glibc-2.23 malloc/malloc.c (struct malloc_state: attached_threads), malloc/arena.c "
-             "(thread_arena)";
+  l.source =
+      "glibc-2.23 malloc/malloc.c (struct malloc_state: attached_threads), malloc/arena.c "
+      "(thread_arena)";
   l.ms_attached_threads = 0x878;
   l.ms_system_mem = 0x880;
   l.ms_max_system_mem = 0x888;
@@ -143,8 +145,9 @@ Layout glibc_2_26() {
   Layout l = glibc_2_24();
   l.name = "2.26";
   l.last = "2.26";
-  l.source = "glibc-2.26 malloc/malloc.c (struct malloc_par tcache fields, tcache_perthread_struct "
-             "with char counts[TCACHE_MAX_BINS=64], tcache_entry without key)";
+  l.source =
+      "glibc-2.26 malloc/malloc.c (struct malloc_par tcache fields, tcache_perthread_struct "
+      "with char counts[TCACHE_MAX_BINS=64], tcache_entry without key)";
   l.mp_tcache_bins = 0x50;
   l.mp_tcache_max_bytes = 0x58;
   l.mp_tcache_count = 0x60;
@@ -245,8 +248,9 @@ Layout glibc_2_35() {
   Layout l = glibc_2_34();
   l.name = "2.35";
   l.last = "2.36";
-  l.source = "glibc-2.35 malloc/malloc.c (struct malloc_par hugepage fields), malloc/arena.c "
-             "(heap_info.pagesize, heap_max_size())";
+  l.source =
+      "glibc-2.35 malloc/malloc.c (struct malloc_par hugepage fields), malloc/arena.c "
+      "(heap_info.pagesize, heap_max_size())";
   l.heap_max_hp_multiplier = 4;
   l.hi_pagesize = 0x20;
   l.hi_size = 0x30;
@@ -287,8 +291,9 @@ Layout glibc_2_42() {
   Layout l = glibc_2_37();
   l.name = "2.42";
   l.last = "2.42";
-  l.source = "glibc-2.42 malloc/malloc.c (tcache_perthread_struct num_slots[76], "
-             "malloc_par.tcache_small_bins), malloc/arena.c (constant heap_max_size)";
+  l.source =
+      "glibc-2.42 malloc/malloc.c (tcache_perthread_struct num_slots[76], "
+      "malloc_par.tcache_small_bins), malloc/arena.c (constant heap_max_size)";
   l.heap_max_hp_multiplier = 0;
   l.tcache_bins = 76;
   l.tcache_small_bins = 64;
@@ -311,8 +316,9 @@ Layout glibc_2_43() {
   Layout l = glibc_2_42();
   l.name = "2.43";
   l.last = "2.43";
-  l.source = "glibc master 04e750e75b (2.43 freeze) malloc/malloc.c (struct malloc_state without "
-             "fastbins, struct malloc_par thp_mode, mmap_set_chunk, __tcache_dummy)";
+  l.source =
+      "glibc master 04e750e75b (2.43 freeze) malloc/malloc.c (struct malloc_state without "
+      "fastbins, struct malloc_par thp_mode, mmap_set_chunk, __tcache_dummy)";
   l.nfastbins = 0;
   l.has_fastbins = false;
   l.ms_have_fastchunks = kAbsent;
@@ -354,10 +360,9 @@ Layout glibc_2_43() {
 }  // namespace
 
 const std::vector<Layout>& layouts() {
-  static const std::vector<Layout> all = {glibc_2_17(), glibc_2_23(), glibc_2_24(), glibc_2_26(),
-                                          glibc_2_27(), glibc_2_29(), glibc_2_30(), glibc_2_32(),
-                                          glibc_2_34(), glibc_2_35(), glibc_2_37(), glibc_2_42(),
-                                          glibc_2_43()};
+  static const std::vector<Layout> all = {glibc_2_17(), glibc_2_23(), glibc_2_24(), glibc_2_26(), glibc_2_27(),
+                                          glibc_2_29(), glibc_2_30(), glibc_2_32(), glibc_2_34(), glibc_2_35(),
+                                          glibc_2_37(), glibc_2_42(), glibc_2_43()};
   return all;
 }
 

@@ -35,19 +35,19 @@ enum class TcacheCounts {
 
 /// When a thread's tcache_perthread_struct is allocated (where it sits in the heap).
 enum class TcacheInit {
-  None,        ///< no tcache (< 2.26)
-  FirstMalloc, ///< 2.26-2.41: first malloc/free/realloc/calloc of the thread (any size), so
-               ///< usually the first chunk the thread takes from its arena
-  FirstSmall,  ///< 2.42: first malloc/calloc/memalign whose chunk size < mp_.tcache_max_bytes
-  OnDemand,    ///< 2.43+: first free() of a cacheable chunk or first tcache stash in _int_malloc;
-               ///< until then TLS `tcache` points at the all-zero `__tcache_dummy` in libc
+  None,         ///< no tcache (< 2.26)
+  FirstMalloc,  ///< 2.26-2.41: first malloc/free/realloc/calloc of the thread (any size), so
+                ///< usually the first chunk the thread takes from its arena
+  FirstSmall,   ///< 2.42: first malloc/calloc/memalign whose chunk size < mp_.tcache_max_bytes
+  OnDemand,     ///< 2.43+: first free() of a cacheable chunk or first tcache stash in _int_malloc;
+                ///< until then TLS `tcache` points at the all-zero `__tcache_dummy` in libc
 };
 
 /// How an mmapped chunk's header describes its mapping.
 enum class MmapHeader {
-  Classic,  ///< <= 2.42: prev_size = offset from mapping start; size = mapping - offset
-  Glibc243, ///< 2.43+: prev_size = offset | MMAP_HP (bit 0: huge page);
-            ///< size = mapping - offset - CHUNK_HDR_SZ (16): never a page multiple
+  Classic,   ///< <= 2.42: prev_size = offset from mapping start; size = mapping - offset
+  Glibc243,  ///< 2.43+: prev_size = offset | MMAP_HP (bit 0: huge page);
+             ///< size = mapping - offset - CHUNK_HDR_SZ (16): never a page multiple
 };
 
 struct Layout {
@@ -56,8 +56,8 @@ struct Layout {
   const char* source;  ///< the glibc source it encodes
   // Sizes (malloc/malloc-internal.h, sysdeps/generic/malloc-size.h).
   uint64_t size_sz = 8;
-  uint64_t alignment = 16;  ///< MALLOC_ALIGNMENT
-  uint64_t minsize = 32;    ///< MINSIZE
+  uint64_t alignment = 16;          ///< MALLOC_ALIGNMENT
+  uint64_t minsize = 32;            ///< MINSIZE
   uint64_t heap_max = 64ull << 20;  ///< HEAP_MAX_SIZE = 2 * DEFAULT_MMAP_THRESHOLD_MAX
   /// 2.35-2.41 only (4): when mp_.hp_pagesize != 0 (tunable glibc.malloc.hugetlb >= 2),
   /// heap_max_size() = hp_pagesize * 4 replaces heap_max for heap alignment and heap_for_ptr.
@@ -67,19 +67,18 @@ struct Layout {
   unsigned nfastbins = 10, nbins = 128, nsmallbins = 64;
   bool has_fastbins = true;  ///< false from 2.43: fastbins, global_max_fast, have_fastchunks removed
   // struct malloc_state
-  uint64_t ms_size, ms_fastbins, ms_top, ms_last_remainder, ms_bins, ms_next, ms_next_free,
-      ms_attached_threads, ms_system_mem, ms_max_system_mem;
-  uint64_t ms_mutex = 0;             ///< int (__libc_lock_t) in every version
-  uint64_t ms_flags = 4;             ///< int
+  uint64_t ms_size, ms_fastbins, ms_top, ms_last_remainder, ms_bins, ms_next, ms_next_free, ms_attached_threads,
+      ms_system_mem, ms_max_system_mem;
+  uint64_t ms_mutex = 0;                  ///< int (__libc_lock_t) in every version
+  uint64_t ms_flags = 4;                  ///< int
   uint64_t ms_have_fastchunks = kAbsent;  ///< int, 2.27-2.42
-  uint64_t ms_binmap = kAbsent;      ///< unsigned int binmap[BINMAPSIZE = 4]
+  uint64_t ms_binmap = kAbsent;           ///< unsigned int binmap[BINMAPSIZE = 4]
   // heap_info (malloc/arena.c)
   uint64_t hi_size, hi_ar_ptr, hi_prev, hi_heap_size, hi_mprotect_size;
   uint64_t hi_pagesize = kAbsent;  ///< size_t pagesize, 2.35+ (page size the heap was mapped with)
   // struct malloc_par
-  uint64_t mp_size, mp_trim_threshold, mp_top_pad, mp_mmap_threshold, mp_arena_test, mp_arena_max,
-      mp_n_mmaps, mp_n_mmaps_max, mp_max_n_mmaps, mp_mmapped_mem, mp_max_mmapped_mem,
-      mp_sbrk_base;
+  uint64_t mp_size, mp_trim_threshold, mp_top_pad, mp_mmap_threshold, mp_arena_test, mp_arena_max, mp_n_mmaps,
+      mp_n_mmaps_max, mp_max_n_mmaps, mp_mmapped_mem, mp_max_mmapped_mem, mp_sbrk_base;
   /// size_t tcache_bins (2.26-2.41) / tcache_small_bins (2.42+, counts small bins only);
   /// kAbsent before 2.26 like the other mp_tcache_* fields.
   uint64_t mp_tcache_bins, mp_tcache_max_bytes, mp_tcache_count;
@@ -95,11 +94,11 @@ struct Layout {
   unsigned global_max_fast_width = 8;
   // tcache_perthread_struct / tcache_entry
   bool has_tcache;
-  unsigned tcache_bins;         ///< TCACHE_MAX_BINS: entries in counts[]/num_slots[] and entries[]
-  unsigned tcache_small_bins = 0;  ///< bins indexed by csize2tidx (64); bins above are "large"
-  unsigned tcache_count_width;  ///< bytes per counts[] element (1: char, 2: uint16_t)
+  unsigned tcache_bins;                     ///< TCACHE_MAX_BINS: entries in counts[]/num_slots[] and entries[]
+  unsigned tcache_small_bins = 0;           ///< bins indexed by csize2tidx (64); bins above are "large"
+  unsigned tcache_count_width;              ///< bytes per counts[] element (1: char, 2: uint16_t)
   uint64_t tc_counts, tc_entries, tc_size;  ///< tc_counts is counts[] or num_slots[]
-  uint64_t tc_chunk_size = 0;   ///< request2size(tc_size): size of the chunk holding the struct
+  uint64_t tc_chunk_size = 0;               ///< request2size(tc_size): size of the chunk holding the struct
   TcacheCounts tcache_counts = TcacheCounts::Count;
   unsigned tcache_fill_count = 0;  ///< TCACHE_FILL_COUNT, default mp_.tcache_count (7; 16 in 2.43)
   TcacheInit tcache_init = TcacheInit::None;
@@ -109,10 +108,10 @@ struct Layout {
   MmapHeader mmap_header = MmapHeader::Classic;
   // Symbol names (all local to libc: .symtab / debug info only, never .dynsym).
   const char* thread_arena_symbol = "thread_arena";  ///< __thread mstate; "__libc_tsd_MALLOC" < 2.23
-  const char* tcache_symbol = nullptr;        ///< __thread tcache_perthread_struct*, 2.26+
-  const char* tcache_key_symbol = nullptr;    ///< uintptr_t tcache_key, 2.34+
-  const char* tcache_dummy_symbol = nullptr;  ///< 2.43+: `__tcache_dummy` (TLS tcache == &it or &it+1
-                                              ///< means "no tcache yet" / "tcache disabled")
+  const char* tcache_symbol = nullptr;               ///< __thread tcache_perthread_struct*, 2.26+
+  const char* tcache_key_symbol = nullptr;           ///< uintptr_t tcache_key, 2.34+
+  const char* tcache_dummy_symbol = nullptr;         ///< 2.43+: `__tcache_dummy` (TLS tcache == &it or &it+1
+                                                     ///< means "no tcache yet" / "tcache disabled")
 };
 
 /// All known profiles, oldest first.

@@ -50,8 +50,7 @@ std::string resolve_under(const std::string& sysroot, const std::string& path) {
   char real[PATH_MAX];
   if (!::realpath(joined.c_str(), real)) return "";
   std::string r(real);
-  if (r.compare(0, rt.size(), rt) != 0 || (r.size() > rt.size() && r[rt.size()] != '/' && rt != "/"))
-    return "";
+  if (r.compare(0, rt.size(), rt) != 0 || (r.size() > rt.size() && r[rt.size()] != '/' && rt != "/")) return "";
   return r;
 }
 
@@ -103,8 +102,7 @@ void ElfFile::load() {
         first_load_ = ph.p_vaddr;
         have_first = true;
       }
-      if (ph.p_type == PT_NOTE && build_id_.empty() && ph.p_offset < size_ &&
-          ph.p_filesz <= size_ - ph.p_offset) {
+      if (ph.p_type == PT_NOTE && build_id_.empty() && ph.p_offset < size_ && ph.p_filesz <= size_ - ph.p_offset) {
         build_id_ = build_id_from_notes(map_ + ph.p_offset, ph.p_filesz);
       }
     }
@@ -119,8 +117,7 @@ void ElfFile::load() {
     if (!gelf_getshdr(scn, &sh)) continue;
     if (sh.sh_type == SHT_DYNSYM || sh.sh_type == SHT_SYMTAB) symtabs.emplace_back(scn, sh);
     if (sh.sh_type == SHT_SYMTAB) has_symtab_ = true;
-    if (sh.sh_type == SHT_NOTE && build_id_.empty() && sh.sh_offset < size_ &&
-        sh.sh_size <= size_ - sh.sh_offset)
+    if (sh.sh_type == SHT_NOTE && build_id_.empty() && sh.sh_offset < size_ && sh.sh_size <= size_ - sh.sh_offset)
       build_id_ = build_id_from_notes(map_ + sh.sh_offset, sh.sh_size);
   }
   std::vector<Symbol> dynsyms;  // by index, for relocations
@@ -176,8 +173,7 @@ void ElfFile::load() {
         if (gelf_getverdaux(data, static_cast<int>(off + vd.vd_aux), &va)) {
           const char* name = elf_strptr(e, sh.sh_link, va.vda_name);
           int major = 0, minor = 0;
-          if (name && std::sscanf(name, "GLIBC_%d.%d", &major, &minor) == 2 && major == 2 &&
-              minor > best_minor) {
+          if (name && std::sscanf(name, "GLIBC_%d.%d", &major, &minor) == 2 && major == 2 && minor > best_minor) {
             best_minor = minor;
             glibc_verdef_ = "2." + std::to_string(minor);
           }

@@ -19,7 +19,7 @@ struct Symbol {
 /// A dynamic relocation of interest (TPOFF64: the slot receives a TLS offset from the thread
 /// pointer once the dynamic linker has placed the module's TLS block).
 struct TlsReloc {
-  uint64_t offset = 0;  ///< slot address relative to the load bias
+  uint64_t offset = 0;     ///< slot address relative to the load bias
   uint64_t tls_value = 0;  ///< the TLS symbol's offset inside the module's TLS block
 };
 

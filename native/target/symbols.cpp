@@ -38,16 +38,16 @@ ModuleIndex::ModuleIndex(Target& t) : t_(t) {
 }
 
 const std::string* ModuleIndex::vtable_class(uint64_t addr) const {
-  auto it = std::upper_bound(vtables_.begin(), vtables_.end(), addr,
-                             [](uint64_t a, const Vtable& v) { return a < v.start; });
+  auto it =
+      std::upper_bound(vtables_.begin(), vtables_.end(), addr, [](uint64_t a, const Vtable& v) { return a < v.start; });
   if (it == vtables_.begin()) return nullptr;
   --it;
   return addr < it->end ? &it->cls : nullptr;
 }
 
 const std::string* ModuleIndex::module_at(uint64_t addr) const {
-  auto it = std::upper_bound(ranges_.begin(), ranges_.end(), addr,
-                             [](uint64_t a, const Range& r) { return a < r.start; });
+  auto it =
+      std::upper_bound(ranges_.begin(), ranges_.end(), addr, [](uint64_t a, const Range& r) { return a < r.start; });
   if (it == ranges_.begin()) return nullptr;
   --it;
   return addr < it->end ? &names_[it->module] : nullptr;
@@ -57,14 +57,12 @@ size_t ModuleIndex::read(uint64_t addr, void* out, size_t len) const {
   size_t got = t_.memory().read(addr, out, len);
   if (got == len) return got;
   uint64_t a = addr + got;
-  auto it = std::upper_bound(ranges_.begin(), ranges_.end(), a,
-                             [](uint64_t x, const Range& r) { return x < r.start; });
+  auto it = std::upper_bound(ranges_.begin(), ranges_.end(), a, [](uint64_t x, const Range& r) { return x < r.start; });
   if (it == ranges_.begin()) return got;
   --it;
   if (a >= it->end || !files_[it->module]) return got;
   size_t want = static_cast<size_t>(std::min<uint64_t>(len - got, it->end - a));
-  return got + files_[it->module]->read_at(it->file_offset + (a - it->start),
-                                           static_cast<uint8_t*>(out) + got, want);
+  return got + files_[it->module]->read_at(it->file_offset + (a - it->start), static_cast<uint8_t*>(out) + got, want);
 }
 
 }  // namespace heapwalk::target

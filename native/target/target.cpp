@@ -92,8 +92,7 @@ std::unique_ptr<Target> Target::attach(int pid, std::vector<Thread> threads, con
   return t;
 }
 
-std::unique_ptr<Target> Target::from_callback(memory::CallbackSource::ReadFn fn,
-                                              std::vector<Thread> threads) {
+std::unique_ptr<Target> Target::from_callback(memory::CallbackSource::ReadFn fn, std::vector<Thread> threads) {
   auto t = std::unique_ptr<Target>(new Target());
   t->kind_ = Kind::Callback;
   t->threads_ = std::move(threads);
@@ -101,8 +100,7 @@ std::unique_ptr<Target> Target::from_callback(memory::CallbackSource::ReadFn fn,
   return t;
 }
 
-std::unique_ptr<Target> Target::from_source(std::unique_ptr<memory::MemorySource> src,
-                                            std::vector<Module> modules,
+std::unique_ptr<Target> Target::from_source(std::unique_ptr<memory::MemorySource> src, std::vector<Module> modules,
                                             std::vector<Thread> threads) {
   auto t = std::unique_ptr<Target>(new Target());
   t->kind_ = Kind::Buffer;
@@ -136,8 +134,7 @@ void Target::modules_from_regions() {
     m.build_id = image_build_id(*mem_, m.base);
     modules_.push_back(std::move(m));
   }
-  std::sort(modules_.begin(), modules_.end(),
-            [](const Module& a, const Module& b) { return a.base < b.base; });
+  std::sort(modules_.begin(), modules_.end(), [](const Module& a, const Module& b) { return a.base < b.base; });
 }
 
 const Module* Target::find_module(const std::function<bool(const std::string&)>& match) const {
@@ -159,8 +156,7 @@ std::unique_ptr<ElfFile> Target::module_file(const Module& m, bool quiet) {
   if (!m.build_id.empty() && !f->build_id().empty() && f->build_id() != m.build_id) {
     if (!quiet)
       diags_.add("symbols", m.base, std::nullopt,
-                 p + ": build-id " + f->build_id() + " does not match the image's " + m.build_id +
-                     "; not using it");
+                 p + ": build-id " + f->build_id() + " does not match the image's " + m.build_id + "; not using it");
     return nullptr;
   }
   return f;

@@ -1,9 +1,9 @@
 // The process model: memory, threads (with TLS base), modules and their symbols.
 #pragma once
 
-#include <array>
 #include <elf.h>
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -30,10 +30,10 @@ struct Thread {
 };
 
 struct Module {
-  std::string path;     ///< as the target named it
-  uint64_t base = 0;    ///< address where file offset 0 is mapped
-  uint64_t end = 0;     ///< end of its last mapping
-  std::string build_id; ///< from the image when readable, else ""
+  std::string path;      ///< as the target named it
+  uint64_t base = 0;     ///< address where file offset 0 is mapped
+  uint64_t end = 0;      ///< end of its last mapping
+  std::string build_id;  ///< from the image when readable, else ""
 };
 
 /// User-supplied addresses that win over every other way of finding them.
@@ -52,13 +52,10 @@ class Target {
 
   static std::unique_ptr<Target> open_core(const std::string& path, const std::string& sysroot);
   /// `threads` empty: ptrace-freeze and read registers; else trust the caller's (gdb's) threads.
-  static std::unique_ptr<Target> attach(int pid, std::vector<Thread> threads,
-                                        const std::string& sysroot = "");
-  static std::unique_ptr<Target> from_callback(memory::CallbackSource::ReadFn fn,
-                                               std::vector<Thread> threads);
+  static std::unique_ptr<Target> attach(int pid, std::vector<Thread> threads, const std::string& sysroot = "");
+  static std::unique_ptr<Target> from_callback(memory::CallbackSource::ReadFn fn, std::vector<Thread> threads);
   /// For unit tests: any source, explicit modules and threads.
-  static std::unique_ptr<Target> from_source(std::unique_ptr<memory::MemorySource> src,
-                                             std::vector<Module> modules,
+  static std::unique_ptr<Target> from_source(std::unique_ptr<memory::MemorySource> src, std::vector<Module> modules,
                                              std::vector<Thread> threads);
 
   memory::MemorySource& memory() { return *mem_; }

@@ -22,8 +22,7 @@ class Diagnostics {
  public:
   static constexpr size_t kMax = 1000;
 
-  void add(std::string kind, std::optional<uint64_t> address, std::optional<uint64_t> arena,
-           std::string detail) {
+  void add(std::string kind, std::optional<uint64_t> address, std::optional<uint64_t> arena, std::string detail) {
     if (items_.size() < kMax) {
       items_.push_back({std::move(kind), address, arena, std::move(detail)});
     } else {

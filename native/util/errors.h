@@ -14,8 +14,7 @@ struct Error : std::runtime_error {
 
 /// A file that is not what it should be (not an ELF core, unreadable, truncated headers).
 struct FormatError : Error {
-  FormatError(std::string path_, const std::string& what)
-      : Error(path_ + ": " + what), path(std::move(path_)) {}
+  FormatError(std::string path_, const std::string& what) : Error(path_ + ": " + what), path(std::move(path_)) {}
   std::string path;
 };
 
@@ -28,8 +27,7 @@ struct Fault : Error {
 
 /// glibc's malloc state (or another required symbol) could not be located.
 struct SymbolError : Error {
-  SymbolError(std::string symbol_, const std::string& what)
-      : Error(what), symbol(std::move(symbol_)) {}
+  SymbolError(std::string symbol_, const std::string& what) : Error(what), symbol(std::move(symbol_)) {}
   std::string symbol;
 };
 

@@ -81,11 +81,12 @@ TEST(Heap, CountsEveryFreeListKind) {
   uint64_t tchunk = f.chunk(0x40);  // in tcache bin 2
   uint64_t fast = f.chunk(0x20);    // fastbin 0
   uint64_t used2 = f.chunk(0x20);
-  uint64_t uns = f.chunk(0x200);    // unsorted
+  uint64_t uns = f.chunk(0x200);      // unsorted
   uint64_t used3 = f.chunk(0x50, 0);  // prev (unsorted) free: PREV_INUSE clear
   f.h(used3, 0x200);                  // prev_size
   f.finish_top();
-  (void)used1; (void)used2;
+  (void)used1;
+  (void)used2;
   // tcache: counts[2] = 1, entries[2] = tchunk mem, next = protect(NULL)
   uint16_t one = 1;
   std::memcpy(f.heap.data() + (tc + 16 - kHeap) + f.l.tc_counts + 2 * 2, &one, 2);
@@ -151,7 +152,8 @@ TEST(Heap, FastbinCycleIsReportedNotLooped) {
   ptmalloc::Heap h(*t, "2.36");
   h.summarize();
   bool cycle = false;
-  for (const auto& d : h.diagnostics().items()) cycle |= d.kind == "cycle" && d.address && (*d.address == a || *d.address == b);
+  for (const auto& d : h.diagnostics().items())
+    cycle |= d.kind == "cycle" && d.address && (*d.address == a || *d.address == b);
   EXPECT_TRUE(cycle);
   EXPECT_EQ(h.arenas()[0].fast.count, 2u);
 }

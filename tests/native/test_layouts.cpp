@@ -81,8 +81,8 @@ std::vector<Field> malloc_state_fields(int minor) {
   f.push_back(ptr("bins", NBINS * 2 - 2));
   f.push_back(int_("binmap", BINMAPSIZE));
   f.push_back(ptr("next"));
-  f.push_back(ptr("next_free"));                                // PER_THREAD in 2.17/2.18
-  if (minor >= 23) f.push_back(size_t_("attached_threads"));   // added glibc-2.23
+  f.push_back(ptr("next_free"));                              // PER_THREAD in 2.17/2.18
+  if (minor >= 23) f.push_back(size_t_("attached_threads"));  // added glibc-2.23
   f.push_back(size_t_("system_mem"));
   f.push_back(size_t_("max_system_mem"));
   return f;
@@ -96,7 +96,7 @@ std::vector<Field> malloc_par_fields(int minor) {
   f.push_back(size_t_("arena_test"));
   f.push_back(size_t_("arena_max"));
   if (minor >= 43) f.push_back(int_("thp_mode"));  // enum malloc_thp_mode_t, added 2.43
-  if (minor >= 35) {                                // added glibc-2.35 (HAVE_TUNABLES until 2.37)
+  if (minor >= 35) {                               // added glibc-2.35 (HAVE_TUNABLES until 2.37)
     f.push_back(size_t_("thp_pagesize"));
     f.push_back(size_t_("hp_pagesize"));
     f.push_back(int_("hp_flags"));
@@ -109,7 +109,7 @@ std::vector<Field> malloc_par_fields(int minor) {
   f.push_back(size_t_("max_mmapped_mem"));
   if (minor < 24) f.push_back(size_t_("max_total_mem"));  // "only kept for NO_THREADS", removed 2.24
   f.push_back(ptr("sbrk_base"));
-  if (minor >= 26) {  // USE_TCACHE, added glibc-2.26
+  if (minor >= 26) {                      // USE_TCACHE, added glibc-2.26
     f.push_back(size_t_("tcache_bins"));  // renamed tcache_small_bins in glibc-2.42
     f.push_back(size_t_("tcache_max_bytes"));
     f.push_back(size_t_("tcache_count"));
@@ -127,13 +127,18 @@ std::vector<Field> heap_info_fields(int minor) {
   return f;
 }
 
-uint64_t tcache_max_bins(int minor) { return minor >= 42 ? 64 + 12 : 64; }  // TCACHE_SMALL_BINS + TCACHE_LARGE_BINS (2.42)
+uint64_t tcache_max_bins(int minor) {
+  return minor >= 42 ? 64 + 12 : 64;
+}  // TCACHE_SMALL_BINS + TCACHE_LARGE_BINS (2.42)
 
 std::vector<Field> tcache_perthread_fields(int minor) {
   std::vector<Field> f;
-  if (minor < 30) f.push_back(char_("counts", tcache_max_bins(minor)));       // char counts[] 2.26-2.29
-  else if (minor < 42) f.push_back(u16("counts", tcache_max_bins(minor)));    // uint16_t counts[] 2.30
-  else f.push_back(u16("num_slots", tcache_max_bins(minor)));                 // uint16_t num_slots[] 2.42
+  if (minor < 30)
+    f.push_back(char_("counts", tcache_max_bins(minor)));  // char counts[] 2.26-2.29
+  else if (minor < 42)
+    f.push_back(u16("counts", tcache_max_bins(minor)));  // uint16_t counts[] 2.30
+  else
+    f.push_back(u16("num_slots", tcache_max_bins(minor)));  // uint16_t num_slots[] 2.42
   f.push_back(ptr("entries", tcache_max_bins(minor)));
   return f;
 }
@@ -186,24 +191,25 @@ uint64_t read(const std::vector<uint8_t>& img, uint64_t off, uint64_t width) {
 }
 
 // Reads field `name` of the image through the profile's offset and checks it is that field.
-void expect_field(const CLayout& c, const std::vector<uint8_t>& img, const std::string& name,
-                  uint64_t profile_offset, const std::string& what) {
+void expect_field(const CLayout& c, const std::vector<uint8_t>& img, const std::string& name, uint64_t profile_offset,
+                  const std::string& what) {
   ASSERT_TRUE(c.has(name)) << what << ": the source has no " << name;
   uint64_t width = c.field.at(name)->size;
   EXPECT_EQ(read(img, profile_offset, width), expected(c, name)) << what << "." << name;
   EXPECT_EQ(profile_offset, c.at(name)) << what << "." << name;
 }
 
-void expect_absent(const CLayout& c, const std::string& name, uint64_t profile_offset,
-                   const std::string& what) {
+void expect_absent(const CLayout& c, const std::string& name, uint64_t profile_offset, const std::string& what) {
   EXPECT_FALSE(c.has(name)) << what << "." << name;
   EXPECT_EQ(profile_offset, kAbsent) << what << "." << name << " should be kAbsent";
 }
 
-void check_field(const CLayout& c, const std::vector<uint8_t>& img, const std::string& name,
-                 uint64_t profile_offset, const std::string& what) {
-  if (c.has(name)) expect_field(c, img, name, profile_offset, what);
-  else expect_absent(c, name, profile_offset, what);
+void check_field(const CLayout& c, const std::vector<uint8_t>& img, const std::string& name, uint64_t profile_offset,
+                 const std::string& what) {
+  if (c.has(name))
+    expect_field(c, img, name, profile_offset, what);
+  else
+    expect_absent(c, name, profile_offset, what);
 }
 
 // Checks every offset and size of the profile that layout_for() returns for 2.<minor>.
@@ -430,13 +436,19 @@ TEST(Layouts, SemanticFlagsPerVersion) {
     } else {
       EXPECT_EQ(l.tcache_symbol, nullptr);
     }
-    if (minor >= 34) EXPECT_STREQ(l.tcache_key_symbol, "tcache_key");
-    else EXPECT_EQ(l.tcache_key_symbol, nullptr);
-    if (minor >= 43) EXPECT_STREQ(l.tcache_dummy_symbol, "__tcache_dummy");
-    else EXPECT_EQ(l.tcache_dummy_symbol, nullptr);
+    if (minor >= 34)
+      EXPECT_STREQ(l.tcache_key_symbol, "tcache_key");
+    else
+      EXPECT_EQ(l.tcache_key_symbol, nullptr);
+    if (minor >= 43)
+      EXPECT_STREQ(l.tcache_dummy_symbol, "__tcache_dummy");
+    else
+      EXPECT_EQ(l.tcache_dummy_symbol, nullptr);
     EXPECT_EQ(l.tcache_fill_count, minor < 26 ? 0u : minor >= 43 ? 16u : 7u);
-    TcacheInit init = minor < 26 ? TcacheInit::None : minor < 42 ? TcacheInit::FirstMalloc
-                      : minor == 42 ? TcacheInit::FirstSmall : TcacheInit::OnDemand;
+    TcacheInit init = minor < 26    ? TcacheInit::None
+                      : minor < 42  ? TcacheInit::FirstMalloc
+                      : minor == 42 ? TcacheInit::FirstSmall
+                                    : TcacheInit::OnDemand;
     EXPECT_EQ(l.tcache_init, init);
     EXPECT_EQ(l.alignment, 16u);
     EXPECT_EQ(l.minsize, 32u);

@@ -101,15 +101,15 @@ TEST(Reach, RootsEdgesAndTheTwoSets) {
   uint64_t inner = w.chunk(0x50);   // an interior pointer in .bss
   uint64_t reg = w.chunk(0x30);     // a register
   uint64_t on_stack = w.chunk(0x30);
-  uint64_t red = w.chunk(0x30);     // in the red zone below rsp
-  uint64_t dead = w.chunk(0x30);    // below the red zone: leaked
-  uint64_t header = w.chunk(0x30);  // only its header is pointed at: leaked, unreferenced
-  uint64_t freed = w.chunk(0x30);   // free (fastbin): pointed at from data, still not a node
+  uint64_t red = w.chunk(0x30);                         // in the red zone below rsp
+  uint64_t dead = w.chunk(0x30);                        // below the red zone: leaked
+  uint64_t header = w.chunk(0x30);                      // only its header is pointed at: leaked, unreferenced
+  uint64_t freed = w.chunk(0x30);                       // free (fastbin): pointed at from data, still not a node
   uint64_t cyc1 = w.chunk(0x30), cyc2 = w.chunk(0x30);  // a leaked cycle: both referenced
-  uint64_t head = w.chunk(0x40);    // leaked, points into cyc1; nobody points at it
-  uint64_t anon = w.chunk(0x60);    // only from anonymous memory
-  uint64_t self = w.chunk(0x30);    // points at itself only: unreferenced
-  uint64_t fenced = w.chunk(0x30);  // after `self`: its prev_size word is `self`'s last word
+  uint64_t head = w.chunk(0x40);                        // leaked, points into cyc1; nobody points at it
+  uint64_t anon = w.chunk(0x60);                        // only from anonymous memory
+  uint64_t self = w.chunk(0x30);                        // points at itself only: unreferenced
+  uint64_t fenced = w.chunk(0x30);                      // after `self`: its prev_size word is `self`'s last word
   uint64_t lastbyte = w.chunk(0x30);  // only its last usable byte (in the next prev_size) is pointed at
   w.chunk(0x20);                      // (reachable from a register below)
   w.finish_top();
@@ -120,14 +120,14 @@ TEST(Reach, RootsEdgesAndTheTwoSets) {
   // its prev_size word is the last usable word of `dead` before it; nor does its size field.
   w.put(w.data, kData, kData + 0x20, header);
   w.put(w.data, kData, kData + 0x38, header + 8);
-  w.put(w.data, kData, kData + 0x28, freed + 16);   // free chunks are no nodes
+  w.put(w.data, kData, kData + 0x28, freed + 16);  // free chunks are no nodes
   w.put(w.data, kData, kData + 0x30, 0x4141414141414141ull);
-  w.h(global + 16 + 8, child + 16 + 0x10);          // interior pointer from a chunk
-  w.h(child + 0x40, grand + 16);                    // child's last usable word (next prev_size)
+  w.h(global + 16 + 8, child + 16 + 0x10);              // interior pointer from a chunk
+  w.h(child + 0x40, grand + 16);                        // child's last usable word (next prev_size)
   w.put(w.bss, kBss, kBss + 0x100, inner + 16 + 0x33);  // unaligned interior pointer
-  w.th.regs[3] = reg + 16 + 8;                      // rbx
-  w.th.regs[4] = lastbyte + 0x30 + 7;               // rdx: byte 39 of lastbyte's 40 usable bytes
-  w.th.regs[5] = lastbyte + 0x30 + 16;              // rsi: the next chunk's mem
+  w.th.regs[3] = reg + 16 + 8;                          // rbx
+  w.th.regs[4] = lastbyte + 0x30 + 7;                   // rdx: byte 39 of lastbyte's 40 usable bytes
+  w.th.regs[5] = lastbyte + 0x30 + 16;                  // rsi: the next chunk's mem
   w.put(w.stack, kStack, kRsp + 0x40, on_stack + 16);
   w.put(w.stack, kStack, kRsp - 64, red + 16);
   w.put(w.stack, kStack, kRsp - 512, dead + 16);
@@ -139,7 +139,7 @@ TEST(Reach, RootsEdgesAndTheTwoSets) {
   w.h(fenced + 16, 0x12345);
   // freed is a fastbin chunk, and a pointer to `dead` inside it must not count.
   w.put(w.arena, kArena, kArena + w.l.ms_fastbins + 8, freed);  // fastbin index 1 (0x30)
-  w.h(freed + 16, (freed + 16) >> 12);                           // safe-linked NULL
+  w.h(freed + 16, (freed + 16) >> 12);                          // safe-linked NULL
   w.h(freed + 24, dead + 16);
 
   auto t = w.target();
@@ -194,7 +194,8 @@ TEST(Reach, NoRegistersIsANoteAndChunksStayLeaked) {
   auto r = analysis::find_leaks(h, *t, {});
   EXPECT_EQ(leaked(r), (std::set<uint64_t>{tc, a}));
   bool note = false;
-  for (const auto& d : r.diagnostics.items()) note |= d.kind == "note" && d.detail.find("registers") != std::string::npos;
+  for (const auto& d : r.diagnostics.items())
+    note |= d.kind == "note" && d.detail.find("registers") != std::string::npos;
   EXPECT_TRUE(note);
 }
 

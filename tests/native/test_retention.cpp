@@ -44,11 +44,10 @@ TEST(Retention, SystrimReleasesWholePagesAboveMinsize) {
 
 TEST(Retention, ConsolidationMergesAlongFastbinChunksAndIntoTop) {
   std::vector<SimChunk> c = {
-      {0x1000, 0x30, ChunkState::Used},    {0x1030, 0x20, ChunkState::Fastbin},
-      {0x1050, 0x2000, ChunkState::Unsorted}, {0x3050, 0x20, ChunkState::Fastbin},
-      {0x3070, 0x20, ChunkState::Fastbin}, {0x3090, 0x30, ChunkState::Used},
-      {0x30c0, 0x1000, ChunkState::Large},  {0x40c0, 0x20, ChunkState::Tcache},
-      {0x40e0, 0x20, ChunkState::Fastbin}, {0x4100, 0x1000, ChunkState::Top},
+      {0x1000, 0x30, ChunkState::Used},    {0x1030, 0x20, ChunkState::Fastbin}, {0x1050, 0x2000, ChunkState::Unsorted},
+      {0x3050, 0x20, ChunkState::Fastbin}, {0x3070, 0x20, ChunkState::Fastbin}, {0x3090, 0x30, ChunkState::Used},
+      {0x30c0, 0x1000, ChunkState::Large}, {0x40c0, 0x20, ChunkState::Tcache},  {0x40e0, 0x20, ChunkState::Fastbin},
+      {0x4100, 0x1000, ChunkState::Top},
   };
   auto r = analysis::consolidate(c, 0x4100);
   ASSERT_EQ(r.chunks.size(), 2u);
@@ -58,8 +57,8 @@ TEST(Retention, ConsolidationMergesAlongFastbinChunksAndIntoTop) {
   EXPECT_EQ(r.chunks[1].size, 0x1000u);
   EXPECT_EQ(r.into_top, 0x20u);  // the last fastbin chunk joins top
   // Two binned chunks side by side (no fastbin chunk between) stay apart.
-  std::vector<SimChunk> d = {{0x1000, 0x100, ChunkState::Small}, {0x1100, 0x2000, ChunkState::Large},
-                             {0x3100, 0x30, ChunkState::Used}};
+  std::vector<SimChunk> d = {
+      {0x1000, 0x100, ChunkState::Small}, {0x1100, 0x2000, ChunkState::Large}, {0x3100, 0x30, ChunkState::Used}};
   EXPECT_EQ(analysis::consolidate(d, std::nullopt).chunks.size(), 2u);
 }
 

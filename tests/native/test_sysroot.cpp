@@ -72,12 +72,13 @@ TEST(Sysroot, InsideIsResolved) {
 TEST(ElfFileOpen, OnlyRegularElfFiles) {
   TempRoot t;
   EXPECT_EQ(ElfFile::open(t.root() + "/lib/inside.so"), nullptr);  // text
-  EXPECT_EQ(ElfFile::open(t.root() + "/lib"), nullptr);             // directory
-  EXPECT_EQ(ElfFile::open("/dev/zero"), nullptr);                   // device
+  EXPECT_EQ(ElfFile::open(t.root() + "/lib"), nullptr);            // directory
+  EXPECT_EQ(ElfFile::open("/dev/zero"), nullptr);                  // device
   EXPECT_EQ(ElfFile::open(""), nullptr);
   std::string fifo = t.root() + "/lib/fifo.so";
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
   EXPECT_EQ(ElfFile::open(fifo), nullptr);  // must not block waiting for a writer
-  std::ofstream(t.root() + "/lib/short.so") << "\x7f" "ELF\x02\x01\x01";
+  std::ofstream(t.root() + "/lib/short.so") << "\x7f"
+                                               "ELF\x02\x01\x01";
   EXPECT_EQ(ElfFile::open(t.root() + "/lib/short.so"), nullptr);
 }
