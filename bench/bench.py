@@ -107,14 +107,19 @@ def floor(core: Path, ranges: list[tuple[int, int]], helper: Path) -> float:
     return float(out.stdout.split()[0])
 
 
-def run_op(core: Path, op: str, overrides: dict) -> tuple[float, int]:
-    """Seconds of the timed part and peak anonymous RSS (bytes) of a fresh process."""
+def run_op(core: Path, op: str, overrides: dict, cold: bool = False) -> tuple[float, int]:
+    """Seconds of the timed part and peak anonymous RSS (bytes) of a fresh process. `cold`: an
+    empty DWARF layout cache, so the libc debug file's DWARF is parsed in the timed part."""
     setup, timed = OPS[op]
     code = ("import sys, time, json; sys.path.insert(0, %r)\n"
             "from heapwalk import _native as N\nCORE = %r; OV = %r\n%s\n"
             "t0 = time.perf_counter()\n%s\nprint('T', time.perf_counter() - t0)\n"
             % (str(REPO / "python"), str(core), overrides or None, setup, timed))
-    proc = subprocess.Popen([PY, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = dict(os.environ)
+    if cold:
+        env["HEAPWALK_CACHE_DIR"] = str(CACHE / "cold-layout-cache")
+        shutil.rmtree(env["HEAPWALK_CACHE_DIR"], ignore_errors=True)
+    proc = subprocess.Popen([PY, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     peak = 0
     status = Path(f"/proc/{proc.pid}/status")
     while proc.poll() is None:
@@ -150,6 +155,8 @@ def main() -> int:
     ap.add_argument("--arenas", type=int, default=70, help="threads of the many-arenas core (0: skip)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-gdb-walker", action="store_true")
+    ap.add_argument("--gdb-styles", default="gef,value,raw",
+                    help="gdb-API walkers to run on the first core (gef: ~265 s per 1 M chunks)")
     ap.add_argument("--ops", default=",".join(OPS))
     ap.add_argument("--json", metavar="FILE")
     args = ap.parse_args()
@@ -178,11 +185,11 @@ def main() -> int:
                "heap_bytes": heap_bytes, "ops": {}}
         row["floor_seconds"] = min(floor(core, ranges, helper) for _ in range(args.repeat))
         for op in args.ops.split(","):
-            for method, ov in (("symbols", {}), ("no-symbols", {"no_files": True})):
-                if method == "no-symbols" and op not in ("arenas",):
+            for method, ov in (("symbols", {}), ("symbols, cold cache", {}), ("no-symbols", {"no_files": True})):
+                if method != "symbols" and op not in ("arenas",):
                     continue
                 try:
-                    runs = [run_op(core, op, ov) for _ in range(args.repeat)]
+                    runs = [run_op(core, op, ov, cold="cold" in method) for _ in range(args.repeat)]
                 except RuntimeError as e:
                     row["ops"][f"{op} ({method})"] = {"error": str(e)}
                     continue
@@ -190,14 +197,15 @@ def main() -> int:
                 row["ops"][f"{op} ({method})"] = {"seconds": round(secs, 4), "peak_anon_bytes": max(r[1] for r in runs),
                                                   "chunks_per_second": int(chunks / secs) if secs else None}
         if not args.no_gdb_walker and label == configs[0][0]:
-            for style in ("value", "raw"):
+            for style in args.gdb_styles.split(","):
+                log(f"{label}: gdb-API walker, {style} style")
                 n_gdb, secs = gdb_walker(core, style)
                 row[f"gdb_api_walker_{style}"] = {"chunks": n_gdb, "seconds": round(secs, 2),
                                                   "chunks_per_second": int(n_gdb / secs)}
         results.append(row)
         log(f"{label}: done")
     # table
-    print(f"{'core':>10} {'chunks':>12} {'heap MiB':>9} {'floor s':>8}  operation               seconds   M chunks/s  peak anon MiB  x floor")
+    print(f"{'core':>10} {'chunks':>12} {'heap MiB':>9} {'floor s':>8}  operation                       seconds   M chunks/s  peak anon MiB  x floor")
     for row in results:
         first = True
         for op, r in row["ops"].items():
@@ -205,16 +213,16 @@ def main() -> int:
                     if first else " " * 42)
             first = False
             if "error" in r:
-                print(f"{lead}  {op:<22} {r['error']}")
+                print(f"{lead}  {op:<30} {r['error']}")
                 continue
-            print(f"{lead}  {op:<22} {r['seconds']:>8.3f} {r['chunks_per_second'] / 1e6:>11.2f} "
+            print(f"{lead}  {op:<30} {r['seconds']:>8.3f} {r['chunks_per_second'] / 1e6:>11.2f} "
                   f"{r['peak_anon_bytes'] / 2**20:>14.1f} {r['seconds'] / row['floor_seconds']:>8.2f}")
-        for style in ("value", "raw"):
+        for style in ("gef", "value", "raw"):
             g = row.get(f"gdb_api_walker_{style}")
             if not g:
                 continue
             mine = row["ops"].get("arenas (symbols)", {}).get("chunks_per_second")
-            print(f"{'':>42}  gdb walker ({style:<5})     {g['seconds']:>8.2f} {g['chunks_per_second'] / 1e6:>11.4f}"
+            print(f"{'':>42}  gdb walker ({style:<5})             {g['seconds']:>8.2f} {g['chunks_per_second'] / 1e6:>11.4f}"
                   + (f"   heapwalk is {mine / g['chunks_per_second']:,.0f}x faster per chunk" if mine else ""))
     line = json.dumps({"results": results}, sort_keys=True)
     print("BENCH " + line)

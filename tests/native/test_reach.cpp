@@ -8,73 +8,37 @@
 #include "analysis/reach.h"
 #include "memory/memory.h"
 #include "ptmalloc/heap.h"
+#include "synthetic_heap.h"
 #include "target/target.h"
 
 using namespace heapwalk;
 
 namespace {
 
-constexpr uint64_t kArena = 0x7f0000001000;
-constexpr uint64_t kMp = 0x7f0000000000;
-constexpr uint64_t kHeap = 0x555555559000;
-constexpr uint64_t kHeapSize = 0x21000;
+using namespace heapwalk::testing;
 constexpr uint64_t kData = 0x555555554000;   // module data (file-backed, rw)
 constexpr uint64_t kBss = kData + 0x1000;    // anonymous, right after the module: .bss
 constexpr uint64_t kAnon = 0x7f1000000000;   // other anonymous memory: a root only on request
 constexpr uint64_t kStack = 0x7ffd00000000;  // the thread's stack mapping
 constexpr uint64_t kRsp = kStack + 0x1000;
 
-struct World {
-  const ptmalloc::Layout& l = *ptmalloc::layout_for("2.36");
-  std::vector<uint8_t> arena = std::vector<uint8_t>(0x1000), mp = std::vector<uint8_t>(0x1000);
-  std::vector<uint8_t> heap = std::vector<uint8_t>(kHeapSize);
+struct World : SyntheticHeap {
   std::vector<uint8_t> data = std::vector<uint8_t>(0x1000), bss = std::vector<uint8_t>(0x1000);
   std::vector<uint8_t> anon = std::vector<uint8_t>(0x1000), stack = std::vector<uint8_t>(0x2000);
-  uint64_t cursor = kHeap;
   target::Thread th;
 
-  static void put(std::vector<uint8_t>& buf, uint64_t base, uint64_t addr, uint64_t v) {
-    std::memcpy(buf.data() + (addr - base), &v, 8);
-  }
-  void h(uint64_t addr, uint64_t v) { put(heap, kHeap, addr, v); }
-  uint64_t chunk(uint64_t size) {
-    uint64_t p = cursor;
-    h(p + 8, size | 1);
-    cursor += size;
-    return p;
-  }
   World() {
-    put(mp, kMp, kMp + l.mp_sbrk_base, kHeap);
-    put(mp, kMp, kMp + l.mp_tcache_count, 7);
-    put(arena, kArena, kArena + l.ms_next, kArena);
-    put(arena, kArena, kArena + l.ms_system_mem, kHeapSize);
-    put(arena, kArena, kArena + l.ms_max_system_mem, kHeapSize);
-    for (unsigned i = 1; i < l.nbins; ++i) {
-      uint64_t slot = kArena + l.ms_bins + (i - 1) * 16;
-      put(arena, kArena, slot, slot - 16);
-      put(arena, kArena, slot + 8, slot - 16);
-    }
     th.lwp = 7;
     th.rsp = kRsp;
     th.has_regs = true;
   }
-  void finish_top() {
-    put(arena, kArena, kArena + l.ms_top, cursor);
-    h(cursor + 8, (kHeap + kHeapSize - cursor) | 1);
-  }
   std::unique_ptr<target::Target> target() {
-    auto src = std::make_unique<memory::BufferSource>();
-    src->add(kMp, mp);
-    src->add(kArena, arena);
-    src->add(kHeap, heap);
+    auto src = source();
     src->add(kData, data, "/fake/prog");
     src->add(kBss, bss);
     src->add(kAnon, anon);
     src->add(kStack, stack);
-    auto t = target::Target::from_source(std::move(src), {}, {th});
-    t->overrides().main_arena = kArena;
-    t->overrides().mp = kMp;
-    return t;
+    return make_target(std::move(src), {th});
   }
 };
 

@@ -7,6 +7,7 @@
 #include "analysis/retention.h"
 #include "memory/memory.h"
 #include "ptmalloc/heap.h"
+#include "synthetic_heap.h"
 #include "target/target.h"
 
 using namespace heapwalk;
@@ -64,56 +65,15 @@ TEST(Retention, ConsolidationMergesAlongFastbinChunksAndIntoTop) {
 
 namespace {
 
-constexpr uint64_t kArena = 0x7f0000001000;
-constexpr uint64_t kMp = 0x7f0000000000;
-constexpr uint64_t kHeap = 0x555555559000;
-constexpr uint64_t kHeapSize = 0x21000;
+using namespace heapwalk::testing;
 
-struct Fake {
-  const ptmalloc::Layout& l = *ptmalloc::layout_for("2.36");
-  std::vector<uint8_t> arena = std::vector<uint8_t>(0x1000);
-  std::vector<uint8_t> mp = std::vector<uint8_t>(0x1000);
-  std::vector<uint8_t> heap = std::vector<uint8_t>(kHeapSize);
-  uint64_t cursor = kHeap;
-  void put(std::vector<uint8_t>& buf, uint64_t base, uint64_t addr, uint64_t v) {
-    std::memcpy(buf.data() + (addr - base), &v, 8);
-  }
-  void h(uint64_t addr, uint64_t v) { put(heap, kHeap, addr, v); }
-  uint64_t chunk(uint64_t size, uint64_t flags = 1) {
-    uint64_t p = cursor;
-    h(p + 8, size | flags);
-    cursor += size;
-    return p;
-  }
-  Fake() {
-    put(mp, kMp, kMp + l.mp_sbrk_base, kHeap);
-    put(mp, kMp, kMp + l.mp_tcache_count, 7);
-    put(arena, kArena, kArena + l.ms_next, kArena);
-    put(arena, kArena, kArena + l.ms_system_mem, kHeapSize);
-    put(arena, kArena, kArena + l.ms_max_system_mem, kHeapSize);
-    for (unsigned i = 1; i < l.nbins; ++i) {
-      uint64_t slot = kArena + l.ms_bins + (i - 1) * 16;
-      put(arena, kArena, slot, slot - 16);
-      put(arena, kArena, slot + 8, slot - 16);
-    }
-  }
-  void finish_top() {
-    put(arena, kArena, kArena + l.ms_top, cursor);
-    h(cursor + 8, (kHeap + kHeapSize - cursor) | 1);
-  }
+struct Fake : SyntheticHeap {
   std::unique_ptr<target::Target> target() {
-    auto src = std::make_unique<memory::BufferSource>();
-    src->add(kMp, mp);
-    src->add(kArena, arena);
-    src->add(kHeap, heap);
     target::Thread th;
     th.lwp = 42;
     th.tcache = 0;
     th.arena = kArena;
-    auto t = target::Target::from_source(std::move(src), {}, {th});
-    t->overrides().main_arena = kArena;
-    t->overrides().mp = kMp;
-    return t;
+    return make_target(source(), {th});
   }
 };
 
