@@ -183,8 +183,11 @@ void Heap::read_arenas() {
     }
     a = next;
   }
-  // The free lists are pointer chases through the heap: one arena per thread.
+  // The free lists are pointer chases through the heap: one arena per thread. Each thread first
+  // populates the page tables of its arena's heaps (one madvise per heap instead of a fault per
+  // page), so that work is spread over the threads too.
   parallel_for(arenas_.size(), [&](size_t i) {
+    for (const auto& h : arenas_[i].heaps) t_.memory().prefetch(h.address, h.walk_end - h.address);
     read_fastbins(arenas_[i], states[i].data());
     read_bins(arenas_[i], states[i].data());
   });
@@ -241,7 +244,6 @@ void Heap::read_arena(Arena& a, std::vector<uint8_t>& ms) {
     a.diags.add("unreadable", a.top, a.address, "top chunk header unreadable");
   }
   read_heaps(a);
-  for (const auto& h : a.heaps) t_.memory().prefetch(h.address, h.walk_end - h.address);
 }
 
 void Heap::read_fastbins(Arena& a, const uint8_t* ms) {
