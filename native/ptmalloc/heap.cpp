@@ -8,6 +8,7 @@
 
 #include "memory/memory.h"
 #include "util/progress.h"
+#include "util/radix_sort.h"
 
 namespace heapwalk::ptmalloc {
 
@@ -630,7 +631,7 @@ void Heap::build_free_index() {
       for (const auto& c : fl.chunks) add(c.address, ChunkState::Fastbin);
     for (const auto& fl : a.bins)
       for (const auto& c : fl.chunks) add(c.address, fl.kind);
-    std::sort(idx.begin(), idx.end());
+    radix_sort(idx);
     for (size_t k = 1; k < idx.size(); ++k) {
       if (fi_addr(idx[k]) == fi_addr(idx[k - 1]))
         a.diags.add("double_free", fi_addr(idx[k]), a.address,
