@@ -224,19 +224,19 @@ class PyTarget {
       for (const auto& fl : a.fastbins) {
         py::dict x;
         x["index"] = fl.index;
-        x["size"] = fl.chunks.empty() ? 0 : (fl.index + 2) * h.layout().alignment;
-        x["count"] = fl.chunks.size();
+        x["size"] = fl.count ? (fl.index + 2) * h.layout().alignment : 0;
+        x["count"] = fl.count;
         x["bytes"] = fl.bytes;
-        x["chunks"] = chunk_list(fl.chunks, false);
+        x["chunks"] = chunk_list(h.list_chunks(a, fl), false);
         fb.append(x);
       }
       for (const auto& fl : a.bins) {
         py::dict x;
         x["index"] = fl.index;
         x["kind"] = ptmalloc::state_name(fl.kind);
-        x["count"] = fl.chunks.size();
+        x["count"] = fl.count;
         x["bytes"] = fl.bytes;
-        x["chunks"] = chunk_list(fl.chunks, true);
+        x["chunks"] = chunk_list(h.list_chunks(a, fl), true);
         bs.append(x);
       }
       d["fastbins"] = fb;
@@ -274,7 +274,7 @@ class PyTarget {
         auto range = ptmalloc::tcache_bin_sizes(h.layout(), fl.index);
         x["size"] = range.first;
         if (range.second != range.first) x["max_size"] = range.second;
-        x["count"] = fl.chunks.size();
+        x["count"] = fl.count;
         x["bytes"] = fl.bytes;
         x["chunks"] = chunk_list(fl.chunks, false);
         bins.append(x);

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <mutex>
 #include <thread>
+#include <unordered_set>
 
 #include "memory/memory.h"
 #include "util/progress.h"
@@ -59,6 +60,27 @@ Count dedupe(FreeList& fl) {
   }
   fl.chunks = std::move(out);
   fl.bytes -= removed.bytes;
+  return removed;
+}
+
+// The same for an arena list whose chunks went straight into the free index: entries
+// (address | state) from `from` on; the sizes of the dropped repeats are read back.
+Count dedupe_entries(std::vector<uint64_t>& v, size_t from, FreeList& fl, memory::Reader& r) {
+  std::unordered_set<uint64_t> seen;
+  Count removed;
+  size_t w = from;
+  for (size_t i = from; i < v.size(); ++i) {
+    if (!seen.insert(v[i] & ~uint64_t{15}).second) {
+      uint64_t word = 0;
+      r.try_u64((v[i] & ~uint64_t{15}) + 8, word);
+      removed.add(word & ~uint64_t{7});
+      continue;
+    }
+    v[w++] = v[i];
+  }
+  v.resize(w);
+  fl.bytes -= removed.bytes;
+  fl.cycle = true;
   return removed;
 }
 
@@ -259,6 +281,7 @@ void Heap::read_fastbins(Arena& a, const uint8_t* ms) {
     CycleCheck cyc;
     bool first = true, done = false;
     FreeList fl;
+    std::vector<uint64_t> entries;  // address | Fastbin, in list order
   };
   std::vector<Cursor> cur;
   for (unsigned i = 0; i < l.nfastbins; ++i) {
@@ -287,7 +310,7 @@ void Heap::read_fastbins(Arena& a, const uint8_t* ms) {
       }
       if (!c.first && c.cyc.feed(p)) {
         a.diags.add("cycle", p, a.address, where() + " loops back to chunk " + hex(p));
-        Count rm = dedupe(c.fl);
+        Count rm = dedupe_entries(c.entries, 0, c.fl, r);
         subtract(a.fast, rm);
         stop();
         continue;
@@ -312,15 +335,20 @@ void Heap::read_fastbins(Arena& a, const uint8_t* ms) {
       uint64_t sz = rd64(h, 0) & ~uint64_t{7};
       if (sz != c.expect)
         a.diags.add("bad_size", p, a.address, where() + " chunk has size " + hex(sz) + ", expected " + hex(c.expect));
-      c.fl.chunks.push_back({p, sz});
+      c.entries.push_back(p | static_cast<uint64_t>(ChunkState::Fastbin));
       c.fl.bytes += sz;
       a.fast.add(sz);
       c.p = reveal(p + 16, rd64(h, 8));
       r.prefetch(c.p + 8);
     }
   }
-  for (auto& c : cur)
-    if (!c.fl.chunks.empty()) a.fastbins.push_back(std::move(c.fl));
+  for (auto& c : cur) {
+    if (c.entries.empty()) continue;
+    c.fl.head = c.entries.front() & ~uint64_t{15};
+    c.fl.count = c.entries.size();
+    a.free_index.insert(a.free_index.end(), c.entries.begin(), c.entries.end());
+    a.fastbins.push_back(std::move(c.fl));
+  }
 }
 
 void Heap::read_bins(Arena& a, const uint8_t* ms) {
@@ -338,14 +366,17 @@ void Heap::read_bins(Arena& a, const uint8_t* ms) {
     const char* kind = state_name(fl.kind);
     uint64_t prev = bin, p = fd;
     CycleCheck cyc(bin);
+    auto& idx = a.free_index;
+    const size_t from = idx.size();
+    const uint64_t state = static_cast<uint64_t>(fl.kind);
     for (uint64_t n = 0; p != bin; ++n) {
       if ((n & 0xffff) == 0xffff) Progress::check();
       if (cyc.feed(p) || n > bound) {
         a.diags.add("cycle", p, a.address,
                     std::string(kind) + " bin " + std::to_string(i) + " loops at chunk " + hex(p) +
                         " without returning to the bin");
-        Count r = dedupe(fl);
-        subtract(a.binned, r);
+        Count rm = dedupe_entries(idx, from, fl, r);
+        subtract(a.binned, rm);
         break;
       }
       if (p & (l.alignment - 1)) {
@@ -372,13 +403,16 @@ void Heap::read_bins(Arena& a, const uint8_t* ms) {
       if (!size_ok)
         a.diags.add("bad_size", p, a.address,
                     std::string(kind) + " bin " + std::to_string(i) + " chunk has size " + hex(sz));
-      fl.chunks.push_back({p, sz});
+      idx.push_back(p | state);
       fl.bytes += sz;
       a.binned.add(sz);
       prev = p;
       p = nfd;
     }
-    if (!fl.chunks.empty()) a.bins.push_back(std::move(fl));
+    if (idx.size() == from) continue;
+    fl.head = idx[from] & ~uint64_t{15};
+    fl.count = idx.size() - from;
+    a.bins.push_back(std::move(fl));
   }
 }
 
@@ -569,7 +603,10 @@ void Heap::read_tcaches() {
       if (n != count)
         diags_.add("bad_tcache", *ptr, std::nullopt,
                    where + " holds " + std::to_string(n) + " chunks but its count says " + std::to_string(count));
-      if (!fl.chunks.empty()) tc.bins.push_back(std::move(fl));
+      if (fl.chunks.empty()) continue;
+      fl.head = fl.chunks.front().address;
+      fl.count = fl.chunks.size();
+      tc.bins.push_back(std::move(fl));
     }
     threads_.push_back(std::move(tc));
   }
@@ -585,6 +622,24 @@ const Arena* Heap::arena_of(uint64_t address) const {
   if (it == ranges_.begin()) return nullptr;
   --it;
   return address < it->end ? &arenas_[it->arena] : nullptr;
+}
+
+std::vector<FreeChunk> Heap::list_chunks(const Arena&, const FreeList& fl) const {
+  if (fl.kind == ChunkState::Tcache) return fl.chunks;
+  // Follow the list as read_fastbins/read_bins did: they stopped at the first chunk they could
+  // not take, so the first `count` distinct chunks along it are the ones counted.
+  memory::Reader r(t_.memory());
+  std::vector<FreeChunk> out;
+  out.reserve(static_cast<size_t>(std::min<uint64_t>(fl.count, 1u << 20)));
+  std::unordered_set<uint64_t> seen;
+  uint64_t p = fl.head;
+  for (uint64_t steps = 0; out.size() < fl.count && steps <= 2 * fl.count + 2; ++steps) {
+    uint64_t size_word = 0, fd = 0;
+    if (!r.try_u64(p + 8, size_word) || !r.try_u64(p + 16, fd)) break;
+    if (!fl.cycle || seen.insert(p).second) out.push_back({p, size_word & ~uint64_t{7}});
+    p = fl.kind == ChunkState::Fastbin ? reveal(p + 16, fd) : fd;
+  }
+  return out;
 }
 
 const Arena* Heap::find_arena(uint64_t selector) const {
@@ -619,18 +674,19 @@ void Heap::build_free_index() {
   parallel_for(arenas_.size(), [&](size_t i) {
     Arena& a = arenas_[i];
     auto& idx = a.free_index;
-    auto add = [&](uint64_t addr, ChunkState st) {
-      if (arena_of(addr) != &a) {
+    // The lists' chunks went in as they were read (fastbins, then bins, then tcache chunks,
+    // which are already known to lie in this arena): drop what lies outside its heaps.
+    size_t w = 0;
+    for (size_t k = 0; k < idx.size(); ++k) {
+      uint64_t addr = fi_addr(idx[k]);
+      if (fi_state(idx[k]) != ChunkState::Tcache && arena_of(addr) != &a) {
         a.diags.add("outside_heap", addr, a.address,
-                    std::string(state_name(st)) + " chunk lies outside this arena's heaps");
-        return;
+                    std::string(state_name(fi_state(idx[k]))) + " chunk lies outside this arena's heaps");
+        continue;
       }
-      idx.push_back(addr | static_cast<uint64_t>(st));
-    };
-    for (const auto& fl : a.fastbins)
-      for (const auto& c : fl.chunks) add(c.address, ChunkState::Fastbin);
-    for (const auto& fl : a.bins)
-      for (const auto& c : fl.chunks) add(c.address, fl.kind);
+      idx[w++] = idx[k];
+    }
+    idx.resize(w);
     radix_sort(idx);
     for (size_t k = 1; k < idx.size(); ++k) {
       if (fi_addr(idx[k]) == fi_addr(idx[k - 1]))

@@ -38,11 +38,17 @@ struct FreeChunk {
   uint64_t address = 0, size = 0;
 };
 
-/// One non-empty fastbin, bin (unsorted/small/large) or tcache bin.
+/// One non-empty fastbin, bin (unsorted/small/large) or tcache bin. An arena's lists do not keep
+/// their chunks: the arena's free index (8 bytes a chunk) is all a summary holds, and
+/// Heap::list_chunks() follows a list again when its chunks are asked for. Tcache bins, small
+/// and bounded, keep theirs in `chunks`.
 struct FreeList {
   unsigned index = 0;
   ChunkState kind = ChunkState::Fastbin;
-  std::vector<FreeChunk> chunks;
+  uint64_t head = 0;              ///< first chunk
+  uint64_t count = 0;             ///< distinct chunks read
+  bool cycle = false;             ///< the list looped back (what the loop repeated is not counted)
+  std::vector<FreeChunk> chunks;  ///< tcache bins only
   uint64_t bytes = 0;
 };
 
@@ -117,6 +123,9 @@ class Heap {
   void summarize();
   /// Arena owning an address, by heap range; nullptr if none.
   const Arena* arena_of(uint64_t address) const;
+  /// The chunks of one of `arena`'s fastbins or bins (tcache bins: their own `chunks`), in list
+  /// order, read again from the target: the same `count` chunks the summary counted.
+  std::vector<FreeChunk> list_chunks(const Arena& arena, const FreeList& list) const;
   /// Which arena does `selector` name: a ring index or an arena address.
   const Arena* find_arena(uint64_t selector) const;
   const Layout& layout() const { return *glibc_.layout; }

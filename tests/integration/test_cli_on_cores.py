@@ -99,6 +99,12 @@ def test_bins_json_matches_arenas(core4, arenas_doc):
         assert sum(x["count"] for x in b["bins"]) == a["bins"]["count"]
         assert sum(x["bytes"] for x in b["bins"]) == a["bins"]["bytes"]
         assert b["top"]["size"] == a["top_bytes"]
+        for f in b["fastbins"]:  # listed again from the core: the counted chunks, each once
+            assert len(f["chunks"]) == len(set(f["chunks"])) == f["count"]
+            assert f["size"] * f["count"] == f["bytes"]
+        for x in b["bins"]:
+            assert len(x["chunks"]) == len({c["address"] for c in x["chunks"]}) == x["count"]
+            assert sum(c["size"] for c in x["chunks"]) == x["bytes"]
         kinds = {x["kind"] for x in b["bins"]}
         assert kinds == {"unsorted", "small", "large"}, f"arena {b['address']:#x}: {kinds}"
 

@@ -76,6 +76,18 @@ TEST(Heap, CountsEveryFreeListKind) {
   EXPECT_EQ(a.in_use.bytes, 0x290u + 0x30 + 0x20 + 0x50);
   EXPECT_EQ(a.top_size, kHeap + kHeapSize - f.cursor);
   EXPECT_TRUE(h.diagnostics().items().empty()) << h.diagnostics().items()[0].detail;
+  // Lists keep counts; their chunks are read again on request.
+  ASSERT_EQ(a.fastbins.size(), 1u);
+  ASSERT_EQ(a.bins.size(), 1u);
+  EXPECT_EQ(a.fastbins[0].count, 1u);
+  EXPECT_TRUE(a.fastbins[0].chunks.empty());
+  auto fc = h.list_chunks(a, a.fastbins[0]);
+  ASSERT_EQ(fc.size(), 1u);
+  EXPECT_EQ(fc[0].address, fast);
+  auto bc = h.list_chunks(a, a.bins[0]);
+  ASSERT_EQ(bc.size(), 1u);
+  EXPECT_EQ(bc[0].address, uns);
+  EXPECT_EQ(bc[0].size, 0x200u);
 }
 
 TEST(Heap, SmashedSizeIsReportedAndWalkResyncs) {
@@ -115,6 +127,13 @@ TEST(Heap, FastbinCycleIsReportedNotLooped) {
     cycle |= d.kind == "cycle" && d.address && (*d.address == a || *d.address == b);
   EXPECT_TRUE(cycle);
   EXPECT_EQ(h.arenas()[0].fast.count, 2u);
+  // The list is followed again for its chunks: each once, in list order.
+  ASSERT_EQ(h.arenas()[0].fastbins.size(), 1u);
+  auto chunks = h.list_chunks(h.arenas()[0], h.arenas()[0].fastbins[0]);
+  ASSERT_EQ(chunks.size(), 2u);
+  EXPECT_EQ(chunks[0].address, a);
+  EXPECT_EQ(chunks[1].address, b);
+  EXPECT_EQ(chunks[1].size, 0x20u);
 }
 
 TEST(Heap, BrokenBackLinkIsReported) {
