@@ -49,6 +49,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       });
       (void)h.find_arena(a.index);
       (void)h.find_arena(a.address);
+      // The bins listing follows each list again: it must give back the counted chunks.
+      for (const auto* lists : {&a.fastbins, &a.bins})
+        for (const auto& fl : *lists)
+          if (h.list_chunks(a, fl).size() != fl.count) __builtin_trap();
     }
     if (im.flags & 2) {
       target::ModuleIndex mods(*t);
