@@ -3,7 +3,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <cstdio>  // H1TMP
+#include <cstdlib>  // H1TMP
+#include <atomic>
+#include <exception>
 #include <queue>
+#include <sys/mman.h>
+#include <thread>
 
 #include "util/errors.h"
 #include "util/progress.h"
@@ -28,15 +34,56 @@ constexpr uint64_t kRef = 8;
 constexpr uint64_t kFlags = 15;
 constexpr uint64_t kGap = kMmapped;
 constexpr uint32_t kNone = ~uint32_t{0};
-constexpr size_t kStride = 32;  // entries per block of the lookup's second level
+// lookup()'s table: a run of at least kDense entries gets a segment of its own; smaller runs
+// share one. Each segment has about one bucket (4 bytes) per kPerBucket entries.
+constexpr size_t kDense = 256;
+constexpr size_t kPerBucket = 8;
+constexpr size_t kAhead = 8;  // drain(): prefetch the chunk this many pops ahead
 
 inline bool is_gap(uint64_t e) { return (e & (kNode | kMmapped)) == kGap; }
+
+/// std::allocator whose value-initialisation leaves the memory as it is: resize() of a large
+/// vector then costs no zeroing pass (the copy that fills it touches each page once).
+template <class T>
+struct Uninitialized : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = Uninitialized<U>;
+  };
+  Uninitialized() = default;
+  template <class U>
+  Uninitialized(const Uninitialized<U>&) {}
+  T* allocate(size_t n) {
+    T* p = std::allocator<T>::allocate(n);
+    // Large buffers: transparent huge pages where the system offers them on request (a 4 KiB
+    // page fault each would cost more than filling the page).
+    constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+    uintptr_t b = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
+    uintptr_t e = (reinterpret_cast<uintptr_t>(p + n)) & ~(kHuge - 1);
+    static const bool h1 = getenv("H1NOHUGE") == nullptr;  // H1TMP
+    if (h1 && e > b) madvise(reinterpret_cast<void*>(b), e - b, MADV_HUGEPAGE);
+    return p;
+  }
+  template <class U>
+  void construct(U* p) {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... A>
+  void construct(U* p, A&&... a) {
+    ::new (static_cast<void*>(p)) U(std::forward<A>(a)...);
+  }
+};
 
 /// Reads target memory for scans: direct spans when the source has them (cores), else bounded
 /// buffered reads of at least `block` bytes (live processes).
 class Window {
  public:
   Window(memory::MemorySource& m, size_t block) : m_(m), block_(block) {}
+
+  /// Starts loading the cache line at `a` when it lies in the current direct span.
+  void prefetch(uint64_t a) const {
+    if (a >= ds_ && a < de_) __builtin_prefetch(dptr_ + (a - ds_));
+  }
 
   /// [a, a + len) or nullptr when a byte of it is unreadable. len <= kPiece.
   const uint8_t* get(uint64_t a, uint64_t len) {
@@ -76,46 +123,113 @@ class Pass {
   Pass(ptmalloc::Heap& h, target::Target& t, const ReachOptions& o, ReachResult& r)
       : h_(h), t_(t), opt_(o), res_(r), seq_(t.memory(), 4 << 20), rnd_(t.memory(), 0) {}
 
+  static double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }  // H1TMP
+  void ph(const char* what) {  // H1TMP
+    static bool on = getenv("H1PH") != nullptr;  // H1TMP
+    double t = now();  // H1TMP
+    if (on && what) fprintf(stderr, "  %-10s %.3f\n", what, t - t_ph_);  // H1TMP
+    t_ph_ = t;  // H1TMP
+  }  // H1TMP
+  double t_ph_ = 0;  // H1TMP
   void run() {
+    ph(nullptr);  // H1TMP
     build_index();
+    ph("index");  // H1TMP
     if (e_.size() < 2) {
       collect();
       return;
     }
-    // Samples carry every flag bit, so comparing one with `v | kFlags` depends on the start only.
-    for (size_t i = 0; i < e_.size(); i += kStride) sample_.push_back(e_[i] | kFlags);
+    build_lookup();
+    ph("lookup");  // H1TMP
+    if (getenv("H1CHECK")) check_lookup();  // H1TMP
     lo_ = (e_.front() & ~kFlags) + 16;
     span_ = (e_.back() & ~kFlags) - lo_;
     scan_roots();
+    ph("roots");  // H1TMP
     drain();
     scan_unreached();
+    ph("unreached");  // H1TMP
     collect();
+    ph("collect");  // H1TMP
   }
 
  private:
   // ---- the index ---------------------------------------------------------------------------
-  void build_index() {
-    uint64_t last_end = 0;
+  /// One part of the walk, in walk order: an arena's heaps, or the mmapped chunks.
+  struct Part {
+    std::vector<uint64_t> e;      // entries, gaps only between its own chunks
+    std::vector<size_t> breaks;   // indices in e where a run begins (0 excepted)
+    uint64_t first = 0;           // address of its first (aligned) chunk
+    uint64_t last_end = 0;        // end of its last chunk
+    bool any = false;             // has a chunk
     uint64_t misaligned = 0;
-    h_.walk(nullptr, [&](uint64_t addr, uint64_t size, ChunkState st, const ptmalloc::Arena*, size_t) {
-      if ((addr & kFlags) || size == 0) {
-        ++misaligned;
-        return true;
+    bool equal_starts = false;  // two entries in a row with the same start
+
+    void push(uint64_t x) {
+      if (!e.empty()) {
+        uint64_t b = e.back();
+        if (x < b || is_gap(b)) breaks.push_back(e.size());
+        if (((x ^ b) & ~kFlags) == 0) equal_starts = true;
       }
-      if (last_end && last_end != addr) e_.push_back(last_end | kGap);
-      uint64_t f = 0;
-      if (st == ChunkState::Used) f = kNode;
-      if (st == ChunkState::Mmapped) f = kNode | kMmapped;
-      e_.push_back(addr | f);
-      last_end = (addr + size) & ~kFlags;
-      return true;
-    });
-    if (last_end) e_.push_back(last_end | kGap);
-    if (misaligned)
-      res_.diagnostics.add("misaligned", std::nullopt, std::nullopt,
-                           std::to_string(misaligned) + " chunks not 16-aligned were left out of the leak pass");
-    sort_runs();
-    // Equal starts (a run's end sentinel meeting the next run's first chunk): keep the chunk.
+      e.push_back(x);
+    }
+  };
+
+  void build_index() {
+    // The walk of every arena (ring order) then the mmapped chunks is the same sequence as the
+    // arenas' walks one after the other, then the mmapped chunks: the parts are walked in
+    // parallel where the heap's own walks are (cores, live processes), then joined as if walked
+    // in one go, ordered by address and deduplicated.
+    h_.summarize();
+    const auto& arenas = h_.arenas();
+    std::vector<Part> parts(arenas.size() + 1);
+    for (size_t k = 0; k < arenas.size(); ++k) {
+      const auto& a = arenas[k];
+      // Used chunks and fenceposts as counted by the first walk, at most every free chunk, a
+      // gap a heap: enough unless the walk resynchronised (then the vector just grows).
+      parts[k].e.reserve(a.in_use.count + a.fenceposts.count + a.free_index.size() + 2 * a.heaps.size() + 2);
+    }
+    parts.back().e.reserve(2 * h_.mmapped().chunks.size());
+    auto walk_part = [&](size_t k) {
+      Part& p = parts[k];
+      auto visit = [&p](uint64_t addr, uint64_t size, ChunkState st) {
+        if ((addr & kFlags) || size == 0) {
+          ++p.misaligned;
+          return;
+        }
+        if (!p.any) {
+          p.any = true;
+          p.first = addr;
+        } else if (p.last_end && p.last_end != addr) {
+          p.push(p.last_end | kGap);
+        }
+        uint64_t f = 0;
+        if (st == ChunkState::Used) f = kNode;
+        if (st == ChunkState::Mmapped) f = kNode | kMmapped;
+        p.push(addr | f);
+        p.last_end = (addr + size) & ~kFlags;
+      };
+      double T0 = now();  // H1TMP
+      struct Pr { double t0; size_t k; Part& p; ~Pr() { if (getenv("H1PH")) fprintf(stderr, "    part %zu %.3f n=%zu cap=%zu\n", k, now() - t0, p.e.size(), p.e.capacity()); } } pr{T0, k, p};  // H1TMP
+      if (k < arenas.size()) {
+        h_.walk(&arenas[k], [&](uint64_t addr, uint64_t size, ChunkState st, const ptmalloc::Arena*, size_t) {
+          visit(addr, size, st);
+          return true;
+        });
+      } else {
+        for (const auto& c : h_.mmapped().chunks) visit(c.address, c.size, ChunkState::Mmapped);
+      }
+    };
+    run_parallel(parts.size(), walk_part);
+    ph("walk");  // H1TMP
+    if (join(parts)) dedupe();
+    ph("join");  // H1TMP
+    if (!e_.empty() && !is_gap(e_.back())) e_.push_back(((e_.back() & ~kFlags) + 16) | kGap);
+    if (e_.size() >= kNone) throw Error("too many chunks for the leak pass (" + std::to_string(e_.size()) + ")");
+  }
+
+  /// Equal starts (a run's end sentinel meeting the next run's first chunk): keep the chunk.
+  void dedupe() {
     size_t w = 0;
     for (size_t i = 0; i < e_.size();) {
       size_t j = i;
@@ -128,50 +242,230 @@ class Pass {
       i = j;
     }
     e_.resize(w);
-    if (!e_.empty() && !is_gap(e_.back())) e_.push_back(((e_.back() & ~kFlags) + 16) | kGap);
-    if (e_.size() >= kNone) throw Error("too many chunks for the leak pass (" + std::to_string(e_.size()) + ")");
   }
 
-  /// The walk yields sorted runs (one per heap, then the mmapped chunks; each ends with a gap)
-  /// in ring order: order the runs by address (std::sort degrades on such input); full sort if runs overlap.
-  void sort_runs() {
-    std::vector<std::pair<size_t, size_t>> runs;  // [begin, end) indices
-    size_t b = 0;
-    for (size_t i = 1; i <= e_.size(); ++i)
-      if (i == e_.size() || e_[i] < e_[i - 1] || is_gap(e_[i - 1])) {
-        runs.emplace_back(b, i);
-        b = i;
+  /// fn(k) for k in [0, n), on several threads where the target can be read from several (as
+  /// Heap's own walks are); the first exception (lowest k) is rethrown.
+  template <class F>
+  void run_parallel(size_t n, F&& fn) {
+    unsigned workers = 1;
+    if (t_.kind() == target::Target::Kind::Core || t_.kind() == target::Target::Kind::Live)
+      workers = static_cast<unsigned>(std::min<size_t>({n, 8, std::max(1u, std::thread::hardware_concurrency())}));
+    std::vector<std::exception_ptr> errors(n);
+    std::atomic<size_t> next{0};
+    auto worker = [&] {
+      for (size_t k; (k = next.fetch_add(1)) < n;) {
+        try {
+          fn(k);
+        } catch (...) {
+          errors[k] = std::current_exception();
+        }
       }
-    if (runs.size() <= 1) return;
-    std::sort(runs.begin(), runs.end(), [&](const auto& x, const auto& y) { return e_[x.first] < e_[y.first]; });
-    for (size_t k = 1; k < runs.size(); ++k)
-      if (e_[runs[k].first] < e_[runs[k - 1].second - 1]) {
-        std::sort(e_.begin(), e_.end());
-        return;
+    };
+    std::vector<std::thread> pool;
+    for (unsigned i = 1; i < workers; ++i) pool.emplace_back(worker);
+    worker();
+    for (auto& th : pool) th.join();
+    for (auto& err : errors)
+      if (err) std::rethrow_exception(err);
+  }
+
+  /// Joins the parts into e_ as one walk would have produced them, with its runs (sorted
+  /// stretches, each ending at a gap) in address order; a full sort if runs overlap. Returns
+  /// whether two entries in a row may have the same start (dedupe() needed).
+  bool join(std::vector<Part>& parts) {
+    // The joined sequence as pieces; between parts, the gap the single walk would have added.
+    struct Piece {
+      const uint64_t* p;
+      size_t n;
+    };
+    std::vector<Piece> pieces;
+    std::vector<uint64_t> gaps;
+    gaps.reserve(parts.size() + 1);
+    std::vector<std::pair<size_t, size_t>> runs;  // [begin, end) in the joined sequence
+    uint64_t last_end = 0, misaligned = 0, prev = 0;
+    size_t total = 0, run_begin = 0;
+    bool equal = false;
+    auto append = [&](const uint64_t* p, size_t n, const size_t* br, size_t nbr) {
+      if (!n) return;
+      if (total && ((p[0] ^ prev) & ~kFlags) == 0) equal = true;
+      if (total && (p[0] < prev || is_gap(prev))) {
+        runs.emplace_back(run_begin, total);
+        run_begin = total;
       }
-    std::vector<uint64_t> out;
-    out.reserve(e_.size());
-    for (const auto& r : runs) out.insert(out.end(), e_.begin() + r.first, e_.begin() + r.second);
-    e_.swap(out);
+      for (size_t k = 0; k < nbr; ++k) {
+        runs.emplace_back(run_begin, total + br[k]);
+        run_begin = total + br[k];
+      }
+      pieces.push_back({p, n});
+      total += n;
+      prev = p[n - 1];
+    };
+    for (auto& part : parts) {
+      misaligned += part.misaligned;
+      equal |= part.equal_starts;
+      if (!part.any) continue;
+      if (last_end && last_end != part.first) {
+        gaps.push_back(last_end | kGap);
+        append(&gaps.back(), 1, nullptr, 0);
+      }
+      append(part.e.data(), part.e.size(), part.breaks.data(), part.breaks.size());
+      last_end = part.last_end;
+    }
+    if (last_end) {
+      gaps.push_back(last_end | kGap);
+      append(&gaps.back(), 1, nullptr, 0);
+    }
+    if (total) runs.emplace_back(run_begin, total);
+    if (misaligned)
+      res_.diagnostics.add("misaligned", std::nullopt, std::nullopt,
+                           std::to_string(misaligned) + " chunks not 16-aligned were left out of the leak pass");
+
+    // Element i of the joined sequence, and copies of its ranges.
+    std::vector<size_t> offsets;  // of each piece
+    for (size_t k = 0, o = 0; k < pieces.size(); o += pieces[k++].n) offsets.push_back(o);
+    auto at = [&](size_t i) {
+      size_t k = static_cast<size_t>(std::upper_bound(offsets.begin(), offsets.end(), i) - offsets.begin()) - 1;
+      return pieces[k].p[i - offsets[k]];
+    };
+    auto copy = [&](size_t b, size_t e, uint64_t* out) {
+      size_t k = static_cast<size_t>(std::upper_bound(offsets.begin(), offsets.end(), b) - offsets.begin()) - 1;
+      while (b < e) {
+        size_t off = b - offsets[k], n = std::min(e - b, pieces[k].n - off);
+        std::memcpy(out, pieces[k].p + off, n * sizeof(uint64_t));
+        out += n;
+        b += n;
+        ++k;
+      }
+    };
+    // Runs in ring order: order them by address (std::sort degrades on such input); full sort
+    // if runs overlap.
+    std::sort(runs.begin(), runs.end(), [&](const auto& x, const auto& y) { return at(x.first) < at(y.first); });
+    bool overlap = false;
+    for (size_t k = 1; k < runs.size() && !overlap; ++k) overlap = at(runs[k].first) < at(runs[k - 1].second - 1);
+    ph("join0");  // H1TMP
+    e_.reserve(total + 1);  // + the end sentinel build_index() may add
+    e_.resize(total);
+    ph("resize");  // H1TMP
+    if (overlap) {
+      copy(0, total, e_.data());
+      for (auto& part : parts) std::vector<uint64_t>().swap(part.e);
+      std::sort(e_.begin(), e_.end());
+      return true;
+    }
+    // Copy the runs in address order, in pieces of at most kCopy entries over the threads.
+    constexpr size_t kCopy = 1 << 18;
+    std::vector<std::pair<size_t, size_t>> jobs;  // (source begin, destination), length up to kCopy
+    std::vector<size_t> ends;
+    size_t o = 0;
+    for (size_t k = 0; k < runs.size(); ++k) {
+      const auto& r = runs[k];
+      if (k && ((at(r.first) ^ at(runs[k - 1].second - 1)) & ~kFlags) == 0) equal = true;
+      for (size_t b = r.first; b < r.second; b += kCopy) {
+        jobs.emplace_back(b, o + (b - r.first));
+        ends.push_back(std::min(r.second, b + kCopy));
+      }
+      o += r.second - r.first;
+    }
+    run_parallel(jobs.size(), [&](size_t j) { copy(jobs[j].first, ends[j], e_.data() + jobs[j].second); });
+    return equal;
   }
 
   uint64_t start(size_t i) const { return e_[i] & ~kFlags; }
 
-  /// The node whose [mem, end) holds v, or kNone.
-  inline uint32_t lookup(uint64_t v) const {
-    if (v - lo_ >= span_) return kNone;
-    const uint64_t key = v | kFlags;
-    // Two levels: every kStride-th start (a small, cache-resident array), then the block.
-    const uint64_t* sb = sample_.data();
-    size_t sn = sample_.size();
-    while (sn > 1) {
-      size_t half = sn >> 1;
-      sb = sb[half] <= key ? sb + half : sb;
-      sn -= half;
+  /// lookup()'s first levels. The index is cut into segments (a long run of chunk starts, i.e.
+  /// a heap or adjacent heaps, or a group of short runs such as mmapped chunks); a segment
+  /// splits its address range into 2^shift-byte buckets, and its table gives for each bucket
+  /// base the last entry starting at or below it. A value then needs a search over the few
+  /// segments, one table read and a search over the entries of its bucket.
+  void build_lookup() {
+    size_t group = 0;  // first entry of the pending group of short runs
+    for (size_t b = 0, i = 0; i < e_.size(); ++i) {
+      if (!is_gap(e_[i]) && i + 1 < e_.size()) continue;
+      // [b, i] is a run.
+      if (i + 1 - b >= kDense) {
+        if (group < b) add_segment(group, b);
+        add_segment(b, i + 1);
+        group = i + 1;
+      } else if (i + 1 - group >= kDense) {
+        add_segment(group, i + 1);
+        group = i + 1;
+      }
+      b = i + 1;
     }
-    size_t first = static_cast<size_t>(sb - sample_.data()) * kStride;
+    if (group < e_.size()) add_segment(group, e_.size());
+  }
+
+  /// Entries [b, e) as one segment.
+  void add_segment(size_t b, size_t e) {
+    const uint64_t lo = start(b), span = start(e - 1) - lo;
+    const uint64_t want = std::max<uint64_t>(1, (e - b) / kPerBucket);
+    unsigned shift = 4;
+    while (shift < 63 && (span >> shift) + 1 > want) ++shift;
+    const uint64_t nb = (span >> shift) + 1;
+    const uint64_t mask = (uint64_t{1} << shift) - 1;
+    seg_lo_.push_back(lo);
+    segs_.push_back(Segment{lo, tbl_.size(), nb, static_cast<uint32_t>(e - 1), shift});
+    size_t i = b;
+    for (uint64_t k = 0; k <= nb; ++k) {
+      // The last entry whose start is at or below the base of bucket k (k << shift above lo).
+      while (i + 1 < e) {
+        uint64_t x = start(i + 1) - lo;
+        if ((x >> shift) + ((x & mask) != 0) > k) break;
+        ++i;
+      }
+      tbl_.push_back(static_cast<uint32_t>(i));
+    }
+  }
+
+  uint32_t lookup_old(uint64_t v) const {  // H1TMP
+    if (v - lo_ >= span_) return kNone;  // H1TMP
+    const uint64_t key = v | kFlags;  // H1TMP
+    auto it = std::upper_bound(e_.begin(), e_.end(), key);  // H1TMP
+    const uint64_t* base = &*(it - 1);  // H1TMP
+    uint64_t e = *base;  // H1TMP
+    uint64_t s = e & ~kFlags;  // H1TMP
+    if (v < s + 8) {  // H1TMP
+      if (v == s || base == e_.data() || is_gap(e)) return kNone;  // H1TMP
+      uint64_t p = base[-1];  // H1TMP
+      return (p & (kNode | kMmapped)) == kNode ? static_cast<uint32_t>(base - e_.data() - 1) : kNone;  // H1TMP
+    }  // H1TMP
+    if (!(e & kNode) || v < s + 16) return kNone;  // H1TMP
+    return static_cast<uint32_t>(base - e_.data());  // H1TMP
+  }  // H1TMP
+  void check_lookup() {  // H1TMP
+    uint64_t bad = 0, n = 0, x = 88172645463325252ull;  // H1TMP
+    auto t = [&](uint64_t v) { ++n; if (lookup(v) != lookup_old(v) && ++bad < 10) fprintf(stderr, "MISMATCH %lx\n", (unsigned long)v); };  // H1TMP
+    for (size_t i = 0; i < e_.size(); ++i) for (int64_t d = -24; d <= 40; ++d) t(start(i) + d);  // H1TMP
+    for (int k = 0; k < 20000000; ++k) { x ^= x << 13; x ^= x >> 7; x ^= x << 17; t(lo_ - 64 + x % (span_ + 128)); }  // H1TMP
+    for (int k = 0; k < 2000000; ++k) { x ^= x << 13; x ^= x >> 7; x ^= x << 17; t(x); }  // H1TMP
+    fprintf(stderr, "H1CHECK %lu lookups, %lu mismatches, %zu segments, %zu buckets\n", (unsigned long)n, (unsigned long)bad, segs_.size(), tbl_.size());  // H1TMP
+  }  // H1TMP
+
+  /// The node whose [mem, end) holds v, or kNone. Most scanned words are not heap addresses:
+  /// only the range check is inline.
+  [[gnu::always_inline]] uint32_t lookup(uint64_t v) const { return v - lo_ >= span_ ? kNone : find(v); }
+
+  /// lookup() of a value within [lo_, lo_ + span_).
+  uint32_t find(uint64_t v) const {
+    const uint64_t key = v | kFlags;
+    const uint64_t* sl = seg_lo_.data();
+    size_t n = seg_lo_.size();
+    while (n > 1) {
+      size_t half = n >> 1;
+      sl = sl[half] <= v ? sl + half : sl;
+      n -= half;
+    }
+    const Segment& sg = segs_[static_cast<size_t>(sl - seg_lo_.data())];
+    const uint64_t k = (v - sg.lo) >> sg.shift;
+    size_t first = sg.last, last = sg.last;
+    if (k < sg.buckets) {
+      first = tbl_[sg.table + k];
+      last = tbl_[sg.table + k + 1];
+    }
+    // The last entry at or below v lies in [first, last].
     const uint64_t* base = e_.data() + first;
-    size_t n = std::min(kStride, e_.size() - first);
+    n = last - first + 1;
     while (n > 1) {
       size_t half = n >> 1;
       base = base[half] <= key ? base + half : base;
@@ -266,6 +560,17 @@ class Pass {
     uint64_t steps = 0;
     while (!work_.empty()) {
       if ((++steps & 0xffff) == 0) Progress::check();
+      // The chunks below the top of the stack are scanned next unless this one pushes more:
+      // start loading their entries and bodies now.
+      size_t n = work_.size();
+      static const bool pf = getenv("H1NOPF") == nullptr;  // H1TMP
+      static const size_t A = getenv("H1A") ? atoi(getenv("H1A")) : kAhead;  // H1TMP
+      if (pf && n > 2 * A) {  // H1TMP
+        __builtin_prefetch(&e_[work_[n - 1 - 2 * A]]);
+        uint64_t c = start(work_[n - 1 - A]);
+        rnd_.prefetch(c + 16);
+        rnd_.prefetch(c + 80);
+      }
       uint32_t i = work_.back();
       work_.pop_back();
       auto [a, b] = body(i);
@@ -490,8 +795,17 @@ class Pass {
   const ReachOptions& opt_;
   ReachResult& res_;
   Window seq_, rnd_;
-  std::vector<uint64_t> e_;       // chunk starts | flags, sorted; gap entries end covered runs
-  std::vector<uint64_t> sample_;  // e_[k * kStride] | kFlags: the first level of lookup()
+  std::vector<uint64_t, Uninitialized<uint64_t>> e_;  // chunk starts | flags, sorted; gap entries end runs
+  struct Segment {
+    uint64_t lo;       // start of its first entry
+    size_t table;      // its first bucket in tbl_ (buckets + 1 of them)
+    uint64_t buckets;  // of 2^shift bytes from lo
+    uint32_t last;     // its last entry
+    unsigned shift;
+  };
+  std::vector<uint64_t> seg_lo_;  // Segment::lo of each segment, for the search
+  std::vector<Segment> segs_;
+  std::vector<uint32_t> tbl_;
   std::vector<uint32_t> work_;
   uint64_t lo_ = 0, span_ = 0;
 };
