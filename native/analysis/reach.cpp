@@ -1,14 +1,15 @@
 #include "analysis/reach.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
-#include <chrono>
-#include <cstring>
-#include <cstdio>  // H1TMP
-#include <cstdlib>  // H1TMP
 #include <atomic>
+#include <chrono>
+#include <cstdio>   // H1TMP
+#include <cstdlib>  // H1TMP
+#include <cstring>
 #include <exception>
 #include <queue>
-#include <sys/mman.h>
 #include <thread>
 
 #include "util/errors.h"
@@ -123,14 +124,16 @@ class Pass {
   Pass(ptmalloc::Heap& h, target::Target& t, const ReachOptions& o, ReachResult& r)
       : h_(h), t_(t), opt_(o), res_(r), seq_(t.memory(), 4 << 20), rnd_(t.memory(), 0) {}
 
-  static double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }  // H1TMP
-  void ph(const char* what) {  // H1TMP
-    static bool on = getenv("H1PH") != nullptr;  // H1TMP
-    double t = now();  // H1TMP
+  static double now() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  }                                                                      // H1TMP
+  void ph(const char* what) {                                            // H1TMP
+    static bool on = getenv("H1PH") != nullptr;                          // H1TMP
+    double t = now();                                                    // H1TMP
     if (on && what) fprintf(stderr, "  %-10s %.3f\n", what, t - t_ph_);  // H1TMP
-    t_ph_ = t;  // H1TMP
-  }  // H1TMP
-  double t_ph_ = 0;  // H1TMP
+    t_ph_ = t;                                                           // H1TMP
+  }                                                                      // H1TMP
+  double t_ph_ = 0;                                                      // H1TMP
   void run() {
     ph(nullptr);  // H1TMP
     build_index();
@@ -140,7 +143,7 @@ class Pass {
       return;
     }
     build_lookup();
-    ph("lookup");  // H1TMP
+    ph("lookup");                           // H1TMP
     if (getenv("H1CHECK")) check_lookup();  // H1TMP
     lo_ = (e_.front() & ~kFlags) + 16;
     span_ = (e_.back() & ~kFlags) - lo_;
@@ -155,13 +158,22 @@ class Pass {
 
  private:
   // ---- the index ---------------------------------------------------------------------------
+  /// A segment of lookup()'s table (see build_lookup()).
+  struct Segment {
+    uint64_t lo;       // start of its first entry
+    size_t table;      // its first bucket in tbl_ (buckets + 1 of them)
+    uint64_t buckets;  // of 2^shift bytes from lo
+    uint32_t last;     // its last entry
+    unsigned shift;
+  };
+
   /// One part of the walk, in walk order: an arena's heaps, or the mmapped chunks.
   struct Part {
-    std::vector<uint64_t> e;      // entries, gaps only between its own chunks
-    std::vector<size_t> breaks;   // indices in e where a run begins (0 excepted)
-    uint64_t first = 0;           // address of its first (aligned) chunk
-    uint64_t last_end = 0;        // end of its last chunk
-    bool any = false;             // has a chunk
+    std::vector<uint64_t> e;     // entries, gaps only between its own chunks
+    std::vector<size_t> breaks;  // indices in e where a run begins (0 excepted)
+    uint64_t first = 0;          // address of its first (aligned) chunk
+    uint64_t last_end = 0;       // end of its last chunk
+    bool any = false;            // has a chunk
     uint64_t misaligned = 0;
     bool equal_starts = false;  // two entries in a row with the same start
 
@@ -210,7 +222,15 @@ class Pass {
         p.last_end = (addr + size) & ~kFlags;
       };
       double T0 = now();  // H1TMP
-      struct Pr { double t0; size_t k; Part& p; ~Pr() { if (getenv("H1PH")) fprintf(stderr, "    part %zu %.3f n=%zu cap=%zu\n", k, now() - t0, p.e.size(), p.e.capacity()); } } pr{T0, k, p};  // H1TMP
+      struct Pr {
+        double t0;
+        size_t k;
+        Part& p;
+        ~Pr() {
+          if (getenv("H1PH"))
+            fprintf(stderr, "    part %zu %.3f n=%zu cap=%zu\n", k, now() - t0, p.e.size(), p.e.capacity());
+        }
+      } pr{T0, k, p};  // H1TMP
       if (k < arenas.size()) {
         h_.walk(&arenas[k], [&](uint64_t addr, uint64_t size, ChunkState st, const ptmalloc::Arena*, size_t) {
           visit(addr, size, st);
@@ -343,7 +363,7 @@ class Pass {
     std::sort(runs.begin(), runs.end(), [&](const auto& x, const auto& y) { return at(x.first) < at(y.first); });
     bool overlap = false;
     for (size_t k = 1; k < runs.size() && !overlap; ++k) overlap = at(runs[k].first) < at(runs[k - 1].second - 1);
-    ph("join0");  // H1TMP
+    ph("join0");            // H1TMP
     e_.reserve(total + 1);  // + the end sentinel build_index() may add
     e_.resize(total);
     ph("resize");  // H1TMP
@@ -379,68 +399,91 @@ class Pass {
   /// base the last entry starting at or below it. A value then needs a search over the few
   /// segments, one table read and a search over the entries of its bucket.
   void build_lookup() {
-    size_t group = 0;  // first entry of the pending group of short runs
+    std::vector<std::pair<size_t, size_t>> segs;  // [begin, end) entries
+    size_t group = 0;                             // first entry of the pending group of short runs
     for (size_t b = 0, i = 0; i < e_.size(); ++i) {
       if (!is_gap(e_[i]) && i + 1 < e_.size()) continue;
       // [b, i] is a run.
       if (i + 1 - b >= kDense) {
-        if (group < b) add_segment(group, b);
-        add_segment(b, i + 1);
+        if (group < b) segs.emplace_back(group, b);
+        segs.emplace_back(b, i + 1);
         group = i + 1;
       } else if (i + 1 - group >= kDense) {
-        add_segment(group, i + 1);
+        segs.emplace_back(group, i + 1);
         group = i + 1;
       }
       b = i + 1;
     }
-    if (group < e_.size()) add_segment(group, e_.size());
-  }
-
-  /// Entries [b, e) as one segment.
-  void add_segment(size_t b, size_t e) {
-    const uint64_t lo = start(b), span = start(e - 1) - lo;
-    const uint64_t want = std::max<uint64_t>(1, (e - b) / kPerBucket);
-    unsigned shift = 4;
-    while (shift < 63 && (span >> shift) + 1 > want) ++shift;
-    const uint64_t nb = (span >> shift) + 1;
-    const uint64_t mask = (uint64_t{1} << shift) - 1;
-    seg_lo_.push_back(lo);
-    segs_.push_back(Segment{lo, tbl_.size(), nb, static_cast<uint32_t>(e - 1), shift});
-    size_t i = b;
-    for (uint64_t k = 0; k <= nb; ++k) {
-      // The last entry whose start is at or below the base of bucket k (k << shift above lo).
-      while (i + 1 < e) {
-        uint64_t x = start(i + 1) - lo;
-        if ((x >> shift) + ((x & mask) != 0) > k) break;
-        ++i;
-      }
-      tbl_.push_back(static_cast<uint32_t>(i));
+    if (group < e_.size()) segs.emplace_back(group, e_.size());
+    size_t buckets = 0;
+    for (const auto& [b, e] : segs) {
+      const uint64_t lo = start(b), span = start(e - 1) - lo;
+      const uint64_t want = std::max<uint64_t>(1, (e - b) / kPerBucket);
+      unsigned shift = 4;
+      while (shift < 63 && (span >> shift) + 1 > want) ++shift;
+      const uint64_t nb = (span >> shift) + 1;
+      seg_lo_.push_back(lo);
+      segs_.push_back(Segment{lo, buckets, nb, static_cast<uint32_t>(e - 1), shift});
+      buckets += nb + 1;
     }
+    ph("lk-runs");  // H1TMP
+    tbl_.resize(buckets);
+    run_parallel(segs.size(), [&](size_t k) { fill_segment(segs_[k], segs[k].first, segs[k].second); });
   }
 
-  uint32_t lookup_old(uint64_t v) const {  // H1TMP
-    if (v - lo_ >= span_) return kNone;  // H1TMP
-    const uint64_t key = v | kFlags;  // H1TMP
-    auto it = std::upper_bound(e_.begin(), e_.end(), key);  // H1TMP
-    const uint64_t* base = &*(it - 1);  // H1TMP
-    uint64_t e = *base;  // H1TMP
-    uint64_t s = e & ~kFlags;  // H1TMP
-    if (v < s + 8) {  // H1TMP
-      if (v == s || base == e_.data() || is_gap(e)) return kNone;  // H1TMP
-      uint64_t p = base[-1];  // H1TMP
+  /// The table of a segment of entries [b, e): for bucket k, the last entry whose start is at or
+  /// below the bucket's base (k << shift above lo).
+  void fill_segment(const Segment& sg, size_t b, size_t e) {
+    uint32_t* t = tbl_.data() + sg.table;
+    const uint64_t mask = (uint64_t{1} << sg.shift) - 1;
+    uint64_t k = 0;
+    for (size_t i = b + 1; i < e; ++i) {
+      // The first bucket whose base is at or above this start: the buckets before it end at i - 1.
+      uint64_t x = start(i) - sg.lo;
+      uint64_t first = (x >> sg.shift) + ((x & mask) != 0);
+      for (; k < first; ++k) t[k] = static_cast<uint32_t>(i - 1);
+    }
+    for (; k <= sg.buckets; ++k) t[k] = static_cast<uint32_t>(e - 1);
+  }
+
+  uint32_t lookup_old(uint64_t v) const {                                                              // H1TMP
+    if (v - lo_ >= span_) return kNone;                                                                // H1TMP
+    const uint64_t key = v | kFlags;                                                                   // H1TMP
+    auto it = std::upper_bound(e_.begin(), e_.end(), key);                                             // H1TMP
+    const uint64_t* base = &*(it - 1);                                                                 // H1TMP
+    uint64_t e = *base;                                                                                // H1TMP
+    uint64_t s = e & ~kFlags;                                                                          // H1TMP
+    if (v < s + 8) {                                                                                   // H1TMP
+      if (v == s || base == e_.data() || is_gap(e)) return kNone;                                      // H1TMP
+      uint64_t p = base[-1];                                                                           // H1TMP
       return (p & (kNode | kMmapped)) == kNode ? static_cast<uint32_t>(base - e_.data() - 1) : kNone;  // H1TMP
+    }                                                                                                  // H1TMP
+    if (!(e & kNode) || v < s + 16) return kNone;                                                      // H1TMP
+    return static_cast<uint32_t>(base - e_.data());                                                    // H1TMP
+  }                                                                                                    // H1TMP
+  void check_lookup() {                                                                                // H1TMP
+    uint64_t bad = 0, n = 0, x = 88172645463325252ull;                                                 // H1TMP
+    auto t = [&](uint64_t v) {
+      ++n;
+      if (lookup(v) != lookup_old(v) && ++bad < 10) fprintf(stderr, "MISMATCH %lx\n", (unsigned long)v);
+    };  // H1TMP
+    for (size_t i = 0; i < e_.size(); ++i)
+      for (int64_t d = -24; d <= 40; ++d) t(start(i) + d);  // H1TMP
+    for (int k = 0; k < 20000000; ++k) {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      t(lo_ - 64 + x % (span_ + 128));
     }  // H1TMP
-    if (!(e & kNode) || v < s + 16) return kNone;  // H1TMP
-    return static_cast<uint32_t>(base - e_.data());  // H1TMP
-  }  // H1TMP
-  void check_lookup() {  // H1TMP
-    uint64_t bad = 0, n = 0, x = 88172645463325252ull;  // H1TMP
-    auto t = [&](uint64_t v) { ++n; if (lookup(v) != lookup_old(v) && ++bad < 10) fprintf(stderr, "MISMATCH %lx\n", (unsigned long)v); };  // H1TMP
-    for (size_t i = 0; i < e_.size(); ++i) for (int64_t d = -24; d <= 40; ++d) t(start(i) + d);  // H1TMP
-    for (int k = 0; k < 20000000; ++k) { x ^= x << 13; x ^= x >> 7; x ^= x << 17; t(lo_ - 64 + x % (span_ + 128)); }  // H1TMP
-    for (int k = 0; k < 2000000; ++k) { x ^= x << 13; x ^= x >> 7; x ^= x << 17; t(x); }  // H1TMP
-    fprintf(stderr, "H1CHECK %lu lookups, %lu mismatches, %zu segments, %zu buckets\n", (unsigned long)n, (unsigned long)bad, segs_.size(), tbl_.size());  // H1TMP
-  }  // H1TMP
+    for (int k = 0; k < 2000000; ++k) {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      t(x);
+    }  // H1TMP
+    fprintf(stderr, "H1CHECK %lu lookups, %lu mismatches, %zu segments, %zu buckets\n", (unsigned long)n,
+            (unsigned long)bad, segs_.size(), tbl_.size());  // H1TMP
+  }                                                          // H1TMP
 
   /// The node whose [mem, end) holds v, or kNone. Most scanned words are not heap addresses:
   /// only the range check is inline.
@@ -563,9 +606,9 @@ class Pass {
       // The chunks below the top of the stack are scanned next unless this one pushes more:
       // start loading their entries and bodies now.
       size_t n = work_.size();
-      static const bool pf = getenv("H1NOPF") == nullptr;  // H1TMP
+      static const bool pf = getenv("H1NOPF") == nullptr;                    // H1TMP
       static const size_t A = getenv("H1A") ? atoi(getenv("H1A")) : kAhead;  // H1TMP
-      if (pf && n > 2 * A) {  // H1TMP
+      if (pf && n > 2 * A) {                                                 // H1TMP
         __builtin_prefetch(&e_[work_[n - 1 - 2 * A]]);
         uint64_t c = start(work_[n - 1 - A]);
         rnd_.prefetch(c + 16);
@@ -796,16 +839,9 @@ class Pass {
   ReachResult& res_;
   Window seq_, rnd_;
   std::vector<uint64_t, Uninitialized<uint64_t>> e_;  // chunk starts | flags, sorted; gap entries end runs
-  struct Segment {
-    uint64_t lo;       // start of its first entry
-    size_t table;      // its first bucket in tbl_ (buckets + 1 of them)
-    uint64_t buckets;  // of 2^shift bytes from lo
-    uint32_t last;     // its last entry
-    unsigned shift;
-  };
-  std::vector<uint64_t> seg_lo_;  // Segment::lo of each segment, for the search
+  std::vector<uint64_t> seg_lo_;                      // Segment::lo of each segment, for the search
   std::vector<Segment> segs_;
-  std::vector<uint32_t> tbl_;
+  std::vector<uint32_t, Uninitialized<uint32_t>> tbl_;
   std::vector<uint32_t> work_;
   uint64_t lo_ = 0, span_ = 0;
 };

@@ -3,6 +3,8 @@
 #include <dwarf.h>
 #include <elfutils/libdw.h>
 #include <fcntl.h>
+#include <gelf.h>
+#include <libelf.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -72,13 +74,46 @@ using Structs = std::map<std::string, Struct>;
 /// Reads the wanted structures from malloc.c's compilation unit. dwarf_begin
 /// decompresses every debug section, about 90 ms for Debian's libc6-dbg file:
 /// the result is cached (below).
-bool structs_from_dwarf(const std::string& debug_path, Structs& found) {
+// libdw decompresses every debug section it knows at dwarf_begin. The structures need
+// .debug_info, .debug_abbrev and the string sections only: the others (line tables, location
+// and range lists, about a third of the decompression) are marked SHT_NOBITS in a private
+// copy of the section headers, which libdw skips.
+Elf* open_for_types(int fd) {
+  Elf* elf = elf_begin(fd, ELF_C_READ_MMAP_PRIVATE, nullptr);
+  if (!elf) return nullptr;
+  size_t shstrndx = 0;
+  if (elf_getshdrstrndx(elf, &shstrndx) != 0) return elf;
+  const char* unneeded[] = {".debug_line", ".debug_loclists", ".debug_rnglists", ".debug_aranges",
+                            ".debug_loc",  ".debug_ranges",   ".debug_frame",    ".debug_macro"};
+  for (Elf_Scn* scn = nullptr; (scn = elf_nextscn(elf, scn)) != nullptr;) {
+    GElf_Shdr sh;
+    if (!gelf_getshdr(scn, &sh)) continue;
+    const char* name = elf_strptr(elf, shstrndx, sh.sh_name);
+    if (!name) continue;
+    for (const char* u : unneeded) {
+      if (std::strcmp(name, u) == 0) {
+        sh.sh_type = SHT_NOBITS;
+        gelf_update_shdr(scn, &sh);
+      }
+    }
+  }
+  return elf;
+}
+
+bool structs_from_dwarf(const std::string& debug_path, Structs& found, bool all_sections = false) {
   int fd = ::open(debug_path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return false;
-  Dwarf* dw = dwarf_begin(fd, DWARF_C_READ);
-  if (!dw) {
+  if (elf_version(EV_CURRENT) == EV_NONE) {
     ::close(fd);
     return false;
+  }
+  Elf* elf = all_sections ? nullptr : open_for_types(fd);
+  Dwarf* dw = elf ? dwarf_begin_elf(elf, DWARF_C_READ, nullptr) : dwarf_begin(fd, DWARF_C_READ);
+  if (!dw) {
+    if (elf) elf_end(elf);
+    ::close(fd);
+    // Whatever went wrong with the trimmed sections, the whole file is the reference.
+    return all_sections ? false : structs_from_dwarf(debug_path, found, true);
   }
   const char* wanted[] = {"malloc_state", "malloc_par", "_heap_info", "tcache_perthread_struct", "tcache_entry"};
   Dwarf_Off off = 0, next = 0;
@@ -106,8 +141,12 @@ bool structs_from_dwarf(const std::string& debug_path, Structs& found) {
     off = next;
   }
   dwarf_end(dw);
+  if (elf) elf_end(elf);
   ::close(fd);
-  return found.count("malloc_state") && found.count("malloc_par");
+  if (found.count("malloc_state") && found.count("malloc_par")) return true;
+  if (all_sections) return false;
+  found.clear();
+  return structs_from_dwarf(debug_path, found, true);
 }
 
 // The cache: one small text file per build-id, named after it, holding the

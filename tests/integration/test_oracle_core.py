@@ -42,7 +42,7 @@ def test_dwarf_layout_cache_cold_warm_and_damaged_all_equal_malloc_info(corpora,
     cache = tmp_path / "cache"
     states = []
     for step in ("cold", "warm", "damaged", "off"):
-        env = {"HEAPWALK_CACHE_DIR": str(cache)}
+        env = {"HEAPWALK_CACHE_DIR": str(cache), "HEAPWALK_NO_CACHE": "0"}
         if step == "damaged":
             for f in cache.iterdir():
                 f.write_text(f.read_text().splitlines()[0] + "\nstruct malloc_state x\n")
