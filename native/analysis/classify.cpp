@@ -1,13 +1,18 @@
 #include "analysis/classify.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
+#include <exception>
 #include <map>
+#include <memory>
+#include <thread>
 #include <unordered_map>
 
 #include "hotspot/nmt.h"
 #include "memory/memory.h"
 #include "util/demangle.h"
+#include "util/parallel.h"
 
 namespace heapwalk::analysis {
 
@@ -37,6 +42,14 @@ bool deflate_status(uint32_t s) {
   return s == 42 || s == 57 || s == 69 || s == 73 || s == 91 || s == 103 || s == 113 || s == 666;
 }
 
+/// Parts in parallel where the target can be read from several threads (cores and live
+/// processes, as for Heap's own walks).
+template <class F>
+void run_parallel(const target::Target& t, size_t n, F&& fn) {
+  bool threads = t.kind() == target::Target::Kind::Core || t.kind() == target::Target::Kind::Live;
+  parallel_for(worker_count(n, threads), n, fn);
+}
+
 struct Member {
   uint64_t chunk;
   uint32_t cls;
@@ -56,6 +69,14 @@ class Classes {
     return id;
   }
   uint32_t size_class(uint64_t size) {
+    // Most chunks are small: their ids by size / 16, kNoId when not known yet.
+    const bool small = (size & 15) == 0 && size < 16 * kSmall;
+    if (small && small_[size >> 4] != kNoId) return small_[size >> 4];
+    uint32_t id = size_class_slow(size);
+    if (small) small_[size >> 4] = id;
+    return id;
+  }
+  uint32_t size_class_slow(uint64_t size) {
     auto it = by_size_.find(size);
     if (it != by_size_.end()) return it->second;
     uint32_t id = intern("size " + std::to_string(size), "size");
@@ -75,6 +96,9 @@ class Classes {
   std::vector<const char*> kinds_;
   std::unordered_map<std::string, uint32_t> ids_;
   std::unordered_map<uint64_t, uint32_t> by_size_;
+  static constexpr size_t kSmall = 1024;  // sizes below 16 KiB
+  static constexpr uint32_t kNoId = ~0u;
+  std::vector<uint32_t> small_ = std::vector<uint32_t>(kSmall, kNoId);
 };
 
 struct Acc {
@@ -90,7 +114,9 @@ struct Acc {
 
 class Classifier {
  public:
-  Classifier(ptmalloc::Heap& h, target::Target& t, const target::ModuleIndex& m) : h_(h), t_(t), m_(m), r_(t.memory()) {
+  /// `parts`: how many classifiers share the work (they share the bound on cached vptrs).
+  Classifier(ptmalloc::Heap& h, target::Target& t, const target::ModuleIndex& m, size_t parts)
+      : h_(h), t_(t), m_(m), r_(t.memory()), vptr_cache_max_((1u << 20) / std::max<size_t>(parts, 1)) {
     c_inflate_ = cls_.intern("zlib inflate stream", "zlib");
     c_inflate_w_ = cls_.intern("zlib inflate stream + window", "zlib");
     c_deflate_ = cls_.intern("zlib deflate stream", "zlib");
@@ -103,41 +129,40 @@ class Classifier {
     c_ptrs_ = cls_.intern("pointer array", "content");
   }
 
+  const std::vector<Member>& members() const { return members_; }
+
   // Pass 1: zlib groups, found from their state (back-pointer to the z_stream that points back).
-  void find_zlib(const ptmalloc::Arena* only) {
-    h_.walk(only, [&](uint64_t c, uint64_t size, ChunkState st, const ptmalloc::Arena*, size_t) {
-      if (st != ChunkState::Used || size < 160) return true;
-      const uint8_t* p = r_.span(c + 16, 128);
-      if (!p) return true;
-      uint64_t mem = c + 16, strm = rd64(p, 0);
-      if (!strm || (strm & 7)) return true;
-      uint32_t mode = rd32(p, kInflMode);
-      bool infl = mode >= kInflHead && mode <= kInflSync;
-      bool defl = !infl && deflate_status(rd32(p, kDefStatus)) && rd32(p, kDefWBits) >= 8 && rd32(p, kDefWBits) <= 15 &&
-                  rd32(p, kDefWSize) == (1u << rd32(p, kDefWBits));
-      if (!infl && !defl) return true;
-      uint64_t back;
-      if (!r_.try_u64(strm + kZStreamState, back) || back != mem) return true;
-      std::vector<uint64_t> extra;
-      uint32_t cls;
-      if (infl) {
-        uint64_t window = rd64(p, kInflWindow);
-        cls = window ? c_inflate_w_ : c_inflate_;
-        if (window) extra.push_back(window);
-      } else {
-        cls = c_deflate_;
-        for (size_t off : {kDefWindow, kDefPrev, kDefHead, kDefPendingBuf}) extra.push_back(rd64(p, off));
-      }
-      members_.push_back({c, cls, true});
-      // The z_stream itself, when it is a chunk of its own (Java's Inflater callocs it).
-      uint64_t sw;
-      if ((strm & 15) == 0 && r_.try_u64(strm - 8, sw) && (sw & ~uint64_t{7}) >= 128 && (sw & ~uint64_t{7}) <= 256)
-        members_.push_back({strm - 16, cls, false});
-      for (uint64_t e : extra)
-        if (e && (e & 15) == 0) members_.push_back({e - 16, cls, false});
-      return true;
-    });
-    std::sort(members_.begin(), members_.end(), [](const Member& a, const Member& b) { return a.chunk < b.chunk; });
+  // Appends this chunk's group, if it is a zlib state, to members_ (unsorted).
+  void find_zlib(uint64_t c, uint64_t size, ChunkState st) {
+    if (st != ChunkState::Used || size < 160) return;
+    const uint8_t* p = r_.span(c + 16, 128);
+    if (!p) return;
+    uint64_t mem = c + 16, strm = rd64(p, 0);
+    if (!strm || (strm & 7)) return;
+    uint32_t mode = rd32(p, kInflMode);
+    bool infl = mode >= kInflHead && mode <= kInflSync;
+    bool defl = !infl && deflate_status(rd32(p, kDefStatus)) && rd32(p, kDefWBits) >= 8 && rd32(p, kDefWBits) <= 15 &&
+                rd32(p, kDefWSize) == (1u << rd32(p, kDefWBits));
+    if (!infl && !defl) return;
+    uint64_t back;
+    if (!r_.try_u64(strm + kZStreamState, back) || back != mem) return;
+    std::vector<uint64_t> extra;
+    uint32_t cls;
+    if (infl) {
+      uint64_t window = rd64(p, kInflWindow);
+      cls = window ? c_inflate_w_ : c_inflate_;
+      if (window) extra.push_back(window);
+    } else {
+      cls = c_deflate_;
+      for (size_t off : {kDefWindow, kDefPrev, kDefHead, kDefPendingBuf}) extra.push_back(rd64(p, off));
+    }
+    members_.push_back({c, cls, true});
+    // The z_stream itself, when it is a chunk of its own (Java's Inflater callocs it).
+    uint64_t sw;
+    if ((strm & 15) == 0 && r_.try_u64(strm - 8, sw) && (sw & ~uint64_t{7}) >= 128 && (sw & ~uint64_t{7}) <= 256)
+      members_.push_back({strm - 16, cls, false});
+    for (uint64_t e : extra)
+      if (e && (e & 15) == 0) members_.push_back({e - 16, cls, false});
   }
 
   bool pointer_like(uint64_t v) const {
@@ -153,6 +178,9 @@ class Classifier {
   // The class of a C++ object whose first word is `vptr`: vtable symbol, else RTTI.
   std::optional<uint32_t> cxx_class(uint64_t vptr) {
     if (vptr < 4096 || (vptr & 7)) return std::nullopt;
+    return cxx_class_slow(vptr);
+  }
+  std::optional<uint32_t> cxx_class_slow(uint64_t vptr) {
     auto cached = vptr_cache_.find(vptr);
     if (cached != vptr_cache_.end()) {
       if (cached->second == kNone) return std::nullopt;
@@ -179,7 +207,7 @@ class Classifier {
         }
       }
     }
-    if (vptr_cache_.size() < (1u << 20)) vptr_cache_[vptr] = id;
+    if (vptr_cache_.size() < vptr_cache_max_) vptr_cache_[vptr] = id;
     if (id == kNone) return std::nullopt;
     return id;
   }
@@ -226,82 +254,113 @@ class Classifier {
     return true;
   }
 
-  void run(const ClassifyOptions& opt, ClassifyResult& out) {
-    find_zlib(opt.arena);
-    std::map<uint64_t, Acc> per_arena;  // arena address (0 = mmapped) -> counts
-    size_t mi = 0;
-    h_.walk(opt.arena, [&](uint64_t c, uint64_t size, ChunkState st, const ptmalloc::Arena* a, size_t) {
-      if (opt.only_chunks && !std::binary_search(opt.only_chunks->begin(), opt.only_chunks->end(), c)) return true;
-      ++out.chunks;
-      Acc& acc = per_arena[a ? a->address : 0];
-      bool used = st == ChunkState::Used || st == ChunkState::Mmapped;
-      if (!used && (!opt.free_chunks || st == ChunkState::Fencepost)) return true;
-      // Arenas are walked in ring order, not address order: restart the cursor when going back.
-      if (mi > 0 && (mi >= members_.size() || members_[mi - 1].chunk >= c))
-        mi = static_cast<size_t>(std::lower_bound(members_.begin(), members_.end(), c,
-                                                  [](const Member& m, uint64_t a) { return m.chunk < a; }) -
-                                 members_.begin());
-      while (mi < members_.size() && members_[mi].chunk < c) ++mi;
-      if (used && mi < members_.size() && members_[mi].chunk == c) {
-        acc.add(acc.used, members_[mi].cls, size, c, members_[mi].primary);
-        return true;
+  // Pass 2: names one chunk, counted in per_arena_. `members`: every part's zlib groups, sorted.
+  void classify(const ClassifyOptions& opt, const std::vector<Member>& members, uint64_t c, uint64_t size,
+                ChunkState st, const ptmalloc::Arena* a) {
+    size_t& mi = mi_;
+    if (opt.only_chunks && !std::binary_search(opt.only_chunks->begin(), opt.only_chunks->end(), c)) return;
+    ++chunks_;
+    const uint64_t key = a ? a->address : 0;
+    if (!acc_ || key != acc_key_) {
+      acc_ = &per_arena_[key];
+      acc_key_ = key;
+    }
+    Acc& acc = *acc_;
+    bool used = st == ChunkState::Used || st == ChunkState::Mmapped;
+    if (!used && (!opt.free_chunks || st == ChunkState::Fencepost)) return;
+    // Arenas are walked in ring order, not address order: restart the cursor when going back.
+    if (mi > 0 && (mi >= members.size() || members[mi - 1].chunk >= c))
+      mi = static_cast<size_t>(
+          std::lower_bound(members.begin(), members.end(), c, [](const Member& m, uint64_t a) { return m.chunk < a; }) -
+          members.begin());
+    while (mi < members.size() && members[mi].chunk < c) ++mi;
+    if (used && mi < members.size() && members[mi].chunk == c) {
+      acc.add(acc.used, members[mi].cls, size, c, members[mi].primary);
+      return;
+    }
+    uint64_t mem = c + 16;
+    uint64_t usable = st == ChunkState::Mmapped ? size - 16 : size - 8;
+    if (!used) {
+      // Stale contents: skip the free-list links glibc wrote over the start of the payload.
+      uint64_t skip = (st == ChunkState::Large) ? 32 : 16;
+      if (st == ChunkState::Top) usable = std::min<uint64_t>(usable, 4096);
+      if (usable <= skip + 8) {
+        acc.add(acc.free, cls_.size_class(size), size, c, true);
+        return;
       }
-      uint64_t mem = c + 16;
-      uint64_t usable = st == ChunkState::Mmapped ? size - 16 : size - 8;
-      if (!used) {
-        // Stale contents: skip the free-list links glibc wrote over the start of the payload.
-        uint64_t skip = (st == ChunkState::Large) ? 32 : 16;
-        if (st == ChunkState::Top) usable = std::min<uint64_t>(usable, 4096);
-        if (usable <= skip + 8) {
-          acc.add(acc.free, cls_.size_class(size), size, c, true);
-          return true;
-        }
-        mem += skip;
-        usable -= skip;
-      }
-      size_t n = static_cast<size_t>(std::min<uint64_t>(usable, 64));
-      const uint8_t* p = r_.span(mem, n);
-      uint32_t id = kNone;
-      if (p && !used && stale_zip(mem, usable)) id = c_zip_;
-      // HotSpot NMT-tracked malloc block: a 16-byte header (user size, category byte at 12,
-      // canary 0xE99E at 14) and a 0xE88E footer after the user bytes (JDK 17.0.x layout).
-      if (p && used && n >= 32 && id == kNone) {
-        uint64_t user = rd64(p, 0);
-        uint16_t canary;
-        std::memcpy(&canary, p + 14, 2);
+      mem += skip;
+      usable -= skip;
+    }
+    size_t n = static_cast<size_t>(std::min<uint64_t>(usable, 64));
+    const uint8_t* p = r_.span(mem, n);
+    uint32_t id = kNone;
+    if (p && !used && stale_zip(mem, usable)) id = c_zip_;
+    // HotSpot NMT-tracked malloc block: a 16-byte header (user size, category byte at 12,
+    // canary 0xE99E at 14) and a 0xE88E footer after the user bytes (JDK 17.0.x layout).
+    if (p && used && n >= 32 && id == kNone) {
+      uint64_t user = rd64(p, 0);
+      uint16_t canary;
+      std::memcpy(&canary, p + 14, 2);
+      if (canary == 0xE99E && p[13] == 0 && p[12] < hotspot::default_names_17().size() && user + 18 <= usable) {
         const auto& names = hotspot::default_names_17();
-        if (canary == 0xE99E && p[13] == 0 && p[12] < names.size() && user + 18 <= usable) {
-          const uint8_t* f = r_.span(mem + 16 + user, 2);
-          if (f && f[0] == 0xE8 && f[1] == 0x8E) {
-            // A C++ object inside the block has its vptr right after the header.
-            if (auto cx = cxx_class(rd64(p, 16))) {
-              id = *cx;
-            } else {
-              id = cls_.intern("NMT " + names[p[12]], "nmt");
-            }
+        const uint8_t* f = r_.span(mem + 16 + user, 2);
+        if (f && f[0] == 0xE8 && f[1] == 0x8E) {
+          // A C++ object inside the block has its vptr right after the header.
+          if (auto cx = cxx_class(rd64(p, 16))) {
+            id = *cx;
+          } else {
+            id = cls_.intern("NMT " + names[p[12]], "nmt");
           }
         }
       }
-      if (p && id == kNone) {
-        uint64_t w0 = n >= 8 ? rd64(p, 0) : 0;
-        if (used) {
-          if (auto cx = cxx_class(w0)) id = *cx;
-        }
-        if (id == kNone) id = content(p, n, usable);
-        if (id == kNone && all_zero(mem, usable)) id = c_zero_;
-        if (id == kNone && used && n >= 32) {
-          unsigned ptrs = 0, words = static_cast<unsigned>(n / 8);
-          for (unsigned w = 0; w < words; ++w) ptrs += pointer_like(rd64(p, w * 8));
-          if (ptrs * 4 >= words * 3) id = c_ptrs_;
-        }
-        if (id == kNone && used) {
-          if (const std::string* mod = m_.module_at(w0)) id = cls_.intern("references " + *mod, "module");
-        }
+    }
+    if (p && id == kNone) {
+      uint64_t w0 = n >= 8 ? rd64(p, 0) : 0;
+      if (used) {
+        if (auto cx = cxx_class(w0)) id = *cx;
       }
-      if (id == kNone) id = cls_.size_class(size);
-      acc.add(used ? acc.used : acc.free, id, size, c, true);
-      return true;
-    });
+      if (id == kNone) id = content(p, n, usable);
+      if (id == kNone && all_zero(mem, usable)) id = c_zero_;
+      if (id == kNone && used && n >= 32) {
+        unsigned ptrs = 0, words = static_cast<unsigned>(n / 8);
+        for (unsigned w = 0; w < words; ++w) ptrs += pointer_like(rd64(p, w * 8));
+        if (ptrs * 4 >= words * 3) id = c_ptrs_;
+      }
+      if (id == kNone && used) {
+        if (const std::string* mod = m_.module_at(w0)) id = cls_.intern("references " + *mod, "module");
+      }
+    }
+    if (id == kNone) id = cls_.size_class(size);
+    acc.add(used ? acc.used : acc.free, id, size, c, true);
+  }
+
+  /// Merges the parts (in walk order) into `out`: their classes by name, the first sample of
+  /// each, their arenas' counts.
+  void merge(const std::vector<std::unique_ptr<Classifier>>& parts, ClassifyResult& out) {
+    std::map<uint64_t, Acc> per_arena;  // arena address (0 = mmapped) -> counts
+    for (const auto& part : parts) {
+      out.chunks += part->chunks_;
+      std::vector<uint32_t> ids(part->cls_.size());
+      for (uint32_t id = 0; id < ids.size(); ++id) {
+        ids[id] = cls_.intern(part->cls_.name(id), part->cls_.kind(id));
+        if (!part->cls_.sample_of(id).empty()) cls_.sample(ids[id], part->cls_.sample_of(id));
+      }
+      for (const auto& [addr, acc] : part->per_arena_) {
+        Acc& to = per_arena[addr];
+        auto add = [&](std::vector<ClassStats>& v, const std::vector<ClassStats>& from) {
+          for (uint32_t id = 0; id < from.size(); ++id) {
+            const ClassStats& f = from[id];
+            if (v.size() <= ids[id]) v.resize(ids[id] + 1);
+            ClassStats& x = v[ids[id]];
+            x.count += f.count;
+            x.bytes += f.bytes;
+            if (!x.example) x.example = f.example;
+          }
+        };
+        add(to.used, acc.used);
+        add(to.free, acc.free);
+      }
+    }
     auto rows = [&](const std::vector<ClassStats>& v) {
       std::vector<ClassRow> out_rows;
       for (uint32_t id = 0; id < v.size(); ++id) {
@@ -347,8 +406,14 @@ class Classifier {
   const target::ModuleIndex& m_;
   memory::Reader r_;
   Classes cls_;
-  std::vector<Member> members_;
+  std::vector<Member> members_;  // zlib groups found by find_zlib()
   std::unordered_map<uint64_t, uint32_t> vptr_cache_;
+  size_t vptr_cache_max_;
+  std::map<uint64_t, Acc> per_arena_;  // arena address (0 = mmapped) -> counts
+  size_t mi_ = 0;                      // classify()'s cursor in the sorted members
+  Acc* acc_ = nullptr;                 // per_arena_[acc_key_]
+  uint64_t acc_key_ = 0;
+  uint64_t chunks_ = 0;
   uint32_t c_inflate_, c_inflate_w_, c_deflate_, c_zip_, c_class_, c_gzip_, c_elf_, c_zero_, c_text_, c_ptrs_;
 };
 
@@ -356,9 +421,43 @@ class Classifier {
 
 ClassifyResult classify(ptmalloc::Heap& heap, target::Target& t, const target::ModuleIndex& modules,
                         const ClassifyOptions& opt) {
+  // Heap::walk's order is every arena's walk in ring order, then the mmapped chunks: each is a
+  // part, classified on its own (in parallel where the heap's own walks are) and merged in that
+  // order, which gives what one classifier walking them all would.
+  heap.summarize();
+  std::vector<const ptmalloc::Arena*> sources;
+  if (opt.arena) {
+    sources.push_back(opt.arena);
+  } else {
+    for (const auto& a : heap.arenas()) sources.push_back(&a);
+  }
+  const size_t n = sources.size() + (opt.arena ? 0 : 1);
+  auto walk = [&](size_t k, auto&& visit) {
+    if (k < sources.size()) {
+      heap.walk(sources[k], [&](uint64_t c, uint64_t size, ChunkState st, const ptmalloc::Arena* a, size_t) {
+        visit(c, size, st, a);
+        return true;
+      });
+    } else {
+      for (const auto& m : heap.mmapped().chunks) visit(m.address, m.size, ChunkState::Mmapped, nullptr);
+    }
+  };
+  std::vector<std::unique_ptr<Classifier>> parts;
+  for (size_t k = 0; k < n; ++k) parts.push_back(std::make_unique<Classifier>(heap, t, modules, n));
+  run_parallel(t, n, [&](size_t k) {
+    walk(k,
+         [&](uint64_t c, uint64_t size, ChunkState st, const ptmalloc::Arena*) { parts[k]->find_zlib(c, size, st); });
+  });
+  std::vector<Member> members;
+  for (const auto& p : parts) members.insert(members.end(), p->members().begin(), p->members().end());
+  std::sort(members.begin(), members.end(), [](const Member& a, const Member& b) { return a.chunk < b.chunk; });
+  run_parallel(t, n, [&](size_t k) {
+    walk(k, [&](uint64_t c, uint64_t size, ChunkState st, const ptmalloc::Arena* a) {
+      parts[k]->classify(opt, members, c, size, st, a);
+    });
+  });
   ClassifyResult out;
-  Classifier c(heap, t, modules);
-  c.run(opt, out);
+  Classifier(heap, t, modules, 1).merge(parts, out);
   return out;
 }
 

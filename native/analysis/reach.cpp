@@ -5,14 +5,13 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <cstdio>   // H1TMP
-#include <cstdlib>  // H1TMP
 #include <cstring>
 #include <exception>
 #include <queue>
 #include <thread>
 
 #include "util/errors.h"
+#include "util/parallel.h"
 #include "util/progress.h"
 
 namespace heapwalk::analysis {
@@ -56,13 +55,15 @@ struct Uninitialized : std::allocator<T> {
   Uninitialized(const Uninitialized<U>&) {}
   T* allocate(size_t n) {
     T* p = std::allocator<T>::allocate(n);
-    // Large buffers: transparent huge pages where the system offers them on request (a 4 KiB
-    // page fault each would cost more than filling the page).
+    // Buffers glibc always maps on their own (above its largest mmap threshold, 32 MiB): transparent
+    // huge pages where the system offers them on request, as a 4 KiB page fault each costs more
+    // than filling the page.
     constexpr uintptr_t kHuge = uintptr_t{2} << 20;
-    uintptr_t b = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
-    uintptr_t e = (reinterpret_cast<uintptr_t>(p + n)) & ~(kHuge - 1);
-    static const bool h1 = getenv("H1NOHUGE") == nullptr;  // H1TMP
-    if (h1 && e > b) madvise(reinterpret_cast<void*>(b), e - b, MADV_HUGEPAGE);
+    if (n * sizeof(T) >= (size_t{32} << 20)) {
+      uintptr_t b = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
+      uintptr_t e = (reinterpret_cast<uintptr_t>(p + n)) & ~(kHuge - 1);
+      if (e > b) madvise(reinterpret_cast<void*>(b), e - b, MADV_HUGEPAGE);
+    }
     return p;
   }
   template <class U>
@@ -85,6 +86,9 @@ class Window {
   void prefetch(uint64_t a) const {
     if (a >= ds_ && a < de_) __builtin_prefetch(dptr_ + (a - ds_));
   }
+
+  /// [a, b) when it lies in the current direct span, else nullptr.
+  const uint8_t* cached(uint64_t a, uint64_t b) const { return a >= ds_ && b <= de_ ? dptr_ + (a - ds_) : nullptr; }
 
   /// [a, a + len) or nullptr when a byte of it is unreadable. len <= kPiece.
   const uint8_t* get(uint64_t a, uint64_t len) {
@@ -124,36 +128,20 @@ class Pass {
   Pass(ptmalloc::Heap& h, target::Target& t, const ReachOptions& o, ReachResult& r)
       : h_(h), t_(t), opt_(o), res_(r), seq_(t.memory(), 4 << 20), rnd_(t.memory(), 0) {}
 
-  static double now() {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-  }                                                                      // H1TMP
-  void ph(const char* what) {                                            // H1TMP
-    static bool on = getenv("H1PH") != nullptr;                          // H1TMP
-    double t = now();                                                    // H1TMP
-    if (on && what) fprintf(stderr, "  %-10s %.3f\n", what, t - t_ph_);  // H1TMP
-    t_ph_ = t;                                                           // H1TMP
-  }                                                                      // H1TMP
-  double t_ph_ = 0;                                                      // H1TMP
   void run() {
-    ph(nullptr);  // H1TMP
     build_index();
-    ph("index");  // H1TMP
     if (e_.size() < 2) {
       collect();
       return;
     }
     build_lookup();
-    ph("lookup");                           // H1TMP
-    if (getenv("H1CHECK")) check_lookup();  // H1TMP
     lo_ = (e_.front() & ~kFlags) + 16;
     span_ = (e_.back() & ~kFlags) - lo_;
+    work_.reserve(e_.size());  // each node is pushed at most once
     scan_roots();
-    ph("roots");  // H1TMP
     drain();
     scan_unreached();
-    ph("unreached");  // H1TMP
     collect();
-    ph("collect");  // H1TMP
   }
 
  private:
@@ -169,11 +157,11 @@ class Pass {
 
   /// One part of the walk, in walk order: an arena's heaps, or the mmapped chunks.
   struct Part {
-    std::vector<uint64_t> e;     // entries, gaps only between its own chunks
-    std::vector<size_t> breaks;  // indices in e where a run begins (0 excepted)
-    uint64_t first = 0;          // address of its first (aligned) chunk
-    uint64_t last_end = 0;       // end of its last chunk
-    bool any = false;            // has a chunk
+    std::vector<uint64_t, Uninitialized<uint64_t>> e;  // entries, gaps only between its own chunks
+    std::vector<size_t> breaks;                        // indices in e where a run begins (0 excepted)
+    uint64_t first = 0;                                // address of its first (aligned) chunk
+    uint64_t last_end = 0;                             // end of its last chunk
+    bool any = false;                                  // has a chunk
     uint64_t misaligned = 0;
     bool equal_starts = false;  // two entries in a row with the same start
 
@@ -203,7 +191,7 @@ class Pass {
     }
     parts.back().e.reserve(2 * h_.mmapped().chunks.size());
     auto walk_part = [&](size_t k) {
-      Part& p = parts[k];
+      Part p = std::move(parts[k]);  // a local: parts[k] shares cache lines with its neighbours
       auto visit = [&p](uint64_t addr, uint64_t size, ChunkState st) {
         if ((addr & kFlags) || size == 0) {
           ++p.misaligned;
@@ -221,16 +209,6 @@ class Pass {
         p.push(addr | f);
         p.last_end = (addr + size) & ~kFlags;
       };
-      double T0 = now();  // H1TMP
-      struct Pr {
-        double t0;
-        size_t k;
-        Part& p;
-        ~Pr() {
-          if (getenv("H1PH"))
-            fprintf(stderr, "    part %zu %.3f n=%zu cap=%zu\n", k, now() - t0, p.e.size(), p.e.capacity());
-        }
-      } pr{T0, k, p};  // H1TMP
       if (k < arenas.size()) {
         h_.walk(&arenas[k], [&](uint64_t addr, uint64_t size, ChunkState st, const ptmalloc::Arena*, size_t) {
           visit(addr, size, st);
@@ -238,12 +216,14 @@ class Pass {
         });
       } else {
         for (const auto& c : h_.mmapped().chunks) visit(c.address, c.size, ChunkState::Mmapped);
+        // Their contents are scanned later (reached or not): map them now, alongside the arenas'
+        // walks, as Heap did for the heaps.
+        for (const auto& c : h_.mmapped().chunks) t_.memory().prefetch(c.address, c.size);
       }
+      parts[k] = std::move(p);
     };
     run_parallel(parts.size(), walk_part);
-    ph("walk");  // H1TMP
     if (join(parts)) dedupe();
-    ph("join");  // H1TMP
     if (!e_.empty() && !is_gap(e_.back())) e_.push_back(((e_.back() & ~kFlags) + 16) | kGap);
     if (e_.size() >= kNone) throw Error("too many chunks for the leak pass (" + std::to_string(e_.size()) + ")");
   }
@@ -264,30 +244,11 @@ class Pass {
     e_.resize(w);
   }
 
-  /// fn(k) for k in [0, n), on several threads where the target can be read from several (as
-  /// Heap's own walks are); the first exception (lowest k) is rethrown.
+  /// Parts in parallel where the target can be read from several threads (as Heap's own walks).
   template <class F>
   void run_parallel(size_t n, F&& fn) {
-    unsigned workers = 1;
-    if (t_.kind() == target::Target::Kind::Core || t_.kind() == target::Target::Kind::Live)
-      workers = static_cast<unsigned>(std::min<size_t>({n, 8, std::max(1u, std::thread::hardware_concurrency())}));
-    std::vector<std::exception_ptr> errors(n);
-    std::atomic<size_t> next{0};
-    auto worker = [&] {
-      for (size_t k; (k = next.fetch_add(1)) < n;) {
-        try {
-          fn(k);
-        } catch (...) {
-          errors[k] = std::current_exception();
-        }
-      }
-    };
-    std::vector<std::thread> pool;
-    for (unsigned i = 1; i < workers; ++i) pool.emplace_back(worker);
-    worker();
-    for (auto& th : pool) th.join();
-    for (auto& err : errors)
-      if (err) std::rethrow_exception(err);
+    bool threads = t_.kind() == target::Target::Kind::Core || t_.kind() == target::Target::Kind::Live;
+    parallel_for(worker_count(n, threads), n, fn);
   }
 
   /// Joins the parts into e_ as one walk would have produced them, with its runs (sorted
@@ -363,13 +324,11 @@ class Pass {
     std::sort(runs.begin(), runs.end(), [&](const auto& x, const auto& y) { return at(x.first) < at(y.first); });
     bool overlap = false;
     for (size_t k = 1; k < runs.size() && !overlap; ++k) overlap = at(runs[k].first) < at(runs[k - 1].second - 1);
-    ph("join0");            // H1TMP
     e_.reserve(total + 1);  // + the end sentinel build_index() may add
     e_.resize(total);
-    ph("resize");  // H1TMP
     if (overlap) {
       copy(0, total, e_.data());
-      for (auto& part : parts) std::vector<uint64_t>().swap(part.e);
+      for (auto& part : parts) decltype(part.e)().swap(part.e);
       std::sort(e_.begin(), e_.end());
       return true;
     }
@@ -426,7 +385,6 @@ class Pass {
       segs_.push_back(Segment{lo, buckets, nb, static_cast<uint32_t>(e - 1), shift});
       buckets += nb + 1;
     }
-    ph("lk-runs");  // H1TMP
     tbl_.resize(buckets);
     run_parallel(segs.size(), [&](size_t k) { fill_segment(segs_[k], segs[k].first, segs[k].second); });
   }
@@ -446,45 +404,6 @@ class Pass {
     for (; k <= sg.buckets; ++k) t[k] = static_cast<uint32_t>(e - 1);
   }
 
-  uint32_t lookup_old(uint64_t v) const {                                                              // H1TMP
-    if (v - lo_ >= span_) return kNone;                                                                // H1TMP
-    const uint64_t key = v | kFlags;                                                                   // H1TMP
-    auto it = std::upper_bound(e_.begin(), e_.end(), key);                                             // H1TMP
-    const uint64_t* base = &*(it - 1);                                                                 // H1TMP
-    uint64_t e = *base;                                                                                // H1TMP
-    uint64_t s = e & ~kFlags;                                                                          // H1TMP
-    if (v < s + 8) {                                                                                   // H1TMP
-      if (v == s || base == e_.data() || is_gap(e)) return kNone;                                      // H1TMP
-      uint64_t p = base[-1];                                                                           // H1TMP
-      return (p & (kNode | kMmapped)) == kNode ? static_cast<uint32_t>(base - e_.data() - 1) : kNone;  // H1TMP
-    }                                                                                                  // H1TMP
-    if (!(e & kNode) || v < s + 16) return kNone;                                                      // H1TMP
-    return static_cast<uint32_t>(base - e_.data());                                                    // H1TMP
-  }                                                                                                    // H1TMP
-  void check_lookup() {                                                                                // H1TMP
-    uint64_t bad = 0, n = 0, x = 88172645463325252ull;                                                 // H1TMP
-    auto t = [&](uint64_t v) {
-      ++n;
-      if (lookup(v) != lookup_old(v) && ++bad < 10) fprintf(stderr, "MISMATCH %lx\n", (unsigned long)v);
-    };  // H1TMP
-    for (size_t i = 0; i < e_.size(); ++i)
-      for (int64_t d = -24; d <= 40; ++d) t(start(i) + d);  // H1TMP
-    for (int k = 0; k < 20000000; ++k) {
-      x ^= x << 13;
-      x ^= x >> 7;
-      x ^= x << 17;
-      t(lo_ - 64 + x % (span_ + 128));
-    }  // H1TMP
-    for (int k = 0; k < 2000000; ++k) {
-      x ^= x << 13;
-      x ^= x >> 7;
-      x ^= x << 17;
-      t(x);
-    }  // H1TMP
-    fprintf(stderr, "H1CHECK %lu lookups, %lu mismatches, %zu segments, %zu buckets\n", (unsigned long)n,
-            (unsigned long)bad, segs_.size(), tbl_.size());  // H1TMP
-  }                                                          // H1TMP
-
   /// The node whose [mem, end) holds v, or kNone. Most scanned words are not heap addresses:
   /// only the range check is inline.
   [[gnu::always_inline]] uint32_t lookup(uint64_t v) const { return v - lo_ >= span_ ? kNone : find(v); }
@@ -492,6 +411,21 @@ class Pass {
   /// lookup() of a value within [lo_, lo_ + span_).
   uint32_t find(uint64_t v) const {
     const uint64_t key = v | kFlags;
+    const uint64_t* base;
+    // Pointers often come in address order (an array of pointers to objects allocated one
+    // after the other): try the last answer and the two entries after it first.
+    size_t q = finger_;
+    if (q + 3 < e_.size() && e_[q] <= key && key < e_[q + 3]) {
+      base = e_.data() + q + (e_[q + 1] <= key) + (e_[q + 2] <= key);
+    } else {
+      base = search(v, key);
+    }
+    finger_ = static_cast<size_t>(base - e_.data());
+    return resolve(v, base);
+  }
+
+  /// The last entry whose start is at or below v (key: v | kFlags), v within [lo_, lo_ + span_).
+  const uint64_t* search(uint64_t v, uint64_t key) const {
     const uint64_t* sl = seg_lo_.data();
     size_t n = seg_lo_.size();
     while (n > 1) {
@@ -514,6 +448,11 @@ class Pass {
       base = base[half] <= key ? base + half : base;
       n -= half;
     }
+    return base;
+  }
+
+  /// lookup()'s answer for v given the entry at or below it.
+  uint32_t resolve(uint64_t v, const uint64_t* base) const {
     uint64_t e = *base;
     uint64_t s = e & ~kFlags;
     if (v < s + 8) {
@@ -606,17 +545,28 @@ class Pass {
       // The chunks below the top of the stack are scanned next unless this one pushes more:
       // start loading their entries and bodies now.
       size_t n = work_.size();
-      static const bool pf = getenv("H1NOPF") == nullptr;                    // H1TMP
-      static const size_t A = getenv("H1A") ? atoi(getenv("H1A")) : kAhead;  // H1TMP
-      if (pf && n > 2 * A) {                                                 // H1TMP
-        __builtin_prefetch(&e_[work_[n - 1 - 2 * A]]);
-        uint64_t c = start(work_[n - 1 - A]);
+      if (n > 2 * kAhead) {
+        __builtin_prefetch(&e_[work_[n - 1 - 2 * kAhead]]);
+        uint64_t c = start(work_[n - 1 - kAhead]);
         rnd_.prefetch(c + 16);
         rnd_.prefetch(c + 80);
       }
       uint32_t i = work_.back();
       work_.pop_back();
       auto [a, b] = body(i);
+      if (const uint8_t* p = a <= b ? rnd_.cached(a, b) : nullptr) {
+        // The common case, without scan()'s pieces: the whole body in the current direct span.
+        const uint64_t lo = lo_, span = span_;
+        for (uint64_t k = 0; k < b - a; k += 8) {
+          uint64_t v;
+          std::memcpy(&v, p + k, 8);
+          if (v - lo >= span) continue;
+          uint32_t j = find(v);
+          if (j != kNone && j != i) reach(j);
+        }
+        res_.words_scanned += (b - a) / 8;
+        continue;
+      }
       uint64_t bad = scan(rnd_, a, b, [&](uint64_t v) {
         uint32_t j = lookup(v);
         if (j != kNone && j != i) reach(j);
@@ -842,8 +792,9 @@ class Pass {
   std::vector<uint64_t> seg_lo_;                      // Segment::lo of each segment, for the search
   std::vector<Segment> segs_;
   std::vector<uint32_t, Uninitialized<uint32_t>> tbl_;
-  std::vector<uint32_t> work_;
+  std::vector<uint32_t, Uninitialized<uint32_t>> work_;
   uint64_t lo_ = 0, span_ = 0;
+  mutable size_t finger_ = 0;  // find()'s last answer
 };
 
 }  // namespace

@@ -20,7 +20,9 @@
 // word points into at all (words of the chunk itself excepted), a subset of leaked.
 //
 // Memory: one 8-byte word per chunk (chunk start with four flag bits in the low bits, which a
-// 16-aligned chunk start leaves free) plus a uint32 worklist bounded by the node count; the
+// 16-aligned chunk start leaves free) plus a uint32 worklist bounded by the node count and the
+// lookup table (about half a byte a chunk); while the index is built, the arenas' walks (run in
+// parallel on cores and live processes) hold another 8 bytes a chunk until they are joined. The
 // scan reads through direct spans (cores) or bounded buffered reads (live processes).
 #pragma once
 

@@ -8,6 +8,7 @@
 #include <unordered_set>
 
 #include "memory/memory.h"
+#include "util/parallel.h"
 #include "util/progress.h"
 #include "util/radix_sort.h"
 
@@ -225,29 +226,7 @@ void Heap::merge_arena_diagnostics() {
 }
 
 void Heap::parallel_for(size_t n, const std::function<void(size_t)>& fn) {
-  unsigned nt = static_cast<unsigned>(std::min<size_t>(workers_, n));
-  if (nt <= 1) {
-    for (size_t i = 0; i < n; ++i) fn(i);
-    return;
-  }
-  std::atomic<size_t> next{0};
-  std::exception_ptr error;
-  std::mutex mu;
-  auto worker = [&] {
-    for (size_t i; (i = next.fetch_add(1)) < n;) {
-      try {
-        fn(i);
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(mu);
-        if (!error) error = std::current_exception();
-      }
-    }
-  };
-  std::vector<std::thread> pool;
-  for (unsigned k = 1; k < nt; ++k) pool.emplace_back(worker);
-  worker();
-  for (auto& th : pool) th.join();
-  if (error) std::rethrow_exception(error);
+  heapwalk::parallel_for(worker_count(n, workers_ > 1), n, fn);
 }
 
 void Heap::read_arena(Arena& a, std::vector<uint8_t>& ms) {
