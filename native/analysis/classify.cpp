@@ -32,8 +32,8 @@ uint32_t rd32(const uint8_t* p, size_t off) {
 }
 
 // zlib 1.2.x layouts (zlib.h z_stream_s, inflate.h inflate_state, deflate.h internal_state).
-constexpr size_t kZStreamState = 56;  // z_stream.state
-constexpr size_t kInflMode = 8, kInflWbits = 56, kInflWindow = 72;
+constexpr size_t kZStreamState = 56;                      // z_stream.state
+constexpr size_t kInflMode = 8, kInflWindow = 72;         // inflate_state.wbits (56) is not needed
 constexpr uint32_t kInflHead = 16180, kInflSync = 16211;  // inflate_mode HEAD..SYNC (zlib >= 1.2.9)
 constexpr size_t kDefStatus = 8, kDefPendingBuf = 16, kDefWSize = 80, kDefWBits = 84, kDefWindow = 96, kDefPrev = 112,
                  kDefHead = 120;
@@ -115,8 +115,8 @@ struct Acc {
 class Classifier {
  public:
   /// `parts`: how many classifiers share the work (they share the bound on cached vptrs).
-  Classifier(ptmalloc::Heap& h, target::Target& t, const target::ModuleIndex& m, size_t parts)
-      : h_(h), t_(t), m_(m), r_(t.memory()), vptr_cache_max_((1u << 20) / std::max<size_t>(parts, 1)) {
+  Classifier(ptmalloc::Heap& /*heap*/, target::Target& t, const target::ModuleIndex& m, size_t parts)
+      : t_(t), m_(m), r_(t.memory()), vptr_cache_max_((1u << 20) / std::max<size_t>(parts, 1)) {
     c_inflate_ = cls_.intern("zlib inflate stream", "zlib");
     c_inflate_w_ = cls_.intern("zlib inflate stream + window", "zlib");
     c_deflate_ = cls_.intern("zlib deflate stream", "zlib");
@@ -401,7 +401,6 @@ class Classifier {
 
  private:
   static constexpr uint32_t kNone = ~0u;
-  ptmalloc::Heap& h_;
   target::Target& t_;
   const target::ModuleIndex& m_;
   memory::Reader r_;

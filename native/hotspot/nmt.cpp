@@ -34,7 +34,7 @@ constexpr const char* kThreadCount = "_ZN18ThreadStackTracker13_thread_countE";
 // Present since NMT became late-initializable (JDK-8256844): with it, NMT_TrackingLevel is
 // {unknown=0, off=1, summary=2, detail=3}; before it {off=0, minimal=1, summary=2, detail=3,
 // unknown=0xFF}.
-constexpr const char* kPreInit = "_ZN10NMTPreInit";
+[[maybe_unused]] constexpr const char* kPreInit = "_ZN10NMTPreInit";
 // Present when MallocHeader carries the 0xE99E canary and the footer (JDK-8275320 and its
 // 17u backport); before, the 16-byte header is bit fields with no canary.
 constexpr const char* kCheckIntegrity = "_ZNK12MallocHeader21check_block_integrityEv";
