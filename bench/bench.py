@@ -177,6 +177,8 @@ def main() -> int:
         doc = t.arenas()
         t.close()
         arenas = doc["arenas"]
+        if amax and len(arenas) < min(threads, amax):
+            log(f"{label}: only {len(arenas)} arenas for {threads} threads (stale cached core? remove {core.parent})")
         chunks = sum(a["in_use"]["count"] + (a["fastbins"] or {}).get("count", 0) + a["bins"]["count"]
                      + a["tcache"]["count"] + 1 for a in arenas) + doc["mmapped"]["found"]["count"]
         ranges = [(h["address"], h["address"] + h["size"]) for a in arenas for h in a["heaps"]]

@@ -2,7 +2,7 @@
  *
  *   many NCHUNKS READY_FD [NTHREADS] [OUTDIR]
  *
- * NTHREADS threads (default 4, main included) each allocate NCHUNKS/NTHREADS chunks of mixed
+ * NTHREADS threads (default 4, at most 256, main included) each allocate NCHUNKS/NTHREADS chunks of mixed
  * sizes (a fixed LCG: ~90% 0x20..0x70, ~9.5% up to 0x200, ~0.5% up to 4 KiB), then free every
  * 8th one (tcache, fastbins, unsorted; neighbours stay live so little coalesces).  Non-main
  * arenas grow past one 64 MiB heap, so their heap_info chains have several heaps.  The pointer
@@ -79,7 +79,7 @@ int main(int argc, char **argv) {
     size_t total = strtoull(argv[1], NULL, 0);
     int ready_fd = atoi(argv[2]);
     int nthreads = argc > 3 ? atoi(argv[3]) : 4;
-    if (nthreads < 1 || nthreads > 64) nthreads = 4;
+    if (nthreads < 1 || nthreads > 256) nthreads = 4;
     int truth_fd = -1;
     FILE *info = NULL;
     static char info_buf[1 << 16];
@@ -93,7 +93,7 @@ int main(int argc, char **argv) {
         if (!info) die(path);
         setvbuf(info, info_buf, _IOFBF, sizeof info_buf);
     }
-    static struct worker W[64];
+    static struct worker W[256];
     pthread_barrier_init(&done, NULL, (unsigned)nthreads);
     for (int i = 0; i < nthreads; i++) {
         W[i].index = i;
