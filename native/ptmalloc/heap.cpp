@@ -690,7 +690,8 @@ void Heap::scan_mmapped() {
     if (!reg.read || !reg.write || !reg.path.empty() || !reg.saved) continue;
     uint64_t o = (reg.start + kPage - 1) & ~(kPage - 1);
     if (o < reg.start) continue;  // a region in the last page of the address space: rounding wrapped
-    while (o + 16 <= reg.end) {
+    // o >= reg.start: a step past the last page of the address space wraps o to a small value.
+    while (o >= reg.start && o < reg.end && reg.end - o >= 16) {
       auto ex = std::upper_bound(excluded.begin(), excluded.end(), std::make_pair(o, ~uint64_t{0}));
       if (ex != excluded.begin() && o < std::prev(ex)->second) {
         uint64_t next = (std::prev(ex)->second + kPage - 1) & ~(kPage - 1);
