@@ -46,8 +46,7 @@ bool deflate_status(uint32_t s) {
 /// processes, as for Heap's own walks).
 template <class F>
 void run_parallel(const target::Target& t, size_t n, F&& fn) {
-  bool threads = t.kind() == target::Target::Kind::Core || t.kind() == target::Target::Kind::Live;
-  parallel_for(worker_count(n, threads), n, fn);
+  parallel_for(worker_count(n, t.parallel_reads()), n, fn);
 }
 
 struct Member {

@@ -247,8 +247,7 @@ class Pass {
   /// Parts in parallel where the target can be read from several threads (as Heap's own walks).
   template <class F>
   void run_parallel(size_t n, F&& fn) {
-    bool threads = t_.kind() == target::Target::Kind::Core || t_.kind() == target::Target::Kind::Live;
-    parallel_for(worker_count(n, threads), n, fn);
+    parallel_for(worker_count(n, t_.parallel_reads()), n, fn);
   }
 
   /// Joins the parts into e_ as one walk would have produced them, with its runs (sorted

@@ -125,8 +125,7 @@ bool is_free(ChunkState s) {
 Heap::Heap(target::Target& t, const std::string& version_hint) : t_(t) {
   // Arenas are read and walked in parallel on cores and live processes (a gdb callback target
   // serialises on the interpreter, so it stays single-threaded).
-  if (t.kind() == target::Target::Kind::Core || t.kind() == target::Target::Kind::Live)
-    workers_ = std::max(1u, std::min(8u, std::thread::hardware_concurrency()));
+  parallel_ = t.parallel_reads();
   glibc_ = locate_glibc(t, version_hint);
   try {
     read_params();
@@ -226,7 +225,7 @@ void Heap::merge_arena_diagnostics() {
 }
 
 void Heap::parallel_for(size_t n, const std::function<void(size_t)>& fn) {
-  heapwalk::parallel_for(worker_count(n, workers_ > 1), n, fn);
+  heapwalk::parallel_for(worker_count(n, parallel_), n, fn);
 }
 
 void Heap::read_arena(Arena& a, std::vector<uint8_t>& ms) {

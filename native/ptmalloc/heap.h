@@ -135,7 +135,7 @@ class Heap {
   void read_arenas();
   void read_arena(Arena& a, std::vector<uint8_t>& ms);
   void merge_arena_diagnostics();
-  /// Runs fn(i) for i in [0, n) on up to `workers_` threads (work taken from a shared counter).
+  /// Runs fn(i) for i in [0, n), on several threads when `parallel_` (util/parallel.h).
   void parallel_for(size_t n, const std::function<void(size_t)>& fn);
   void read_fastbins(Arena& a, const uint8_t* ms);
   void read_bins(Arena& a, const uint8_t* ms);
@@ -162,7 +162,7 @@ class Heap {
   };
   std::vector<Range> ranges_;  ///< heap address ranges, sorted
   bool walked_once_ = false;
-  unsigned workers_ = 1;
+  bool parallel_ = false;  ///< cores and live processes: arenas are read and walked in parallel
 };
 
 }  // namespace heapwalk::ptmalloc

@@ -60,6 +60,9 @@ class Target {
 
   memory::MemorySource& memory() { return *mem_; }
   Kind kind() const { return kind_; }
+  /// Whether several threads may read memory at once (cores and live processes; a gdb callback
+  /// serialises on the interpreter).
+  bool parallel_reads() const { return kind_ == Kind::Core || kind_ == Kind::Live; }
   const std::string& path() const { return path_; }
   int pid() const { return pid_; }
   const std::vector<Thread>& threads() const { return threads_; }
