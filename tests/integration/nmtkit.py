@@ -3,7 +3,7 @@ parser for `jcmd PID VM.native_memory summary scale=1` (the oracle).
 
 A JVM is started with -XX:NativeMemoryTracking=<level> and flags that keep it quiescent once it
 is ready (-Xint: no compiler threads; SerialGC: no concurrent GC threads; -XX:-UsePerfData: no
-sampler) and small reservations (so cores stay ~1 GB).  Readiness: the program writes one byte
+sampler) and small reservations (cores of ~1.3 GB, ~180 MB on disk once made sparse).  Readiness: the program writes one byte
 to a FIFO the test created (select with a timeout, no sleeps).  Then the test runs jcmd and,
 immediately after, gcore; both outputs are cached under a key hashing the program source, the
 JDK build and the arguments.
@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import hwkit
 from hwkit import CACHE, CORPORA, READY_TIMEOUT, gcore
 
 JAVA_HOME = Path(os.environ.get("HEAPWALK_JAVA_HOME", "/usr/lib/jvm/java-17-openjdk-amd64"))
@@ -101,7 +102,8 @@ def spawn_jvm(level: str, outdir: Path, load: list[str], timeout: float = READY_
     if not byte:
         proc.kill()
         _, err = proc.communicate(timeout=30)
-        raise RuntimeError(f"NmtLoad (NMT {level}) not ready: {err.decode(errors='replace')[-2000:]}")
+        raise RuntimeError(f"NmtLoad (NMT {level}) not ready (exit {proc.returncode})"
+                           f"{hwkit.disk_note(outdir)}: {err.decode(errors='replace')[-2000:]}")
     return proc
 
 

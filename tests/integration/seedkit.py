@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import hwkit
 import nmtkit
 from hwkit import CACHE, CORPORA, READY_TIMEOUT, gcore
 
@@ -70,7 +71,8 @@ def _wait(rfd: int, proc: subprocess.Popen, phase: int) -> None:
     if byte != str(phase).encode():
         proc.kill()
         _, err = proc.communicate(timeout=30)
-        raise RuntimeError(f"ConnGrowth phase {phase} not ready ({byte!r}): "
+        raise RuntimeError(f"ConnGrowth phase {phase} not ready ({byte!r}, exit {proc.returncode})"
+                           f"{hwkit.disk_note(CACHE)}: "
                            f"{err.decode(errors='replace')[-2000:]}")
 
 
