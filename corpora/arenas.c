@@ -23,7 +23,9 @@
  * kind of heap state in the arena glibc gives it:
  *
  *   live       allocations of known sizes that the program keeps;
- *   mmapped    a few allocations >= 256 KiB (above the 128 KiB mmap threshold), kept;
+ *   mmapped    a few allocations >= 256 KiB (above the 128 KiB mmap threshold), kept, one of
+ *              them from posix_memalign (its chunk is not at its mapping's start); their
+ *              addresses are in the truth ("mmapped_mems");
  *   small/large  chunks freed while their tcache bin is full (or too big for the tcache),
  *              guarded by live neighbours so they cannot coalesce, then sorted out of the
  *              unsorted list into the small and large bins by a 32 KiB request that has to be
@@ -291,6 +293,26 @@ static void phase_alloc(struct tstate *t) {
         t->t_mmapped.bytes += (raw & ~(size_t)7) + 16;
 #else
         t->t_mmapped.bytes += malloc_usable_size(m) + 16;
+#endif
+    }
+
+    /* One from posix_memalign: _int_memalign moves the chunk up inside its mapping and keeps the
+       offset in its prev_size (alignment 32: 48 bytes up, 2.43: 16; 4096: 4080 up). */
+    {
+        size_t align = i % 2 ? 4096 : 32;
+        void *m = NULL;
+        if (posix_memalign(&m, align, 300 * 1024 + 4096 * (size_t)i) != 0 || !m) die("posix_memalign");
+        size_t raw = ((size_t *)m)[-1], off = ((size_t *)m)[-2] & ~(size_t)1;
+        if (!(raw & 0x2) || off == 0) {
+            errno = EINVAL;
+            die("aligned allocation is not an mmapped chunk inside its mapping");
+        }
+        push(&t->mmapped, m);
+        t->t_mmapped.count++;
+#if GLIBC_AT_LEAST(43)
+        t->t_mmapped.bytes += off + (raw & ~(size_t)7) + 16; /* mmap_size () */
+#else
+        t->t_mmapped.bytes += off + (raw & ~(size_t)7); /* munmap_chunk: prev_size + size */
 #endif
     }
 
@@ -577,6 +599,10 @@ int main(int argc, char **argv) {
             jprintf("\"arena\": %lu, ", (unsigned long)t->arena);
         jtally("live", t->t_live, ", ");
         jtally("mmapped", t->t_mmapped, ", ");
+        jprintf("\"mmapped_mems\": [");
+        for (size_t k = 0; k < t->mmapped.n; k++)
+            jprintf("%s%lu", k ? ", " : "", (unsigned long)(uintptr_t)t->mmapped.p[k]);
+        jprintf("], ");
         jtally("tcache", t->t_tcache, ", ");
         jtally("fastbins", t->t_fast, ", ");
         jtally("unsorted", t->t_unsorted, ", ");

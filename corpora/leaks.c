@@ -56,6 +56,7 @@ static pthread_barrier_t made;
 void *g_global;               /* module data (.bss) */
 void *g_interior;             /* an interior pointer */
 void *g_big;                  /* an mmapped chunk */
+void *g_aligned;              /* an mmapped chunk from posix_memalign */
 void *g_dangling;             /* points at a freed (tcache) chunk */
 __thread void *t_block;        /* TLS */
 void *g_reg_tmp __attribute__((used)); /* moved into r12 by main's final asm, then cleared */
@@ -68,6 +69,13 @@ static void die(const char *msg) {
 static void *block(size_t n, int fill) {
     void *p = malloc(n);
     if (!p) die("malloc");
+    memset(p, fill, n);
+    return p;
+}
+
+static void *aligned(size_t alignment, size_t n, int fill) {
+    void *p = NULL;
+    if (posix_memalign(&p, alignment, n) != 0) die("posix_memalign");
     memset(p, fill, n);
     return p;
 }
@@ -87,6 +95,9 @@ __attribute__((noinline)) static void make_leaks(void) {
         note(leaked, &nleaked, block(sizes[i], 0x5a), sizes[i], names[i], 1);
     /* an mmapped chunk */
     note(leaked, &nleaked, block(600 * 1024, 0x5a), 600 * 1024, "mmapped 600K", 1);
+    /* an mmapped chunk moved up inside its mapping by posix_memalign (a stale header stays at
+       the mapping's start) */
+    note(leaked, &nleaked, aligned(4096, 300 * 1024, 0x5a), 300 * 1024, "mmapped, 4096-aligned", 1);
     /* a cycle: each is referenced, neither reachable */
     void **a = block(48, 0x5a), **b = block(48, 0x5a);
     a[0] = b;
@@ -127,6 +138,8 @@ __attribute__((noinline)) static void make_reachable(void) {
     note(reachable, &nreachable, tls, 120, "TLS", 0);
     g_big = block(1 << 20, 0x33);
     note(reachable, &nreachable, g_big, 1 << 20, "mmapped, global", 0);
+    g_aligned = aligned(64, 400 * 1024, 0x33);
+    note(reachable, &nreachable, g_aligned, 400 * 1024, "mmapped, 64-aligned, global", 0);
     void *reg = block(152, 0x44);
     g_reg_tmp = reg;
     note(reachable, &nreachable, reg, 152, "register r12", 0);

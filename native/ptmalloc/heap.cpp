@@ -676,6 +676,34 @@ void Heap::build_free_index() {
   merge_arena_diagnostics();
 }
 
+namespace {
+
+// memalign, posix_memalign and aligned_alloc of an mmapped size: _int_memalign moves the chunk up
+// to an aligned spot inside the mapping and records that offset in the chunk's prev_size; the
+// header written at the mapping's start stays there, stale (malloc/malloc.c, _int_memalign:
+// glibc-2.36 "For mmapped chunks, just adjust offset", at least MINSIZE past the start; 2.43
+// mmap_set_chunk at PTR_ALIGN_UP, as little as 16 bytes past it). The alignment is not recorded, so every power of two
+// is tried; a spot counts only if both its words describe exactly the same mapping.
+void aligned_mmapped_chunk(const Layout& l, memory::Reader& r, const MmapExtent& ext, MmappedChunk& c) {
+  const uint64_t hdr = 2 * l.size_sz;
+  for (uint64_t a = 2 * l.alignment; a < ext.size; a <<= 1) {
+    uint64_t first = ((ext.base + hdr + a - 1) & ~(a - 1)) - hdr;
+    for (uint64_t p : {first, first + a}) {
+      if (p - ext.base < hdr || p - ext.base > ext.size - hdr) continue;  // 2.43 may use base + 16
+      const uint8_t* h = r.span(p, 16);
+      if (!h) continue;
+      uint64_t ps = rd64(h, 0), sw = rd64(h, 8);
+      if ((sw & 7) != 2 || (ps & ~uint64_t{1}) != p - ext.base) continue;
+      MmapExtent e = mmap_extent(l, p, ps, sw);
+      if (e.base != ext.base || e.size != ext.size || (sw & ~uint64_t{7}) < l.minsize) continue;
+      c = {p, sw & ~uint64_t{7}, ps};
+      return;
+    }
+  }
+}
+
+}  // namespace
+
 void Heap::scan_mmapped() {
   const Layout& l = layout();
   // Heaps are excluded by range: a heap's mapping may be merged with neighbouring anonymous memory.
@@ -712,7 +740,9 @@ void Heap::scan_mmapped() {
         MmapExtent ext = mmap_extent(l, o, prev_size, size_word);
         if (ext.base == o && ext.size >= kPage && (ext.size & (kPage - 1)) == 0 &&
             mem.readable_span(o, ext.size) == ext.size) {  // the whole mapping must be there
-          mmapped_.chunks.push_back({o, sz, prev_size});
+          MmappedChunk c{o, sz, prev_size};
+          aligned_mmapped_chunk(l, r, ext, c);
+          mmapped_.chunks.push_back(c);
           mmapped_.found.count += 1;
           mmapped_.found.bytes += ext.size;  // glibc's mmapped_mem counts whole mappings
           o += ext.size;

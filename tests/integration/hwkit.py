@@ -612,6 +612,22 @@ def compare_with_oracle(doc: dict, c: Corpus, *, tcache: bool = True, in_use: bo
     return bad
 
 
+def compare_mmapped_chunks(target: list[str], truth: dict) -> list[str]:
+    """The mmapped chunks ``chunks --used --json`` lists against the pointers the program holds
+    (``mmapped_mems``, among them a posix_memalign one that is not at its mapping's start)."""
+    want = sorted(m for t in truth.get("threads", []) for m in t.get("mmapped_mems", []))
+    if not want:
+        return ["the truth lists no mmapped_mems"]
+    r = run_cli("chunks", *target, "--used", "--json")
+    if r.returncode != 0 or not r.stdout.strip().startswith("{"):
+        return [f"chunks --used failed: {describe(r)}"]
+    got = sorted(c["address"] + 16 for c in json.loads(r.stdout)["chunks"] if c["state"] == "mmapped")
+    if got == want:
+        return []
+    return [f"mmapped chunk pointers: missing {[hex(a) for a in sorted(set(want) - set(got))]}, "
+            f"not the program's {[hex(a) for a in sorted(set(got) - set(want))]}"]
+
+
 def assert_matches_oracle(doc: dict, c: Corpus, **kw: Any) -> None:
     bad = compare_with_oracle(doc, c, **kw)
     assert not bad, f"{len(bad)} mismatch(es) against the oracle for {c.name} {c.args}:\n  " + "\n  ".join(bad)

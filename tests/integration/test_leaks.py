@@ -1,11 +1,11 @@
 """`heapwalk leaks`: the conservative reachability pass against corpora/leaks.c's ground truth.
 
-The program drops the last pointer to 13 blocks (plain blocks of several sizes, an mmapped
-chunk, a cycle, a list whose tail is referenced only by its head, a block referenced only from
-the stale contents of a freed chunk, a block in the second thread's arena) and keeps 9 others
+The program drops the last pointer to 14 blocks (plain blocks of several sizes, an mmapped
+chunk, an mmapped chunk from posix_memalign (not at its mapping's start), a cycle, a list whose tail is referenced only by its head, a block referenced only from
+the stale contents of a freed chunk, a block in the second thread's arena) and keeps 10 others
 reachable in different ways (a global, main's stack, register r12, inside another block, an
 interior pointer to a block's last byte from inside a block, an interior pointer from a global,
-TLS, an mmapped chunk from a global, the second thread's stack).  It prints their addresses in
+TLS, an mmapped chunk and a 64-aligned one from globals, the second thread's stack).  It prints their addresses in
 truth.json, wipes every other copy (see the comment at the top of leaks.c) and waits.
 
 The leaked set restricted to the program's blocks must be exactly the truth, with the right
@@ -132,9 +132,13 @@ def test_core_leaked_is_exactly_the_dropped_blocks(leaks):
         # whose only pointer sits in its stale contents stays leaked (checked above).
         gone = truth["freed"][0]["mem"]
         assert t.chunk(gone)["chunk"]["state"] == "tcache"
-        # Sizes: mmapped 600 KiB leak, the rest by chunk size.
-        mm = [c for c in doc["leaked"]["listed"] if c["state"] == "mmapped"]
-        assert len(mm) == 1 and mm[0]["arena"] is None and mm[0]["size"] >= 600 * 1024
+        # Sizes: mmapped 600 KiB and (aligned) 300 KiB leaks, the rest by chunk size.
+        mm = sorted((c for c in doc["leaked"]["listed"] if c["state"] == "mmapped"), key=lambda c: c["size"])
+        assert [c["arena"] for c in mm] == [None, None]
+        assert 300 * 1024 <= mm[0]["size"] < 600 * 1024 <= mm[1]["size"]
+        # The aligned chunk is found at its own header, not at its mapping's stale one.
+        want = next(b for b in truth["leaked"] if b["what"] == "mmapped, 4096-aligned")
+        assert want["mem"] % 4096 == 0 and mm[0]["address"] == want["mem"] - HEADER
         assert sum(s["count"] for s in doc["leaked"]["sizes"]) == doc["leaked"]["count"]
         assert sum(s["bytes"] for s in doc["unreferenced"]["sizes"]) == doc["unreferenced"]["bytes"]
         kinds = {r["kind"]: r for r in doc["roots"]}

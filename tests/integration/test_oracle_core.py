@@ -15,6 +15,7 @@ import pytest
 from hwkit import (
     ARENA_CONFIGS,
     assert_matches_oracle,
+    compare_mmapped_chunks,
     config_id,
     describe,
     import_heapwalk,
@@ -32,6 +33,8 @@ def test_core_arenas_equal_malloc_info_mallinfo2_and_program(corpora, cfg):
     assert r.returncode == 0, describe(r)
     doc = json.loads(r.stdout)
     assert_matches_oracle(doc, c)
+    bad = compare_mmapped_chunks([str(c.core)], c.truth)
+    assert not bad, bad
 
 
 def test_dwarf_layout_cache_cold_warm_and_damaged_all_equal_malloc_info(corpora, tmp_path):

@@ -34,6 +34,7 @@ from hwkit import (
     SUITES,
     ChrootCorpora,
     KernelCores,
+    compare_mmapped_chunks,
     compare_with_oracle,
     describe,
     no_traceback,
@@ -131,6 +132,7 @@ def test_core_equals_oracle(vcorpora, suite, prog, method):
     assert doc is not None, describe(r)
     problems = _check_method(doc, method, c) + _check_common(doc, c, prog)
     problems += compare_with_oracle(doc, c, version=c.version, version_range_ok=method == "no-symbols")
+    problems += compare_mmapped_chunks([str(c.core), *map(str, args)], c.truth)
     assert not problems, (
         f"glibc {c.version} ({suite}) {prog} {method} ({c.core_method} core {c.core}): "
         f"{len(problems)} problem(s):\n  " + "\n  ".join(problems)
