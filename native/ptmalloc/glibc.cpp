@@ -164,31 +164,36 @@ GlibcInfo locate_glibc(target::Target& t, const std::string& version_hint) {
     g.mp = bias + s->value;
   }
 
-  // No symbol: scan libc's data for the arena ring, trying each candidate layout.
+  // No symbol: scan libc's data for the arena ring, trying each candidate layout. Several layouts
+  // can share a malloc_state shape (e.g. 2.35-2.36, 2.37-2.41 and 2.42); among those that find an
+  // arena ring, prefer the one whose tcache struct size matches the first chunk of the main heap
+  // (where the main thread's tcache usually sits). With the symbol known, the same preference
+  // applies among the layouts whose ring fits at that address.
   std::vector<memory::Region> data = libc ? libc_data_regions(t, libc->path) : std::vector<memory::Region>{};
-  if (g.main_arena == 0) {
-    // Several layouts can share a malloc_state shape (e.g. 2.37-2.41 and 2.42); among those that
-    // find an arena ring, prefer the one whose tcache struct size matches the first chunk of the
-    // main heap (where the main thread's tcache usually sits).
+  auto tcache_fits = [&](const Layout& l, uint64_t arena) {
+    memory::Reader rr(mem);
+    uint64_t top = 0, sz = 0;
+    if (!l.has_tcache || !rr.try_u64(arena + l.ms_top, top)) return false;
+    auto start = main_heap_start(mem, top);
+    if (!start) return false;
+    uint64_t first = (*start + l.alignment - 1) & ~(l.alignment - 1);
+    return rr.try_u64(first + 8, sz) && (sz & ~uint64_t{7}) == l.tc_chunk_size;
+  };
+  if (candidates.size() > 1 || g.main_arena == 0) {
+    const bool known = g.main_arena != 0;
+    std::vector<memory::Region> at;
+    if (known) at.push_back({g.main_arena, g.main_arena + 0x1000});
     int best_score = -1;
     std::string lowest, highest;  // the version range of every layout that fits equally well
     for (const Layout* l : candidates) {
-      auto c = find_main_arena(mem, *l, data);
+      auto c = find_main_arena(mem, *l, known ? at : data);
       if (!c) continue;
-      int score = 1;
-      uint64_t top = 0, sz = 0;
-      memory::Reader rr(mem);
-      if (l->has_tcache && rr.try_u64(c->address + l->ms_top, top)) {
-        if (auto start = main_heap_start(mem, top)) {
-          uint64_t first = (*start + l->alignment - 1) & ~(l->alignment - 1);
-          if (rr.try_u64(first + 8, sz) && (sz & ~uint64_t{7}) == l->tc_chunk_size) score = 2;
-        }
-      }
+      int score = tcache_fits(*l, c->address) ? 2 : 1;
       if (score > best_score) {
         best_score = score;
         g.main_arena = c->address;
         g.layout = l;
-        g.how["main_arena"] = "heuristic:arena-ring";
+        if (!known) g.how["main_arena"] = "heuristic:arena-ring";
         lowest = l->name;
         highest = l->last;
       } else if (score == best_score && c->address == g.main_arena) {
@@ -196,19 +201,8 @@ GlibcInfo locate_glibc(target::Target& t, const std::string& version_hint) {
         if (compare_versions(l->last, highest) > 0) highest = l->last;
       }
     }
-    if (!at_least.empty() && compare_versions(lowest, at_least) < 0) lowest = at_least;
+    if (!at_least.empty() && !lowest.empty() && compare_versions(lowest, at_least) < 0) lowest = at_least;
     if (g.version.empty() && g.layout) g.version = lowest == highest ? lowest : lowest + "-" + highest;
-  } else if (candidates.size() > 1) {
-    // Symbol known but version not: the layout whose main_arena fits at that address.
-    memory::Region r;
-    r.start = g.main_arena;
-    r.end = g.main_arena + 0x1000;
-    for (const Layout* l : candidates) {
-      if (find_main_arena(mem, *l, {r})) {
-        g.layout = l;
-        break;
-      }
-    }
   }
   if (!g.layout && candidates.size() == 1) g.layout = candidates.front();
   if (g.main_arena == 0 || !g.layout) {

@@ -9,6 +9,7 @@ for the mapping and for the in_use tolerance (derived from libc's own allocation
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -95,3 +96,21 @@ def test_multi_heap_arenas_equal_malloc_info(corpora, cfg):
     assert any(len(a["heaps"]) > 1 for a in doc["arenas"]), "some arena has a chain of heaps"
     assert_matches_oracle(doc, c, in_use=False)
     assert r.returncode == 0, describe(r)
+
+
+def test_truncated_libc_in_sysroot_picks_the_layout_that_fits(corpora, tmp_path):
+    """A libc cut short in the sysroot gives no banner or version definitions; the debug symbols
+    (by build-id) still name main_arena. Several layouts fit a malloc_state there (2.36's and
+    2.42's, whose tcache struct differs): the one whose tcache struct size is that of the main
+    heap's first chunk must be chosen, so every figure equals glibc's own."""
+    c = corpora.core("arenas", "4", "0")
+    root = tmp_path / "sysroot"
+    libc = root / "usr/lib/x86_64-linux-gnu/libc.so.6"
+    libc.parent.mkdir(parents=True)
+    libc.write_bytes(Path("/usr/lib/x86_64-linux-gnu/libc.so.6").read_bytes()[:5000])
+    r = run_cli("arenas", c.core, "--json", "--sysroot", root)
+    no_traceback(r)
+    assert r.returncode == 0, describe(r)
+    doc = json.loads(r.stdout)
+    assert doc["glibc"]["symbols"]["main_arena"] == "debug-symtab", doc["glibc"]
+    assert_matches_oracle(doc, c, version_range_ok=True)
