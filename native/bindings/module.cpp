@@ -399,6 +399,18 @@ class PyTarget {
     return out;
   }
 
+  /// A NativeCallStack as `[{"pc", "symbol"}]` (malloc sites, reserved and committed regions).
+  static py::list frames_list(const hotspot::CallStack& s) {
+    py::list frames;
+    for (size_t i = 0; i < s.frames.size(); ++i) {
+      py::dict f;
+      f["pc"] = s.frames[i];
+      f["symbol"] = i < s.symbols.size() ? s.symbols[i] : std::string();
+      frames.append(f);
+    }
+    return frames;
+  }
+
   static py::dict counter_dict(const hotspot::Counter& c, const std::optional<hotspot::Counter>& peak) {
     py::dict d;
     d["bytes"] = c.bytes;
@@ -548,14 +560,7 @@ class PyTarget {
     py::list sites;
     for (const auto& s : n.sites) {
       py::dict x;
-      py::list frames;
-      for (size_t i = 0; i < s.frames.size(); ++i) {
-        py::dict f;
-        f["pc"] = s.frames[i];
-        f["symbol"] = s.symbols[i];
-        frames.append(f);
-      }
-      x["frames"] = frames;
+      x["frames"] = frames_list(s.stack);
       x["category"] = s.index < n.raw.size() ? n.raw[s.index].name : std::to_string(s.index);
       x["bytes"] = s.counter.bytes;
       x["count"] = s.counter.count;
@@ -568,6 +573,16 @@ class PyTarget {
       x["size"] = r.size;
       x["committed"] = r.committed;
       x["category"] = r.index < n.raw.size() ? n.raw[r.index].name : std::to_string(r.index);
+      x["frames"] = frames_list(r.stack);
+      py::list committed;
+      for (const auto& c : r.committed_regions) {
+        py::dict y;
+        y["base"] = c.base;
+        y["size"] = c.size;
+        y["frames"] = frames_list(c.stack);
+        committed.append(y);
+      }
+      x["committed_regions"] = committed;
       regions.append(x);
     }
     if (detail) {

@@ -40,6 +40,10 @@ constexpr const char* kThreadCount = "_ZN18ThreadStackTracker13_thread_countE";
 constexpr const char* kCheckIntegrity = "_ZNK12MallocHeader21check_block_integrityEv";
 
 constexpr uint16_t kHeaderCanary = 0xE99E;
+// NativeCallStack: `address _stack[NMT_TrackingStackDepth]`, depth 4, a null pc ends the stack
+// (utilities/nativeCallStack.hpp, openjdk/jdk17u).
+constexpr size_t kStackDepth = 4;
+constexpr size_t kStackBytes = kStackDepth * 8;
 constexpr uint8_t kFooter0 = 0xE8, kFooter1 = 0x8E;
 constexpr uint64_t kHeaderSize = 16;
 constexpr uint64_t kFooterSize = 2;
@@ -442,7 +446,6 @@ class NmtReader {
     // _flag (4 bytes + pad), MemoryCounter _c}, uint32_t _hash (+pad), entry* _next.
     size_t entry = 40 + counter_size_ + 8 + 8;
     size_t next_off = 40 + counter_size_ + 8;
-    Symbolizer sz(t_);
     size_t guard = 0;
     for (uint64_t head : buckets) {
       for (uint64_t p = head; p && guard < 1000000; ++guard) {
@@ -452,12 +455,7 @@ class NmtReader {
           break;
         }
         MallocSite s;
-        for (int f = 0; f < 4; ++f) {
-          uint64_t pc = u64_at(e, f * 8);
-          if (!pc) break;
-          s.frames.push_back(pc);
-          s.symbols.push_back(sz.describe(pc));
-        }
+        s.stack = call_stack(e.data());
         uint32_t flag = 0;
         std::memcpy(&flag, e.data() + 32, 4);
         s.index = flag;
@@ -470,40 +468,117 @@ class NmtReader {
               [](const MallocSite& a, const MallocSite& b) { return a.counter.bytes > b.counter.bytes; });
   }
 
+  /// The NativeCallStack at `b` (kStackBytes readable): frames up to the first null pc, each
+  /// symbolised by the one Symbolizer of this read (malloc sites and regions share its tables).
+  CallStack call_stack(const uint8_t* b) {
+    if (!symbolizer_) symbolizer_ = std::make_unique<Symbolizer>(t_);
+    CallStack s;
+    for (size_t f = 0; f < kStackDepth; ++f) {
+      uint64_t pc = 0;
+      std::memcpy(&pc, b + f * 8, 8);
+      if (!pc) break;
+      s.frames.push_back(pc);
+      s.symbols.push_back(symbolizer_->describe(pc));
+    }
+    return s;
+  }
+
+  // VirtualMemoryTracker::_reserved_regions: SortedLinkedList<ReservedMemoryRegion>*, nodes in
+  // ascending base order, each reserved region's committed parts a SortedLinkedList as well
+  // (openjdk/jdk17u src/hotspot/share/services/virtualMemoryTracker.hpp: VirtualMemoryRegion
+  // {_base_address, _size}; CommittedMemoryRegion : VirtualMemoryRegion {NativeCallStack _stack};
+  // ReservedMemoryRegion : VirtualMemoryRegion {SortedLinkedList _committed_regions,
+  // NativeCallStack _stack, MEMFLAGS _flag}; src/hotspot/share/utilities/linkedlist.hpp:
+  // LinkedList {vptr, _head}, LinkedListNode<E> {E _data, _next}). Offsets as the DWARF of
+  // 17.0.21 (openjdk-17-dbg) gives them: the committed list is 24 bytes, its _head at 8.
+  static constexpr size_t kRsvHead = 16 + 8, kRsvStack = 40, kRsvFlag = 72, kRsvNext = 80, kRsvNode = 88;
+  static constexpr size_t kComStack = 16, kComNext = 48, kComNode = 56;
+  // Bound for a hostile image, reserved and committed nodes together: a JVM has thousands.
+  static constexpr size_t kMaxNodes = 1000000;
+  static_assert(kRsvStack + kStackBytes <= kRsvFlag && kComStack + kStackBytes <= kComNext, "NativeCallStack fits");
+
+  /// One more region node to read, or false (once noted) when kMaxNodes were read.
+  bool take_node(uint64_t at) {
+    if (budget_ == 0) {
+      if (!truncated_)
+        n_.diags.add("truncated", at, std::nullopt,
+                     "more than " + std::to_string(kMaxNodes) + " memory region nodes; the rest not read");
+      truncated_ = true;
+      return false;
+    }
+    --budget_;
+    return true;
+  }
+
   void read_regions() {
     auto list = sym(kReservedRegions);
     if (!list) return;
     uint64_t lp = 0;
     if (!read_any(t_, *list, &lp, 8) || !lp) return;
     uint64_t node = 0;  // LinkedList: vptr, _head
-    if (!read_any(t_, lp + 8, &node, 8)) return;
-    size_t guard = 0;
-    while (node && guard++ < 1000000) {
-      // LinkedListNode<ReservedMemoryRegion>: {base, size, committed list (vptr, head, arena),
-      // NativeCallStack (32), MEMFLAGS (4+4)} then _next at 80.
-      uint8_t b[88];
-      if (!read_any(t_, node, b, sizeof b)) break;
+    if (!read_any(t_, lp + 8, &node, 8)) {
+      n_.diags.add("unreadable", lp, std::nullopt, "VirtualMemoryTracker::_reserved_regions list unreadable");
+      return;
+    }
+    budget_ = kMaxNodes;
+    // The list is sorted and its regions neither overlap nor are empty (add_reserved_region), so
+    // each node lies above the previous one: a loop or a stray pointer shows as out of order.
+    uint64_t end = 0;
+    while (node) {
+      if (!take_node(node)) break;
+      uint8_t b[kRsvNode];
+      if (!read_any(t_, node, b, sizeof b)) {
+        n_.diags.add("unreadable", node, std::nullopt, "reserved memory region node unreadable; the rest not read");
+        break;
+      }
       VmRegion r;
       std::memcpy(&r.base, b, 8);
       std::memcpy(&r.size, b + 8, 8);
-      uint32_t flag = 0;
-      std::memcpy(&flag, b + 72, 4);
-      r.index = flag;
-      uint64_t cnode = 0;
-      std::memcpy(&cnode, b + 24, 8);
-      size_t g2 = 0;
-      while (cnode && g2++ < 100000) {
-        uint8_t c[56];  // {base, size, stack (32)}, _next at 48
-        if (!read_any(t_, cnode, c, sizeof c)) break;
-        uint64_t cb = 0, cs = 0;
-        std::memcpy(&cb, c, 8);
-        std::memcpy(&cs, c + 8, 8);
-        r.committed_regions.emplace_back(cb, cs);
-        r.committed += cs;
-        std::memcpy(&cnode, c + 48, 8);
+      if (r.base < end || !r.size || r.base + r.size < r.base) {
+        n_.diags.add("cycle", node, std::nullopt,
+                     "reserved memory region at " + hex(r.base) + " (" + std::to_string(r.size) +
+                         " bytes) out of address order; the rest not read");
+        break;
       }
+      end = r.base + r.size;
+      uint32_t flag = 0;
+      std::memcpy(&flag, b + kRsvFlag, 4);
+      r.index = flag;
+      r.stack = call_stack(b + kRsvStack);
+      uint64_t cnode = 0;
+      std::memcpy(&cnode, b + kRsvHead, 8);
+      read_committed(r, cnode);
       n_.regions.push_back(std::move(r));
-      std::memcpy(&node, b + 80, 8);
+      std::memcpy(&node, b + kRsvNext, 8);
+    }
+  }
+
+  /// The committed parts of `r` from the list node `cnode`: ascending, not empty, inside `r`
+  /// (add_committed_region merges and splits to keep them so).
+  void read_committed(VmRegion& r, uint64_t cnode) {
+    uint64_t end = r.base;
+    while (cnode) {
+      if (!take_node(cnode)) return;
+      uint8_t c[kComNode];
+      if (!read_any(t_, cnode, c, sizeof c)) {
+        n_.diags.add("unreadable", cnode, std::nullopt,
+                     "committed memory region node of the region at " + hex(r.base) + " unreadable");
+        return;
+      }
+      CommittedRegion cr;
+      std::memcpy(&cr.base, c, 8);
+      std::memcpy(&cr.size, c + 8, 8);
+      if (cr.base < end || !cr.size || cr.base + cr.size < cr.base || cr.base + cr.size > r.base + r.size) {
+        n_.diags.add("bad_size", cnode, std::nullopt,
+                     "committed region at " + hex(cr.base) + " (" + std::to_string(cr.size) +
+                         " bytes) out of order or outside its reserved region at " + hex(r.base));
+        return;
+      }
+      end = cr.base + cr.size;
+      cr.stack = call_stack(c + kComStack);
+      r.committed += cr.size;
+      r.committed_regions.push_back(std::move(cr));
+      std::memcpy(&cnode, c + kComNext, 8);
     }
   }
 
@@ -591,6 +666,9 @@ class NmtReader {
   JvmSymbols syms_;
   size_t counter_size_ = 16;
   std::map<std::string, unsigned> index_;
+  std::unique_ptr<Symbolizer> symbolizer_;  ///< made on the first stack
+  size_t budget_ = 0;                       ///< region nodes still to read (read_regions)
+  bool truncated_ = false;
 };
 
 }  // namespace

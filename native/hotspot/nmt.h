@@ -43,19 +43,34 @@ struct Row {
   std::optional<uint64_t> stack_reserved, stack_committed, threads, tracking_overhead;
 };
 
+/// A NativeCallStack of detail mode: up to 4 return addresses (the first null ends it) and
+/// their symbols, as jcmd prints them.
+struct CallStack {
+  std::vector<uint64_t> frames;
+  std::vector<std::string> symbols;  ///< "module!function+0xoff" (demangled), "module+0xoff" or "" per frame
+};
+
 /// A malloc call site of detail mode (MallocSiteTable entry).
 struct MallocSite {
-  std::vector<uint64_t> frames;
-  std::vector<std::string> symbols;  ///< "function+0xoff" (demangled) or "" per frame
-  unsigned index = 0;                ///< MEMFLAGS index
+  CallStack stack;
+  unsigned index = 0;  ///< MEMFLAGS index
   Counter counter;
 };
 
-/// A reserved virtual memory region of detail mode, with its committed parts.
+/// A committed part of a reserved region (CommittedMemoryRegion) and the stack that committed it
+/// (empty for the thread-stack parts NMT records itself when it reports).
+struct CommittedRegion {
+  uint64_t base = 0, size = 0;
+  CallStack stack;
+};
+
+/// A reserved virtual memory region of detail mode (ReservedMemoryRegion): the stack that
+/// reserved it and its committed parts, in address order.
 struct VmRegion {
   uint64_t base = 0, size = 0, committed = 0;
   unsigned index = 0;
-  std::vector<std::pair<uint64_t, uint64_t>> committed_regions;  ///< (base, size)
+  CallStack stack;
+  std::vector<CommittedRegion> committed_regions;
 };
 
 /// glibc figures for the reconciliation (from the ptmalloc model).

@@ -76,6 +76,14 @@ const Symbolizer::Table* Symbolizer::table_for(const target::Module& m) {
 }
 
 std::string Symbolizer::describe(uint64_t pc) {
+  auto it = memo_.find(pc);
+  if (it != memo_.end()) return it->second;
+  std::string s = lookup(pc);
+  if (memo_.size() < kMemo) memo_.emplace(pc, s);
+  return s;
+}
+
+std::string Symbolizer::lookup(uint64_t pc) {
   const target::Module* mod = nullptr;
   for (const auto& m : t_.modules())
     if (pc >= m.base && pc < m.end) mod = &m;

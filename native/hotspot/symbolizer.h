@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "target/target.h"
@@ -16,6 +17,7 @@ class Symbolizer {
  public:
   explicit Symbolizer(target::Target& t) : t_(t) {}
   /// "module!function+0xoff", "module+0xoff" without a symbol, "" outside every module.
+  /// Remembers the answers for the first kMemo distinct pcs (stacks repeat their frames).
   std::string describe(uint64_t pc);
 
  private:
@@ -27,9 +29,12 @@ class Symbolizer {
     uint64_t bias = 0;
     std::vector<Func> funcs;  ///< sorted by start
   };
+  static constexpr size_t kMemo = 1 << 16;
   const Table* table_for(const target::Module& m);
+  std::string lookup(uint64_t pc);
   target::Target& t_;
   std::map<std::string, std::unique_ptr<Table>> tables_;
+  std::unordered_map<uint64_t, std::string> memo_;
 };
 
 /// Function symbols (STT_FUNC, defined) of an ELF file, sorted by address; empty on failure.

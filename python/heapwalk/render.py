@@ -516,4 +516,38 @@ def render_nmt(document: Record, style: Style = PLAIN) -> List[str]:
                           Column("category", "<")],
                          [[addr(r["base"]), str(r["size"]), str(r["committed"]), r["category"]]
                           for r in regions[:NMT_DETAIL_LIMIT * 4]], style, indent="  "))
+        out.append("")
+        out.extend(render_vm_map(regions[:NMT_DETAIL_LIMIT * 4], style))
+        if len(regions) > NMT_DETAIL_LIMIT * 4:
+            out.append("… %d more regions (--json lists all)" % (len(regions) - NMT_DETAIL_LIMIT * 4))
+    return out
+
+
+def _frame_lines(frames: Sequence[Record], indent: str) -> List[str]:
+    return ["%s[%s] %s" % (indent, addr(f["pc"]), f.get("symbol") or "") for f in frames]
+
+
+def render_vm_map(regions: Sequence[Record], style: Style = PLAIN) -> List[str]:
+    """jcmd ``VM.native_memory detail``'s "Virtual memory map": each reserved region with the
+    stack that reserved it, then its committed parts with the stacks that committed them.  As
+    jcmd (MemDetailReporter::report_virtual_memory_region), a region committed whole by its own
+    stack says "reserved and committed" and does not repeat that part."""
+    out = ["Virtual memory map:"]
+    for r in regions:
+        frames = r.get("frames") or []
+        parts = r.get("committed_regions") or []
+        whole = r["size"] == r.get("committed")
+        out.append("")
+        out.append("%s %s %d for %s%s" % (
+            style.paint("bold", "[%s - %s]" % (addr(r["base"]), addr(r["base"] + r["size"]))),
+            "reserved and committed" if whole else "reserved", r["size"], r["category"],
+            " from" if frames else ""))
+        out.extend(_frame_lines(frames, "    "))
+        if whole and len(parts) == 1 and parts[0]["size"] == r["size"] and parts[0].get("frames") == frames:
+            continue
+        for c in parts:
+            cf = c.get("frames") or []
+            out.append("      [%s - %s] committed %d%s" % (addr(c["base"]), addr(c["base"] + c["size"]),
+                                                         c["size"], " from" if cf else ""))
+            out.extend(_frame_lines(cf, "          "))
     return out

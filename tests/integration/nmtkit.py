@@ -193,6 +193,58 @@ def parse_jcmd(text: str) -> JcmdSummary:
     return s
 
 
+@dataclass
+class JcmdCommitted:
+    base: int
+    size: int
+    frames: list[str]  # "function+0xoff" as jcmd prints them, "" for an unnamed pc
+
+
+@dataclass
+class JcmdReserved:
+    base: int
+    size: int
+    category: str
+    all_committed: bool  # "reserved and committed"
+    frames: list[str]
+    committed: list[JcmdCommitted] = field(default_factory=list)
+
+    def committed_parts(self) -> list[JcmdCommitted]:
+        """The committed regions NMT holds: jcmd does not print the single part of a region
+        committed whole by the stack that reserved it (MemDetailReporter::
+        report_virtual_memory_region), only "reserved and committed"."""
+        if self.all_committed and not self.committed:
+            return [JcmdCommitted(self.base, self.size, self.frames)]
+        return self.committed
+
+
+_RESERVED = re.compile(r"^\[0x([0-9a-f]+) - 0x([0-9a-f]+)\] (reserved and committed|reserved) (\d+) "
+                       r"for (.+?)(?: from)?\s*$")
+_COMMITTED = re.compile(r"^\s*\[0x([0-9a-f]+) - 0x([0-9a-f]+)\] committed (\d+)(?: from)?\s*$")
+_FRAME = re.compile(r"^\s+\[0x[0-9a-f]+\] ?(.*)$")
+
+
+def parse_jcmd_vm_map(text: str) -> list[JcmdReserved]:
+    """The "Virtual memory map" of `jcmd VM.native_memory detail scale=1`: each reserved region
+    (address order) with its stack and committed parts, each with its stack."""
+    if "Virtual memory map:" not in text:
+        return []
+    body = text.split("Virtual memory map:", 1)[1].split("Details:", 1)[0]
+    out: list[JcmdReserved] = []
+    frames: list[str] | None = None  # the stack being read (a region's or a committed part's)
+    for line in body.splitlines():
+        if (m := _RESERVED.match(line)):
+            out.append(JcmdReserved(int(m.group(1), 16), int(m.group(4)), m.group(5),
+                                    m.group(3) != "reserved", []))
+            frames = out[-1].frames
+        elif (m := _COMMITTED.match(line)) and out:
+            out[-1].committed.append(JcmdCommitted(int(m.group(1), 16), int(m.group(3)), []))
+            frames = out[-1].committed[-1].frames
+        elif (m := _FRAME.match(line)) and frames is not None:
+            frames.append(m.group(1).strip())
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # cores and live JVMs
 # ---------------------------------------------------------------------------------------------

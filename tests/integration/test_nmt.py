@@ -12,7 +12,7 @@ import re
 import pytest
 
 from hwkit import CACHE, describe, extract_json, import_heapwalk, no_traceback, run_cli, run_gdb
-from nmtkit import JAVA, JvmCorpora, have_jdk, parse_jcmd
+from nmtkit import JAVA, JcmdCommitted, JvmCorpora, have_jdk, parse_jcmd, parse_jcmd_vm_map
 
 pytestmark = pytest.mark.skipif(not have_jdk(), reason="needs openjdk-17-jdk-headless")
 
@@ -25,6 +25,13 @@ pytestmark = pytest.mark.skipif(not have_jdk(), reason="needs openjdk-17-jdk-hea
 JCMD_INTERNAL_MAX_COUNT = 4
 JCMD_INTERNAL_MAX_BYTES = 16384
 HEADER = 16  # sizeof(MallocHeader): the per-block tracking overhead jcmd reports
+# The committed parts of a thread stack are not tracked as the stack grows: each report
+# (VirtualMemorySummary::snapshot -> snapshot_thread_stacks) probes every Thread Stack region with
+# mincore and records what is resident as committed parts with an empty call stack.  The image
+# holds the probe of the *second* jcmd (the summary, after the detail one), so the stacks of the
+# threads that ran in between -- the Attach Listener, which executed both operations -- may show
+# other stack-less committed parts than the detail jcmd printed.  Nothing else may differ.
+JCMD_STACK_PROBE_MAX_REGIONS = 2
 
 
 @pytest.fixture(scope="module")
@@ -253,6 +260,60 @@ def parse_jcmd_sites(text: str) -> dict[tuple, tuple[int, int]]:
         if not line.strip() or m:
             frames = []
     return out
+
+
+def _symbols(frames: list[dict]) -> list[str]:
+    """Our frames as jcmd prints them: "function+0xoff" (no "module!")."""
+    return [f["symbol"].split("!", 1)[-1] for f in frames]
+
+
+def test_detail_virtual_memory_map(jvms):
+    """The reserved regions with the stacks that reserved them, and their committed parts with
+    the stacks that committed them, equal jcmd's "Virtual memory map" printed before the snapshot."""
+    c = jvms.core("detail")
+    doc = nmt_doc(str(c.core), detail=True)
+    assert not [d for d in doc["diagnostics"] if d["kind"] != "note"], doc["diagnostics"]
+    ours = {r["base"]: r for r in doc["nmt"]["regions"]}
+    theirs = parse_jcmd_vm_map(c.jcmd_detail)
+    assert len(theirs) >= 20, "jcmd printed too few regions to compare"
+    assert sorted(ours) == [r.base for r in theirs], "the same reserved regions, in address order"
+    bad: list[str] = []
+    probed: list[str] = []  # Thread Stack regions whose stack-less (mincore-probed) parts differ
+    same_parts = all_parts = 0
+    for j in theirs:
+        o = ours[j.base]
+        what = f"{j.category} region at {j.base:#x}"
+        head = (o["size"], o["category"], o["size"] == o["committed"], _symbols(o["frames"]))
+        if head != (j.size, j.category, j.all_committed, j.frames):
+            bad.append(f"{what}: jcmd {(j.size, j.category, j.all_committed, j.frames)}, heapwalk {head}")
+        mine = [JcmdCommitted(x["base"], x["size"], _symbols(x["frames"])) for x in o["committed_regions"]]
+        expected = j.committed_parts()
+        all_parts += len(expected)
+        same_parts += sum(1 for x in expected if x in mine)
+        if mine == expected:
+            continue
+        # Only a thread stack's probed parts (no call stack) may differ; its guard pages, committed
+        # by StackOverflow::create_stack_guard_pages with a stack, must not.
+        if j.category == "Thread Stack" and [x for x in mine if x.frames] == [x for x in expected if x.frames]:
+            probed.append(f"{what}: jcmd {expected}, heapwalk {mine}")
+        else:
+            bad.append(f"{what}: committed parts: jcmd {expected}, heapwalk {mine}")
+    assert not bad, "\n".join(bad)
+    assert len(probed) <= JCMD_STACK_PROBE_MAX_REGIONS, "\n".join(probed)
+    assert same_parts >= 0.9 * all_parts, (same_parts, all_parts)
+    # The big reservations, each with its stack and every committed part, all matched above.
+    cats = {j.category for j in theirs}
+    assert {"Java Heap", "Metaspace", "Class", "Code", "GC"} <= cats, cats
+    assert all(ours[j.base]["frames"] and j.frames for j in theirs if j.category in ("Java Heap", "Metaspace", "Code"))
+    # The text shows the same map, jcmd's way.
+    r = run_cli("nmt", c.core, "--detail")
+    no_traceback(r)
+    assert r.returncode == 0, describe(r)
+    assert "Virtual memory map:" in r.stdout
+    meta = next(j for j in theirs if j.category == "Metaspace")
+    assert f"reserved {meta.size} for Metaspace from" in r.stdout
+    assert f"] committed {meta.committed[0].size} from" in r.stdout
+    assert meta.frames[0] in r.stdout
 
 
 def test_cli_text_and_gdb(jvms):
