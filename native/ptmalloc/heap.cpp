@@ -665,7 +665,7 @@ void Heap::build_free_index() {
       idx[w++] = idx[k];
     }
     idx.resize(w);
-    radix_sort(idx);
+    radix_sort(idx, 4);  // by address: the state tag in the low 4 bits is not a sort key
     for (size_t k = 1; k < idx.size(); ++k) {
       if (fi_addr(idx[k]) == fi_addr(idx[k - 1]))
         a.diags.add("double_free", fi_addr(idx[k]), a.address,
@@ -682,8 +682,9 @@ namespace {
 // to an aligned spot inside the mapping and records that offset in the chunk's prev_size; the
 // header written at the mapping's start stays there, stale (malloc/malloc.c, _int_memalign:
 // glibc-2.36 "For mmapped chunks, just adjust offset", at least MINSIZE past the start; 2.43
-// mmap_set_chunk at PTR_ALIGN_UP, as little as 16 bytes past it). The alignment is not recorded, so every power of two
-// is tried; a spot counts only if both its words describe exactly the same mapping.
+// mmap_set_chunk at PTR_ALIGN_UP, as little as 16 bytes past it). The alignment is not
+// recorded, so every power of two is tried; a spot counts only if both its words describe
+// exactly the same mapping.
 void aligned_mmapped_chunk(const Layout& l, memory::Reader& r, const MmapExtent& ext, MmappedChunk& c) {
   const uint64_t hdr = 2 * l.size_sz;
   for (uint64_t a = 2 * l.alignment; a < ext.size; a <<= 1) {
