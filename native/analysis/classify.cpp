@@ -121,6 +121,10 @@ class Classifier {
     c_deflate_ = cls_.intern("zlib deflate stream", "zlib");
     c_zip_ = cls_.intern("ZIP/JAR data", "content");
     c_class_ = cls_.intern("Java class file", "content");
+    // NMT category names by MEMFLAGS index: 21u's table (mtGCCardSet shifts every later index)
+    // when libjvm's path names JDK 18 or later, else 17u's (docs/hotspot-nmt.md).
+    if (const auto* jvm = t.find_module([](const std::string& base) { return base == "libjvm.so"; }))
+      if (hotspot::jdk_feature_from_path(jvm->path) >= 18) nmt_names_ = &hotspot::default_names_21();
     c_gzip_ = cls_.intern("gzip data", "content");
     c_elf_ = cls_.intern("ELF image", "content");
     c_zero_ = cls_.intern("all zero", "content");
@@ -295,13 +299,13 @@ class Classifier {
     uint32_t id = kNone;
     if (p && !used && stale_zip(mem, usable)) id = c_zip_;
     // HotSpot NMT-tracked malloc block: a 16-byte header (user size, category byte at 12,
-    // canary 0xE99E at 14) and a 0xE88E footer after the user bytes (JDK 17.0.x layout).
+    // canary 0xE99E at 14) and a 0xE88E footer after the user bytes (JDK 17.0.x and 21 layout).
     if (p && used && n >= 32 && id == kNone) {
       uint64_t user = rd64(p, 0);
       uint16_t canary;
       std::memcpy(&canary, p + 14, 2);
-      if (canary == 0xE99E && p[13] == 0 && p[12] < hotspot::default_names_17().size() && user + 18 <= usable) {
-        const auto& names = hotspot::default_names_17();
+      if (canary == 0xE99E && p[13] == 0 && p[12] < nmt_names_->size() && user + 18 <= usable) {
+        const auto& names = *nmt_names_;
         const uint8_t* f = r_.span(mem + 16 + user, 2);
         if (f && f[0] == 0xE8 && f[1] == 0x8E) {
           // A C++ object inside the block has its vptr right after the header.
@@ -401,6 +405,7 @@ class Classifier {
  private:
   static constexpr uint32_t kNone = ~0u;
   target::Target& t_;
+  const std::vector<std::string>* nmt_names_ = &hotspot::default_names_17();
   const target::ModuleIndex& m_;
   memory::Reader r_;
   Classes cls_;

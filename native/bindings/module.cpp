@@ -452,6 +452,7 @@ class PyTarget {
     d["jdk"] = n.jdk.empty() ? py::object(py::none()) : py::object(py::str(n.jdk));
     d["source"] = n.source;
     d["layout"] = n.layout;
+    d["names_from"] = n.names_from.empty() ? py::object(py::none()) : py::object(py::str(n.names_from));
     py::dict jvm;
     jvm["path"] = n.libjvm.empty() ? py::object(py::none()) : py::object(py::str(n.libjvm));
     jvm["base"] = n.libjvm_base;
@@ -467,7 +468,9 @@ class PyTarget {
       c["malloc"] = counter_dict(r.malloc, r.malloc_peak);
       c["arena"] = counter_dict(r.arena, r.arena_peak);
       c["mmap"] = rc(r.mmap_reserved, r.mmap_committed);
+      if (r.mmap_peak) c["mmap"]["peak"] = *r.mmap_peak;
       if (r.stack_reserved) c["stack"] = rc(*r.stack_reserved, *r.stack_committed);
+      if (r.stack_reserved && r.stack_peak) c["stack"]["peak"] = *r.stack_peak;
       if (r.stack_reserved) c["threads"] = r.threads ? py::object(py::int_(*r.threads)) : py::object(py::none());
       if (r.tracking_overhead) c["tracking_overhead"] = *r.tracking_overhead;
       cats.append(c);
@@ -494,12 +497,11 @@ class PyTarget {
       py::dict hd;
       hd["layout"] = n.header_layout;
       py::list hc;
-      const auto& names = hotspot::default_names_17();
       for (size_t i = 0; i < n.headers.size(); ++i) {
         if (!n.headers[i].count) continue;
         py::dict x;
         x["index"] = i;
-        x["name"] = i < n.raw.size() ? n.raw[i].name : (i < names.size() ? names[i] : "type " + std::to_string(i));
+        x["name"] = i < n.raw.size() ? n.raw[i].name : (i < n.names.size() ? n.names[i] : "type " + std::to_string(i));
         x["bytes"] = n.headers[i].bytes;
         x["count"] = n.headers[i].count;
         hc.append(x);

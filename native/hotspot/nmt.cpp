@@ -26,7 +26,12 @@ namespace {
 constexpr const char* kMallocSnapshot = "_ZN19MallocMemorySummary9_snapshotE";
 constexpr const char* kVmSnapshot = "_ZN20VirtualMemorySummary9_snapshotE";
 constexpr const char* kTrackingLevel = "_ZN10MemTracker15_tracking_levelE";
+// NMTUtil::_memory_type_names: const char*[mt_number_of_types] (jdk17u, nmtCommon.cpp).
 constexpr const char* kTypeNames = "_ZN7NMTUtil18_memory_type_namesE";
+// NMTUtil::_strings: struct S {const char* enum_s; const char* human_readable;}[mt_number_of_types]
+// (jdk21u, src/hotspot/share/services/nmtCommon.{hpp,cpp} at jdk-21.0.x-ga; 21.0.12 DWARF:
+// `ptype/o NMTUtil::_strings` = 28 x 16 bytes). Replaced _memory_type_names.
+constexpr const char* kTypeStrings = "_ZN7NMTUtil8_stringsE";
 constexpr const char* kVmRelease = "_ZN19Abstract_VM_Version13_s_vm_releaseE";
 constexpr const char* kReservedRegions = "_ZN20VirtualMemoryTracker17_reserved_regionsE";
 constexpr const char* kSiteTable = "_ZN15MallocSiteTable6_tableE";
@@ -36,8 +41,12 @@ constexpr const char* kThreadCount = "_ZN18ThreadStackTracker13_thread_countE";
 // unknown=0xFF}.
 [[maybe_unused]] constexpr const char* kPreInit = "_ZN10NMTPreInit";
 // Present when MallocHeader carries the 0xE99E canary and the footer (JDK-8275320 and its
-// 17u backport); before, the 16-byte header is bit fields with no canary.
-constexpr const char* kCheckIntegrity = "_ZNK12MallocHeader21check_block_integrityEv";
+// 17u backport); before, the 16-byte header is bit fields with no canary. JDK 21 folded
+// check_block_integrity() into the template resolve_checked_impl() (services/mallocHeader.
+// inline.hpp, jdk21u); print_block_on_error() exists in both 17.0.21 and 21.0.12.
+constexpr const char* kCheckIntegrity[] = {"_ZNK12MallocHeader21check_block_integrityEv",
+                                           "_ZN12MallocHeader20resolve_checked_implIPvPS_EET0_T_",
+                                           "_ZNK12MallocHeader20print_block_on_errorEP12outputStreamPh"};
 
 constexpr uint16_t kHeaderCanary = 0xE99E;
 // NativeCallStack: `address _stack[NMT_TrackingStackDepth]`, depth 4, a null pc ends the stack
@@ -135,6 +144,59 @@ const std::vector<std::string>& default_names_17() {
   return names;
 }
 
+const std::vector<std::string>& default_names_21() {
+  // NMTUtil::_strings[].human_readable, from MEMORY_TYPES_DO in memory/allocation.hpp (jdk21u,
+  // jdk-21.0.x-ga); checked against the 21.0.12 image. mtGCCardSet ("GCCardSet", JDK-8017163,
+  // JDK 18) follows mtGC, so every later index moves by one from 17u's.
+  static const std::vector<std::string> names = {"Java Heap",
+                                                 "Class",
+                                                 "Thread",
+                                                 "Thread Stack",
+                                                 "Code",
+                                                 "GC",
+                                                 "GCCardSet",
+                                                 "Compiler",
+                                                 "JVMCI",
+                                                 "Internal",
+                                                 "Other",
+                                                 "Symbol",
+                                                 "Native Memory Tracking",
+                                                 "Shared class space",
+                                                 "Arena Chunk",
+                                                 "Test",
+                                                 "Tracing",
+                                                 "Logging",
+                                                 "Statistics",
+                                                 "Arguments",
+                                                 "Module",
+                                                 "Safepoint",
+                                                 "Synchronization",
+                                                 "Serviceability",
+                                                 "Metaspace",
+                                                 "String Deduplication",
+                                                 "Object Monitors",
+                                                 "Unknown"};
+  return names;
+}
+
+unsigned jdk_feature_from_path(const std::string& path) {
+  // The directory names JDK packages use: java-21-openjdk-amd64 (Debian), jdk-21.0.2 (tarballs),
+  // java-21-openjdk-21.0.2... (Fedora), jdk21u, zulu21..., temurin-21-jdk.
+  static const char* const stems[] = {"java-", "jdk-", "jdk", "zulu", "temurin-", "openjdk-"};
+  unsigned best = 0;
+  for (const char* stem : stems) {
+    size_t len = std::strlen(stem);
+    for (size_t at = path.find(stem); at != std::string::npos; at = path.find(stem, at + 1)) {
+      size_t i = at + len, j = i;
+      unsigned v = 0;
+      while (j < path.size() && j - i < 3 && path[j] >= '0' && path[j] <= '9') v = v * 10 + unsigned(path[j++] - '0');
+      if (j == i || (j < path.size() && path[j] >= '0' && path[j] <= '9')) continue;
+      if (v >= 6 && v <= 99 && !best) best = v;
+    }
+  }
+  return best;
+}
+
 // jcmd prints libstdc++'s demangling; match it so sites compare as text.
 std::string demangle(const std::string& name) { return heapwalk::demangle_gnu(name); }
 
@@ -168,6 +230,16 @@ class NmtReader {
     for (const auto& c : n_.headers)
       if (c.count) return true;
     return false;
+  }
+
+  /// The built-in name table for this JVM when the image's is unreadable: 21u's (28 types) when
+  /// libjvm's path names JDK 18 or later (mtGCCardSet exists from 18 on), else 17u's.
+  const std::vector<std::string>& builtin_names() {
+    unsigned f = jdk_feature_from_path(n_.libjvm);
+    bool late = f >= 18;
+    n_.names_from = std::string("the built-in JDK ") + (late ? "21u" : "17u") + " table (" +
+                    (f ? "libjvm's path names JDK " + std::to_string(f) : "libjvm's path names no JDK release") + ")";
+    return late ? default_names_21() : default_names_17();
   }
 
   std::optional<uint64_t> sym(const char* name, uint64_t* size = nullptr) {
@@ -228,7 +300,13 @@ class NmtReader {
 
   void read_tables() {
     uint64_t names_size = 0, ms_size = 0, vs_size = 0;
+    // The name table: const char*[N] (17u) or {enum_s, human_readable}[N] (21u).
+    size_t name_stride = 8, name_off = 0;
     auto names_at = sym(kTypeNames, &names_size);
+    if (!names_at) {
+      names_at = sym(kTypeStrings, &names_size);
+      if (names_at) name_stride = 16, name_off = 8;
+    }
     auto ms = sym(kMallocSnapshot, &ms_size);
     auto vs = sym(kVmSnapshot, &vs_size);
     auto lvl = sym(kTrackingLevel);
@@ -259,21 +337,32 @@ class NmtReader {
         (preinit ? "{unknown,off,summary,detail} (NMTPreInit present)" : "{off,minimal,summary,detail,unknown=0xFF}");
 
     // Number of types and their names.
-    size_t ntypes = names_at && names_size ? names_size / 8 : default_names_17().size();
+    // The table's symbol size gives the number of types; bounded (the symbol table is input too).
+    constexpr size_t kMaxTypes = 256;
+    size_t ntypes = names_at && names_size ? names_size / name_stride : builtin_names().size();
+    if (ntypes == 0 || ntypes > kMaxTypes) {
+      n_.diags.add("symbols", *names_at, std::nullopt,
+                   "implausible NMT name table (" + std::to_string(names_size) + " bytes); using a built-in table");
+      names_at.reset();
+      ntypes = builtin_names().size();
+    }
     std::vector<std::string> names(ntypes);
     bool names_from_image = false;
     if (names_at) {
-      std::vector<uint64_t> ptrs(ntypes);
-      if (read_any(t_, *names_at, ptrs.data(), ntypes * 8)) {
+      std::vector<uint8_t> tab(ntypes * name_stride);
+      if (read_any(t_, *names_at, tab.data(), tab.size())) {
         names_from_image = true;
-        for (size_t i = 0; i < ntypes; ++i) names[i] = read_cstring(t_, ptrs[i], 64);
+        for (size_t i = 0; i < ntypes; ++i) names[i] = read_cstring(t_, u64_at(tab, i * name_stride + name_off), 64);
       }
     }
     if (!names_from_image) {
-      const auto& d = default_names_17();
+      const auto& d = builtin_names();
       for (size_t i = 0; i < ntypes; ++i) names[i] = i < d.size() ? d[i] : "type " + std::to_string(i);
-      n_.diags.note("NMT category names not readable from the image; using JDK 17u's table");
+      n_.diags.note("NMT category names not readable from the image; using " + n_.names_from);
+    } else {
+      n_.names_from = name_stride == 16 ? "NMTUtil::_strings" : "NMTUtil::_memory_type_names";
     }
+    n_.names = names;
     // Counter layout from MallocMemorySnapshot's size: N MallocMemory {malloc, arena} + one
     // trailing counter. 16-byte counters {count, size} (no peaks) or 32-byte {count, size,
     // peak_count, peak_size} (peaks in release builds, with _all_mallocs at the end).
@@ -295,6 +384,9 @@ class NmtReader {
       return;
     }
     counter_size_ = csize;
+    // JDK 21's MemSummaryReporter (the one whose VirtualMemory carries _peak_size) prints a
+    // category when the largest of reserved and the malloc, arena and mmap peaks is > 0.
+    print_peaks_ = vsize == 24;
     std::vector<uint8_t> mb(ms_size), vb(vs_size);
     if (!read_any(t_, *ms, mb.data(), mb.size()) || !read_any(t_, *vs, vb.data(), vb.size())) {
       n_.diags.add("unreadable", *ms, std::nullopt, "NMT snapshots unreadable in the image");
@@ -321,8 +413,8 @@ class NmtReader {
     n_.source = "symtab";
     n_.layout = std::to_string(ntypes) + " types; " + std::to_string(csize) + "-byte counters (" +
                 (csize == 32 ? "with peaks; trailing _all_mallocs" : "no peaks; trailing _tracking_header") + "); " +
-                std::to_string(vsize) + "-byte VirtualMemory; " + level_note +
-                (names_from_image ? "; names from NMTUtil::_memory_type_names" : "") + "; symbols from " + syms_.from;
+                std::to_string(vsize) + "-byte VirtualMemory; " + level_note + "; names from " + n_.names_from +
+                "; symbols from " + syms_.from;
     for (size_t i = 0; i < ntypes; ++i) index_[names[i]] = static_cast<unsigned>(i);
     if (n_.level == "off" || n_.level == "unknown" || n_.level == "minimal") return;
     summarize();
@@ -396,12 +488,14 @@ class NmtReader {
       r.arena_peak = c.arena_peak;
       r.mmap_reserved = c.vm_reserved;
       r.mmap_committed = c.vm_committed;
+      r.mmap_peak = c.vm_peak;
       r.reserved = c.malloc.bytes + c.arena.bytes + c.vm_reserved;
       r.committed = c.malloc.bytes + c.arena.bytes + c.vm_committed;
       if (thread && i == *thread && stack) {
         // Thread stacks are tracked as virtual memory on Linux (ThreadStackTracker::track_as_vm).
         r.stack_reserved = raw[*stack].vm_reserved;
         r.stack_committed = raw[*stack].vm_committed;
+        r.stack_peak = raw[*stack].vm_peak;
         r.reserved += *r.stack_reserved;
         r.committed += *r.stack_committed;
         r.threads = thread_count;
@@ -411,13 +505,20 @@ class NmtReader {
         r.reserved += overhead;
         r.committed += overhead;
       }
-      if (r.reserved > 0) n_.rows.push_back(std::move(r));
+      uint64_t shown = r.reserved;
+      if (print_peaks_) {
+        shown = std::max(shown, c.vm_peak.value_or(0));
+        if (c.malloc_peak) shown = std::max(shown, c.malloc_peak->bytes);
+        if (c.arena_peak) shown = std::max(shown, c.arena_peak->bytes);
+      }
+      if (shown > 0) n_.rows.push_back(std::move(r));
     }
   }
 
   /// Headers-only mode: one row per category that has headers (malloc only).
   void rows_from_headers() {
-    const auto& names = default_names_17();
+    const auto& names = builtin_names();
+    n_.names = names;
     for (size_t i = 0; i < n_.headers.size(); ++i) {
       if (!n_.headers[i].count) continue;
       Row r;
@@ -430,9 +531,8 @@ class NmtReader {
       n_.rows.push_back(std::move(r));
     }
     n_.total_reserved = n_.total_committed = n_.total_malloc.bytes;
-    n_.layout =
-        "malloc headers only (canary 0xE99E); category names from JDK 17u's table; "
-        "no virtual memory, arena or overhead figures";
+    n_.layout = "malloc headers only (canary 0xE99E); category names from " + n_.names_from +
+                "; no virtual memory, arena or overhead figures";
   }
 
   void read_sites() {
@@ -440,8 +540,30 @@ class NmtReader {
     auto table = sym(kSiteTable, &table_size);
     if (!table || table_size < 8) return;
     size_t nb = table_size / 8;
+    uint64_t at = *table;
+    if (table_size == 8) {
+      // JDK 21: `static MallocSiteHashtableEntry** _table`, a C-heap array of table_size =
+      // 4 * K + 3 = 4099 buckets (services/mallocSiteTable.hpp, jdk21u); 17u: the array itself
+      // (511 buckets, the symbol's size). The glibc chunk holding it bounds the count.
+      if (!read_any(t_, *table, &at, 8) || !at) return;
+      constexpr size_t kBuckets21 = 4099;
+      uint64_t chunk_size = 0;
+      size_t usable = 0;
+      if (read_any(t_, at - 8, &chunk_size, 8)) usable = (chunk_size & ~uint64_t{7}) - 8;
+      nb = kBuckets21;
+      if (usable < kBuckets21 * 8 || usable > kBuckets21 * 8 + 4096) {
+        n_.diags.add("layout", at, std::nullopt,
+                     "malloc site table: the chunk at the table pointer holds " + std::to_string(usable) +
+                         " bytes, not 4099 buckets; reading the buckets that fit");
+        nb = std::min<size_t>(usable / 8, kBuckets21);
+      }
+      if (!nb) return;
+    }
     std::vector<uint64_t> buckets(nb);
-    if (!read_any(t_, *table, buckets.data(), nb * 8)) return;
+    if (!read_any(t_, at, buckets.data(), nb * 8)) {
+      n_.diags.add("unreadable", at, std::nullopt, "malloc site table unreadable");
+      return;
+    }
     // MallocSiteHashtableEntry: MallocSite {NativeCallStack _call_stack (4 frames), MEMFLAGS
     // _flag (4 bytes + pad), MemoryCounter _c}, uint32_t _hash (+pad), entry* _next.
     size_t entry = 40 + counter_size_ + 8 + 8;
@@ -456,9 +578,9 @@ class NmtReader {
         }
         MallocSite s;
         s.stack = call_stack(e.data());
-        uint32_t flag = 0;
-        std::memcpy(&flag, e.data() + 32, 4);
-        s.index = flag;
+        // MEMFLAGS: a 4-byte enum in 17u, `enum class MEMFLAGS : uint8_t` in 21u (21.0.12 DWARF:
+        // AllocationSite::_flag is 1 byte at 32, then padding): the low byte is the index in both.
+        s.index = e[32];
         s.counter = {u64_at(e, 40), u64_at(e, 48)};
         if (s.counter.bytes) n_.sites.push_back(std::move(s));
         p = u64_at(e, next_off);
@@ -541,9 +663,7 @@ class NmtReader {
         break;
       }
       end = r.base + r.size;
-      uint32_t flag = 0;
-      std::memcpy(&flag, b + kRsvFlag, 4);
-      r.index = flag;
+      r.index = b[kRsvFlag];  // MEMFLAGS (low byte; 1 byte + padding in 21u, 4 bytes in 17u)
       r.stack = call_stack(b + kRsvStack);
       uint64_t cnode = 0;
       std::memcpy(&cnode, b + kRsvHead, 8);
@@ -604,12 +724,15 @@ class NmtReader {
   /// type, the footer canary 0xE88E right after the user size) is attributed to its type.
   void walk_headers() {
     bool canary_layout = true;
-    if (syms_.file) canary_layout = syms_.file->symbol(kCheckIntegrity).has_value();
+    if (syms_.file) {
+      canary_layout = false;
+      for (const char* s : kCheckIntegrity) canary_layout = canary_layout || syms_.file->symbol(s).has_value();
+    }
     if (!canary_layout) {
       n_.diags.note("this JDK's NMT malloc header has no canary: no reconstruction from headers");
       return;
     }
-    size_t ntypes = n_.raw.empty() ? default_names_17().size() : n_.raw.size();
+    size_t ntypes = n_.raw.empty() ? builtin_names().size() : n_.raw.size();
     n_.headers.assign(ntypes, Counter{});
     std::map<uint64_t, uint64_t> sizes;
     memory::Reader rd(t_.memory());
@@ -665,6 +788,7 @@ class NmtReader {
   Nmt& n_;
   JvmSymbols syms_;
   size_t counter_size_ = 16;
+  bool print_peaks_ = false;
   std::map<std::string, unsigned> index_;
   std::unique_ptr<Symbolizer> symbolizer_;  ///< made on the first stack
   size_t budget_ = 0;                       ///< region nodes still to read (read_regions)

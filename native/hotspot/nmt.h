@@ -39,6 +39,7 @@ struct Row {
   Counter malloc, arena;
   std::optional<Counter> malloc_peak, arena_peak;
   uint64_t mmap_reserved = 0, mmap_committed = 0;
+  std::optional<uint64_t> mmap_peak, stack_peak;  ///< VirtualMemory::_peak_size (JDK 21)
   /// Thread: the stacks (Thread Stack category) folded in; NMT: the malloc headers.
   std::optional<uint64_t> stack_reserved, stack_committed, threads, tracking_overhead;
 };
@@ -90,6 +91,10 @@ struct Nmt {
   uint64_t libjvm_base = 0;
   bool found_jvm = false, tables = false;
 
+  /// Category names per MEMFLAGS index: the image's table, else a built-in one (17u or 21u,
+  /// chosen from libjvm's path; see `names_from`).
+  std::vector<std::string> names;
+  std::string names_from;
   std::vector<RawCategory> raw;  ///< per MEMFLAGS index (tables read)
   Counter all_mallocs;           ///< raw MallocMemorySnapshot::_all_mallocs (or header counter)
 
@@ -126,6 +131,13 @@ Nmt read_nmt(target::Target& t, ptmalloc::Heap* heap, bool detail);
 
 /// The category names of JDK 17u (MEMFLAGS order), for images whose name table is unreadable.
 const std::vector<std::string>& default_names_17();
+
+/// The category names of JDK 21u (28 types: mtGCCardSet after mtGC, mtNone "Unknown" last).
+const std::vector<std::string>& default_names_21();
+
+/// The JDK feature release a libjvm path names ("java-21-openjdk-amd64", "jdk-21.0.2",
+/// "jdk17u"), or 0 when it names none.
+unsigned jdk_feature_from_path(const std::string& path);
 
 /// Demangles an Itanium C++ name; returns it unchanged when it cannot (util/demangle.h).
 std::string demangle(const std::string& name);

@@ -153,7 +153,8 @@ class JcmdSummary:
     categories: dict[str, JcmdCategory] = field(default_factory=dict)
 
 
-_CAT = re.compile(r"^-\s*(.+?) \(reserved=(\d+), committed=(\d+)\)")
+# JDK 21 adds ", readonly=N" to "Shared class space" (MemSummaryReporter::report_summary_of_type).
+_CAT = re.compile(r"^-\s*(.+?) \(reserved=(\d+), committed=(\d+)(?:, readonly=\d+)?\)")
 
 
 def parse_jcmd(text: str) -> JcmdSummary:
@@ -186,7 +187,7 @@ def parse_jcmd(text: str) -> JcmdSummary:
             cur.mmap = (int(m.group(1)), int(m.group(2)))
         elif (m := re.match(r"\(stack: reserved=(\d+), committed=(\d+)", line)):
             cur.stack = (int(m.group(1)), int(m.group(2)))
-        elif (m := re.match(r"\(thread #(\d+)", line)):
+        elif (m := re.match(r"\(threads? #(\d+)", line)):  # 17: "thread #", 21: "threads #"
             cur.threads = int(m.group(1))
         elif (m := re.match(r"\(tracking overhead=(\d+)", line)):
             cur.tracking_overhead = int(m.group(1))

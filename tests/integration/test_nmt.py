@@ -47,8 +47,10 @@ def nmt_doc(core: str, detail: bool = False) -> dict:
         return t.nmt(detail)
 
 
-def compare_with_jcmd(doc: dict, jcmd_text: str) -> list[str]:
-    """Mismatches between heapwalk's nmt document and jcmd's summary (residuals explained)."""
+def compare_with_jcmd(doc: dict, jcmd_text: str, max_count: int = JCMD_INTERNAL_MAX_COUNT,
+                      max_bytes: int = JCMD_INTERNAL_MAX_BYTES) -> list[str]:
+    """Mismatches between heapwalk's nmt document and jcmd's summary (residuals explained; the
+    bounds of the "Internal" residual are JDK 17's unless given)."""
     j = parse_jcmd(jcmd_text)
     n = doc["nmt"]
     bad: list[str] = []
@@ -64,7 +66,7 @@ def compare_with_jcmd(doc: dict, jcmd_text: str) -> list[str]:
     if "Internal" in j.categories and "Internal" in ours:
         dcount = j.categories["Internal"].malloc[1] - ours["Internal"]["malloc"]["count"]
         dbytes = j.categories["Internal"].malloc[0] - ours["Internal"]["malloc"]["bytes"]
-        if not (0 <= dcount <= JCMD_INTERNAL_MAX_COUNT and 0 <= dbytes <= JCMD_INTERNAL_MAX_BYTES):
+        if not (0 <= dcount <= max_count and 0 <= dbytes <= max_bytes):
             bad.append(f"Internal malloc residual out of bounds: {dbytes} bytes in {dcount} blocks")
     for name, jc in j.categories.items():
         o = ours.get(name)
