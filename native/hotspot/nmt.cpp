@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "hotspot/symbolizer.h"
 #include "memory/memory.h"
@@ -568,9 +569,24 @@ class NmtReader {
     // _flag (4 bytes + pad), MemoryCounter _c}, uint32_t _hash (+pad), entry* _next.
     size_t entry = 40 + counter_size_ + 8 + 8;
     size_t next_off = 40 + counter_size_ + 8;
-    size_t guard = 0;
+    // Every entry is on exactly one chain, once: an entry met again (a chain that loops, or
+    // buckets sharing a chain) ends that chain with a diagnostic, and 1,000,000 entries in all
+    // end the walk (a JVM has thousands of sites).
+    constexpr size_t kMaxEntries = 1000000;
+    std::unordered_set<uint64_t> seen;
+    bool full = false;
     for (uint64_t head : buckets) {
-      for (uint64_t p = head; p && guard < 1000000; ++guard) {
+      for (uint64_t p = head; p && !full;) {
+        if (seen.size() >= kMaxEntries) {
+          n_.diags.add("truncated", p, std::nullopt,
+                       "more than " + std::to_string(kMaxEntries) + " malloc site entries; the rest not read");
+          full = true;
+          break;
+        }
+        if (!seen.insert(p).second) {
+          n_.diags.add("cycle", p, std::nullopt, "malloc site table entry met twice (a chain loops); chain ended");
+          break;
+        }
         std::vector<uint8_t> e(entry);
         if (!read_any(t_, p, e.data(), entry)) {
           n_.diags.add("unreadable", p, std::nullopt, "malloc site table entry unreadable");

@@ -104,26 +104,10 @@ class CoreImage:
     def notes(self) -> list[tuple[int, int, int, int]]:
         """(type, name, desc offset, desc size) of every note."""
         seg = self.note_segment()
-        out, off, end = [], seg.offset, seg.offset + seg.filesz
-        while off + NHDR.size <= end:
-            namesz, descsz, typ = NHDR.unpack_from(self.b, off)
-            name = bytes(self.b[off + 12: off + 12 + namesz]).rstrip(b"\0").decode(errors="replace")
-            desc = off + 12 + ((namesz + 3) & ~3)
-            out.append((typ, name, desc, descsz))
-            off = desc + ((descsz + 3) & ~3)
-        return out
+        return parse_notes(self.b, seg.offset, seg.offset + seg.filesz)
 
     def file_entries(self) -> list[FileEntry]:
-        typ, _n, desc, size = next(n for n in self.notes() if n[0] == NT_FILE and n[1] == "CORE")
-        count, page = struct.unpack_from("<QQ", self.b, desc)
-        s = desc + 16 + count * 24
-        out = []
-        for i in range(count):
-            start, end, pgoff = struct.unpack_from("<QQQ", self.b, desc + 16 + i * 24)
-            e = self.b.index(0, s)
-            out.append(FileEntry(start, end, pgoff, self.b[s:e].decode(), s))
-            s = e + 1
-        return out
+        return parse_file_entries(self.b, self.notes())
 
     def rename_file(self, old: str, new: str) -> int:
         """Rewrites every NT_FILE path equal to `old` with `new` (same length: the note's other
@@ -136,6 +120,32 @@ class CoreImage:
                 self.b[f.path_offset:f.path_offset + len(old)] = new.encode()
                 n += 1
         return n
+
+
+def parse_notes(b: bytes | bytearray, off: int, end: int) -> list[tuple[int, str, int, int]]:
+    """(type, name, desc offset, desc size) of every note in b[off:end]."""
+    out = []
+    while off + NHDR.size <= end:
+        namesz, descsz, typ = NHDR.unpack_from(b, off)
+        name = bytes(b[off + 12: off + 12 + namesz]).rstrip(b"\0").decode(errors="replace")
+        desc = off + 12 + ((namesz + 3) & ~3)
+        out.append((typ, name, desc, descsz))
+        off = desc + ((descsz + 3) & ~3)
+    return out
+
+
+def parse_file_entries(b: bytes | bytearray, notes: list[tuple[int, str, int, int]]) -> list[FileEntry]:
+    """The NT_FILE note's mappings (path offsets index `b`)."""
+    _typ, _n, desc, _size = next(n for n in notes if n[0] == NT_FILE and n[1] == "CORE")
+    count, _page = struct.unpack_from("<QQ", b, desc)
+    s = desc + 16 + count * 24
+    out = []
+    for i in range(count):
+        start, end, pgoff = struct.unpack_from("<QQQ", b, desc + 16 + i * 24)
+        e = b.index(0, s)
+        out.append(FileEntry(start, end, pgoff, bytes(b[s:e]).decode(), s))
+        s = e + 1
+    return out
 
 
 def same_length(path: str, like: str) -> str:
