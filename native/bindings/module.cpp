@@ -354,9 +354,17 @@ class PyTarget {
       out["chunk"] = rec;
       out["arena"] = a ? py::object(py::int_(a->address)) : py::object(py::none());
     };
+    // An mmapped chunk owns its whole mapping: a memalign'd one sits above the mapping's start,
+    // and an address below its header is still "in" it (a negative offset).
     for (const auto& m : h.mmapped().chunks) {
-      if (addr >= m.address && addr < m.address + m.size) {
+      auto ext = ptmalloc::mmap_extent(h.layout(), m.address, m.prev_size, m.size | 2);
+      if (addr >= ext.base && addr - ext.base < ext.size) {
         finish(m.address, m.size, ptmalloc::ChunkState::Mmapped, nullptr, 0);
+        py::dict mapping;
+        mapping["base"] = ext.base;
+        mapping["size"] = ext.size;
+        py::dict rec = out["chunk"];
+        rec["mapping"] = mapping;
         out["diagnostics"] = diags();
         return out;
       }

@@ -398,7 +398,9 @@ def render_chunk(document: Record, names: Mapping[int, str],
     if not c:
         return ["%s: not inside any heap chunk" % addr(query)]
     offset = c.get("offset", query - c.get("mem", 0))
-    if offset < 0:
+    if offset < -16:
+        where = "in the memalign lead of its mapping, %d bytes before the user data" % -offset
+    elif offset < 0:
         where = "in the chunk header, %d bytes before the user data" % -offset
     elif offset >= c.get("usable", c.get("size", 0)):
         where = "%d bytes into the user data, past the usable size" % offset
@@ -413,6 +415,10 @@ def render_chunk(document: Record, names: Mapping[int, str],
                                                  names)))
     if c.get("heap") is not None:
         out.append("  %-6s %s" % ("heap", addr(c.get("heap"))))
+    m = c.get("mapping")
+    if m:
+        out.append("  %-6s %s, %s (chunk %d bytes in)" % ("mapped", addr(m["base"]), exact_size(m["size"]),
+                                                       c.get("address", 0) - m["base"]))
     out.append(_chunk_line("prev", document.get("prev"), names))
     out.append(_chunk_line("next", document.get("next"), names))
     return out

@@ -139,6 +139,13 @@ def test_core_leaked_is_exactly_the_dropped_blocks(leaks):
         # The aligned chunk is found at its own header, not at its mapping's stale one.
         want = next(b for b in truth["leaked"] if b["what"] == "mmapped, 4096-aligned")
         assert want["mem"] % 4096 == 0 and mm[0]["address"] == want["mem"] - HEADER
+        # `chunk` names its mapping, and an address in the lead below the header is in it too.
+        for q in (want["mem"], want["mem"] - 4000):
+            rec = t.chunk(q)["chunk"]
+            assert rec["address"] == want["mem"] - HEADER and rec["state"] == "mmapped", rec
+            m = rec["mapping"]
+            assert m["base"] % 4096 == 0 and 0 < rec["address"] - m["base"] < 4096 + HEADER, m
+            assert m["size"] % 4096 == 0 and m["base"] + m["size"] >= want["mem"] + want["size"], m
         assert sum(s["count"] for s in doc["leaked"]["sizes"]) == doc["leaked"]["count"]
         assert sum(s["bytes"] for s in doc["unreferenced"]["sizes"]) == doc["unreferenced"]["bytes"]
         kinds = {r["kind"]: r for r in doc["roots"]}
