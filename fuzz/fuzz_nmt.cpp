@@ -1,6 +1,9 @@
-// libFuzzer target: the HotSpot NMT reader (no libjvm symbols: files are disabled, so it
-// reconstructs NMT from the malloc headers the chunk walk finds) on a synthetic process image
-// (fuzz_common.h). The first region is named libjvm.so so the reader treats the image as a JVM.
+// libFuzzer target: the HotSpot NMT reader on a synthetic process image (fuzz_common.h). The
+// first region is named libjvm.so so the reader treats the image as a JVM. Files are disabled:
+// without flag 4 the reader reconstructs NMT from the malloc headers the chunk walk finds; with
+// flag 4 libjvm's NMT statics are given at fixed places in the first region, so the reader also
+// follows what the fuzzer wrote there (the snapshots, the reserved-region list, the malloc site
+// table, the name table, the release string) as it would libjvm's .bss.
 #include <cstdint>
 
 #include "fuzz_common.h"
@@ -9,6 +12,42 @@
 #include "util/errors.h"
 
 using namespace heapwalk;
+
+namespace {
+
+// The statics the NMT reader looks up, with their sizes in Debian's libjvm 17.0.21 and (flag 8)
+// 21.0.12 (`nm -S`); 0: the symbol is absent in that JDK.
+struct GivenSymbol {
+  const char* name;
+  uint64_t size17, size21;
+};
+constexpr GivenSymbol kNmtSymbols[] = {
+    {"_ZN10MemTracker15_tracking_levelE", 4, 4},
+    {"_ZN19MallocMemorySummary9_snapshotE", 0x6e0, 0x720},
+    {"_ZN20VirtualMemorySummary9_snapshotE", 0x1b0, 0x2a0},
+    {"_ZN20VirtualMemoryTracker17_reserved_regionsE", 8, 8},
+    {"_ZN15MallocSiteTable6_tableE", 0xff8, 8},
+    {"_ZN18ThreadStackTracker13_thread_countE", 8, 8},
+    {"_ZN19Abstract_VM_Version13_s_vm_releaseE", 8, 8},
+    {"_ZN7NMTUtil18_memory_type_namesE", 0xd8, 0},
+    {"_ZN7NMTUtil8_stringsE", 0, 0x1c0},
+    {"_ZN10NMTPreInit6_tableE", 8, 8},
+    {"_ZNK12MallocHeader21check_block_integrityEv", 0x1d9, 0},
+    {"_ZN12MallocHeader20resolve_checked_implIPvPS_EET0_T_", 0, 0x1aa},
+};
+
+/// Places the statics one after the other (8-aligned) from the first region's start.
+void give_symbols(target::Overrides& ov, uint64_t base, bool jdk21) {
+  uint64_t at = base;
+  for (const auto& g : kNmtSymbols) {
+    uint64_t size = jdk21 ? g.size21 : g.size17;
+    if (!size) continue;
+    ov.symbols[g.name] = {at, size};
+    at += (size + 7) & ~uint64_t{7};
+  }
+}
+
+}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   fuzz::Image im = fuzz::parse_image(data, size);
@@ -24,6 +63,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   t->overrides().main_arena = im.main_arena;
   t->overrides().mp = im.mp;
   t->overrides().no_files = true;
+  if ((im.flags & 4) && !mods.empty()) give_symbols(t->overrides(), mods.front().base, (im.flags & 8) != 0);
   uint64_t sum = 0;
   std::unique_ptr<ptmalloc::Heap> h;
   try {
@@ -32,7 +72,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   try {
     auto n = hotspot::read_nmt(*t, h.get(), (im.flags & 2) != 0);
-    sum += n.rows.size() + n.header_chunks.count + n.untracked.bytes + n.sites.size();
+    sum += n.rows.size() + n.header_chunks.count + n.untracked.bytes + n.sites.size() + n.regions.size();
+    for (const auto& r : n.regions) sum += r.committed_regions.size();
   } catch (const Error&) {
   }
   return sum == 1 ? 1 : 0;

@@ -10,6 +10,8 @@ For each core it writes
                        main_arena, mp_ and the first --heap-bytes of every heap (addresses from
                        `heapwalk heaps/arenas --json`);
 and OUTDIR/elf/ gets a small shared object compiled on the spot (TLS, versions, symtab).
+With --nmt-core (a JDK 17 NMT detail core) OUTDIR/nmt/ also gets a seed for fuzz_nmt's flag 4:
+libjvm's NMT statics and the C-heap windows their lists and chains point into.
 The committed seeds in fuzz/corpus/ were made with the defaults; scripts/test and the long runs
 make bigger ones at run time into build-fuzz/corpus/.
 """
@@ -102,6 +104,124 @@ def image(core: Path, heap_bytes: int) -> bytes:
     return bytes(out)
 
 
+# fuzz_nmt.cpp's kNmtSymbols, in its order, with the 17.0.21 sizes: with flag 4 the harness
+# places them one after the other (8-aligned) from the first region's start.
+NMT_SYMBOLS = [("_ZN10MemTracker15_tracking_levelE", 4), ("_ZN19MallocMemorySummary9_snapshotE", 0x6e0),
+               ("_ZN20VirtualMemorySummary9_snapshotE", 0x1b0),
+               ("_ZN20VirtualMemoryTracker17_reserved_regionsE", 8), ("_ZN15MallocSiteTable6_tableE", 0xff8),
+               ("_ZN18ThreadStackTracker13_thread_countE", 8), ("_ZN19Abstract_VM_Version13_s_vm_releaseE", 8),
+               ("_ZN7NMTUtil18_memory_type_namesE", 0xd8), ("_ZN10NMTPreInit6_tableE", 8),
+               ("_ZNK12MallocHeader21check_block_integrityEv", 0x1d9)]
+WINDOW = 256 * 1024
+
+
+class SeekCore:
+    """A core's memory by vaddr, read with seeks (JVM cores are 1.3 GB)."""
+
+    def __init__(self, path: Path):
+        self.f = open(path, "rb")  # noqa: SIM115 - lives as long as the object
+        head = self.f.read(1 << 20)
+        self.loads = [ph for ph in phdrs(head) if ph[0] == PT_LOAD]
+        note = next(ph for ph in phdrs(head) if ph[0] == PT_NOTE)
+        self.f.seek(note[2])
+        self.notes = self.f.read(note[5])
+
+    def read(self, addr: int, n: int) -> bytes:
+        for _t, _f, off, vaddr, _p, filesz, memsz, _a in self.loads:
+            if vaddr <= addr < vaddr + memsz:
+                rel = addr - vaddr
+                n = min(n, memsz - rel)
+                self.f.seek(off + rel)
+                data = self.f.read(max(0, min(filesz, rel + n) - rel)) if rel < filesz else b""
+                return data + bytes(n - len(data))
+        return b""
+
+    def u64(self, addr: int) -> int:
+        b = self.read(addr, 8)
+        return struct.unpack("<Q", b)[0] if len(b) == 8 else 0
+
+    def file_base(self, suffix: str) -> int:
+        """The lowest start of an NT_FILE mapping whose path ends with `suffix`."""
+        off, best = 0, None
+        while off + 12 <= len(self.notes):
+            namesz, descsz, typ = struct.unpack_from("<III", self.notes, off)
+            desc = off + 12 + ((namesz + 3) & ~3)
+            if typ == 0x46494C45:
+                count, _page = struct.unpack_from("<QQ", self.notes, desc)
+                names = self.notes[desc + 16 + 24 * count:desc + descsz].split(b"\0")
+                for i in range(count):
+                    start = struct.unpack_from("<Q", self.notes, desc + 16 + 24 * i)[0]
+                    if names[i].decode(errors="replace").endswith(suffix):
+                        best = start if best is None else min(best, start)
+            off = desc + ((descsz + 3) & ~3)
+        if best is None:
+            raise KeyError(suffix)
+        return best
+
+
+def dense_windows(targets: list[int], most: int, window: int = WINDOW) -> list[int]:
+    """Greedily, up to `most` window-sized page-aligned windows holding the most targets."""
+    targets = sorted(t for t in targets if t)
+    windows: list[int] = []
+    while targets and len(windows) < most:
+        best, best_n, j = 0, 0, 0
+        for i, t in enumerate(targets):
+            while targets[j] < t - window + 128:
+                j += 1
+            if i - j + 1 > best_n:
+                best, best_n = (t & ~0xFFF) + 0x1000 - window, i - j + 1
+        windows.append(best)
+        targets = [t for t in targets if not best <= t < best + window]
+    return windows
+
+
+def nmt_seed(core: Path, libjvm: Path, window: int = WINDOW) -> bytes:
+    """fuzz_nmt's flag-4 format from a real JDK 17 NMT core: the first region holds libjvm's NMT
+    statics at the harness's places; up to five 256 KiB windows of the C heap hold what they
+    point at (the reserved-region list and its nodes, the site chains, the release string)."""
+    c = SeekCore(core)
+    base = c.file_base("/libjvm.so")
+    out = subprocess.run(["nm", "-S", "--defined-only", str(libjvm)], capture_output=True, text=True,
+                         check=True).stdout
+    syms = {f[3]: int(f[0], 16) for f in (ln.split() for ln in out.splitlines()) if len(f) == 4}
+    statics = bytearray()
+    for name, size in NMT_SYMBOLS:
+        data = c.read(base + syms[name], size) if name in syms else bytes(size)
+        statics += data + bytes(((size + 7) & ~7) - len(data))
+    # What the reader will follow: the region list and its committed lists, then the site chains.
+    regions_t: list[int] = []
+    lst = c.u64(base + syms["_ZN20VirtualMemoryTracker17_reserved_regionsE"])
+    regions_t.append(lst)
+    node = c.u64(lst + 8)
+    while node and len(regions_t) < 5000:
+        regions_t.append(node)
+        com = c.u64(node + 24)
+        while com and len(regions_t) < 5000:
+            regions_t.append(com)
+            com = c.u64(com + 48)
+        node = c.u64(node + 80)
+    sites_t: list[int] = [c.u64(base + syms["_ZN19Abstract_VM_Version13_s_vm_releaseE"])]
+    table = base + syms["_ZN15MallocSiteTable6_tableE"]
+    for i in range(511):
+        e = c.u64(table + 8 * i)
+        while e and len(sites_t) < 20000:
+            sites_t.append(e)
+            e = c.u64(e + 80)
+    # Up to three windows where the region nodes are densest, the rest for the site entries.
+    windows = dense_windows(regions_t, 3, window)
+    windows += dense_windows([t for t in sites_t if not any(w <= t < w + window for w in windows)],
+                             5 - len(windows), window)
+    # The harness names the lowest region libjvm: the statics go below every heap window (their
+    # own address does not matter, only what they point at).
+    regions = [(0x10000, bytes(statics))] + [(w, c.read(w, window)) for w in sorted(windows)]
+    body = bytearray(struct.pack("<BBBBQQ", 4 | 2, 0, len(regions) - 1, 0, 0, 0))
+    for addr, data in regions:
+        body += struct.pack("<QI", addr, len(data))
+    for _addr, data in regions:
+        body += data
+    return bytes(body)
+
+
 def elf_seed(dest: Path) -> None:
     src = r"""
 __thread long tls_var;
@@ -126,6 +246,10 @@ def main() -> None:
     ap.add_argument("cores", type=Path, nargs="*")
     ap.add_argument("--heap-bytes", type=int, default=8192)
     ap.add_argument("--seg-bytes", type=int, default=512)
+    ap.add_argument("--nmt-core", type=Path, action="append", default=[],
+                    help="a JDK 17 NMT detail core: an NMT seed with libjvm's statics (flag 4)")
+    ap.add_argument("--nmt-window", type=int, default=WINDOW, help="bytes of each C-heap window of an NMT seed")
+    ap.add_argument("--libjvm", type=Path, default=Path("/usr/lib/jvm/java-17-openjdk-amd64/lib/server/libjvm.so"))
     o = ap.parse_intermixed_args()
     for t in ("core", "elf", "heap", "nmt"):
         (o.outdir / t).mkdir(parents=True, exist_ok=True)
@@ -143,6 +267,9 @@ def main() -> None:
         finder = bytearray(img)
         finder[0] |= 1
         (o.outdir / "heap" / (name + "-finder")).write_bytes(bytes(finder))
+    for core in o.nmt_core:
+        name = core.parent.name.rsplit("-", 1)[0] if core.name == "core" else core.name
+        (o.outdir / "nmt" / (name + "-statics")).write_bytes(nmt_seed(core, o.libjvm, o.nmt_window))
 
 
 if __name__ == "__main__":

@@ -210,7 +210,7 @@ class NmtReader {
 
   void run() {
     find_jvm();
-    if (n_.found_jvm && syms_.file) read_tables();
+    if (n_.found_jvm && have_symbols()) read_tables();
     if (heap_) {
       glibc_figures();
       walk_headers();
@@ -243,7 +243,17 @@ class NmtReader {
     return late ? default_names_21() : default_names_17();
   }
 
+  /// libjvm's symbols: from its .symtab or debug file, or given by the caller (fuzzing, tests).
+  bool have_symbols() const { return syms_.file || !t_.overrides().symbols.empty(); }
+
   std::optional<uint64_t> sym(const char* name, uint64_t* size = nullptr) {
+    const auto& given = t_.overrides().symbols;
+    if (!given.empty()) {
+      auto it = given.find(name);
+      if (it == given.end()) return std::nullopt;
+      if (size) *size = it->second.second;
+      return it->second.first;
+    }
     if (!syms_.file) return std::nullopt;
     auto s = syms_.file->symbol(name);
     if (!s) return std::nullopt;
@@ -258,7 +268,7 @@ class NmtReader {
                                        "_ZN10NMTPreInit10print_stateEP12outputStream"};
     (void)prefix;
     for (const char* c : candidates)
-      if (syms_.file && syms_.file->symbol(c)) return true;
+      if (sym(c)) return true;
     return false;
   }
 
@@ -286,7 +296,9 @@ class NmtReader {
         syms_.file = std::move(d);
       }
     }
-    if (syms_.file) {
+    if (!t_.overrides().symbols.empty()) {
+      n_.symbols_file = "(given by the caller)";
+    } else if (syms_.file) {
       n_.symbols_file = syms_.from;
     } else {
       n_.diags.note(m->path + ": no .symtab and no debug file" + (t_.overrides().no_files ? " (files not used)" : "") +
@@ -303,9 +315,11 @@ class NmtReader {
     uint64_t names_size = 0, ms_size = 0, vs_size = 0;
     // The name table: const char*[N] (17u) or {enum_s, human_readable}[N] (21u).
     size_t name_stride = 8, name_off = 0;
-    auto names_at = sym(kTypeNames, &names_size);
+    // A plain address (0: none) rather than an optional: GCC 12 mistakes the optional's value
+    // for uninitialised once sym() is inlined.
+    uint64_t names_at = sym(kTypeNames, &names_size).value_or(0);
     if (!names_at) {
-      names_at = sym(kTypeStrings, &names_size);
+      names_at = sym(kTypeStrings, &names_size).value_or(0);
       if (names_at) name_stride = 16, name_off = 8;
     }
     auto ms = sym(kMallocSnapshot, &ms_size);
@@ -342,16 +356,16 @@ class NmtReader {
     constexpr size_t kMaxTypes = 256;
     size_t ntypes = names_at && names_size ? names_size / name_stride : builtin_names().size();
     if (ntypes == 0 || ntypes > kMaxTypes) {
-      n_.diags.add("symbols", *names_at, std::nullopt,
+      n_.diags.add("symbols", names_at, std::nullopt,
                    "implausible NMT name table (" + std::to_string(names_size) + " bytes); using a built-in table");
-      names_at.reset();
+      names_at = 0;
       ntypes = builtin_names().size();
     }
     std::vector<std::string> names(ntypes);
     bool names_from_image = false;
     if (names_at) {
       std::vector<uint8_t> tab(ntypes * name_stride);
-      if (read_any(t_, *names_at, tab.data(), tab.size())) {
+      if (read_any(t_, names_at, tab.data(), tab.size())) {
         names_from_image = true;
         for (size_t i = 0; i < ntypes; ++i) names[i] = read_cstring(t_, u64_at(tab, i * name_stride + name_off), 64);
       }
@@ -740,9 +754,9 @@ class NmtReader {
   /// type, the footer canary 0xE88E right after the user size) is attributed to its type.
   void walk_headers() {
     bool canary_layout = true;
-    if (syms_.file) {
+    if (have_symbols()) {
       canary_layout = false;
-      for (const char* s : kCheckIntegrity) canary_layout = canary_layout || syms_.file->symbol(s).has_value();
+      for (const char* s : kCheckIntegrity) canary_layout = canary_layout || sym(s).has_value();
     }
     if (!canary_layout) {
       n_.diags.note("this JDK's NMT malloc header has no canary: no reconstruction from headers");

@@ -40,6 +40,9 @@ struct Module {
 struct Overrides {
   std::optional<uint64_t> main_arena, mp, tcache_key;
   bool no_files = false;  ///< use no file from disk: everything from the memory image
+  /// Symbols given by the caller (fuzzing, tests) instead of a file's: name -> (address, size).
+  /// The NMT reader takes libjvm's statics from here when it is not empty.
+  std::map<std::string, std::pair<uint64_t, uint64_t>> symbols;
 };
 
 /// The program headers of the ELF image mapped at `base` in the target (empty when the image's
