@@ -1,5 +1,5 @@
 """`heapwalk nmt` on JDK 21 (Debian trixie's openjdk-21, run in the trixie chroot), against
-`jcmd VM.native_memory summary scale=1` and `detail` taken in the chroot (jdk21kit).
+`jcmd VM.native_memory summary scale=1` and `detail` taken in the chroot (chrootjdk, JDK21).
 
 Same oracle and arithmetic as test_nmt.py (JDK 17), plus what jcmd 21 prints and 17 does not:
 the malloc, arena and mmap peaks of every category, categories shown for their peaks alone
@@ -16,7 +16,7 @@ import re
 import pytest
 
 from hwkit import CACHE, describe, import_heapwalk, no_traceback, run_cli
-from jdk21kit import Jdk21Corpora, parse_peaks
+from chrootjdk import JDK21, ChrootJdkCorpora, parse_peaks
 from nmtkit import parse_jcmd
 from test_nmt import chunk, compare_with_jcmd
 
@@ -33,12 +33,12 @@ CLI_TIMEOUT = 300
 
 @pytest.fixture(scope="module")
 def jdk21():
-    c = Jdk21Corpora(CACHE)
+    c = ChrootJdkCorpora(JDK21, CACHE)
     yield c
     c.close()
 
 
-def nmt_doc(c: Jdk21Corpora, core, detail: bool = False) -> dict:
+def nmt_doc(c: ChrootJdkCorpora, core, detail: bool = False) -> dict:
     hw = import_heapwalk()
     with hw.open_core(str(core), sysroot=str(c.root)) as t:
         return t.nmt(detail)
