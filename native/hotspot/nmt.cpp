@@ -899,14 +899,14 @@ class NmtReader {
         n_.diags.note("no MallocHeader symbols of a known layout in libjvm: no reconstruction from headers");
         return;
       }
-      if (!canary_syms && n_.tables && (n_.level == "off" || n_.level == "minimal")) {
-        // NMT_minimal's MallocHeader constructor returns before writing anything (jdk11u
-        // mallocTracker.hpp): no header to read.
-        n_.diags.note("NMT level " + n_.level + ": bit-field malloc headers carry nothing; no reconstruction");
-        return;
-      }
     }
     bool try_canary = !syms_.file || canary_syms, try_bits = !syms_.file || (bitfield_syms && !canary_syms);
+    if (try_bits && syms_.file && n_.tables && (n_.level == "off" || n_.level == "minimal")) {
+      // Off: no headers; NMT_minimal's MallocHeader constructor returns before writing anything
+      // (jdk11u mallocTracker.hpp). Every chunk is untracked.
+      n_.diags.note("NMT level " + n_.level + ": no bit-field malloc header to read; every chunk untracked");
+      try_bits = false;
+    }
     size_t ntypes = n_.raw.empty() ? builtin_names().size() : n_.raw.size();
     HeaderSums canary, bits;
     canary.headers.assign(ntypes, Counter{});
@@ -947,6 +947,8 @@ class NmtReader {
           }
         }
         canary.take(ok, flags, user, size);
+      } else if (!try_bits) {
+        canary.take(false, 0, 0, size);
       }
       if (try_bits) {
         bool ok = false;
@@ -990,7 +992,7 @@ class NmtReader {
         if (!on) bits.reject_all();
       }
     } else {
-      n_.header_layout = "canary 0xE99E, footer 0xE88E";
+      n_.header_layout = try_canary ? "canary 0xE99E, footer 0xE88E" : "none (NMT " + n_.level + ")";
     }
     n_.headers = std::move(chosen.headers);
     n_.header_chunks = chosen.chunks;
