@@ -151,6 +151,11 @@ class ChrootJdkCorpora:
             h.update(b"\0" + e.encode())
         return h.hexdigest()[:16]
 
+    def nmt(self, core: Path, detail: bool = False) -> dict:
+        """heapwalk's nmt document of a core of this JDK (libjvm from the chroot)."""
+        with hwkit.import_heapwalk().open_core(str(core), sysroot=str(self.root)) as t:
+            return t.nmt(detail)
+
     def host(self, inside: str) -> Path:
         return self.root / inside.lstrip("/")
 

@@ -18,7 +18,7 @@ import json
 import pytest
 
 from chrootjdk import JDK11, ChrootJdkCorpora
-from hwkit import CACHE, describe, import_heapwalk, no_traceback, run_cli
+from hwkit import CACHE, describe, no_traceback, run_cli
 from nmtkit import parse_jcmd
 from test_nmt import check_vm_map, check_vm_map_text, chunk, compare_with_jcmd, parse_jcmd_sites
 
@@ -31,12 +31,6 @@ def jdk11():
     c = ChrootJdkCorpora(JDK11, CACHE)
     yield c
     c.close()
-
-
-def nmt_doc(c: ChrootJdkCorpora, core, detail: bool = False) -> dict:
-    hw = import_heapwalk()
-    with hw.open_core(str(core), sysroot=str(c.root)) as t:
-        return t.nmt(detail)
 
 
 def raw_malloc(n: dict) -> dict[str, tuple[int, int]]:
@@ -58,7 +52,7 @@ def check_headers_equal_tables(n: dict) -> None:
 @pytest.mark.parametrize("level", ["summary", "detail"])
 def test_core_matches_jcmd(jdk11, level):
     c = jdk11.core(level)
-    doc = nmt_doc(jdk11, c.core)
+    doc = jdk11.nmt(c.core)
     n = doc["nmt"]
     assert n["level"] == level
     assert n["source"] == "symtab"
@@ -79,7 +73,7 @@ def test_core_matches_jcmd(jdk11, level):
 
 @pytest.mark.parametrize("level", ["summary", "detail"])
 def test_headers_equal_nmt_tables(jdk11, level):
-    n = nmt_doc(jdk11, jdk11.core(level).core)["nmt"]
+    n = jdk11.nmt(jdk11.core(level).core)["nmt"]
     assert n["headers"]["layout"].startswith("bit fields"), n["headers"]["layout"]
     if level == "detail":
         assert "malloc site of the same type" in n["headers"]["layout"]
@@ -94,7 +88,7 @@ def test_headers_without_jvm_symbols(jdk11, level):
     that it is unproven); names from the built-in 11u table; the per-category malloc totals
     equal the tables read with symbols on these cores."""
     c = jdk11.core(level)
-    with_syms = nmt_doc(jdk11, c.core)["nmt"]
+    with_syms = jdk11.nmt(c.core)["nmt"]
     r = run_cli("nmt", c.core, "--no-symbols", "--json", timeout=CLI_TIMEOUT)
     no_traceback(r)
     doc = json.loads(r.stdout) if r.stdout.strip() else None
@@ -109,7 +103,7 @@ def test_headers_without_jvm_symbols(jdk11, level):
 
 def test_nmt_off(jdk11):
     c = jdk11.core("off")
-    n = nmt_doc(jdk11, c.core)["nmt"]
+    n = jdk11.nmt(c.core)["nmt"]
     assert n["level"] == "off"
     assert n["categories"] == []
     # Level off: no header is looked for; every in-use chunk is untracked.
@@ -128,7 +122,7 @@ def test_nmt_off(jdk11):
 
 def test_untracked_covers_zlib(jdk11):
     c = jdk11.core("summary")
-    n = nmt_doc(jdk11, c.core)["nmt"]
+    n = jdk11.nmt(c.core)["nmt"]
     inflaters, deflaters = c.truth["inflaters"], c.truth["deflaters"]
     sizes = {s["size"]: s["count"] for s in n["headers"]["untracked_sizes"]}
     assert sizes.get(chunk(64 * 1024), 0) >= 4 * deflaters
@@ -138,7 +132,7 @@ def test_untracked_covers_zlib(jdk11):
 
 def test_detail_sites_and_regions(jdk11):
     c = jdk11.core("detail")
-    doc = nmt_doc(jdk11, c.core, detail=True)
+    doc = jdk11.nmt(c.core, detail=True)
     n = doc["nmt"]
     sites, regions = n["sites"], n["regions"]
     assert sites and regions
