@@ -2,7 +2,7 @@
 # Installs extra Debian packages into a chroot made by corpora/chroots.sh, once.
 # Usage: corpora/chroot-packages.sh SUITE PACKAGE...
 # Opt-in: chroots.sh's own package list (and so the cache keys of the cores made in its chroots)
-# is unchanged; a test kit that needs more (tests/integration/jdk21kit.py: openjdk-21) calls this.
+# is unchanged; a test kit that needs more (tests/integration/chrootjdk.py: openjdk-21 in trixie, openjdk-11 in bullseye) calls this.
 # A finished install leaves $ROOT/.heapwalk-pkgs-<sha of the sorted package list>; the script
 # returns at once when it exists. apt-get runs in the chroot with /proc mounted and the host's
 # resolv.conf copied in; /proc is unmounted on exit, whatever happens. Needs root and network.

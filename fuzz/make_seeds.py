@@ -111,7 +111,10 @@ NMT_SYMBOLS = [("_ZN10MemTracker15_tracking_levelE", 4), ("_ZN19MallocMemorySumm
                ("_ZN20VirtualMemoryTracker17_reserved_regionsE", 8), ("_ZN15MallocSiteTable6_tableE", 0xff8),
                ("_ZN18ThreadStackTracker13_thread_countE", 8), ("_ZN19Abstract_VM_Version13_s_vm_releaseE", 8),
                ("_ZN7NMTUtil18_memory_type_namesE", 0xd8), ("_ZN10NMTPreInit6_tableE", 8),
-               ("_ZNK12MallocHeader21check_block_integrityEv", 0x1d9)]
+               ("_ZNK12MallocHeader21check_block_integrityEv", 0x1d9),
+               ("_ZN15MallocSiteTable27_hash_entry_allocation_siteE", 8),
+               ("_ZN15MallocSiteTable28_hash_entry_allocation_stackE", 8),
+               ("_ZNK12MallocHeader20print_block_on_errorEP12outputStreamPh", 0xa5)]
 WINDOW = 256 * 1024
 
 

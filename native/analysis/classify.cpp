@@ -122,9 +122,13 @@ class Classifier {
     c_zip_ = cls_.intern("ZIP/JAR data", "content");
     c_class_ = cls_.intern("Java class file", "content");
     // NMT category names by MEMFLAGS index: 21u's table (mtGCCardSet shifts every later index)
-    // when libjvm's path names JDK 18 or later, else 17u's (docs/hotspot-nmt.md).
-    if (const auto* jvm = t.find_module([](const std::string& base) { return base == "libjvm.so"; }))
-      if (hotspot::jdk_feature_from_path(jvm->path) >= 18) nmt_names_ = &hotspot::default_names_21();
+    // when libjvm's path names JDK 18 or later, 11u's when it names 11 or earlier, else 17u's
+    // (docs/hotspot-nmt.md). Only canary headers (17.0.x, 21) are recognised here.
+    if (const auto* jvm = t.find_module([](const std::string& base) { return base == "libjvm.so"; })) {
+      unsigned f = hotspot::jdk_feature_from_path(jvm->path);
+      if (f >= 18) nmt_names_ = &hotspot::default_names_21();
+      if (f && f <= 11) nmt_names_ = &hotspot::default_names_11();
+    }
     c_gzip_ = cls_.intern("gzip data", "content");
     c_elf_ = cls_.intern("ELF image", "content");
     c_zero_ = cls_.intern("all zero", "content");

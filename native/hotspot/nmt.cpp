@@ -37,6 +37,19 @@ constexpr const char* kVmRelease = "_ZN19Abstract_VM_Version13_s_vm_releaseE";
 constexpr const char* kReservedRegions = "_ZN20VirtualMemoryTracker17_reserved_regionsE";
 constexpr const char* kSiteTable = "_ZN15MallocSiteTable6_tableE";
 constexpr const char* kThreadCount = "_ZN18ThreadStackTracker13_thread_countE";
+// MallocSiteTable's statics that hold a NativeCallStack and a MallocSiteHashtableEntry (jdk11u
+// src/hotspot/share/services/mallocSiteTable.hpp: `size_t _hash_entry_allocation_stack[
+// CALC_OBJ_SIZE_IN_TYPE(NativeCallStack, size_t)]`, `_hash_entry_allocation_site[... entry]`);
+// 17u and 21u made them pointers (8 bytes). Their sizes give sizeof(NativeCallStack) (40 in 11u:
+// `address _stack[4]; unsigned int _hash_value;`, 11.0.24 DWARF) and sizeof(the entry) (72).
+constexpr const char* kHashEntryStack = "_ZN15MallocSiteTable28_hash_entry_allocation_stackE";
+constexpr const char* kHashEntrySite = "_ZN15MallocSiteTable27_hash_entry_allocation_siteE";
+// MallocHeader's methods in every JDK with the bit-field header (jdk11u mallocTracker.hpp:
+// `size_t _size : 64; _flags : 8; _pos_idx : 16; _bucket_idx : 40;`): release() and
+// record_malloc_site() (11.0.24 .symtab).
+constexpr const char* kBitfieldHeader[] = {
+    "_ZNK12MallocHeader7releaseEv", "_ZNK12MallocHeader18record_malloc_siteERK15NativeCallStackmPmS3_10MemoryType",
+    "_ZNK12MallocHeader18record_malloc_siteERK15NativeCallStackmPmS3_8MEMFLAGS"};
 // Present since NMT became late-initializable (JDK-8256844): with it, NMT_TrackingLevel is
 // {unknown=0, off=1, summary=2, detail=3}; before it {off=0, minimal=1, summary=2, detail=3,
 // unknown=0xFF}.
@@ -57,6 +70,14 @@ constexpr size_t kStackBytes = kStackDepth * 8;
 constexpr uint8_t kFooter0 = 0xE8, kFooter1 = 0x8E;
 constexpr uint64_t kHeaderSize = 16;
 constexpr uint64_t kFooterSize = 2;
+// The bit-field header's site index bounds (jdk11u mallocTracker.hpp, _LP64): MallocSiteTable
+// has table_size = 128 * 4 - 1 = 511 buckets (mallocSiteTable.hpp) of at most
+// MAX_BUCKET_LENGTH = 0xFFFF entries.
+constexpr size_t kBuckets11 = 511;
+constexpr size_t kMaxBucketLength = 0xFFFF;
+
+/// glibc's chunk size for a request (request2size, SIZE_SZ 8, MALLOC_ALIGNMENT 16, MINSIZE 32).
+constexpr uint64_t request2size(uint64_t req) { return req + 8 + 15 < 32 ? 32 : (req + 8 + 15) & ~uint64_t{15}; }
 
 /// Reads bytes from the image; when the image lacks them (a core does not save read-only file
 /// mappings), from the file the region maps.
@@ -141,6 +162,35 @@ const std::vector<std::string>& default_names_17() {
                                                  "Metaspace",
                                                  "String Deduplication",
                                                  "Object Monitors",
+                                                 "Unknown"};
+  return names;
+}
+
+const std::vector<std::string>& default_names_11() {
+  // NMTUtil::_memory_type_names of jdk11u (src/hotspot/share/services/nmtCommon.cpp at
+  // jdk-11.0.24-ga; enum MemoryType in memory/allocation.hpp): 21 types, no JVMCI, Statistics,
+  // Serviceability, Metaspace, String Deduplication or Object Monitors; "Synchronizer" (17u:
+  // "Synchronization") before "Safepoint". Checked against the 11.0.24 image.
+  static const std::vector<std::string> names = {"Java Heap",
+                                                 "Class",
+                                                 "Thread",
+                                                 "Thread Stack",
+                                                 "Code",
+                                                 "GC",
+                                                 "Compiler",
+                                                 "Internal",
+                                                 "Other",
+                                                 "Symbol",
+                                                 "Native Memory Tracking",
+                                                 "Shared class space",
+                                                 "Arena Chunk",
+                                                 "Test",
+                                                 "Tracing",
+                                                 "Logging",
+                                                 "Arguments",
+                                                 "Module",
+                                                 "Synchronizer",
+                                                 "Safepoint",
                                                  "Unknown"};
   return names;
 }
@@ -234,13 +284,14 @@ class NmtReader {
   }
 
   /// The built-in name table for this JVM when the image's is unreadable: 21u's (28 types) when
-  /// libjvm's path names JDK 18 or later (mtGCCardSet exists from 18 on), else 17u's.
+  /// libjvm's path names JDK 18 or later (mtGCCardSet exists from 18 on), 11u's (21 types) when
+  /// it names JDK 11 or earlier, else 17u's.
   const std::vector<std::string>& builtin_names() {
     unsigned f = jdk_feature_from_path(n_.libjvm);
-    bool late = f >= 18;
-    n_.names_from = std::string("the built-in JDK ") + (late ? "21u" : "17u") + " table (" +
+    const char* which = f >= 18 ? "21u" : (f && f <= 11) ? "11u" : "17u";
+    n_.names_from = std::string("the built-in JDK ") + which + " table (" +
                     (f ? "libjvm's path names JDK " + std::to_string(f) : "libjvm's path names no JDK release") + ")";
-    return late ? default_names_21() : default_names_17();
+    return f >= 18 ? default_names_21() : (f && f <= 11) ? default_names_11() : default_names_17();
   }
 
   /// libjvm's symbols: from its .symtab or debug file, or given by the caller (fuzzing, tests).
@@ -315,8 +366,7 @@ class NmtReader {
     uint64_t names_size = 0, ms_size = 0, vs_size = 0;
     // The name table: const char*[N] (17u) or {enum_s, human_readable}[N] (21u).
     size_t name_stride = 8, name_off = 0;
-    // A plain address (0: none) rather than an optional: GCC 12 mistakes the optional's value
-    // for uninitialised once sym() is inlined.
+    // 0: no table (a plain address: GCC 12's -Wmaybe-uninitialized misreads an optional here).
     uint64_t names_at = sym(kTypeNames, &names_size).value_or(0);
     if (!names_at) {
       names_at = sym(kTypeStrings, &names_size).value_or(0);
@@ -356,7 +406,7 @@ class NmtReader {
     constexpr size_t kMaxTypes = 256;
     size_t ntypes = names_at && names_size ? names_size / name_stride : builtin_names().size();
     if (ntypes == 0 || ntypes > kMaxTypes) {
-      n_.diags.add("symbols", names_at, std::nullopt,
+      n_.diags.add("symbols", names_at ? names_at : n_.libjvm_base, std::nullopt,
                    "implausible NMT name table (" + std::to_string(names_size) + " bytes); using a built-in table");
       names_at = 0;
       ntypes = builtin_names().size();
@@ -399,6 +449,7 @@ class NmtReader {
       return;
     }
     counter_size_ = csize;
+    call_stack_layout();
     // JDK 21's MemSummaryReporter (the one whose VirtualMemory carries _peak_size) prints a
     // category when the largest of reserved and the malloc, arena and mmap peaks is > 0.
     print_peaks_ = vsize == 24;
@@ -428,14 +479,55 @@ class NmtReader {
     n_.source = "symtab";
     n_.layout = std::to_string(ntypes) + " types; " + std::to_string(csize) + "-byte counters (" +
                 (csize == 32 ? "with peaks; trailing _all_mallocs" : "no peaks; trailing _tracking_header") + "); " +
-                std::to_string(vsize) + "-byte VirtualMemory; " + level_note + "; names from " + n_.names_from +
-                "; symbols from " + syms_.from;
+                std::to_string(vsize) + "-byte VirtualMemory; " + std::to_string(stack_size_) +
+                "-byte NativeCallStack" + (stack_size_ == 40 ? " (with _hash_value)" : "") + "; " + level_note +
+                "; names from " + n_.names_from + "; symbols from " + syms_.from;
     for (size_t i = 0; i < ntypes; ++i) index_[names[i]] = static_cast<unsigned>(i);
     if (n_.level == "off" || n_.level == "unknown" || n_.level == "minimal") return;
     summarize();
     if (detail_ && n_.level == "detail") {
       read_sites();
       read_regions();
+    }
+  }
+
+  /// sizeof(NativeCallStack) and the malloc site entry's layout, from the sizes of MallocSiteTable's
+  /// static buffers (kHashEntryStack / kHashEntrySite): arrays holding the objects in 11u,
+  /// pointers (8 bytes) or absent later, where the 32-byte stack of 17.0.21 / 21.0.12 applies.
+  void call_stack_layout() {
+    uint64_t stack_sym = 0, site_sym = 0;
+    bool have_stack = sym(kHashEntryStack, &stack_sym).has_value();
+    bool have_site = sym(kHashEntrySite, &site_sym).has_value();
+    if (have_stack && stack_sym == kStackBytes + 8) {
+      // 11u: AllocationSite<MemoryCounter> = {NativeCallStack _call_stack (40), MemoryCounter e,
+      // MEMFLAGS _flag (4 + pad)}; MallocSiteHashtableEntry = {MallocSite, _next}. 11.0.24 DWARF:
+      // e at 40, _flag at 56, _next at 64, 72 bytes.
+      stack_size_ = stack_sym;
+      site_.counter = stack_size_;
+      site_.flag = stack_size_ + counter_size_;
+      site_.next = site_.flag + 8;
+      site_.size = site_.next + 8;
+      if (!have_site || site_sym != site_.size) {
+        n_.diags.add("layout", *sym(kHashEntryStack), std::nullopt,
+                     "40-byte NativeCallStack but MallocSiteTable::_hash_entry_allocation_site is " +
+                         std::to_string(site_sym) + " bytes, not " + std::to_string(site_.size) +
+                         "; malloc sites not read");
+        site_.size = 0;
+      }
+    } else if (have_stack && stack_sym != 8) {
+      n_.diags.add("layout", *sym(kHashEntryStack), std::nullopt,
+                   "MallocSiteTable::_hash_entry_allocation_stack is " + std::to_string(stack_sym) +
+                       " bytes (not a pointer, not a 40-byte NativeCallStack); sites and regions not read");
+      stack_size_ = 0;
+      site_.size = 0;
+    } else {
+      // 17u/21u: MallocSite = {NativeCallStack (32), MEMFLAGS _flag (4 or 1, + pad), MemoryCounter
+      // _c}, uint32_t _hash (+pad), _next.
+      stack_size_ = kStackBytes;
+      site_.flag = kStackBytes;
+      site_.counter = kStackBytes + 8;
+      site_.next = site_.counter + counter_size_ + 8;
+      site_.size = site_.next + 8;
     }
   }
 
@@ -469,16 +561,19 @@ class NmtReader {
       overhead = all.count * kHeaderSize;
       n_.total_malloc = {all.count, all.bytes + total_arena + overhead};
     } else {
-      // Older 17u: make_adjustment subtracts the arena bytes from mtChunk (size only); the
-      // headers are their own counter (_tracking_header).
-      if (chunk) raw[*chunk].malloc.bytes -= std::min(raw[*chunk].malloc.bytes, total_arena);
-      overhead = all.bytes;
-      uint64_t sum = 0, count = 0;
-      for (const auto& c : raw) {
-        sum += c.malloc.bytes + c.arena.bytes;
-        count += c.malloc.count;
+      // 11u (and older 17u): make_adjustment is `_malloc[chunk_idx].record_free(arena_size)`,
+      // MemoryCounter::deallocate: size -total_arena, count -1 (jdk11u mallocTracker.{hpp,cpp});
+      // the headers are their own counter (_tracking_header, {count, count x 16}), not adjusted.
+      // MemSummaryReporter::report's total is MallocMemorySnapshot::total() = Σ malloc + Σ arena +
+      // _tracking_header.size; jcmd prints no total malloc count: ours is the header count.
+      if (chunk) {
+        raw[*chunk].malloc.bytes -= std::min(raw[*chunk].malloc.bytes, total_arena);
+        if (raw[*chunk].malloc.count) --raw[*chunk].malloc.count;
       }
-      n_.total_malloc = {count, sum + overhead};
+      overhead = all.bytes;
+      uint64_t sum = 0;
+      for (const auto& c : raw) sum += c.malloc.bytes + c.arena.bytes;
+      n_.total_malloc = {all.count, sum + overhead};
     }
     for (const auto& c : raw) {
       n_.total_mmap_reserved += c.vm_reserved;
@@ -490,6 +585,11 @@ class NmtReader {
     if (auto a = sym(kThreadCount)) {
       uint64_t v = 0;
       if (read_any(t_, *a, &v, 8)) thread_count = v;
+    } else if (stack) {
+      // No ThreadStackTracker (11u): MemTracker::record_thread_stack "uses thread stack malloc
+      // slot for book keeping number of threads" (record_malloc(0, mtThreadStack)), and
+      // MallocMemorySnapshot::thread_count() is that count (jdk11u memTracker.hpp, mallocTracker.hpp).
+      thread_count = raw[*stack].malloc.count;
     }
     for (size_t i = 0; i < raw.size(); ++i) {
       if (stack && i == *stack) continue;
@@ -498,6 +598,9 @@ class NmtReader {
       r.index = static_cast<unsigned>(i);
       r.name = c.name;
       r.malloc = c.malloc;
+      // The reporter without peaks prints no count for Arena Chunk ("We don't know how many
+      // arena chunks are in used, so don't report the count", jdk11u memReporter.cpp); raw has it.
+      if (counter_size_ == 16 && chunk && i == *chunk) r.malloc.count = 0;
       r.arena = c.arena;
       r.malloc_peak = c.malloc_peak;
       r.arena_peak = c.arena_peak;
@@ -546,14 +649,14 @@ class NmtReader {
       n_.rows.push_back(std::move(r));
     }
     n_.total_reserved = n_.total_committed = n_.total_malloc.bytes;
-    n_.layout = "malloc headers only (canary 0xE99E); category names from " + n_.names_from +
+    n_.layout = "malloc headers only (" + n_.header_layout + "); category names from " + n_.names_from +
                 "; no virtual memory, arena or overhead figures";
   }
 
   void read_sites() {
     uint64_t table_size = 0;
     auto table = sym(kSiteTable, &table_size);
-    if (!table || table_size < 8) return;
+    if (!table || table_size < 8 || !site_.size) return;
     size_t nb = table_size / 8;
     uint64_t at = *table;
     if (table_size == 8) {
@@ -579,10 +682,9 @@ class NmtReader {
       n_.diags.add("unreadable", at, std::nullopt, "malloc site table unreadable");
       return;
     }
-    // MallocSiteHashtableEntry: MallocSite {NativeCallStack _call_stack (4 frames), MEMFLAGS
-    // _flag (4 bytes + pad), MemoryCounter _c}, uint32_t _hash (+pad), entry* _next.
-    size_t entry = 40 + counter_size_ + 8 + 8;
-    size_t next_off = 40 + counter_size_ + 8;
+    // MallocSiteHashtableEntry: offsets from call_stack_layout().
+    size_t entry = site_.size;
+    size_t next_off = site_.next;
     // Every entry is on exactly one chain, once: an entry met again (a chain that loops, or
     // buckets sharing a chain) ends that chain with a diagnostic, and 1,000,000 entries in all
     // end the walk (a JVM has thousands of sites).
@@ -608,10 +710,10 @@ class NmtReader {
         }
         MallocSite s;
         s.stack = call_stack(e.data());
-        // MEMFLAGS: a 4-byte enum in 17u, `enum class MEMFLAGS : uint8_t` in 21u (21.0.12 DWARF:
-        // AllocationSite::_flag is 1 byte at 32, then padding): the low byte is the index in both.
-        s.index = e[32];
-        s.counter = {u64_at(e, 40), u64_at(e, 48)};
+        // MEMFLAGS: a 4-byte enum in 11u/17u, `enum class MEMFLAGS : uint8_t` in 21u (21.0.12
+        // DWARF: AllocationSite::_flag is 1 byte at 32, then padding): the low byte is the index.
+        s.index = e[site_.flag];
+        s.counter = {u64_at(e, site_.counter), u64_at(e, site_.counter + 8)};
         if (s.counter.bytes) n_.sites.push_back(std::move(s));
         p = u64_at(e, next_off);
       }
@@ -642,12 +744,18 @@ class NmtReader {
   // ReservedMemoryRegion : VirtualMemoryRegion {SortedLinkedList _committed_regions,
   // NativeCallStack _stack, MEMFLAGS _flag}; src/hotspot/share/utilities/linkedlist.hpp:
   // LinkedList {vptr, _head}, LinkedListNode<E> {E _data, _next}). Offsets as the DWARF of
-  // 17.0.21 (openjdk-17-dbg) gives them: the committed list is 24 bytes, its _head at 8.
-  static constexpr size_t kRsvHead = 16 + 8, kRsvStack = 40, kRsvFlag = 72, kRsvNext = 80, kRsvNode = 88;
-  static constexpr size_t kComStack = 16, kComNext = 48, kComNode = 56;
+  // 17.0.21 (openjdk-17-dbg) gives them: the committed list is 24 bytes, its _head at 8; the
+  // NativeCallStack (stack_size_: 32, or 40 with 11u's _hash_value) moves what follows it
+  // (11.0.24 DWARF: reserved _stack 40, _flag 80, _next 88, node 96; committed _next 56, node 64).
+  static constexpr size_t kRsvHead = 16 + 8, kRsvStack = 40, kComStack = 16;
+  static constexpr size_t kMaxStackSize = 40, kRsvMaxNode = kRsvStack + kMaxStackSize + 16;
+  size_t rsv_flag() const { return kRsvStack + stack_size_; }
+  size_t rsv_next() const { return rsv_flag() + 8; }
+  size_t rsv_node() const { return rsv_next() + 8; }
+  size_t com_next() const { return kComStack + stack_size_; }
+  size_t com_node() const { return com_next() + 8; }
   // Bound for a hostile image, reserved and committed nodes together: a JVM has thousands.
   static constexpr size_t kMaxNodes = 1000000;
-  static_assert(kRsvStack + kStackBytes <= kRsvFlag && kComStack + kStackBytes <= kComNext, "NativeCallStack fits");
 
   /// One more region node to read, or false (once noted) when kMaxNodes were read.
   bool take_node(uint64_t at) {
@@ -664,7 +772,7 @@ class NmtReader {
 
   void read_regions() {
     auto list = sym(kReservedRegions);
-    if (!list) return;
+    if (!list || stack_size_ < kStackBytes || stack_size_ > kMaxStackSize) return;
     uint64_t lp = 0;
     if (!read_any(t_, *list, &lp, 8) || !lp) return;
     uint64_t node = 0;  // LinkedList: vptr, _head
@@ -678,8 +786,8 @@ class NmtReader {
     uint64_t end = 0;
     while (node) {
       if (!take_node(node)) break;
-      uint8_t b[kRsvNode];
-      if (!read_any(t_, node, b, sizeof b)) {
+      uint8_t b[kRsvMaxNode];
+      if (!read_any(t_, node, b, rsv_node())) {
         n_.diags.add("unreadable", node, std::nullopt, "reserved memory region node unreadable; the rest not read");
         break;
       }
@@ -693,13 +801,13 @@ class NmtReader {
         break;
       }
       end = r.base + r.size;
-      r.index = b[kRsvFlag];  // MEMFLAGS (low byte; 1 byte + padding in 21u, 4 bytes in 17u)
+      r.index = b[rsv_flag()];  // MEMFLAGS (low byte; 1 byte + padding in 21u, 4 bytes in 17u)
       r.stack = call_stack(b + kRsvStack);
       uint64_t cnode = 0;
       std::memcpy(&cnode, b + kRsvHead, 8);
       read_committed(r, cnode);
       n_.regions.push_back(std::move(r));
-      std::memcpy(&node, b + kRsvNext, 8);
+      std::memcpy(&node, b + rsv_next(), 8);
     }
   }
 
@@ -709,8 +817,8 @@ class NmtReader {
     uint64_t end = r.base;
     while (cnode) {
       if (!take_node(cnode)) return;
-      uint8_t c[kComNode];
-      if (!read_any(t_, cnode, c, sizeof c)) {
+      uint8_t c[kComStack + kMaxStackSize + 8];
+      if (!read_any(t_, cnode, c, com_node())) {
         n_.diags.add("unreadable", cnode, std::nullopt,
                      "committed memory region node of the region at " + hex(r.base) + " unreadable");
         return;
@@ -728,7 +836,7 @@ class NmtReader {
       cr.stack = call_stack(c + kComStack);
       r.committed += cr.size;
       r.committed_regions.push_back(std::move(cr));
-      std::memcpy(&cnode, c + kComNext, 8);
+      std::memcpy(&cnode, c + com_next(), 8);
     }
   }
 
@@ -750,21 +858,98 @@ class NmtReader {
     n_.glibc_ok = true;
   }
 
-  /// Every in-use chunk whose user data starts with a live NMT header (canary 0xE99E, a valid
-  /// type, the footer canary 0xE88E right after the user size) is attributed to its type.
-  void walk_headers() {
-    bool canary_layout = true;
-    if (have_symbols()) {
-      canary_layout = false;
-      for (const char* s : kCheckIntegrity) canary_layout = canary_layout || sym(s).has_value();
+  /// Per-category sums of one header validator over the chunk walk.
+  struct HeaderSums {
+    std::vector<Counter> headers;
+    Counter chunks, untracked;
+    std::map<uint64_t, uint64_t> untracked_sizes, header_sizes;
+    uint64_t hits() const { return chunks.count; }
+    void take(bool ok, unsigned flags, uint64_t user, uint64_t chunk) {
+      if (ok) {
+        headers[flags].add(user);
+        chunks.add(chunk);
+        ++header_sizes[chunk];
+      } else {
+        untracked.add(chunk);
+        ++untracked_sizes[chunk];
+      }
     }
-    if (!canary_layout) {
-      n_.diags.note("this JDK's NMT malloc header has no canary: no reconstruction from headers");
-      return;
+    /// Every chunk counted as untracked after all.
+    void reject_all() {
+      for (auto& c : headers) c = Counter{};
+      untracked.count += chunks.count;
+      untracked.bytes += chunks.bytes;
+      chunks = Counter{};
+      for (const auto& [size, count] : header_sizes) untracked_sizes[size] += count;
+      header_sizes.clear();
+    }
+  };
+
+  /// The flags of the malloc site table's entries, bucket by bucket (bit-field headers in
+  /// detail mode name their entry by bucket and position; MallocSiteTable::lookup_or_add
+  /// matches an entry on stack *and* flags, so the entry's flags must be the header's).
+  std::vector<std::vector<uint8_t>> site_chain_flags() {
+    std::vector<std::vector<uint8_t>> chains;
+    uint64_t table_size = 0;
+    auto table = sym(kSiteTable, &table_size);
+    if (!table || table_size != kBuckets11 * 8 || !site_.size) return chains;
+    std::vector<uint64_t> buckets(kBuckets11);
+    if (!read_any(t_, *table, buckets.data(), buckets.size() * 8)) return {};
+    chains.resize(kBuckets11);
+    size_t guard = 0;
+    std::vector<uint8_t> e(site_.size);
+    for (size_t b = 0; b < kBuckets11; ++b) {
+      for (uint64_t p = buckets[b]; p && chains[b].size() <= kMaxBucketLength && guard < kMaxNodes; ++guard) {
+        if (!read_any(t_, p, e.data(), e.size())) return {};
+        chains[b].push_back(e[site_.flag]);
+        p = u64_at(e, site_.next);
+      }
+    }
+    return chains;
+  }
+
+  /// Every in-use chunk whose user data starts with a live NMT header is attributed to its type.
+  /// Two header layouts:
+  /// - canary (17.0.x with JDK-8275320, 21): `_size`, `_flags` at 12, canary 0xE99E at 14, footer
+  ///   0xE88E right after the user size;
+  /// - bit fields (11u, older 17u): `_size : 64; _flags : 8; _pos_idx : 16; _bucket_idx : 40`,
+  ///   nothing else to check, so `_size` >= 1 and the chunk must be exactly what glibc makes for
+  ///   a request of `_size` + 16 bytes (os::malloc asks for size + sizeof(MallocHeader)); in detail mode the
+  ///   bucket/position must name a site entry of the same flags.
+  /// With symbols the layout follows them (canary: kCheckIntegrity; bit fields: kBitfieldHeader);
+  /// without, the canary layout when any chunk shows it, else the bit-field one, said in a note.
+  void walk_headers() {
+    bool canary_syms = false, bitfield_syms = false;
+    const bool syms = have_symbols();
+    if (syms) {
+      for (const char* s : kCheckIntegrity) canary_syms = canary_syms || sym(s).has_value();
+      for (const char* s : kBitfieldHeader) bitfield_syms = bitfield_syms || sym(s).has_value();
+      if (!canary_syms && !bitfield_syms) {
+        n_.diags.note("no MallocHeader symbols of a known layout in libjvm: no reconstruction from headers");
+        return;
+      }
+    }
+    bool try_canary = !syms || canary_syms, try_bits = !syms || (bitfield_syms && !canary_syms);
+    if (try_bits && syms && n_.tables && (n_.level == "off" || n_.level == "minimal")) {
+      // Off: no headers; NMT_minimal's MallocHeader constructor returns before writing anything
+      // (jdk11u mallocTracker.hpp). Every chunk is untracked.
+      n_.diags.note("NMT level " + n_.level + ": no bit-field malloc header to read; every chunk untracked");
+      try_bits = false;
     }
     size_t ntypes = n_.raw.empty() ? builtin_names().size() : n_.raw.size();
-    n_.headers.assign(ntypes, Counter{});
-    std::map<uint64_t, uint64_t> sizes;
+    HeaderSums canary, bits;
+    canary.headers.assign(ntypes, Counter{});
+    bits.headers.assign(ntypes, Counter{});
+    std::vector<std::vector<uint8_t>> chains;
+    bool check_sites = try_bits && n_.tables && n_.level == "detail";
+    if (check_sites) {
+      chains = site_chain_flags();
+      if (chains.empty()) {
+        n_.diags.add("layout", n_.libjvm_base, std::nullopt,
+                     "malloc site table unreadable: bit-field headers checked by size only");
+        check_sites = false;
+      }
+    }
     memory::Reader rd(t_.memory());
     heap_->walk(nullptr, [&](uint64_t addr, uint64_t size, ptmalloc::ChunkState st, const ptmalloc::Arena*, size_t) {
       bool mm = st == ptmalloc::ChunkState::Mmapped;
@@ -773,32 +958,76 @@ class NmtReader {
       // Usable bytes: an in-use chunk may use the next chunk's prev_size field.
       uint64_t usable = mm ? size - 16 : size - 8;
       const uint8_t* h = size >= 32 ? rd.span(mem, kHeaderSize) : nullptr;
-      bool ok = false;
-      uint64_t user = 0;
-      uint8_t flags = 0;
+      uint64_t user = 0, w1 = 0;
       if (h) {
-        uint16_t canary;
-        std::memcpy(&canary, h + 14, 2);
         std::memcpy(&user, h, 8);
-        flags = h[12];
-        if (canary == kHeaderCanary && flags < ntypes && h[13] == 0 && user <= usable &&
-            usable - user >= kHeaderSize + kFooterSize) {
-          const uint8_t* f = rd.span(mem + kHeaderSize + user, 2);
-          ok = f && f[0] == kFooter0 && f[1] == kFooter1;
-        }
+        std::memcpy(&w1, h + 8, 8);
       }
-      if (ok) {
-        n_.headers[flags].add(user);
-        n_.header_chunks.add(size);
-      } else {
-        n_.untracked.add(size);
-        ++sizes[size];
+      if (try_canary) {
+        bool ok = false;
+        uint8_t flags = h ? h[12] : 0;
+        if (h) {
+          uint16_t mark;
+          std::memcpy(&mark, h + 14, 2);
+          if (mark == kHeaderCanary && flags < ntypes && h[13] == 0 && user <= usable &&
+              usable - user >= kHeaderSize + kFooterSize) {
+            const uint8_t* f = rd.span(mem + kHeaderSize + user, 2);
+            ok = f && f[0] == kFooter0 && f[1] == kFooter1;
+          }
+        }
+        canary.take(ok, flags, user, size);
+      } else if (!try_bits) {
+        canary.take(false, 0, 0, size);
+      }
+      if (try_bits) {
+        bool ok = false;
+        unsigned flags = unsigned(w1 & 0xFF);
+        // os::malloc and os::realloc turn size 0 into 1 (jdk11u runtime/os.cpp): _size >= 1.
+        if (h && flags < ntypes && user >= 1 && user < (uint64_t{1} << 47)) {
+          uint64_t nb = request2size(user + kHeaderSize);
+          // glibc hands out the chunk it split (remainder >= MINSIZE 32 split off) or a whole
+          // one up to 16 bytes larger; mmapped: nb + SIZE_SZ rounded up to the page (4 KiB).
+          ok = mm ? size >= nb + 8 && size - (nb + 8) < 4096 : size == nb || size == nb + 16;
+          if (ok && check_sites) {
+            uint64_t pos = (w1 >> 8) & 0xFFFF, bucket = w1 >> 24;
+            ok = bucket < chains.size() && pos < chains[bucket].size() && chains[bucket][pos] == flags;
+          }
+        }
+        bits.take(ok, flags, user, size);
       }
       return true;
     });
+    bool use_bits = try_bits && !(try_canary && canary.hits());
+    HeaderSums& chosen = use_bits ? bits : canary;
+    if (use_bits) {
+      n_.header_layout = std::string("bit fields _size:64 _flags:8 _pos_idx:16 _bucket_idx:40 (no canary); ") +
+                         "a block counts when _size >= 1 and its chunk is exactly glibc's for _size + 16 bytes" +
+                         (check_sites ? " and _bucket_idx/_pos_idx name a malloc site of the same type" : "");
+      std::string risk =
+          "a chunk NMT did not make whose first word is its own size minus 16..31 and whose 9th byte is below " +
+          std::to_string(ntypes) + " would be counted";
+      if (syms) {
+        n_.diags.note("bit-field MallocHeader (no canary): " + risk +
+                      (check_sites ? " unless its site index fails" : ""));
+      } else {
+        // No symbols, no level: on an NMT-off JVM a few chunks pass by chance (11.0.24 test core:
+        // 8 of 7874). NMT on puts a header on nearly every JVM block (94% of the chunks there).
+        uint64_t all = bits.hits() + bits.untracked.count;
+        bool on = bits.hits() >= 100 && bits.hits() * 10 >= all;
+        n_.diags.note("no canary header in any chunk: assuming the bit-field MallocHeader (JDK 11u, older 17u); " +
+                      std::to_string(bits.hits()) + " of " + std::to_string(all) + " in-use chunks pass" +
+                      (on ? "; not proven exact without symbols: " + risk
+                          : ", too few for NMT to be on (fewer than 100 or 10%): none counted"));
+        if (!on) bits.reject_all();
+      }
+    } else {
+      n_.header_layout = try_canary ? "canary 0xE99E, footer 0xE88E" : "none (NMT " + n_.level + ")";
+    }
+    n_.headers = std::move(chosen.headers);
+    n_.header_chunks = chosen.chunks;
+    n_.untracked = chosen.untracked;
     n_.headers_walked = true;
-    n_.header_layout = "canary 0xE99E, footer 0xE88E";
-    for (const auto& [s, c] : sizes) n_.untracked_sizes.emplace_back(s, c);
+    for (const auto& [s, c] : chosen.untracked_sizes) n_.untracked_sizes.emplace_back(s, c);
   }
 
   void address_space() {
@@ -818,6 +1047,11 @@ class NmtReader {
   Nmt& n_;
   JvmSymbols syms_;
   size_t counter_size_ = 16;
+  size_t stack_size_ = kStackBytes;  ///< sizeof(NativeCallStack): 32, or 40 with _hash_value (11u)
+  /// MallocSiteHashtableEntry offsets (call_stack_layout); size 0: sites not readable.
+  struct {
+    size_t counter = 40, flag = 32, next = 64, size = 72;
+  } site_;
   bool print_peaks_ = false;
   std::map<std::string, unsigned> index_;
   std::unique_ptr<Symbolizer> symbolizer_;  ///< made on the first stack

@@ -132,6 +132,9 @@ Nmt read_nmt(target::Target& t, ptmalloc::Heap* heap, bool detail);
 /// The category names of JDK 17u (MEMFLAGS order), for images whose name table is unreadable.
 const std::vector<std::string>& default_names_17();
 
+/// The category names of JDK 11u (21 types; "Synchronizer", no Metaspace type).
+const std::vector<std::string>& default_names_11();
+
 /// The category names of JDK 21u (28 types: mtGCCardSet after mtGC, mtNone "Unknown" last).
 const std::vector<std::string>& default_names_21();
 

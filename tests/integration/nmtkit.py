@@ -148,8 +148,8 @@ class JcmdCategory:
 class JcmdSummary:
     disabled: bool
     total: tuple[int, int] = (0, 0)
-    total_malloc: tuple[int, int] = (0, 0)
-    total_mmap: tuple[int, int] = (0, 0)
+    total_malloc: tuple[int, int] | None = (0, 0)  # None: not printed (jcmd 11)
+    total_mmap: tuple[int, int] | None = (0, 0)
     categories: dict[str, JcmdCategory] = field(default_factory=dict)
 
 
@@ -163,10 +163,11 @@ def parse_jcmd(text: str) -> JcmdSummary:
     s = JcmdSummary(disabled=False)
     m = re.search(r"^Total: reserved=(\d+), committed=(\d+)", text, re.M)
     s.total = (int(m.group(1)), int(m.group(2)))
+    # jcmd 11 prints no "malloc:" / "mmap:" lines under Total (memReporter.cpp of jdk11u).
     m = re.search(r"^\s+malloc: (\d+) #(\d+)", text, re.M)
-    s.total_malloc = (int(m.group(1)), int(m.group(2)))
+    s.total_malloc = (int(m.group(1)), int(m.group(2))) if m else None
     m = re.search(r"^\s+mmap:\s+reserved=(\d+), committed=(\d+)", text, re.M)
-    s.total_mmap = (int(m.group(1)), int(m.group(2)))
+    s.total_mmap = (int(m.group(1)), int(m.group(2))) if m else None
     cur: JcmdCategory | None = None
     for line in text.splitlines():
         m = _CAT.match(line)

@@ -89,8 +89,10 @@ def compare_with_jcmd(doc: dict, jcmd_text: str, max_count: int = JCMD_INTERNAL_
     t = n["total"]
     extra = dbytes + HEADER * dcount
     eq("total", j.total, (t["reserved"] + extra, t["committed"] + extra))
-    eq("total malloc", j.total_malloc, (t["malloc"]["bytes"] + extra, t["malloc"]["count"] + dcount))
-    eq("total mmap", j.total_mmap, (t["mmap"]["reserved"], t["mmap"]["committed"]))
+    if j.total_malloc is not None:
+        eq("total malloc", j.total_malloc, (t["malloc"]["bytes"] + extra, t["malloc"]["count"] + dcount))
+    if j.total_mmap is not None:
+        eq("total mmap", j.total_mmap, (t["mmap"]["reserved"], t["mmap"]["committed"]))
     return bad
 
 
@@ -274,9 +276,20 @@ def test_detail_virtual_memory_map(jvms):
     the stacks that committed them, equal jcmd's "Virtual memory map" printed before the snapshot."""
     c = jvms.core("detail")
     doc = nmt_doc(str(c.core), detail=True)
+    check_vm_map(doc, c.jcmd_detail)
+    # The text shows the same map, jcmd's way.
+    r = run_cli("nmt", c.core, "--detail")
+    no_traceback(r)
+    assert r.returncode == 0, describe(r)
+    check_vm_map_text(r.stdout, c.jcmd_detail)
+
+
+def check_vm_map(doc: dict, jcmd_detail: str, metaspace: str = "Metaspace") -> None:
+    """heapwalk's regions == jcmd detail's "Virtual memory map" (see test_detail_virtual_memory_map);
+    `metaspace`: the category of the metaspace reservations ("Class" before JDK 17's mtMetaspace)."""
     assert not [d for d in doc["diagnostics"] if d["kind"] != "note"], doc["diagnostics"]
     ours = {r["base"]: r for r in doc["nmt"]["regions"]}
-    theirs = parse_jcmd_vm_map(c.jcmd_detail)
+    theirs = parse_jcmd_vm_map(jcmd_detail)
     assert len(theirs) >= 20, "jcmd printed too few regions to compare"
     assert sorted(ours) == [r.base for r in theirs], "the same reserved regions, in address order"
     bad: list[str] = []
@@ -305,17 +318,18 @@ def test_detail_virtual_memory_map(jvms):
     assert same_parts >= 0.9 * all_parts, (same_parts, all_parts)
     # The big reservations, each with its stack and every committed part, all matched above.
     cats = {j.category for j in theirs}
-    assert {"Java Heap", "Metaspace", "Class", "Code", "GC"} <= cats, cats
-    assert all(ours[j.base]["frames"] and j.frames for j in theirs if j.category in ("Java Heap", "Metaspace", "Code"))
-    # The text shows the same map, jcmd's way.
-    r = run_cli("nmt", c.core, "--detail")
-    no_traceback(r)
-    assert r.returncode == 0, describe(r)
-    assert "Virtual memory map:" in r.stdout
-    meta = next(j for j in theirs if j.category == "Metaspace")
-    assert f"reserved {meta.size} for Metaspace from" in r.stdout
-    assert f"] committed {meta.committed[0].size} from" in r.stdout
-    assert meta.frames[0] in r.stdout
+    assert {"Java Heap", metaspace, "Class", "Code", "GC"} <= cats, cats
+    assert all(ours[j.base]["frames"] and j.frames for j in theirs if j.category in ("Java Heap", metaspace, "Code"))
+
+
+def check_vm_map_text(text: str, jcmd_detail: str, metaspace: str = "Metaspace") -> None:
+    """The text of `nmt --detail` shows the map jcmd's way (`metaspace`: the category holding
+    the metaspace, "Class" before JDK 17's mtMetaspace)."""
+    assert "Virtual memory map:" in text
+    meta = next(j for j in parse_jcmd_vm_map(jcmd_detail) if j.category == metaspace)
+    assert f"reserved {meta.size} for {metaspace} from" in text
+    assert f"] committed {meta.committed[0].size} from" in text
+    assert meta.frames[0] in text
 
 
 def test_cli_text_and_gdb(jvms):

@@ -1,5 +1,5 @@
 """`heapwalk nmt` on JDK 21 (Debian trixie's openjdk-21, run in the trixie chroot), against
-`jcmd VM.native_memory summary scale=1` and `detail` taken in the chroot (jdk21kit).
+`jcmd VM.native_memory summary scale=1` and `detail` taken in the chroot (chrootjdk, JDK21).
 
 Same oracle and arithmetic as test_nmt.py (JDK 17), plus what jcmd 21 prints and 17 does not:
 the malloc, arena and mmap peaks of every category, categories shown for their peaks alone
@@ -15,8 +15,8 @@ import re
 
 import pytest
 
-from hwkit import CACHE, describe, import_heapwalk, no_traceback, run_cli
-from jdk21kit import Jdk21Corpora, parse_peaks
+from chrootjdk import JDK21, ChrootJdkCorpora, parse_peaks
+from hwkit import CACHE, describe, no_traceback, run_cli
 from nmtkit import parse_jcmd
 from test_nmt import chunk, compare_with_jcmd
 
@@ -33,15 +33,9 @@ CLI_TIMEOUT = 300
 
 @pytest.fixture(scope="module")
 def jdk21():
-    c = Jdk21Corpora(CACHE)
+    c = ChrootJdkCorpora(JDK21, CACHE)
     yield c
     c.close()
-
-
-def nmt_doc(c: Jdk21Corpora, core, detail: bool = False) -> dict:
-    hw = import_heapwalk()
-    with hw.open_core(str(core), sysroot=str(c.root)) as t:
-        return t.nmt(detail)
 
 
 def compare21(doc: dict, jcmd_text: str) -> list[str]:
@@ -79,7 +73,7 @@ def check_headers_equal_tables(n: dict) -> None:
 @pytest.mark.parametrize("level", ["summary", "detail"])
 def test_core_matches_jcmd(jdk21, level):
     c = jdk21.core(level)
-    doc = nmt_doc(jdk21, c.core)
+    doc = jdk21.nmt(c.core)
     n = doc["nmt"]
     assert n["level"] == level
     assert n["source"] == "symtab"
@@ -94,7 +88,7 @@ def test_core_matches_jcmd(jdk21, level):
 
 @pytest.mark.parametrize("level", ["summary", "detail"])
 def test_headers_equal_nmt_tables(jdk21, level):
-    n = nmt_doc(jdk21, jdk21.core(level).core)["nmt"]
+    n = jdk21.nmt(jdk21.core(level).core)["nmt"]
     assert n["headers"]["layout"].startswith("canary 0xE99E")
     check_headers_equal_tables(n)
     g = n["glibc"]
@@ -106,7 +100,7 @@ def test_headers_without_jvm_symbols(jdk21):
     the headers, named by the built-in 21u table (libjvm's path names JDK 21), and equal the
     tables read with symbols."""
     c = jdk21.core("summary")
-    with_syms = nmt_doc(jdk21, c.core)["nmt"]
+    with_syms = jdk21.nmt(c.core)["nmt"]
     r = run_cli("nmt", c.core, "--no-symbols", "--json", timeout=CLI_TIMEOUT)
     no_traceback(r)
     doc = json.loads(r.stdout) if r.stdout.strip() else None
@@ -121,7 +115,7 @@ def test_headers_without_jvm_symbols(jdk21):
 
 def test_nmt_off(jdk21):
     c = jdk21.core("off")
-    n = nmt_doc(jdk21, c.core)["nmt"]
+    n = jdk21.nmt(c.core)["nmt"]
     assert n["level"] == "off"
     assert n["categories"] == []
     assert n["headers"]["categories"] == []
@@ -130,7 +124,7 @@ def test_nmt_off(jdk21):
 
 def test_untracked_covers_zlib(jdk21):
     c = jdk21.core("summary")
-    n = nmt_doc(jdk21, c.core)["nmt"]
+    n = jdk21.nmt(c.core)["nmt"]
     inflaters, deflaters = c.truth["inflaters"], c.truth["deflaters"]
     sizes = {s["size"]: s["count"] for s in n["headers"]["untracked_sizes"]}
     assert sizes.get(chunk(64 * 1024), 0) >= 4 * deflaters
@@ -157,7 +151,7 @@ def parse_jcmd21_sites(text: str) -> dict[tuple, tuple[int, int]]:
 
 def test_detail_sites_and_regions(jdk21):
     c = jdk21.core("detail")
-    n = nmt_doc(jdk21, c.core, detail=True)["nmt"]
+    n = jdk21.nmt(c.core, detail=True)["nmt"]
     sites, regions = n["sites"], n["regions"]
     assert sites and regions
     assert all(s["frames"] and "libjvm.so!" in s["frames"][0]["symbol"] for s in sites[:50])

@@ -1,6 +1,8 @@
-"""JDK 21 test kit: Debian trixie's openjdk-21 inside the trixie chroot (corpora/chroots.sh),
-the Java corpus (corpora/java/NmtLoad.java) compiled and run there, jcmd's summary taken there,
-and gcore cores of it cached like nmtkit's.
+"""Chroot JDK test kit: a Debian suite's OpenJDK inside that suite's chroot
+(corpora/chroots.sh), the Java corpus (corpora/java/NmtLoad.java) compiled and run there,
+jcmd's summary taken there, and gcore cores of it cached like nmtkit's.  One kit for every
+JDK the host does not carry: `JdkSpec` names the suite, the feature release and the packages
+(JDK21: trixie's openjdk-21; JDK11: bullseye's openjdk-11).
 
 - The JDK is installed into the chroot once by corpora/chroot-packages.sh (opt-in; chroots.sh's
   default package list and the keys of the C corpora's cores are unchanged).
@@ -8,9 +10,9 @@ and gcore cores of it cached like nmtkit's.
   goes through /tmp/.java_pid<PID> and /proc/<PID>/cwd), so the chroot needs /proc mounted
   while they run: the kit mounts it when it is not, and unmounts what it mounted in close().
 - Readiness: NmtLoad writes one byte to a FIFO made in its run directory inside the chroot.
-- Cores: gdb's gcore from the host (glibc 2.41 has no guard regions in thread stacks, so gcore
-  is exact there), made sparse; key: program source, the chroot JDK's `java -version` and libjvm
-  build-id, flags, NMT level, load.
+- Cores: gdb's gcore from the host (glibc 2.31 and 2.41 put no guard regions in thread stacks,
+  so gcore is exact there), made sparse; key: program source, the chroot JDK's `java -version`
+  and libjvm build-id, flags, NMT level, load.
 """
 
 from __future__ import annotations
@@ -22,23 +24,50 @@ import re
 import select
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import hwkit
 from hwkit import CACHE, CORPORA, READY_TIMEOUT, ensure_chroot, gcore, stop
-from nmtkit import JVM_FLAGS, LOAD, SOURCE, JcmdSummary, JvmCorpus, parse_jcmd
+from nmtkit import JVM_FLAGS, LOAD, SOURCE, JvmCorpus
 
-SUITE = "trixie"
-PACKAGES = ["openjdk-21-jdk-headless"]
-JAVA_HOME = "/usr/lib/jvm/java-21-openjdk-amd64"  # inside the chroot
-JAVA = f"{JAVA_HOME}/bin/java"
-JAVAC = f"{JAVA_HOME}/bin/javac"
-JCMD = f"{JAVA_HOME}/bin/jcmd"
-LIBJVM = f"{JAVA_HOME}/lib/server/libjvm.so"
 PACKAGES_SH = CORPORA / "chroot-packages.sh"
 INSTALL_TIMEOUT = 1200  # apt-get of ~130 MB
 JAVAC_TIMEOUT = 300
 JCMD_TIMEOUT = 120
+
+
+@dataclass(frozen=True)
+class JdkSpec:
+    """A Debian suite's OpenJDK, run in that suite's chroot."""
+
+    suite: str
+    feature: int
+    packages: tuple[str, ...]
+
+    @property
+    def java_home(self) -> str:  # inside the chroot
+        return f"/usr/lib/jvm/java-{self.feature}-openjdk-amd64"
+
+    @property
+    def java(self) -> str:
+        return f"{self.java_home}/bin/java"
+
+    @property
+    def javac(self) -> str:
+        return f"{self.java_home}/bin/javac"
+
+    @property
+    def jcmd(self) -> str:
+        return f"{self.java_home}/bin/jcmd"
+
+    @property
+    def libjvm(self) -> str:
+        return f"{self.java_home}/lib/server/libjvm.so"
+
+
+JDK21 = JdkSpec("trixie", 21, ("openjdk-21-jdk-headless",))
+JDK11 = JdkSpec("bullseye", 11, ("openjdk-11-jdk-headless",))
 
 
 def _run(root: Path, *argv: str, timeout: float) -> subprocess.CompletedProcess:
@@ -50,19 +79,19 @@ def _run(root: Path, *argv: str, timeout: float) -> subprocess.CompletedProcess:
                           timeout=timeout, stdin=subprocess.DEVNULL, env=env)
 
 
-def ensure_jdk21() -> Path:
-    """The trixie chroot with openjdk-21 installed (both cached); raises with the reason when
+def ensure_jdk(spec: JdkSpec) -> Path:
+    """The suite's chroot with its JDK installed (both cached); raises with the reason when
     either cannot be made."""
-    root = ensure_chroot(SUITE)
-    if not (root / LIBJVM.lstrip("/")).exists() or not (root / JCMD.lstrip("/")).exists():
+    root = ensure_chroot(spec.suite)
+    if not (root / spec.libjvm.lstrip("/")).exists() or not (root / spec.jcmd.lstrip("/")).exists():
         env = dict(os.environ, HEAPWALK_CHROOT_CACHE=str(root.parent))
         try:
-            r = subprocess.run(["bash", str(PACKAGES_SH), SUITE, *PACKAGES], capture_output=True,
+            r = subprocess.run(["bash", str(PACKAGES_SH), spec.suite, *spec.packages], capture_output=True,
                                text=True, timeout=INSTALL_TIMEOUT, env=env, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired as e:
-            raise RuntimeError(f"installing {PACKAGES} into {root} timed out after {INSTALL_TIMEOUT}s") from e
-        if r.returncode != 0 or not (root / LIBJVM.lstrip("/")).exists():
-            raise RuntimeError(f"corpora/chroot-packages.sh {SUITE} {' '.join(PACKAGES)} failed "
+            raise RuntimeError(f"installing {spec.packages} into {root} timed out after {INSTALL_TIMEOUT}s") from e
+        if r.returncode != 0 or not (root / spec.libjvm.lstrip("/")).exists():
+            raise RuntimeError(f"corpora/chroot-packages.sh {spec.suite} {' '.join(spec.packages)} failed "
                                f"({r.returncode}){hwkit.disk_note(root)}:\n{r.stderr[-3000:]}")
     return root
 
@@ -87,10 +116,10 @@ class ProcMount:
             self.mounted = False
 
 
-def jdk_fingerprint(root: Path) -> str:
-    r = _run(root, JAVA, "-version", timeout=120)
+def jdk_fingerprint(root: Path, spec: JdkSpec) -> str:
+    r = _run(root, spec.java, "-version", timeout=120)
     bid = ""
-    out = subprocess.run(["readelf", "-n", str(root / LIBJVM.lstrip("/"))], capture_output=True, text=True).stdout
+    out = subprocess.run(["readelf", "-n", str(root / spec.libjvm.lstrip("/"))], capture_output=True, text=True).stdout
     m = re.search(r"Build ID: ([0-9a-f]+)", out)
     if m:
         bid = m.group(1)
@@ -99,15 +128,16 @@ def jdk_fingerprint(root: Path) -> str:
     return r.stderr.strip() + "|" + bid
 
 
-class Jdk21Corpora:
-    """NmtLoad run by the chroot's JDK 21: cached cores (`core(level)`) and live JVMs
+class ChrootJdkCorpora:
+    """NmtLoad run by the chroot's JDK: cached cores (`core(level)`) and live JVMs
     (`live(level)`, killed by close())."""
 
-    def __init__(self, cache: Path = CACHE):
+    def __init__(self, spec: JdkSpec, cache: Path = CACHE):
+        self.spec = spec
         self.cache = cache
-        self.root = ensure_jdk21()
+        self.root = ensure_jdk(spec)
         self.proc_mount = ProcMount(self.root)
-        self.fingerprint = jdk_fingerprint(self.root)
+        self.fingerprint = jdk_fingerprint(self.root, spec)
         self.jdk = re.search(r'version "([^"]+)"', self.fingerprint)
         self._cores: dict[str, JvmCorpus] = {}
         self._live: list[JvmCorpus] = []
@@ -121,11 +151,16 @@ class Jdk21Corpora:
             h.update(b"\0" + e.encode())
         return h.hexdigest()[:16]
 
+    def nmt(self, core: Path, detail: bool = False) -> dict:
+        """heapwalk's nmt document of a core of this JDK (libjvm from the chroot)."""
+        with hwkit.import_heapwalk().open_core(str(core), sysroot=str(self.root)) as t:
+            return t.nmt(detail)
+
     def host(self, inside: str) -> Path:
         return self.root / inside.lstrip("/")
 
     def build_java(self) -> str:
-        """NmtLoad.class compiled by the chroot's javac 21; returns the in-chroot class path."""
+        """NmtLoad.class compiled by the chroot's javac; returns the in-chroot class path."""
         inside = f"/hw/java/{self.key('classes')}"
         if (self.host(inside) / "NmtLoad.class").exists():
             return inside
@@ -133,9 +168,9 @@ class Jdk21Corpora:
         shutil.rmtree(self.host(tmp), ignore_errors=True)
         self.host(tmp).mkdir(parents=True)
         shutil.copyfile(SOURCE, self.host(tmp) / "NmtLoad.java")
-        r = _run(self.root, JAVAC, "-nowarn", "-d", tmp, f"{tmp}/NmtLoad.java", timeout=JAVAC_TIMEOUT)
+        r = _run(self.root, self.spec.javac, "-nowarn", "-d", tmp, f"{tmp}/NmtLoad.java", timeout=JAVAC_TIMEOUT)
         if r.returncode != 0:
-            raise RuntimeError(f"javac 21 in {self.root} failed:\n{r.stdout}{r.stderr}")
+            raise RuntimeError(f"javac {self.spec.feature} in {self.root} failed:\n{r.stdout}{r.stderr}")
         (self.host(tmp) / "NmtLoad.java").unlink()
         shutil.rmtree(self.host(inside), ignore_errors=True)
         os.rename(self.host(tmp), self.host(inside))
@@ -156,7 +191,7 @@ class Jdk21Corpora:
         try:
             proc = subprocess.Popen(
                 ["chroot", str(self.root), "/bin/sh", "-c", 'cd "$1" && shift && exec "$@"', "sh", rundir_in,
-                 JAVA, f"-XX:NativeMemoryTracking={level}", *JVM_FLAGS, "-cp", cp, "NmtLoad",
+                 self.spec.java, f"-XX:NativeMemoryTracking={level}", *JVM_FLAGS, "-cp", cp, "NmtLoad",
                  rundir_in, f"{rundir_in}/ready.fifo", *load],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
             ready, _, _ = select.select([rfd], [], [], READY_TIMEOUT)
@@ -166,14 +201,14 @@ class Jdk21Corpora:
         if not byte:
             proc.kill()
             _, err = proc.communicate(timeout=30)
-            raise RuntimeError(f"NmtLoad on JDK 21 (NMT {level}) in {self.root} not ready (exit {proc.returncode})"
+            raise RuntimeError(f"NmtLoad on JDK {self.spec.feature} (NMT {level}) in {self.root} not ready (exit {proc.returncode})"
                                f"{hwkit.disk_note(rundir)}: {err.decode(errors='replace')[-2000:]}")
         return proc
 
     def jcmd(self, pid: int, what: str) -> str:
-        r = _run(self.root, JCMD, str(pid), "VM.native_memory", what, "scale=1", timeout=JCMD_TIMEOUT)
+        r = _run(self.root, self.spec.jcmd, str(pid), "VM.native_memory", what, "scale=1", timeout=JCMD_TIMEOUT)
         if r.returncode != 0 or "Native Memory Tracking" not in r.stdout:
-            raise RuntimeError(f"jcmd 21 in {self.root} failed ({r.returncode}): {r.stdout}{r.stderr}")
+            raise RuntimeError(f"jcmd {self.spec.feature} in {self.root} failed ({r.returncode}): {r.stdout}{r.stderr}")
         return r.stdout
 
     def oracle(self, pid: int, level: str, outdir: Path) -> str:
@@ -196,11 +231,11 @@ class Jdk21Corpora:
         key = f"{level}-" + self.key(level, *load)
         if key in self._cores:
             return self._cores[key]
-        d = self.cache / "jvm21-cores" / key
+        d = self.cache / f"jvm{self.spec.feature}-cores" / key
         if not (d / "complete").exists():
             shutil.rmtree(d, ignore_errors=True)
             d.mkdir(parents=True)
-            inside, run = self._rundir(f"jvm21-{key}")
+            inside, run = self._rundir(f"jvm{self.spec.feature}-{key}")
             proc = self.spawn(level, inside, load)
             try:
                 if level != "off":
@@ -219,7 +254,7 @@ class Jdk21Corpora:
         return c
 
     def live(self, level: str, load: list[str] = LOAD) -> JvmCorpus:
-        inside, run = self._rundir(f"jvm21-live-{level}-{len(self._live)}-{os.getpid()}")
+        inside, run = self._rundir(f"jvm{self.spec.feature}-live-{level}-{len(self._live)}-{os.getpid()}")
         proc = self.spawn(level, inside, load)
         try:
             text = self.oracle(proc.pid, level, run) if level != "off" else ""
@@ -274,7 +309,3 @@ def parse_peaks(text: str) -> dict[str, dict[str, tuple[int, int] | int]]:
         elif (m := re.match(r"\(stack: reserved=(\d+), committed=(\d+)(?:, peak=(\d+))?\)", s)):
             cur["stack"] = int(m.group(3) or 0)
     return out
-
-
-def parse_jcmd21(text: str) -> JcmdSummary:
-    return parse_jcmd(text)
