@@ -66,7 +66,7 @@ Count dedupe(FreeList& fl) {
 
 // The same for an arena list whose chunks went straight into the free index: entries
 // (address | state) from `from` on; the sizes of the dropped repeats are read back.
-Count dedupe_entries(std::vector<uint64_t>& v, size_t from, FreeList& fl, memory::Reader& r) {
+Count dedupe_entries(BigVector<uint64_t>& v, size_t from, FreeList& fl, memory::Reader& r) {
   std::unordered_set<uint64_t> seen;
   Count removed;
   size_t w = from;
@@ -259,7 +259,7 @@ void Heap::read_fastbins(Arena& a, const uint8_t* ms) {
     CycleCheck cyc;
     bool first = true, done = false;
     FreeList fl;
-    std::vector<uint64_t> entries;  // address | Fastbin, in list order
+    BigVector<uint64_t> entries;  // address | Fastbin, in list order
   };
   std::vector<Cursor> cur;
   for (unsigned i = 0; i < l.nfastbins; ++i) {
@@ -320,11 +320,17 @@ void Heap::read_fastbins(Arena& a, const uint8_t* ms) {
       r.prefetch(c.p + 8);
     }
   }
+  // The index is the largest thing a summary keeps (8 bytes per free chunk): grown once to its
+  // exact size, each list's entries released as soon as they are in it.
+  size_t total = a.free_index.size();
+  for (const auto& c : cur) total += c.entries.size();
+  a.free_index.reserve(total);
   for (auto& c : cur) {
     if (c.entries.empty()) continue;
     c.fl.head = c.entries.front() & ~uint64_t{15};
     c.fl.count = c.entries.size();
     a.free_index.insert(a.free_index.end(), c.entries.begin(), c.entries.end());
+    BigVector<uint64_t>().swap(c.entries);
     a.fastbins.push_back(std::move(c.fl));
   }
 }
@@ -333,6 +339,7 @@ void Heap::read_bins(Arena& a, const uint8_t* ms) {
   const Layout& l = layout();
   memory::Reader r(t_.memory());
   uint64_t bound = a.system_mem / l.minsize + 2;
+  BigVector<uint64_t> binned;  // appended to the index once, at its exact size (read_fastbins)
   for (unsigned i = 1; i < l.nbins; ++i) {
     uint64_t slot = l.ms_bins + (i - 1) * 16;
     uint64_t bin = a.address + slot - 16;  // bin_at(): a fake chunk whose fd/bk are the slot
@@ -344,7 +351,7 @@ void Heap::read_bins(Arena& a, const uint8_t* ms) {
     const char* kind = state_name(fl.kind);
     uint64_t prev = bin, p = fd;
     CycleCheck cyc(bin);
-    auto& idx = a.free_index;
+    auto& idx = binned;
     const size_t from = idx.size();
     const uint64_t state = static_cast<uint64_t>(fl.kind);
     for (uint64_t n = 0; p != bin; ++n) {
@@ -392,6 +399,8 @@ void Heap::read_bins(Arena& a, const uint8_t* ms) {
     fl.count = idx.size() - from;
     a.bins.push_back(std::move(fl));
   }
+  a.free_index.reserve(a.free_index.size() + binned.size());
+  a.free_index.insert(a.free_index.end(), binned.begin(), binned.end());
 }
 
 void Heap::read_heaps(Arena& a) {
@@ -633,7 +642,13 @@ void Heap::build_free_index() {
     for (const auto& h : arenas_[i].heaps)
       ranges_.push_back({h.address, arenas_[i].main ? h.walk_end : h.address + h.size, i});
   std::sort(ranges_.begin(), ranges_.end(), [](const Range& a, const Range& b) { return a.start < b.start; });
-  // Tcache chunks go to the arena whose heap holds them.
+  // Tcache chunks go to the arena whose heap holds them (counted first: each index grows once).
+  std::vector<size_t> more(arenas_.size());
+  for (const auto& tc : threads_)
+    for (const auto& fl : tc.bins)
+      for (const auto& c : fl.chunks)
+        if (const Arena* a = arena_of(c.address)) ++more[static_cast<size_t>(a - arenas_.data())];
+  for (size_t i = 0; i < arenas_.size(); ++i) arenas_[i].free_index.reserve(arenas_[i].free_index.size() + more[i]);
   for (const auto& tc : threads_) {
     for (const auto& fl : tc.bins) {
       for (const auto& c : fl.chunks) {
@@ -665,7 +680,7 @@ void Heap::build_free_index() {
       idx[w++] = idx[k];
     }
     idx.resize(w);
-    radix_sort(idx, 4);  // by address: the state tag in the low 4 bits is not a sort key
+    radix_sort(idx);  // by address, then state: two states of one chunk sort the same every run
     for (size_t k = 1; k < idx.size(); ++k) {
       if (fi_addr(idx[k]) == fi_addr(idx[k - 1]))
         a.diags.add("double_free", fi_addr(idx[k]), a.address,

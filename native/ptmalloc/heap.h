@@ -10,6 +10,7 @@
 
 #include "ptmalloc/glibc.h"
 #include "target/target.h"
+#include "util/big_alloc.h"
 #include "util/diagnostics.h"
 
 namespace heapwalk::ptmalloc {
@@ -71,7 +72,7 @@ struct Arena {
   /// Every free-list chunk of this arena (fastbins, bins, tcache) by address: the chunk walk
   /// looks states up here.
   /// Packed: chunk address | state (addresses are 16-aligned), sorted — 8 bytes a free chunk.
-  std::vector<uint64_t> free_index;
+  BigVector<uint64_t> free_index;
 };
 
 struct ThreadCache {
