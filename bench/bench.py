@@ -54,7 +54,9 @@ def build(name: str, src: Path, extra: list[str]) -> Path:
 def make_core(chunks: int, threads: int, arena_max: int) -> Path:
     d = CACHE / "cores" / f"many-{chunks}-{threads}-{arena_max}"
     core = d / "core"
-    if (d / "complete").exists():
+    many_bin = CACHE / "bin" / "many"
+    # A core older than the program binary cannot be read by gdb (its r_debug moved): remade.
+    if (d / "complete").exists() and not (many_bin.exists() and many_bin.stat().st_mtime > core.stat().st_mtime):
         return core
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir(parents=True)
