@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import re
-import select
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -194,16 +193,11 @@ class ChrootJdkCorpora:
                  self.spec.java, f"-XX:NativeMemoryTracking={level}", *JVM_FLAGS, "-cp", cp, "NmtLoad",
                  rundir_in, f"{rundir_in}/ready.fifo", *load],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-            ready, _, _ = select.select([rfd], [], [], READY_TIMEOUT)
-            byte = os.read(rfd, 1) if ready else b""
-        finally:
+        except BaseException:
             os.close(rfd)
-        if not byte:
-            proc.kill()
-            _, err = proc.communicate(timeout=30)
-            raise RuntimeError(f"NmtLoad on JDK {self.spec.feature} (NMT {level}) in {self.root} not ready (exit {proc.returncode})"
-                               f"{hwkit.disk_note(rundir)}: {err.decode(errors='replace')[-2000:]}")
-        return proc
+            raise
+        return hwkit.await_ready(proc, rfd, READY_TIMEOUT,
+                                 f"NmtLoad on JDK {self.spec.feature} (NMT {level}) in {self.root}")
 
     def jcmd(self, pid: int, what: str) -> str:
         r = _run(self.root, self.spec.jcmd, str(pid), "VM.native_memory", what, "scale=1", timeout=JCMD_TIMEOUT)

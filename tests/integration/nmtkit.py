@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import re
-import select
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -95,16 +94,10 @@ def spawn_jvm(level: str, outdir: Path, load: list[str], timeout: float = READY_
             [str(JAVA), f"-XX:NativeMemoryTracking={level}", *JVM_FLAGS, "-cp", str(cp), "NmtLoad",
              str(outdir), str(fifo), *load],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        ready, _, _ = select.select([rfd], [], [], timeout)
-        byte = os.read(rfd, 1) if ready else b""
-    finally:
+    except BaseException:
         os.close(rfd)
-    if not byte:
-        proc.kill()
-        _, err = proc.communicate(timeout=30)
-        raise RuntimeError(f"NmtLoad (NMT {level}) not ready (exit {proc.returncode})"
-                           f"{hwkit.disk_note(outdir)}: {err.decode(errors='replace')[-2000:]}")
-    return proc
+        raise
+    return hwkit.await_ready(proc, rfd, timeout, f"NmtLoad (NMT {level})")
 
 
 def jcmd_nmt(pid: int, what: str = "summary") -> str:
