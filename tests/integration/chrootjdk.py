@@ -240,10 +240,7 @@ class ChrootJdkCorpora:
             shutil.copyfile(run / "truth.json", d / "truth.json")
             shutil.rmtree(run, ignore_errors=True)
             (d / "complete").write_text(self.fingerprint + "\n")
-        c = JvmCorpus(level, d, json.loads((d / "truth.json").read_text()),
-                      (d / "jcmd.txt").read_text() if (d / "jcmd.txt").exists() else "",
-                      (d / "jcmd-detail.txt").read_text() if (d / "jcmd-detail.txt").exists() else "",
-                      core=d / "core")
+        c = JvmCorpus.cached(level, d)
         self._cores[key] = c
         return c
 

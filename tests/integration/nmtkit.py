@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import hwkit
-from hwkit import CACHE, CORPORA, READY_TIMEOUT, gcore
+from hwkit import CACHE, CORPORA, READY_TIMEOUT, gcore, stop
 
 JAVA_HOME = Path(os.environ.get("HEAPWALK_JAVA_HOME", "/usr/lib/jvm/java-17-openjdk-amd64"))
 JAVA = JAVA_HOME / "bin" / "java"
@@ -254,6 +254,14 @@ class JvmCorpus:
     core: Path | None = None
     proc: subprocess.Popen | None = None
 
+    @classmethod
+    def cached(cls, level: str, d: Path) -> "JvmCorpus":
+        """A snapshot cached in `d`: truth.json, core and the jcmd outputs taken before it."""
+        def text(name: str) -> str:
+            return (d / name).read_text() if (d / name).exists() else ""
+        return cls(level, d, json.loads((d / "truth.json").read_text()), text("jcmd.txt"),
+                   text("jcmd-detail.txt"), core=d / "core")
+
     @property
     def summary(self) -> JcmdSummary:
         return parse_jcmd(self.jcmd)
@@ -285,15 +293,9 @@ class JvmCorpora:
                     (d / "jcmd.txt").write_text(oracle(proc.pid, level, d))
                 gcore(proc.pid, d / "core")
             finally:
-                proc.kill()
-                proc.wait(timeout=30)
-                if proc.stderr:
-                    proc.stderr.close()
+                stop(proc)
             (d / "complete").write_text("ok\n")
-        c = JvmCorpus(level, d, json.loads((d / "truth.json").read_text()),
-                      (d / "jcmd.txt").read_text() if (d / "jcmd.txt").exists() else "",
-                      (d / "jcmd-detail.txt").read_text() if (d / "jcmd-detail.txt").exists() else "",
-                      core=d / "core")
+        c = JvmCorpus.cached(level, d)
         self._cores[key] = c
         return c
 
