@@ -12,6 +12,8 @@
 #include "analysis/reach.h"
 #include "analysis/retention.h"
 #include "hotspot/nmt.h"
+#include "hotspot/vmstructs.h"
+#include "memory/capture.h"
 #include "ptmalloc/heap.h"
 #include "target/symbols.h"
 #include "target/target.h"
@@ -95,7 +97,30 @@ class PyTarget {
     }
     d["threads"] = threads;
     d["modules"] = modules;
+    if (const auto* c = t_->capture_stats()) d["capture"] = capture_dict(*c);
     d["diagnostics"] = diagnostics({&t_->diagnostics()});
+    return d;
+  }
+
+  /// How a live target was captured (memory/capture.h): the freeze, the copy, the file.
+  static py::dict capture_dict(const memory::CaptureStats& c) {
+    py::dict d;
+    d["frozen_seconds"] = c.frozen_seconds;
+    d["copy_seconds"] = c.copy_seconds;
+    d["prefault_seconds"] = c.prefault_seconds;
+    d["capture_seconds"] = c.total_seconds;
+    d["copied_bytes"] = c.copied_bytes;
+    d["planned_bytes"] = c.planned_bytes;
+    d["late_bytes"] = c.late_bytes;
+    d["unreadable_bytes"] = c.unreadable_bytes;
+    d["excluded_bytes"] = c.excluded_bytes;
+    d["mappings"] = c.mappings;
+    d["copied_mappings"] = c.copied_mappings;
+    d["file_bytes"] = c.file_bytes;
+    d["file_allocated_bytes"] = c.file_allocated;
+    d["gcore_bytes"] = c.gcore_bytes;
+    d["path"] = c.path.empty() ? py::object(py::none()) : py::object(py::str(c.path));
+    d["tmpdir"] = c.tmpdir.empty() ? py::object(py::none()) : py::object(py::str(c.tmpdir));
     return d;
   }
 
@@ -961,6 +986,11 @@ class PyTarget {
     d["path"] = t_->path().empty() ? py::object(py::none()) : py::object(py::str(t_->path()));
     d["pid"] = t_->pid() ? py::object(py::int_(t_->pid())) : py::object(py::none());
     d["threads"] = t_->threads().size();
+    if (const auto* c = t_->capture_stats()) {
+      d["frozen_seconds"] = c->frozen_seconds;
+      d["copied_bytes"] = c->copied_bytes;
+      d["capture"] = capture_dict(*c);
+    }
     return d;
   }
   std::string version_hint_;
@@ -1140,12 +1170,27 @@ PYBIND11_MODULE(_native, m) {
   m.def(
       "attach",
       [](int pid, std::optional<py::list> threads, std::optional<py::dict> overrides,
-         std::optional<std::string> sysroot) {
+         std::optional<std::string> sysroot, bool capture, bool java_heap, std::optional<uint64_t> max_copy,
+         std::optional<std::string> snapshot, std::optional<std::string> tmpdir) {
         auto th = threads_from(threads);
         std::unique_ptr<target::Target> t;
         {
           py::gil_scoped_release nogil;
-          t = target::Target::attach(pid, std::move(th), sysroot.value_or(""));
+          if (capture || snapshot) {
+            memory::CaptureOptions opt;
+            opt.out = snapshot.value_or("");
+            opt.tmpdir = tmpdir.value_or("");
+            opt.max_bytes = max_copy.value_or(0);
+            if (!java_heap) {
+              // Where the Java heap is, from the running process (libjvm's vmStructs), so it is
+              // not copied: heapwalk never reads it.
+              auto probe = target::Target::open_live(pid, sysroot.value_or(""));
+              if (auto jh = hotspot::java_heap(*probe)) opt.exclude.push_back({{jh->start, jh->end}, "the Java heap"});
+            }
+            t = target::Target::capture(pid, std::move(th), sysroot.value_or(""), std::move(opt));
+          } else {
+            t = target::Target::attach(pid, std::move(th), sysroot.value_or(""));
+          }
         }
         apply_overrides(*t, overrides);
         auto pt = std::make_unique<PyTarget>(std::move(t));
@@ -1153,7 +1198,8 @@ PYBIND11_MODULE(_native, m) {
         return pt;
       },
       py::arg("pid"), py::arg("threads") = py::none(), py::arg("overrides") = py::none(),
-      py::arg("sysroot") = py::none());
+      py::arg("sysroot") = py::none(), py::arg("capture") = true, py::arg("java_heap") = false,
+      py::arg("max_copy") = py::none(), py::arg("snapshot") = py::none(), py::arg("tmpdir") = py::none());
   m.def(
       "open_callback",
       [](py::function read, std::optional<py::list> threads, std::optional<py::dict> overrides,

@@ -19,20 +19,42 @@ namespace heapwalk::memory {
 LiveProcess::LiveProcess(int pid, bool freeze) : pid_(pid) {
   std::string base = "/proc/" + std::to_string(pid);
   if (pid <= 0 || ::access(base.c_str(), F_OK) != 0) throw FormatError("pid " + std::to_string(pid), "no such process");
-  if (freeze) {
+  if (freeze) this->freeze();
+  fd_ = ::open((base + "/mem").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd_ < 0) {
+    int e = errno;
+    release();
+    throw FormatError(base + "/mem", std::strerror(e));
+  }
+  load_maps();
+}
+
+void LiveProcess::freeze() {
+  std::string base = "/proc/" + std::to_string(pid_);
+  // Threads may start while the others are being stopped: list the tasks again until a pass
+  // finds none that is not stopped yet (a stopped thread cannot create another).
+  for (int pass = 0; pass < 100; ++pass) {
     DIR* d = ::opendir((base + "/task").c_str());
-    if (!d) throw FormatError("pid " + std::to_string(pid), std::strerror(errno));
+    if (!d) {
+      int e = errno;
+      release();
+      throw FormatError("pid " + std::to_string(pid_), std::strerror(e));
+    }
     std::vector<int> tids;
     while (dirent* e = ::readdir(d)) {
       if (e->d_name[0] >= '0' && e->d_name[0] <= '9') tids.push_back(std::atoi(e->d_name));
     }
     ::closedir(d);
     std::sort(tids.begin(), tids.end());
+    bool fresh = false;
     for (int tid : tids) {
+      if (std::find(seized_.begin(), seized_.end(), tid) != seized_.end()) continue;
+      fresh = true;
       if (::ptrace(PTRACE_SEIZE, tid, nullptr, nullptr) != 0) {
         int e = errno;
+        if (e == ESRCH) continue;  // the thread exited meanwhile
         release();
-        throw FormatError("pid " + std::to_string(pid),
+        throw FormatError("pid " + std::to_string(pid_),
                           std::string("cannot ptrace thread ") + std::to_string(tid) + ": " + std::strerror(e) +
                               (e == EPERM ? " (another debugger attached, or ptrace_scope)" : ""));
       }
@@ -53,14 +75,11 @@ LiveProcess::LiveProcess(int pid, bool freeze) : pid_(pid) {
       }
       threads_.push_back(t);
     }
+    if (!fresh) break;
   }
-  fd_ = ::open((base + "/mem").c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd_ < 0) {
-    int e = errno;
-    release();
-    throw FormatError(base + "/mem", std::strerror(e));
-  }
-  load_maps();
+  std::sort(threads_.begin(), threads_.end(), [](const CoreThread& a, const CoreThread& b) { return a.lwp < b.lwp; });
+  // The main thread (lwp == pid) first, as in a core's notes.
+  std::stable_partition(threads_.begin(), threads_.end(), [this](const CoreThread& t) { return t.lwp == pid_; });
 }
 
 LiveProcess::~LiveProcess() {

@@ -24,6 +24,10 @@ class LiveProcess : public MemorySource {
   /// Threads with fs_base (only filled when frozen; otherwise lwp only).
   const std::vector<CoreThread>& threads() const { return threads_; }
   int pid() const { return pid_; }
+  /// Ptrace-seizes and interrupts every thread (threads started meanwhile too) and reads their
+  /// registers; throws FormatError when a thread cannot be traced.
+  void freeze();
+  bool frozen() const { return !seized_.empty(); }
   void release();
 
  private:

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "memory/capture.h"
 #include "memory/core_file.h"
 #include "memory/live_process.h"
 
@@ -90,6 +91,52 @@ std::unique_ptr<Target> Target::attach(int pid, std::vector<Thread> threads, con
   t->mem_ = std::move(live);
   t->modules_from_regions();
   return t;
+}
+
+std::unique_ptr<Target> Target::open_live(int pid, const std::string& sysroot) {
+  auto t = std::unique_ptr<Target>(new Target());
+  t->kind_ = Kind::Live;
+  t->pid_ = pid;
+  t->sysroot_ = sysroot;
+  t->path_ = "/proc/" + std::to_string(pid);
+  t->mem_ = std::make_unique<memory::LiveProcess>(pid, false);
+  t->modules_from_regions();
+  return t;
+}
+
+std::unique_ptr<Target> Target::capture(int pid, std::vector<Thread> threads, const std::string& sysroot,
+                                        memory::CaptureOptions opt) {
+  opt.freeze = threads.empty();
+  for (const auto& th : threads) {
+    memory::CoreThread ct;
+    ct.lwp = th.lwp;
+    ct.fs_base = th.fs_base;
+    ct.rsp = th.rsp;
+    ct.regs = th.regs;
+    ct.has_regs = th.has_regs;
+    opt.threads.push_back(ct);
+  }
+  auto cap = memory::CapturedProcess::capture(pid, opt);
+  auto t = std::unique_ptr<Target>(new Target());
+  t->kind_ = Kind::Live;
+  t->pid_ = pid;
+  t->sysroot_ = sysroot;
+  t->path_ = "/proc/" + std::to_string(pid);
+  if (threads.empty()) {
+    for (const auto& ct : cap->threads()) t->threads_.push_back(from_core_thread(ct));
+  } else {
+    t->threads_ = std::move(threads);
+  }
+  t->diags_.append(cap->core().diagnostics());
+  for (const auto& n : cap->stats().notes) t->diags_.note(n);
+  t->mem_ = std::move(cap);
+  t->modules_from_regions();
+  return t;
+}
+
+const memory::CaptureStats* Target::capture_stats() const {
+  if (auto* c = dynamic_cast<const memory::CapturedProcess*>(mem_.get())) return &c->stats();
+  return nullptr;
 }
 
 std::unique_ptr<Target> Target::from_callback(memory::CallbackSource::ReadFn fn, std::vector<Thread> threads) {

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "memory/capture.h"
 #include "memory/memory.h"
 #include "target/elf_file.h"
 #include "util/diagnostics.h"
@@ -56,6 +57,14 @@ class Target {
   static std::unique_ptr<Target> open_core(const std::string& path, const std::string& sysroot);
   /// `threads` empty: ptrace-freeze and read registers; else trust the caller's (gdb's) threads.
   static std::unique_ptr<Target> attach(int pid, std::vector<Thread> threads, const std::string& sysroot = "");
+  /// A live process read in place, not stopped: for a look before a capture (modules, libjvm's
+  /// tables). Threads are unknown.
+  static std::unique_ptr<Target> open_live(int pid, const std::string& sysroot = "");
+  /// A live process captured (memory/capture.h): stopped only while its memory is copied, then
+  /// analysed from the copy. `threads` non-empty: the caller (gdb) has stopped it and these are
+  /// its threads.
+  static std::unique_ptr<Target> capture(int pid, std::vector<Thread> threads, const std::string& sysroot,
+                                         memory::CaptureOptions opt);
   static std::unique_ptr<Target> from_callback(memory::CallbackSource::ReadFn fn, std::vector<Thread> threads);
   /// For unit tests: any source, explicit modules and threads.
   static std::unique_ptr<Target> from_source(std::unique_ptr<memory::MemorySource> src, std::vector<Module> modules,
@@ -88,6 +97,8 @@ class Target {
       if (d.kind == "truncated") return d.detail;
     return "";
   }
+  /// The capture's figures when this target is a captured live process, else nullptr.
+  const memory::CaptureStats* capture_stats() const;
   /// Releases OS resources (ptrace) early.
   void close();
 
