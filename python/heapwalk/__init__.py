@@ -59,13 +59,23 @@ def open_core(path: str, sysroot: Optional[str] = None,
 
 
 def attach(pid: int, overrides: Optional[Dict[str, Any]] = None,
-           sysroot: Optional[str] = None) -> Target:
-    """Attach to a live process; the engine freezes it until :meth:`Target.close`.
+           sysroot: Optional[str] = None, capture: bool = True, java_heap: bool = False,
+           max_copy: Optional[int] = None, snapshot: Optional[str] = None,
+           tmpdir: Optional[str] = None) -> Target:
+    """Attach to a live process.
+
+    By default the process is captured: frozen only while the memory heapwalk reads is
+    copied into a temporary sparse core file (under ``tmpdir``, else $TMPDIR or /tmp), then
+    released; every query analyses the copy. ``java_heap`` copies a JVM's Java heap too
+    (not needed by any analysis); ``max_copy`` refuses a copy larger than that many bytes;
+    ``snapshot`` keeps the copy as that core file. ``capture=False`` reads the process in
+    place instead, frozen until :meth:`Target.close`.
 
     ``sysroot`` is where the process's files live when it runs in a container or chroot
     and its maps name them by in-container paths.
     """
-    handle = native().attach(int(pid), None, overrides or None, sysroot)
+    handle = native().attach(int(pid), None, overrides or None, sysroot, capture, java_heap,
+                             max_copy, snapshot, tmpdir)
     return Target(handle, "pid %d" % int(pid), "live")
 
 

@@ -38,8 +38,16 @@ def build_parser() -> Parser:
         command.configure(p)
         target = p.add_argument_group("target")
         target.add_argument("--pid", type=int, metavar="PID",
-                            help="analyse the live process PID instead of a core "
-                                 "(it is frozen while heapwalk reads it)")
+                            help="analyse the live process PID instead of a core (it is "
+                                 "stopped only while its heaps are copied, then analysed "
+                                 "from the copy)")
+        target.add_argument("--max-copy", metavar="SIZE", type=registry.parse_size,
+                            help="with --pid: refuse to copy more than SIZE (e.g. 4G) of "
+                                 "the process; default: what the temporary directory holds")
+        if not any(a.dest == "java_heap" for a in p._actions):  # pylint: disable=protected-access
+            target.add_argument("--java-heap", action="store_true",
+                                help="with --pid: copy a JVM's Java heap too (no analysis "
+                                     "reads it; it is left out by default)")
         target.add_argument("--sysroot", metavar="DIR",
                             help="look for the core's libraries under DIR (cores from "
                                  "containers or other machines)")
@@ -102,7 +110,9 @@ def open_target(args: argparse.Namespace) -> Target:
         ("main_arena", args.main_arena), ("mp_", args.mp), ("glibc_version", args.glibc),
         ("no_files", True if args.no_symbols else None)) if value is not None}
     if args.pid is not None:
-        return heapwalk.attach(args.pid, overrides=overrides, sysroot=args.sysroot)
+        return heapwalk.attach(args.pid, overrides=overrides, sysroot=args.sysroot,
+                               java_heap=bool(getattr(args, "java_heap", False)),
+                               max_copy=getattr(args, "max_copy", None))
     if not os.path.exists(args.core):
         raise HeapwalkError("no such file", subject=args.core)
     if os.path.isdir(args.core):

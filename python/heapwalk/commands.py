@@ -65,6 +65,25 @@ def parse_int(text: str) -> int:
     return value
 
 
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20,
+               "mb": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30,
+               "t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """Parse a byte count: ``4G``, ``512M``, ``100k`` (powers of 1024) or plain bytes."""
+    stripped = text.strip().replace("_", "").lower()
+    digits = stripped.rstrip("kmgtib")
+    unit = stripped[len(digits):]
+    try:
+        value = float(digits)
+    except ValueError:
+        raise UsageError("not a size (e.g. 4G, 512M, 1048576): %r" % text) from None
+    if unit not in _SIZE_UNITS or value <= 0:
+        raise UsageError("not a size (e.g. 4G, 512M, 1048576): %r" % text)
+    return int(value * _SIZE_UNITS[unit])
+
+
 def _limit(text: str) -> int:
     """argparse type for ``--limit`` (0 = no limit)."""
     try:
@@ -343,7 +362,8 @@ def _register_extensions() -> None:
     from .cmd_diff import Diff  # pylint: disable=import-outside-toplevel
     from .cmd_leaks import Leaks  # pylint: disable=import-outside-toplevel
     from .cmd_report import Report  # pylint: disable=import-outside-toplevel
-    for command in (Classify(), Leaks(), Report(), Diff()):
+    from .cmd_snapshot import Snapshot  # pylint: disable=import-outside-toplevel
+    for command in (Classify(), Leaks(), Report(), Diff(), Snapshot()):
         COMMANDS[command.name] = command
 
 
@@ -361,12 +381,41 @@ def build_parser(command: Command, prog: str) -> Parser:
     return parser
 
 
+def capture_of(inv: Invocation) -> Optional[Record]:
+    """How a live target was captured (the freeze, the copy), or None."""
+    target = getattr(inv, "target", None)
+    if target is None or getattr(target, "kind", None) != "live":
+        return None
+    try:
+        return target.describe().get("capture")
+    except Exception:  # pylint: disable=broad-except
+        return None
+
+
+def capture_line(capture: Record) -> str:
+    """One line: how long the process was stopped and what was copied."""
+    frozen = capture.get("frozen_seconds") or 0.0
+    how = ("stopped %.3f s" % frozen) if frozen else "stopped by gdb"
+    return ("live: %s to copy %s of memory (%d of %d mappings); analysed the copy"
+            % (how, render.size(capture.get("copied_bytes", 0)),
+               capture.get("copied_mappings", 0), capture.get("mappings", 0)))
+
+
 def execute(command: Command, inv: Invocation) -> Output:
     """Run ``command``: JSON or text (diagnostics after the text), and its exit status."""
     document = command.collect(inv)
+    capture = capture_of(inv) if getattr(command, "needs_target", True) else None
+    if capture is not None and isinstance(document, dict):
+        target = document.setdefault("target", {"kind": "live", "pid": inv.target.describe().get("pid")})
+        if isinstance(target, dict):
+            target.setdefault("frozen_seconds", capture.get("frozen_seconds"))
+            target.setdefault("copied_bytes", capture.get("copied_bytes"))
+            target.setdefault("capture", capture)
     if inv.json:
         return Output(render.to_json(document), command.status(document), document)
     lines = command.render(document, inv)
+    if capture is not None:
+        lines = lines + ["", capture_line(capture)]
     notes = render.diagnostics(document.get("diagnostics", []), inv.style)
     if notes:
         lines = lines + [""] + notes

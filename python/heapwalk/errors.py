@@ -76,6 +76,12 @@ def _engine_hint(exc: BaseException, live: bool) -> Optional[str]:
         if live:
             if "no such process" in message:
                 return "is the process still running? ('ps -p PID')"
+            if "--max-copy" in message or "are free there" in message:
+                return ("the process is copied before it is analysed: raise --max-copy, or "
+                        "point TMPDIR at a filesystem with room (the copy is sparse and "
+                        "deleted at exit)")
+            if "capture file" in message or "snapshot" in message:
+                return "the copy is written under $TMPDIR (or /tmp): is it writable?"
             return ("reading another process needs ptrace permission: run as its user or "
                     "root, and check /proc/sys/kernel/yama/ptrace_scope")
         if "truncat" in message:

@@ -158,6 +158,14 @@ def _as_int(value: Any) -> int:
     return int(value.cast(gdb.lookup_type("unsigned long")))
 
 
+def live_inferior() -> Optional[Dict[str, Any]]:
+    """The selected inferior when it is a live native process: its pid and threads."""
+    inferior = gdb.selected_inferior()
+    if inferior.pid <= 0 or _core_path() is not None:
+        return None
+    return {"pid": inferior.pid, "threads": _thread_info(False)}
+
+
 def _thread_info(with_tls_vars: bool) -> List[Dict[str, Any]]:
     """Each thread's LWP and fs_base (and tcache/thread_arena values if asked).
 
