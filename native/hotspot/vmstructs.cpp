@@ -53,8 +53,7 @@ std::optional<JavaHeap> java_heap(target::Target& t, std::string* why) {
       !global("gHotSpotVMStructEntryFieldNameOffset", o_field) ||
       !global("gHotSpotVMStructEntryIsStaticOffset", o_static) ||
       !global("gHotSpotVMStructEntryOffsetOffset", o_offset) ||
-      !global("gHotSpotVMStructEntryAddressOffset", o_address) ||
-      !global("gHotSpotVMStructEntryArrayStride", stride))
+      !global("gHotSpotVMStructEntryAddressOffset", o_address) || !global("gHotSpotVMStructEntryArrayStride", stride))
     return fail("libjvm's vmStructs tables not found");
   if (stride < 8 || stride > 256 || o_type >= stride || o_field >= stride || o_offset >= stride ||
       o_address >= stride || o_static >= stride)

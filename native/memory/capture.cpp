@@ -33,9 +33,7 @@ namespace {
 constexpr uint64_t kPage = 4096;
 constexpr size_t kIovMax = 1024;  // IOV_MAX on Linux
 
-double now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 std::string pid_name(int pid) { return "pid " + std::to_string(pid); }
 
@@ -86,12 +84,12 @@ enum class Mode : uint8_t { None, Resident, Whole, FirstPage };
 struct Planned {
   MapEntry map;
   Mode mode = Mode::None;
-  uint64_t slot = 0;       // file offset of map.start (Resident/Whole/FirstPage)
-  uint64_t slot_len = 0;   // bytes the slot spans in the file
-  uint64_t file_len = 0;   // PT_LOAD p_filesz
-  std::vector<Run> runs;   // what to copy
-  bool excluded = false;   // an `exclude` range (no bytes)
-  std::string why;         // for excluded
+  uint64_t slot = 0;      // file offset of map.start (Resident/Whole/FirstPage)
+  uint64_t slot_len = 0;  // bytes the slot spans in the file
+  uint64_t file_len = 0;  // PT_LOAD p_filesz
+  std::vector<Run> runs;  // what to copy
+  bool excluded = false;  // an `exclude` range (no bytes)
+  std::string why;        // for excluded
 };
 
 class PagemapReader {
@@ -258,7 +256,8 @@ class Output {
       throw FormatError(where(), std::string("cannot size the capture file: ") + std::strerror(errno));
     if (size == 0) return;
     void* m = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
-    if (m == MAP_FAILED) throw FormatError(where(), std::string("cannot map the capture file: ") + std::strerror(errno));
+    if (m == MAP_FAILED)
+      throw FormatError(where(), std::string("cannot map the capture file: ") + std::strerror(errno));
     base_ = static_cast<uint8_t*>(m);
     size_ = size;
   }
@@ -481,7 +480,8 @@ std::unique_ptr<CapturedProcess> CapturedProcess::capture(int pid, const Capture
   LiveProcess live(pid, false);
   PagemapReader pm(pid);
   if (!pm.ok())
-    throw FormatError(base + "/pagemap", std::string(std::strerror(errno)) + " (heapwalk needs to read it to copy the process)");
+    throw FormatError(base + "/pagemap",
+                      std::string(std::strerror(errno)) + " (heapwalk needs to read it to copy the process)");
 
   auto make_plan = [&](std::vector<MapEntry> maps) {
     std::vector<Planned> plan;
@@ -511,7 +511,8 @@ std::unique_ptr<CapturedProcess> CapturedProcess::capture(int pid, const Capture
                                          human(opt.max_bytes) + " (--max-copy)");
   if (planned + planned / 16 + (64 << 20) > room)
     throw FormatError(out.dir(), "the copy of " + pid_name(pid) + " needs " + human(planned) + " but only " +
-                                     human(room) + " are free there (set TMPDIR to a larger filesystem, or --max-copy)");
+                                     human(room) +
+                                     " are free there (set TMPDIR to a larger filesystem, or --max-copy)");
   uint64_t data_end = off;
   out.map(data_end);
   {

@@ -34,9 +34,9 @@
 namespace heapwalk::memory {
 
 struct CaptureOptions {
-  std::string out;     ///< the snapshot's path; "" = a temporary file under `tmpdir`
-  std::string tmpdir;  ///< "" = $TMPDIR, else /tmp
-  bool freeze = true;  ///< false: the caller (gdb) already stopped the process
+  std::string out;                  ///< the snapshot's path; "" = a temporary file under `tmpdir`
+  std::string tmpdir;               ///< "" = $TMPDIR, else /tmp
+  bool freeze = true;               ///< false: the caller (gdb) already stopped the process
   std::vector<CoreThread> threads;  ///< when !freeze: the caller's threads (registers)
   /// Address ranges not copied (e.g. the Java heap), each with why.
   std::vector<std::pair<std::pair<uint64_t, uint64_t>, std::string>> exclude;
@@ -51,16 +51,16 @@ struct CaptureStats {
   double total_seconds = 0;     ///< the whole capture, planning and file writing included
   uint64_t copied_bytes = 0;    ///< bytes read out of the process
   uint64_t unreadable_bytes = 0;
-  uint64_t planned_bytes = 0;     ///< what the plan before the freeze expected to copy
-  uint64_t late_bytes = 0;        ///< pages that appeared between the plan and the freeze
-  uint64_t mappings = 0;          ///< mappings in /proc/PID/maps at the freeze
-  uint64_t copied_mappings = 0;   ///< mappings with at least one page copied
-  uint64_t excluded_bytes = 0;    ///< resident bytes of `exclude` ranges left out
-  uint64_t file_bytes = 0;        ///< apparent size of the file
-  uint64_t file_allocated = 0;    ///< its blocks on disk (sparse size)
-  uint64_t gcore_bytes = 0;       ///< what gcore would write for these mappings (apparent)
-  std::string path;               ///< the snapshot's path ("" for a temporary)
-  std::string tmpdir;             ///< where a temporary copy lived
+  uint64_t planned_bytes = 0;    ///< what the plan before the freeze expected to copy
+  uint64_t late_bytes = 0;       ///< pages that appeared between the plan and the freeze
+  uint64_t mappings = 0;         ///< mappings in /proc/PID/maps at the freeze
+  uint64_t copied_mappings = 0;  ///< mappings with at least one page copied
+  uint64_t excluded_bytes = 0;   ///< resident bytes of `exclude` ranges left out
+  uint64_t file_bytes = 0;       ///< apparent size of the file
+  uint64_t file_allocated = 0;   ///< its blocks on disk (sparse size)
+  uint64_t gcore_bytes = 0;      ///< what gcore would write for these mappings (apparent)
+  std::string path;              ///< the snapshot's path ("" for a temporary)
+  std::string tmpdir;            ///< where a temporary copy lived
   std::vector<std::string> notes;
 };
 

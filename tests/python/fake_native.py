@@ -180,7 +180,9 @@ class FakeNative:
         return self._open("core", "open_core", path, sysroot)
 
     def attach(self, pid: int, threads: Optional[list] = None,
-               overrides: Optional[dict] = None, sysroot: Optional[str] = None) -> FakeTarget:
+               overrides: Optional[dict] = None, sysroot: Optional[str] = None,
+               capture: bool = True, java_heap: bool = False, max_copy: Optional[int] = None,
+               snapshot: Optional[str] = None, tmpdir: Optional[str] = None) -> FakeTarget:
         return self._open("live", "attach", pid, threads)
 
     def open_callback(self, read: Any, threads: list, overrides: Optional[dict] = None,
