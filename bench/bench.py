@@ -6,6 +6,12 @@ gdb-API Python walker (how gef/pwndbg walk) as the reference point.
 
     /usr/bin/python3 bench/bench.py [--sizes 1M,10M] [--arenas 0|70] [--no-gdb-walker]
                                     [--repeat N] [--json FILE]
+    /usr/bin/python3 bench/bench.py --live [--sizes 10M] [--live-threads 4] [--repeat N] [--json FILE]
+
+--live (issue 11, bench/bench_live.py) runs only the live rows instead: one live many process
+per size (default 10M) with corpora/freezeprobe.c preloaded; each CLI command's freeze (measured
+inside the target) and wall time with --pid, gcore's freeze on the same process, the same
+commands on that core, and the process_vm_readv copy floor; it prints BENCH_LIVE {...}.
 
 Not a test: prints a table and one JSON line (BENCH {...}); --json also writes it to FILE.
 Cores are cached under build/bench-cache/issue7/ (gcc, gcore; tens of seconds for 50 M).
@@ -151,9 +157,14 @@ def gdb_walker(core: Path, style: str) -> tuple[int, float]:
     raise RuntimeError("gdb walker failed: " + out.stderr[-500:])
 
 
+def parse_size(s: str) -> int:
+    """'10M' -> 10,000,000; '250000' -> 250,000."""
+    return int(float(s[:-1]) * 1e6) if s[-1] in "Mm" else int(s)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", default="1M,10M,50M")
+    ap.add_argument("--sizes", default=None, help="chunks per core (default 1M,10M,50M; --live: 10M)")
     ap.add_argument("--arenas", type=int, default=70, help="threads of the many-arenas core (0: skip)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-gdb-walker", action="store_true")
@@ -161,15 +172,20 @@ def main() -> int:
                     help="gdb-API walkers to run on the first core (gef: ~265 s per 1 M chunks)")
     ap.add_argument("--ops", default=",".join(OPS))
     ap.add_argument("--json", metavar="FILE")
+    ap.add_argument("--live", action="store_true", help="the live rows only (bench/bench_live.py)")
+    ap.add_argument("--live-threads", type=int, default=4, help="threads of the live target")
     args = ap.parse_args()
+    if args.live:
+        from bench_live import main_live  # noqa: E402  (bench/ is the script's directory)
+        sizes = [(s, parse_size(s)) for s in (args.sizes or "10M").split(",")]
+        return main_live(REPO, CACHE, build, PY, sizes, args.live_threads, args.repeat, args.json, log)
     helper = build("floor", REPO / "bench" / "floor.c", [])
     sys.path.insert(0, str(REPO / "python"))
     from heapwalk import _native as N  # noqa: E402
 
     configs = []
-    for s in args.sizes.split(","):
-        n = int(float(s[:-1]) * 1e6) if s[-1] in "Mm" else int(s)
-        configs.append((f"{s}", n, 4, 0))
+    for s in (args.sizes or "1M,10M,50M").split(","):
+        configs.append((f"{s}", parse_size(s), 4, 0))
     if args.arenas:
         configs.append((f"{args.arenas} arenas", 2_000_000, args.arenas, 128))
     results = []
