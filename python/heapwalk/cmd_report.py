@@ -218,10 +218,7 @@ SAVED_CLASSES = 500
 def size_classes(target: Any) -> List[Record]:
     """In-use chunks (heap and mmapped) by chunk size: ``[{"size", "count", "bytes"}]``,
     ascending size (what ``diff`` compares to show "a few KB per connection" growth)."""
-    counts: Dict[int, int] = {}
-    for c in target.chunks(None, "used", None).get("chunks", []):
-        counts[c["size"]] = counts.get(c["size"], 0) + 1
-    return [{"size": s, "count": n, "bytes": s * n} for s, n in sorted(counts.items())]
+    return list(target.size_classes())
 
 
 def build_report(target: Any, classes: bool = True) -> Record:

@@ -7,7 +7,7 @@ gdb inferior whose cached target is dropped when it runs again).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 Record = Dict[str, Any]
 
@@ -66,6 +66,16 @@ class Target:
         """Leak candidates: in-use chunks no root reaches (conservative reachability)."""
         return self._call(self._handle.leaks, arena=arena, limit=limit, largest=largest,
                                   anon_roots=anon_roots)
+
+    def size_classes(self) -> List[Record]:
+        """In-use chunks (heap and mmapped) by chunk size: ``[{"size", "count", "bytes"}]``."""
+        method = getattr(self._handle, "size_classes", None)
+        if method is None:  # an engine (or test double) without it: count the chunk list
+            counts: Dict[int, int] = {}
+            for c in self.chunks(None, "used", None).get("chunks", []):
+                counts[c["size"]] = counts.get(c["size"], 0) + 1
+            return [{"size": s, "count": n, "bytes": s * n} for s, n in sorted(counts.items())]
+        return self._call(method)
 
     def chunk(self, address: int) -> Record:
         """The chunk holding ``address``, with its neighbours."""
