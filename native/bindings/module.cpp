@@ -113,6 +113,10 @@ class PyTarget {
     d["copied_bytes"] = c.copied_bytes;
     d["planned_bytes"] = c.planned_bytes;
     d["late_bytes"] = c.late_bytes;
+    d["precopy"] = c.precopy;
+    d["precopied_bytes"] = c.precopied_bytes;
+    d["recopied_bytes"] = c.recopied_bytes;
+    d["stale_bytes"] = c.stale_bytes;
     d["unreadable_bytes"] = c.unreadable_bytes;
     d["excluded_bytes"] = c.excluded_bytes;
     d["mappings"] = c.mappings;

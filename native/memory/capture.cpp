@@ -106,40 +106,84 @@ class PagemapReader {
   bool ok() const { return fd_ >= 0; }
   /// Calls run(start, end) for every maximal run of present-or-swapped pages in [lo, hi), and
   /// reports whether any page is a private anonymous page (copy-on-write of a file mapping).
+  /// Calls page(address, present_or_swapped, soft_dirty) for every page of [lo, hi).
   template <typename F>
-  bool runs(uint64_t lo, uint64_t hi, F&& run) {
-    bool anon = false;
+  void scan(uint64_t lo, uint64_t hi, F&& page) {
     uint64_t first = lo / kPage, n = (hi - lo) / kPage;
-    uint64_t open_at = 0;
-    bool open = false;
     for (uint64_t done = 0; done < n;) {
       uint64_t k = std::min<uint64_t>(n - done, buf_.size());
       ssize_t got = ::pread(fd_, buf_.data(), k * 8, static_cast<off_t>((first + done) * 8));
       uint64_t m = got > 0 ? static_cast<uint64_t>(got) / 8 : 0;
       for (uint64_t i = 0; i < k; ++i) {
-        uint64_t e = i < m ? buf_[i] : (uint64_t{1} << 63);  // unknown: copy
+        uint64_t e = i < m ? buf_[i] : (uint64_t{1} << 63 | uint64_t{1} << 55);  // unknown: copy
         // A page mapped to the shared zero page (a read of a never-written page, e.g. by an
         // earlier gcore) holds nothing: a hole reads the same.
         bool zero = zero_pfn_ && (e >> 63 & 1) && (e & kPfnMask) == zero_pfn_;
         bool present = ((e >> 63 & 1) || (e >> 62 & 1)) && !zero;
-        if (present && !(e >> 61 & 1)) anon = true;
-        uint64_t a = (first + done + i) * kPage;
-        if (present && !open) {
-          open = true;
-          open_at = a;
-        } else if (!present && open) {
-          open = false;
-          run(open_at, a);
-        }
+        page((first + done + i) * kPage, present, (e >> 55 & 1) != 0, present && !(e >> 61 & 1));
       }
       done += k;
     }
+  }
+  /// Calls run(start, end) for every maximal run of present-or-swapped pages in [lo, hi), and
+  /// reports whether any page is a private anonymous page (copy-on-write of a file mapping).
+  template <typename F>
+  bool runs(uint64_t lo, uint64_t hi, F&& run) {
+    bool anon = false, open = false;
+    uint64_t open_at = 0;
+    scan(lo, hi, [&](uint64_t a, bool present, bool, bool private_anon) {
+      anon = anon || private_anon;
+      if (present && !open) {
+        open = true;
+        open_at = a;
+      } else if (!present && open) {
+        open = false;
+        run(open_at, a);
+      }
+    });
     if (open) run(open_at, hi);
     return anon;
+  }
+  /// Clears the soft-dirty bits of `pid` (Documentation/admin-guide/mm/soft-dirty.rst), after
+  /// checking on a page of our own that the kernel tracks them; false when it cannot.
+  static bool clear_soft_dirty(int pid) {
+    if (!soft_dirty_works()) return false;
+    int fd = ::open(("/proc/" + std::to_string(pid) + "/clear_refs").c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    bool ok = ::write(fd, "4", 1) == 1;
+    ::close(fd);
+    return ok;
   }
 
  private:
   static constexpr uint64_t kPfnMask = (uint64_t{1} << 55) - 1;
+  static uint64_t self_entry(const void* p) {
+    uint64_t e = 0;
+    int fd = ::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    if (::pread(fd, &e, 8, static_cast<off_t>(reinterpret_cast<uintptr_t>(p) / kPage * 8)) != 8) e = 0;
+    ::close(fd);
+    return e;
+  }
+  static bool soft_dirty_works() {
+    static const bool works = [] {
+      void* p = ::mmap(nullptr, kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (p == MAP_FAILED) return false;
+      auto* v = static_cast<volatile uint8_t*>(p);
+      *v = 1;
+      bool ok = false;
+      int fd = ::open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
+      if (fd >= 0 && ::write(fd, "4", 1) == 1) {
+        bool cleared = !(self_entry(p) >> 55 & 1);
+        *v = 2;
+        ok = cleared && (self_entry(p) >> 55 & 1);
+      }
+      if (fd >= 0) ::close(fd);
+      ::munmap(p, kPage);
+      return ok;
+    }();
+    return works;
+  }
   /// The PFN of the kernel's zero page, from a read-only page of our own (0 when PFNs are
   /// hidden, i.e. without CAP_SYS_ADMIN: then zero pages are copied like any other).
   static uint64_t shared_zero_pfn() {
@@ -272,11 +316,13 @@ class Output {
   }
   /// Grows the file to `size` and maps [0, size) shared and writable.
   void map(uint64_t size) {
-    unmap();
     if (::ftruncate(fd_, static_cast<off_t>(size)) != 0)
       throw FormatError(where(), std::string("cannot size the capture file: ") + std::strerror(errno));
     if (size == 0) return;
-    void* m = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
+    // Growing moves the mapping with its page tables (the pages copied or allocated so far
+    // stay mapped: no fault per page when the freeze writes them again).
+    void* m = base_ ? ::mremap(base_, size_, size, MREMAP_MAYMOVE)
+                    : ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
     if (m == MAP_FAILED)
       throw FormatError(where(), std::string("cannot map the capture file: ") + std::strerror(errno));
     base_ = static_cast<uint8_t*>(m);
@@ -536,19 +582,34 @@ std::unique_ptr<CapturedProcess> CapturedProcess::capture(int pid, const Capture
                                      " are free there (set TMPDIR to a larger filesystem, or --max-copy)");
   uint64_t data_end = off;
   out.map(data_end);
+  // Pre-copy (as live migration does): with the kernel's soft-dirty bits cleared, the plan is
+  // copied while the process runs; the freeze then copies again only the pages written since
+  // (and those that appeared). Without soft-dirty tracking the destination pages are only
+  // allocated beforehand and everything is copied while frozen.
+  // Opt-in (HEAPWALK_PRECOPY=1): the kernels this was built on have no soft-dirty tracking,
+  // so the pre-copy is not tested here.
+  const char* pc = std::getenv("HEAPWALK_PRECOPY");
+  const bool precopy = pc && std::string(pc) == "1" && PagemapReader::clear_soft_dirty(pid);
   {
     const double p0 = now();
     std::vector<Run> all;
     for (const auto& p : before)
       for (const auto& r : p.runs) all.push_back(r);
     auto parts = share(all, opt.copy_threads);
+    std::vector<CopyResult> res(parts.size());
     on_threads(parts.size(), [&](size_t i) {
-      for (const auto& r : parts[i]) ::madvise(out.base() + r.file_off, r.len, MADV_POPULATE_WRITE);
+      if (precopy) {
+        res[i] = copy_runs(pid, out.base(), parts[i]);
+      } else {
+        for (const auto& r : parts[i]) ::madvise(out.base() + r.file_off, r.len, MADV_POPULATE_WRITE);
+      }
     });
+    for (const auto& r : res) st.precopied_bytes += r.copied;
     st.prefault_seconds = now() - p0;
   }
+  st.precopy = precopy;
 
-  // 2. The freeze: plan again, copy, release.
+  // 2. The freeze: plan again, copy (again), release.
   std::vector<CoreThread> threads = opt.threads;
   const double f0 = now();
   if (opt.freeze) {
@@ -557,6 +618,7 @@ std::unique_ptr<CapturedProcess> CapturedProcess::capture(int pid, const Capture
   }
   std::vector<Planned> plan;
   std::vector<Run> runs;
+  std::vector<uint64_t> stale;  // file offsets of pre-copied pages no longer in the process
   try {
     std::vector<MapEntry> maps = read_maps(pid);
     plan = make_plan(maps);
@@ -564,13 +626,40 @@ std::unique_ptr<CapturedProcess> CapturedProcess::capture(int pid, const Capture
     for (auto& p : plan) {
       if (p.mode == Mode::None) continue;
       auto it = slot_of.find(p.map.start);
+      const Planned* was = nullptr;
       if (it != slot_of.end() && it->second->mode == p.mode && it->second->slot_len >= p.slot_len) {
         p.slot = it->second->slot;
+        was = it->second;
       } else {
         p.slot = grow;
         grow += (p.slot_len + kPage - 1) & ~(kPage - 1);
       }
       for (auto& r : p.runs) r.file_off = p.slot + (r.addr - p.map.start);
+      bool shared_whole = p.mode == Mode::Whole && (p.map.shared || !p.map.file());
+      if (!precopy || !was || shared_whole) continue;  // copied whole now
+      if (p.mode == Mode::FirstPage) {                 // a file's ELF headers: they do not change
+        p.runs.clear();
+        continue;
+      }
+      // Only what changed since the pre-copy: written (soft-dirty) or new pages; pages that
+      // went away (released, unmapped) are zeroed in the copy after the release.
+      std::vector<bool> pre((p.map.end - p.map.start) / kPage);
+      for (const auto& r : was->runs)
+        for (uint64_t a = r.addr; a < r.addr + r.len && a < p.map.end; a += kPage)
+          pre[(a - p.map.start) / kPage] = true;
+      p.runs.clear();
+      pm.scan(p.map.start, p.map.end, [&](uint64_t a, bool present, bool dirty, bool) {
+        size_t i = (a - p.map.start) / kPage;
+        bool need = present && (dirty || !pre[i]) && (p.mode == Mode::Resident || dirty);
+        if (need) {
+          if (!p.runs.empty() && p.runs.back().addr + p.runs.back().len == a)
+            p.runs.back().len += kPage;
+          else
+            p.runs.push_back({a, kPage, p.slot + (a - p.map.start)});
+        } else if (!present && pre[i] && p.mode == Mode::Resident) {
+          stale.push_back(p.slot + (a - p.map.start));
+        }
+      });
     }
     if (grow != data_end) {
       out.map(grow);  // a mapping that appeared or grew: fresh pages, copied while frozen
@@ -579,7 +668,8 @@ std::unique_ptr<CapturedProcess> CapturedProcess::capture(int pid, const Capture
     for (const auto& p : plan)
       for (const auto& r : p.runs) runs.push_back(r);
     const double c0 = now();
-    auto parts = share(runs, opt.copy_threads);
+    const char* ct = std::getenv("HEAPWALK_COPY_THREADS");
+    auto parts = share(runs, ct ? std::max(1, std::atoi(ct)) : opt.copy_threads);
     std::vector<CopyResult> res(parts.size());
     on_threads(parts.size(), [&](size_t i) { res[i] = copy_runs(pid, out.base(), parts[i]); });
     for (const auto& r : res) {
@@ -593,7 +683,11 @@ std::unique_ptr<CapturedProcess> CapturedProcess::capture(int pid, const Capture
   }
   live.release();
   st.frozen_seconds = opt.freeze ? now() - f0 : 0;
-  if (st.copied_bytes > planned) st.late_bytes = st.copied_bytes - planned;
+  for (uint64_t o : stale) std::memset(out.base() + o, 0, kPage);
+  st.recopied_bytes = st.copied_bytes;
+  st.copied_bytes += st.precopied_bytes;
+  st.stale_bytes = stale.size() * kPage;
+  if (!precopy && st.copied_bytes > planned) st.late_bytes = st.copied_bytes - planned;
 
   // 3. The core file: notes and program headers after the data, the ELF header first.
   out.unmap();

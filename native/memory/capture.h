@@ -15,11 +15,15 @@
 //    build-id note); the rest comes from the file on disk, as for a core;
 //  - `exclude` ranges (the Java heap): nothing, unless asked.
 //
-// The freeze: the plan (maps + pagemap) is made and the destination pages of the file are
-// allocated (MADV_POPULATE_WRITE) while the process runs; then every thread is ptrace-stopped,
-// the plan is made again (a page that appeared meanwhile is copied too, into a fresh page),
-// the pages are copied with process_vm_readv (many iovecs a call, two threads), and the
-// threads are released. The frozen time is that copy (plus the second plan), nothing else.
+// The freeze, pre-copied (as live migration does): the plan (maps + pagemap) is made, the
+// process's soft-dirty bits are cleared (/proc/PID/clear_refs "4") and the plan is copied
+// with process_vm_readv (many iovecs a call, two threads) while the process runs; then every
+// thread is ptrace-stopped, the plan is made again and only pages written since (soft-dirty),
+// new pages and new mappings are copied; the threads are released; pages gone meanwhile are
+// zeroed in the copy. The frozen time is that second plan and the changed pages. Without
+// soft-dirty tracking (CONFIG_MEM_SOFT_DIRTY, or clear_refs not writable) the destination
+// pages are only allocated beforehand (MADV_POPULATE_WRITE) and the whole plan is copied
+// while frozen.
 #pragma once
 
 #include <cstdint>
@@ -53,6 +57,10 @@ struct CaptureStats {
   uint64_t unreadable_bytes = 0;
   uint64_t planned_bytes = 0;    ///< what the plan before the freeze expected to copy
   uint64_t late_bytes = 0;       ///< pages that appeared between the plan and the freeze
+  bool precopy = false;          ///< soft-dirty pre-copy: the freeze copied only changes
+  uint64_t precopied_bytes = 0;  ///< copied while the process ran (pre-copy)
+  uint64_t recopied_bytes = 0;   ///< copied while it was stopped
+  uint64_t stale_bytes = 0;      ///< pre-copied pages gone at the freeze (zeroed)
   uint64_t mappings = 0;         ///< mappings in /proc/PID/maps at the freeze
   uint64_t copied_mappings = 0;  ///< mappings with at least one page copied
   uint64_t excluded_bytes = 0;   ///< resident bytes of `exclude` ranges left out
