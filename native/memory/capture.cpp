@@ -753,6 +753,7 @@ std::unique_ptr<CapturedProcess> CapturedProcess::capture(int pid, const Capture
   out.write_at(0, &eh, sizeof eh);
   if (::ftruncate(out.fd(), static_cast<off_t>(end)) != 0)
     throw FormatError(out.where(), std::string("cannot size the capture file: ") + std::strerror(errno));
+  if (!opt.out.empty()) ::fsync(out.fd());  // a snapshot's blocks are allocated by now
   struct stat sb {};
   if (::fstat(out.fd(), &sb) == 0) {
     st.file_bytes = static_cast<uint64_t>(sb.st_size);

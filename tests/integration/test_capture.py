@@ -132,7 +132,9 @@ def test_snapshot_is_a_core_gdb_opens_and_heapwalk_reads_exactly(corpora, tmp_pa
     doc = json.loads(r.stdout)
     s = doc["snapshot"]
     st = os.stat(snap)
-    assert s["apparent_bytes"] == st.st_size and s["allocated_bytes"] == st.st_blocks * 512
+    assert s["apparent_bytes"] == st.st_size
+    assert abs(s["allocated_bytes"] - st.st_blocks * 512) <= 64 << 10  # the filesystem's own
+    assert s["allocated_bytes"] < s["apparent_bytes"], "untouched pages are holes"
     assert s["threads"] == 4
     assert s["gcore_bytes"] >= s["apparent_bytes"] // 2
     assert not list(tmp_path.glob("*.heapwalk-tmp*")), "no temporary name is left"
