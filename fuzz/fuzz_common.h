@@ -50,7 +50,7 @@ struct Bytes {
 
 /// The synthetic process image of the heap, finder and NMT targets:
 ///
-///   u8 flags, u8 hint, u8 nregions (1..6), u8 nthreads (0..3)
+///   u8 flags (bit 7: kNoDirect; the others per target), u8 hint, u8 nregions (1..6), u8 nthreads (0..3)
 ///   u64 main_arena, u64 mp_
 ///   nregions × {u64 address, u32 length (<= 256 KiB)}
 ///   nthreads × {u64 fs_base, u64 tcache (0: none), u64 thread_arena (0: none)}
@@ -64,6 +64,21 @@ struct Image {
   std::unique_ptr<memory::BufferSource> mem = std::make_unique<memory::BufferSource>();
   std::vector<memory::Region> regions;
   std::vector<target::Thread> threads;
+};
+
+/// Flag bit 7 of an image: serve its memory through read() only (ReadOnlySource), as a live
+/// process or a gdb callback does, so the Reader's cache (not a direct span) is fuzzed.
+constexpr uint8_t kNoDirect = 0x80;
+
+/// A BufferSource without direct() / direct_span(): every Reader span comes from its cache.
+class ReadOnlySource : public memory::MemorySource {
+ public:
+  explicit ReadOnlySource(std::unique_ptr<memory::BufferSource> inner) : inner_(std::move(inner)) {}
+  size_t read(uint64_t addr, void* out, size_t len) override { return inner_->read(addr, out, len); }
+  const std::vector<memory::Region>& regions() const override { return inner_->regions(); }
+
+ private:
+  std::unique_ptr<memory::BufferSource> inner_;
 };
 
 inline const char* const kHints[] = {"2.36", "2.35", "2.31", "2.27", "2.23", "2.17",
@@ -104,6 +119,13 @@ inline Image parse_image(const uint8_t* data, size_t size) {
   }
   im.regions = im.mem->regions();
   return im;
+}
+
+/// The image's memory for a target: the buffers themselves, or with kNoDirect the same bytes
+/// behind read() only.
+inline std::unique_ptr<memory::MemorySource> take_source(Image& im) {
+  if (im.flags & kNoDirect) return std::make_unique<ReadOnlySource>(std::move(im.mem));
+  return std::move(im.mem);
 }
 
 }  // namespace fuzz

@@ -1,7 +1,8 @@
 // libFuzzer target: the ptmalloc model on a synthetic process image (fuzz_common.h describes
 // the input format). Flags bit 0 selects the no-symbol finders (find_main_arena, find_mp,
 // main_heap_start, find_tls_offset) instead of the model built from the given main_arena/mp_
-// addresses; bit 1 adds the analyses that walk every chunk (classify, reachability).
+// addresses; bit 1 adds the analyses that walk every chunk (classify, reachability); bit 7
+// (fuzz::kNoDirect) reads the image through the Reader's cache, as for a live process.
 #include <cstdint>
 #include <set>
 
@@ -33,7 +34,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     finders(im);
     return 0;
   }
-  auto t = target::Target::from_source(std::move(im.mem), {}, im.threads);
+  auto t = target::Target::from_source(fuzz::take_source(im), {}, im.threads);
   t->overrides().main_arena = im.main_arena;
   t->overrides().mp = im.mp;
   t->overrides().no_files = true;

@@ -3,7 +3,8 @@
 // without flag 4 the reader reconstructs NMT from the malloc headers the chunk walk finds; with
 // flag 4 libjvm's NMT statics are given at fixed places in the first region, so the reader also
 // follows what the fuzzer wrote there (the snapshots, the reserved-region list, the malloc site
-// table, the name table, the release string) as it would libjvm's .bss.
+// table, the name table, the release string) as it would libjvm's .bss. Flag 0x80
+// (fuzz::kNoDirect): the image is read through the Reader's cache, as for a live JVM.
 #include <cstdint>
 
 #include "fuzz_common.h"
@@ -66,7 +67,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     m.end = im.regions.front().end;
     mods.push_back(m);
   }
-  auto t = target::Target::from_source(std::move(im.mem), mods, im.threads);
+  auto t = target::Target::from_source(fuzz::take_source(im), mods, im.threads);
   t->overrides().main_arena = im.main_arena;
   t->overrides().mp = im.mp;
   t->overrides().no_files = true;

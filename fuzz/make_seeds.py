@@ -243,6 +243,13 @@ int get(void) { return (int)tls_var + main_arena[1] + mp_; }
         dest.write_bytes(so.read_bytes())
 
 
+def with_flags(img: bytes, bits: int) -> bytes:
+    """`img` with `bits` set in its flags byte (fuzz_common.h: the first byte)."""
+    out = bytearray(img)
+    out[0] |= bits
+    return bytes(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("outdir", type=Path)
@@ -270,9 +277,15 @@ def main() -> None:
         finder = bytearray(img)
         finder[0] |= 1
         (o.outdir / "heap" / (name + "-finder")).write_bytes(bytes(finder))
+        # The same image read through the Reader's cache (flag 0x80, fuzz::kNoDirect), with the
+        # chunk-walking analyses (heap flag 2), as a live process is read.
+        (o.outdir / "heap" / (name + "-nodirect")).write_bytes(with_flags(img, 0x80 | 2))
+        (o.outdir / "nmt" / (name + "-nodirect")).write_bytes(with_flags(img, 0x80))
     for core in o.nmt_core:
         name = core.parent.name.rsplit("-", 1)[0] if core.name == "core" else core.name
-        (o.outdir / "nmt" / (name + "-statics")).write_bytes(nmt_seed(core, o.libjvm, o.nmt_window))
+        seed = nmt_seed(core, o.libjvm, o.nmt_window)
+        (o.outdir / "nmt" / (name + "-statics")).write_bytes(seed)
+        (o.outdir / "nmt" / (name + "-statics-nodirect")).write_bytes(with_flags(seed, 0x80))
 
 
 if __name__ == "__main__":

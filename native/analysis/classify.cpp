@@ -142,8 +142,9 @@ class Classifier {
   // Appends this chunk's group, if it is a zlib state, to members_ (unsorted).
   void find_zlib(uint64_t c, uint64_t size, ChunkState st) {
     if (st != ChunkState::Used || size < 160) return;
-    const uint8_t* p = r_.span(c + 16, 128);
-    if (!p) return;
+    // A copy: the try_u64 calls below read through the same Reader (live targets: its cache).
+    uint8_t p[128];
+    if (!r_.try_copy(c + 16, p, sizeof p)) return;
     uint64_t mem = c + 16, strm = rd64(p, 0);
     if (!strm || (strm & 7)) return;
     uint32_t mode = rd32(p, kInflMode);
@@ -298,8 +299,11 @@ class Classifier {
       mem += skip;
       usable -= skip;
     }
-    size_t n = static_cast<size_t>(std::min<uint64_t>(usable, 64));
-    const uint8_t* p = r_.span(mem, n);
+    // The first bytes, copied: stale_zip(), all_zero() and the footer check below read through
+    // the same Reader, whose cache a live target refills (a span would not outlive them).
+    uint8_t head[64];
+    size_t n = static_cast<size_t>(std::min<uint64_t>(usable, sizeof head));
+    const uint8_t* p = r_.try_copy(mem, head, n) ? head : nullptr;
     uint32_t id = kNone;
     if (p && !used && stale_zip(mem, usable)) id = c_zip_;
     // HotSpot NMT-tracked malloc block: a 16-byte header (user size, category byte at 12,
@@ -308,15 +312,16 @@ class Classifier {
       uint64_t user = rd64(p, 0);
       uint16_t canary;
       std::memcpy(&canary, p + 14, 2);
-      if (canary == 0xE99E && p[13] == 0 && p[12] < nmt_names_->size() && user + 18 <= usable) {
-        const auto& names = *nmt_names_;
-        const uint8_t* f = r_.span(mem + 16 + user, 2);
-        if (f && f[0] == 0xE8 && f[1] == 0x8E) {
+      const uint8_t type = p[12];  // the MEMFLAGS index, bounded here and used below
+      // user + 18 <= usable, without wrapping for a user size near 2^64.
+      if (canary == 0xE99E && p[13] == 0 && type < nmt_names_->size() && usable >= 18 && user <= usable - 18) {
+        uint8_t f[2];
+        if (r_.try_copy(mem + 16 + user, f, 2) && f[0] == 0xE8 && f[1] == 0x8E) {
           // A C++ object inside the block has its vptr right after the header.
           if (auto cx = cxx_class(rd64(p, 16))) {
             id = *cx;
           } else {
-            id = cls_.intern("NMT " + names[p[12]], "nmt");
+            id = cls_.intern("NMT " + (*nmt_names_)[type], "nmt");
           }
         }
       }

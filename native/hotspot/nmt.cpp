@@ -957,7 +957,9 @@ class NmtReader {
       uint64_t mem = addr + 16;
       // Usable bytes: an in-use chunk may use the next chunk's prev_size field.
       uint64_t usable = mm ? size - 16 : size - 8;
-      const uint8_t* h = size >= 32 ? rd.span(mem, kHeaderSize) : nullptr;
+      // A copy: the footer read below goes through the same Reader (live targets: its cache).
+      uint8_t header[kHeaderSize];
+      const uint8_t* h = size >= 32 && rd.try_copy(mem, header, kHeaderSize) ? header : nullptr;
       uint64_t user = 0, w1 = 0;
       if (h) {
         std::memcpy(&user, h, 8);
@@ -971,8 +973,8 @@ class NmtReader {
           std::memcpy(&mark, h + 14, 2);
           if (mark == kHeaderCanary && flags < ntypes && h[13] == 0 && user <= usable &&
               usable - user >= kHeaderSize + kFooterSize) {
-            const uint8_t* f = rd.span(mem + kHeaderSize + user, 2);
-            ok = f && f[0] == kFooter0 && f[1] == kFooter1;
+            uint8_t f[kFooterSize];
+            ok = rd.try_copy(mem + kHeaderSize + user, f, kFooterSize) && f[0] == kFooter0 && f[1] == kFooter1;
           }
         }
         canary.take(ok, flags, user, size);

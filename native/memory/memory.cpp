@@ -77,8 +77,23 @@ size_t BufferSource::read(uint64_t addr, void* out, size_t len) {
   return done;
 }
 
+size_t CallbackSource::read(uint64_t addr, void* out, size_t len) {
+  auto* dst = static_cast<uint8_t*>(out);
+  size_t done = 0;
+  while (done < len) {
+    size_t want = std::min(len - done, kMaxPiece);
+    size_t got = std::min(fn_(addr + done, dst + done, want), want);
+    done += got;
+    if (got < want) break;
+  }
+  return done;
+}
+
 const uint8_t* Reader::span(uint64_t addr, size_t len) {
   if (len == 0) len = 1;
+  // Refused whatever the source: the same answer for a core and a live process, and no length
+  // read from the target becomes the size of a cache block.
+  if (len > block_) return nullptr;
   if (addr >= dstart_ && addr < dend_ && len <= dend_ - addr) return dptr_ + (addr - dstart_);
   uint64_t s = 0, e = 0;
   if (const uint8_t* p = src_.direct_span(addr, s, e)) {
@@ -88,42 +103,45 @@ const uint8_t* Reader::span(uint64_t addr, size_t len) {
     if (len <= e - addr) return p + (addr - s);
   }
   if (const uint8_t* p = src_.direct(addr, len)) return p;
-  if (cache_valid_ && addr >= cache_start_ && addr - cache_start_ <= cache_len_ &&
-      len <= cache_len_ - (addr - cache_start_)) {
-    return cache_.data() + (addr - cache_start_);
-  }
-  if (len > block_ / 2) {
-    cache_.resize(len);
-    size_t got = src_.read(addr, cache_.data(), len);
-    cache_valid_ = got == len;
-    cache_start_ = addr;
-    cache_len_ = got;
-    return cache_valid_ ? cache_.data() : nullptr;
+  for (unsigned k : {last_, 1 - last_}) {
+    const Block& b = blocks_[k];
+    if (b.holds(addr, len)) {
+      last_ = k;
+      return b.data.data() + (addr - b.start);
+    }
   }
   // Forward walks get a large block; random access (list chasing) gets a page, so a live target
   // does not pay a 1 MiB read per hop.
-  bool sequential = cache_valid_ && addr >= cache_start_ && addr - cache_start_ < cache_len_ + block_;
+  const Block& prev = blocks_[last_];
+  bool sequential = prev.valid && addr >= prev.start && addr - prev.start < prev.len + block_;
+  // The block that did not serve the latest call: the pointer that call returned stays valid.
+  Block& b = blocks_[1 - last_];
+  if (!fill(b, addr, len, sequential)) return nullptr;
+  last_ = 1 - last_;
+  return b.data.data() + (addr - b.start);
+}
+
+bool Reader::fill(Block& b, uint64_t addr, size_t len, bool sequential) {
   size_t want = sequential ? block_ : 4096;
   uint64_t start = addr & ~uint64_t{0xfff};
-  if ((addr - start) + len > want) want = static_cast<size_t>((addr - start) + len);
-  cache_.resize(std::max(want, block_));
-  size_t got = src_.read(start, cache_.data(), want);
-  if (got < (addr - start) + len) {
+  const size_t need = static_cast<size_t>(addr - start) + len;  // <= block_ + 4095
+  if (need > want) want = need;
+  // Grown only here, while no span points into this block; never past block_ + 4 KiB.
+  if (b.data.size() < want) b.data.resize(want);
+  size_t got = src_.read(start, b.data.data(), want);
+  if (got < need) {
     // The block may cross into an unreadable page; try exactly what was asked.
-    got = src_.read(addr, cache_.data(), len);
+    start = addr;
+    got = src_.read(addr, b.data.data(), len);
     if (got < len) {
-      cache_valid_ = false;
-      return nullptr;
+      b.valid = false;
+      return false;
     }
-    cache_start_ = addr;
-    cache_len_ = got;
-    cache_valid_ = true;
-    return cache_.data();
   }
-  cache_start_ = start;
-  cache_len_ = got;
-  cache_valid_ = true;
-  return cache_.data() + (addr - start);
+  b.start = start;
+  b.len = got;
+  b.valid = true;
+  return true;
 }
 
 uint64_t Reader::u64(uint64_t addr, const char* what) {

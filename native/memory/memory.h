@@ -62,8 +62,12 @@ class BufferSource : public MemorySource {
 class CallbackSource : public MemorySource {
  public:
   using ReadFn = std::function<size_t(uint64_t, void*, size_t)>;
+  /// The most one call of the function is asked for: gdb allocates a buffer of the asked size
+  /// (and its operator new aborts gdb when that fails), so a long read is made in pieces.
+  static constexpr size_t kMaxPiece = 1 << 20;
   explicit CallbackSource(ReadFn fn) : fn_(std::move(fn)) {}
-  size_t read(uint64_t addr, void* out, size_t len) override { return fn_(addr, out, len); }
+  /// Reads in pieces of at most kMaxPiece bytes, up to the first short one.
+  size_t read(uint64_t addr, void* out, size_t len) override;
   const std::vector<Region>& regions() const override { return regions_; }
   uint64_t readable_span(uint64_t, uint64_t) const override { return 0; }
 
@@ -74,13 +78,22 @@ class CallbackSource : public MemorySource {
 
 /// A cursor over a source with a small block cache, so sequential walks over a live process
 /// cost one bulk read per block instead of one syscall per chunk. Not thread-safe: one per walk.
+///
+/// How long a span lives: a pointer into a source's own memory (a core's mapping, a buffer)
+/// lives as long as the source. A pointer into the cache (live processes, callbacks: sources
+/// without direct spans) stays valid across exactly one further span() / try_u*() call on this
+/// Reader and may be overwritten by the one after: the cache has two blocks, and a miss refills
+/// the block that did not serve the latest call. Copy what must live longer into locals.
 class Reader {
  public:
   explicit Reader(MemorySource& src, size_t block = 1 << 20) : src_(src), block_(block) {}
 
-  /// Pointer to `len` readable bytes at `addr`, valid until the next call; nullptr if any byte
-  /// is unreadable. `len` must be small (<= block size / 2).
+  /// Pointer to `len` readable bytes at `addr` (lifetime: see the class), or nullptr if any
+  /// byte is unreadable or `len` > max_span(). A length read from the target is never an
+  /// allocation size here: the cache blocks never grow past max_span() + 4 KiB.
   const uint8_t* span(uint64_t addr, size_t len);
+  /// The longest span() served: the block size.
+  size_t max_span() const { return block_; }
 
   bool try_u64(uint64_t addr, uint64_t& v) {
     const uint8_t* p = span(addr, 8);
@@ -100,6 +113,14 @@ class Reader {
     std::memcpy(&v, p, 2);
     return true;
   }
+  /// Copies `len` bytes at `addr` (len <= max_span()) into `out` through the cache; false, and
+  /// `out` unspecified, when a byte is unreadable. For records that outlive the next read.
+  bool try_copy(uint64_t addr, void* out, size_t len) {
+    const uint8_t* p = span(addr, len);
+    if (!p) return false;
+    std::memcpy(out, p, len);
+    return true;
+  }
   /// Starts loading the cache line at `addr` when it lies in the current direct span (no-op
   /// otherwise): lets pointer chases overlap their cache misses.
   void prefetch(uint64_t addr) const {
@@ -107,19 +128,30 @@ class Reader {
   }
   /// Checked read: throws Fault naming `what` when unreadable.
   uint64_t u64(uint64_t addr, const char* what);
-  /// Copies `len` bytes (any size) or throws Fault.
+  /// Copies `len` bytes (any size, into the caller's buffer) or throws Fault.
   void bytes(uint64_t addr, void* out, size_t len, const char* what);
   MemorySource& source() { return src_; }
 
  private:
+  /// One cache block: bytes [start, start + len) of the target, when valid.
+  struct Block {
+    std::vector<uint8_t> data;
+    uint64_t start = 0;
+    size_t len = 0;
+    bool valid = false;
+    bool holds(uint64_t addr, size_t n) const {
+      return valid && addr >= start && addr - start <= len && n <= len - (addr - start);
+    }
+  };
+  /// Fills `b` with at least [addr, addr + len); false when a byte of it is unreadable.
+  bool fill(Block& b, uint64_t addr, size_t len, bool sequential);
+
   MemorySource& src_;
   size_t block_;
   const uint8_t* dptr_ = nullptr;  // last direct span
   uint64_t dstart_ = 0, dend_ = 0;
-  uint64_t cache_start_ = 0;
-  std::vector<uint8_t> cache_;
-  size_t cache_len_ = 0;
-  bool cache_valid_ = false;
+  Block blocks_[2];
+  unsigned last_ = 0;  // the block that served the latest cached span: the next miss spares it
 };
 
 }  // namespace heapwalk::memory
