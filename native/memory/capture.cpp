@@ -334,6 +334,15 @@ class Output {
     size_ = 0;
   }
   uint8_t* base() const { return base_; }
+  /// The mapping, read-only from now on, for a CoreFile to own (the file stays open through
+  /// it: a mapping keeps an unnamed file alive).
+  std::pair<const uint8_t*, uint64_t> hand_over() {
+    ::mprotect(base_, size_, PROT_READ);
+    std::pair<const uint8_t*, uint64_t> r{base_, size_};
+    base_ = nullptr;
+    size_ = 0;
+    return r;
+  }
   void write_at(uint64_t off, const void* p, size_t n) {
     const auto* c = static_cast<const uint8_t*>(p);
     while (n) {
@@ -690,7 +699,6 @@ std::unique_ptr<CapturedProcess> CapturedProcess::capture(int pid, const Capture
   if (!precopy && st.copied_bytes > planned) st.late_bytes = st.copied_bytes - planned;
 
   // 3. The core file: notes and program headers after the data, the ELF header first.
-  out.unmap();
   std::vector<MapEntry> maps;
   for (const auto& p : plan) maps.push_back(p.map);
   std::vector<uint8_t> notes = make_notes(pid, threads, maps);
@@ -751,8 +759,7 @@ std::unique_ptr<CapturedProcess> CapturedProcess::capture(int pid, const Capture
     eh.e_phnum = static_cast<uint16_t>(ph.size());
   }
   out.write_at(0, &eh, sizeof eh);
-  if (::ftruncate(out.fd(), static_cast<off_t>(end)) != 0)
-    throw FormatError(out.where(), std::string("cannot size the capture file: ") + std::strerror(errno));
+  out.map(end);                             // the headers too; the copied pages stay mapped (and their page tables)
   if (!opt.out.empty()) ::fsync(out.fd());  // a snapshot's blocks are allocated by now
   struct stat sb {};
   if (::fstat(out.fd(), &sb) == 0) {
@@ -764,7 +771,10 @@ std::unique_ptr<CapturedProcess> CapturedProcess::capture(int pid, const Capture
   st.tmpdir = opt.out.empty() ? out.dir() : "";
 
   auto cp = std::unique_ptr<CapturedProcess>(new CapturedProcess());
-  cp->core_ = std::make_unique<CoreFile>(out.open_path());
+  std::string name = out.open_path();
+  if (opt.out.empty()) name = "capture of " + pid_name(pid);
+  auto [map, size] = out.hand_over();
+  cp->core_ = std::make_unique<CoreFile>(name, map, size);
   // The process's own view of its mappings: names of anonymous ones kept, the Java heap split.
   for (const auto& p : plan) {
     Region r;

@@ -50,6 +50,21 @@ CoreFile::CoreFile(const std::string& path) : path_(path) {
     throw FormatError(path, std::string("cannot map: ") + std::strerror(e));
   }
   map_ = static_cast<const uint8_t*>(m);
+  parse();
+}
+
+CoreFile::CoreFile(std::string name, const uint8_t* map, uint64_t size) : path_(std::move(name)) {
+  map_ = map;
+  size_ = size;
+  if (size_ < sizeof(Elf64_Ehdr)) {
+    ::munmap(const_cast<uint8_t*>(map_), size_);
+    throw FormatError(path_, "not an ELF core file (too small)");
+  }
+  parse();
+}
+
+void CoreFile::parse() {
+  const std::string& path = path_;
   try {
     Elf64_Ehdr eh;
     std::memcpy(&eh, map_, sizeof eh);
@@ -114,7 +129,7 @@ CoreFile::CoreFile(const std::string& path) : path_(path) {
     }
   } catch (...) {
     ::munmap(const_cast<uint8_t*>(map_), size_);
-    ::close(fd_);
+    if (fd_ >= 0) ::close(fd_);
     throw;
   }
   std::sort(segs_.begin(), segs_.end(), [](const Segment& a, const Segment& b) { return a.vaddr < b.vaddr; });

@@ -33,6 +33,9 @@ class CoreFile : public MemorySource {
   /// Opens and validates `path`; throws FormatError with a one-line reason when it is not an
   /// x86-64 ELF core. Truncation is not fatal: missing bytes are recorded in diagnostics().
   explicit CoreFile(const std::string& path);
+  /// A core already mapped at `map` (`size` bytes, readable; this object unmaps it), named
+  /// `name` in messages: the capture hands over the mapping it wrote, page tables populated.
+  CoreFile(std::string name, const uint8_t* map, uint64_t size);
   ~CoreFile() override;
   CoreFile(const CoreFile&) = delete;
   CoreFile& operator=(const CoreFile&) = delete;
@@ -56,6 +59,7 @@ class CoreFile : public MemorySource {
   };
   const Segment* find(uint64_t addr) const;
   void parse_notes(const uint8_t* p, size_t n);
+  void parse();  // the headers and notes of map_ (unmaps it and closes fd_ when it throws)
 
   std::string path_;
   int fd_ = -1;
