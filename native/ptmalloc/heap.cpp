@@ -729,8 +729,31 @@ void Heap::scan_mmapped() {
   std::sort(excluded.begin(), excluded.end());
   memory::Reader r(t_.memory());
   auto& mem = t_.memory();
-  for (const auto& reg : mem.regions()) {
-    if (!reg.read || !reg.write || !reg.path.empty() || !reg.saved) continue;
+  const auto& regs = mem.regions();
+  // An mmapped chunk is one anonymous read-write mapping of its own (merged, perhaps, with its
+  // anonymous neighbours): its whole extent lies in consecutive anonymous, read-write, saved
+  // regions. A "header" whose size runs on into a file mapping, a read-only or unsaved region
+  // or a hole is a page that happens to look like one (issue 12: `0 / 0x350002` at a page
+  // start of a JVM's anonymous mapping, running 3.3 MiB into a read-only one).
+  auto anon_rw = [](const memory::Region& r) {
+    return r.read && r.write && r.saved && (r.path.empty() || r.path.rfind("[anon:", 0) == 0);
+  };
+  auto extent_fits = [&](size_t ri, uint64_t start, uint64_t size) {
+    uint64_t end = start + size;
+    if (end < start) return false;
+    uint64_t cur = start;
+    for (size_t k = ri; k < regs.size() && cur < end; ++k) {
+      const auto& r = regs[k];
+      if (r.start > cur || !anon_rw(r)) return false;
+      uint64_t have = r.saved_end ? std::min(r.saved_end, r.end) : r.end;
+      if (have < std::min(end, r.end)) return false;
+      cur = r.end;
+    }
+    return cur >= end;
+  };
+  for (size_t ri = 0; ri < regs.size(); ++ri) {
+    const auto& reg = regs[ri];
+    if (!anon_rw(reg)) continue;
     uint64_t o = (reg.start + kPage - 1) & ~(kPage - 1);
     if (o < reg.start) continue;  // a region in the last page of the address space: rounding wrapped
     // o >= reg.start: a step past the last page of the address space wraps o to a small value.
@@ -754,8 +777,7 @@ void Heap::scan_mmapped() {
       bool plain = l.mmap_header == MmapHeader::Glibc243 ? (prev_size & ~uint64_t{1}) == 0 : prev_size == 0;
       if (plain && (size_word & 7) == 2 && sz >= l.minsize) {
         MmapExtent ext = mmap_extent(l, o, prev_size, size_word);
-        if (ext.base == o && ext.size >= kPage && (ext.size & (kPage - 1)) == 0 &&
-            mem.readable_span(o, ext.size) == ext.size) {  // the whole mapping must be there
+        if (ext.base == o && ext.size >= kPage && (ext.size & (kPage - 1)) == 0 && extent_fits(ri, o, ext.size)) {
           MmappedChunk c{o, sz, prev_size};
           aligned_mmapped_chunk(l, r, ext, c);
           mmapped_.chunks.push_back(c);

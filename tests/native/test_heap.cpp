@@ -173,3 +173,32 @@ TEST(Layout, UnknownVersionHasNoProfile) {
   ASSERT_NE(ptmalloc::layout_for("2.36"), nullptr);
   EXPECT_EQ(ptmalloc::layout_for("2.36")->ms_size, 0x898u);
 }
+
+// Issue 12: a page that looks like an mmapped chunk's header but whose size runs on past its
+// anonymous mapping (into a file mapping here) is not a chunk; a real one still is.
+TEST(Heap, MmappedScanKeepsEachChunkInsideAnonymousMemory) {
+  Fake f;
+  f.chunk(0x290);
+  f.finish_top();
+  constexpr uint64_t kReal = 0x7e0000000000, kFake = 0x7e0000100000;
+  std::vector<uint8_t> real(0x2000), fake(0x2000), file(0x3000);
+  uint64_t hdr = 0x2000 | 2;  // prev_size 0, size 8 KiB | IS_MMAPPED
+  std::memcpy(real.data() + 8, &hdr, 8);
+  hdr = 0x4000 | 2;  // claims 16 KiB: 8 of them are the file mapping above it
+  std::memcpy(fake.data() + 8, &hdr, 8);
+  SyntheticHeap::put(f.mp, kMp, kMp + f.l.mp_n_mmaps, 1);
+  SyntheticHeap::put(f.mp, kMp, kMp + f.l.mp_mmapped_mem, 0x2000);
+  auto src = f.source();
+  src->add(kReal, real);
+  src->add(kFake, fake);
+  src->add(kFake + 0x2000, file, "/usr/lib/libfake.so");
+  target::Thread th;
+  th.lwp = 42;
+  th.tcache = kTcache + 16;
+  auto t = SyntheticHeap::make_target(std::move(src), {th});
+  ptmalloc::Heap h(*t, "2.36");
+  ASSERT_EQ(h.mmapped().chunks.size(), 1u);
+  EXPECT_EQ(h.mmapped().chunks[0].address, kReal);
+  EXPECT_EQ(h.mmapped().found.bytes, 0x2000u);
+  for (const auto& d : h.diagnostics().items()) EXPECT_NE(d.kind, "mmapped_mismatch") << d.detail;
+}
