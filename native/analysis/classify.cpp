@@ -137,6 +137,9 @@ class Classifier {
   }
 
   const std::vector<Member>& members() const { return members_; }
+  /// Frees the Reader's cache (up to two 1 MiB blocks on a live target) between passes, so only
+  /// the parts being walked hold one.
+  void release_cache() { r_.release(); }
 
   // Pass 1: zlib groups, found from their state (back-pointer to the z_stream that points back).
   // Appends this chunk's group, if it is a zlib state, to members_ (unsorted).
@@ -459,6 +462,7 @@ ClassifyResult classify(ptmalloc::Heap& heap, target::Target& t, const target::M
   run_parallel(t, n, [&](size_t k) {
     walk(k,
          [&](uint64_t c, uint64_t size, ChunkState st, const ptmalloc::Arena*) { parts[k]->find_zlib(c, size, st); });
+    parts[k]->release_cache();
   });
   std::vector<Member> members;
   for (const auto& p : parts) members.insert(members.end(), p->members().begin(), p->members().end());
@@ -467,6 +471,7 @@ ClassifyResult classify(ptmalloc::Heap& heap, target::Target& t, const target::M
     walk(k, [&](uint64_t c, uint64_t size, ChunkState st, const ptmalloc::Arena* a) {
       parts[k]->classify(opt, members, c, size, st, a);
     });
+    parts[k]->release_cache();
   });
   ClassifyResult out;
   Classifier(heap, t, modules, 1).merge(parts, out);

@@ -131,6 +131,10 @@ class Reader {
   /// Copies `len` bytes (any size, into the caller's buffer) or throws Fault.
   void bytes(uint64_t addr, void* out, size_t len, const char* what);
   MemorySource& source() { return src_; }
+  /// Frees the cache blocks (every cached span dies); the next miss allocates again.
+  void release() {
+    for (Block& b : blocks_) b = Block{};
+  }
 
  private:
   /// One cache block: bytes [start, start + len) of the target, when valid.
