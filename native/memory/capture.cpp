@@ -354,15 +354,14 @@ class Output {
       n -= static_cast<size_t>(w);
     }
   }
-  /// The path a CoreFile opens: the final file, or this process's descriptor of the temporary.
-  std::string open_path() {
-    if (!final_.empty()) {
-      if (::fsync(fd_) != 0 || ::rename(tmp_.c_str(), final_.c_str()) != 0)
-        throw FormatError(final_, std::string("cannot write the snapshot: ") + std::strerror(errno));
-      done_ = true;
-      return final_;
-    }
-    return "/proc/self/fd/" + std::to_string(fd_);
+  /// Completes the file (a snapshot is synced and renamed into place) and returns the name the
+  /// copy goes by in messages: the snapshot's path, or "capture of pid N".
+  std::string finish() {
+    if (final_.empty()) return "capture of " + pid_name(pid_);
+    if (::fsync(fd_) != 0 || ::rename(tmp_.c_str(), final_.c_str()) != 0)
+      throw FormatError(final_, std::string("cannot write the snapshot: ") + std::strerror(errno));
+    done_ = true;
+    return final_;
   }
   std::string where() const { return final_.empty() ? dir_ + " (capture of " + pid_name(pid_) + ")" : final_; }
 
@@ -771,8 +770,7 @@ std::unique_ptr<CapturedProcess> CapturedProcess::capture(int pid, const Capture
   st.tmpdir = opt.out.empty() ? out.dir() : "";
 
   auto cp = std::unique_ptr<CapturedProcess>(new CapturedProcess());
-  std::string name = out.open_path();
-  if (opt.out.empty()) name = "capture of " + pid_name(pid);
+  std::string name = out.finish();
   auto [map, size] = out.hand_over();
   cp->core_ = std::make_unique<CoreFile>(name, map, size);
   // The process's own view of its mappings: names of anonymous ones kept, the Java heap split.
