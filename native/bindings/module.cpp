@@ -126,6 +126,7 @@ class PyTarget {
     d["gcore_bytes"] = c.gcore_bytes;
     d["path"] = c.path.empty() ? py::object(py::none()) : py::object(py::str(c.path));
     d["tmpdir"] = c.tmpdir.empty() ? py::object(py::none()) : py::object(py::str(c.tmpdir));
+    d["store"] = c.store;
     return d;
   }
 
@@ -1200,7 +1201,9 @@ PYBIND11_MODULE(_native, m) {
       "attach",
       [](int pid, std::optional<py::list> threads, std::optional<py::dict> overrides,
          std::optional<std::string> sysroot, bool capture, bool java_heap, std::optional<uint64_t> max_copy,
-         std::optional<std::string> snapshot, std::optional<std::string> tmpdir) {
+         std::optional<std::string> snapshot, std::optional<std::string> tmpdir, std::string store) {
+        if (store != "auto" && store != "memory" && store != "file")
+          throw py::value_error("store must be 'auto', 'memory' or 'file', not '" + store + "'");
         auto th = threads_from(threads);
         std::unique_ptr<target::Target> t;
         {
@@ -1210,6 +1213,9 @@ PYBIND11_MODULE(_native, m) {
             opt.out = snapshot.value_or("");
             opt.tmpdir = tmpdir.value_or("");
             opt.max_bytes = max_copy.value_or(0);
+            opt.store = store == "memory" ? memory::CaptureStore::Memory
+                        : store == "file" ? memory::CaptureStore::File
+                                          : memory::CaptureStore::Auto;
             if (!java_heap) {
               // Where the Java heap is, from the running process (libjvm's vmStructs), so it is
               // not copied: heapwalk never reads it.
@@ -1228,7 +1234,8 @@ PYBIND11_MODULE(_native, m) {
       },
       py::arg("pid"), py::arg("threads") = py::none(), py::arg("overrides") = py::none(),
       py::arg("sysroot") = py::none(), py::arg("capture") = true, py::arg("java_heap") = false,
-      py::arg("max_copy") = py::none(), py::arg("snapshot") = py::none(), py::arg("tmpdir") = py::none());
+      py::arg("max_copy") = py::none(), py::arg("snapshot") = py::none(), py::arg("tmpdir") = py::none(),
+      py::arg("store") = "auto");
   m.def(
       "open_callback",
       [](py::function read, std::optional<py::list> threads, std::optional<py::dict> overrides,

@@ -37,6 +37,13 @@
 
 namespace heapwalk::memory {
 
+/// Where a temporary copy lives (a snapshot is always its file).
+enum class CaptureStore {
+  Auto,    ///< memory when it fits in half of what is available, else a file under `tmpdir`
+  Memory,  ///< anonymous memory (transparent huge pages for the heaps)
+  File,    ///< an unnamed sparse file under `tmpdir`
+};
+
 struct CaptureOptions {
   std::string out;                  ///< the snapshot's path; "" = a temporary file under `tmpdir`
   std::string tmpdir;               ///< "" = $TMPDIR, else /tmp
@@ -46,6 +53,7 @@ struct CaptureOptions {
   std::vector<std::pair<std::pair<uint64_t, uint64_t>, std::string>> exclude;
   uint64_t max_bytes = 0;  ///< refuse when the copy would exceed this (0: free space only)
   int copy_threads = 2;
+  CaptureStore store = CaptureStore::Auto;
 };
 
 struct CaptureStats {
@@ -68,7 +76,8 @@ struct CaptureStats {
   uint64_t file_allocated = 0;   ///< its blocks on disk (sparse size)
   uint64_t gcore_bytes = 0;      ///< what gcore would write for these mappings (apparent)
   std::string path;              ///< the snapshot's path ("" for a temporary)
-  std::string tmpdir;            ///< where a temporary copy lived
+  std::string tmpdir;            ///< where a temporary copy lived (a file)
+  std::string store;             ///< "memory" or "file"
   std::vector<std::string> notes;
 };
 

@@ -61,13 +61,14 @@ def open_core(path: str, sysroot: Optional[str] = None,
 def attach(pid: int, overrides: Optional[Dict[str, Any]] = None,
            sysroot: Optional[str] = None, capture: bool = True, java_heap: bool = False,
            max_copy: Optional[int] = None, snapshot: Optional[str] = None,
-           tmpdir: Optional[str] = None) -> Target:
+           tmpdir: Optional[str] = None, store: str = "auto") -> Target:
     """Attach to a live process.
 
     By default the process is captured: frozen only while the memory heapwalk reads is
-    copied into a temporary sparse core file (under ``tmpdir``, else $TMPDIR or /tmp), then
-    released; every query analyses the copy. ``java_heap`` copies a JVM's Java heap too
-    (not needed by any analysis); ``max_copy`` refuses a copy larger than that many bytes;
+    copied, then released; the copy is kept in memory when it fits in half of the available
+    memory, else in a temporary sparse core file (under ``tmpdir``, else $TMPDIR or /tmp);
+    ``store`` ("memory", "file") forces one; every query analyses the copy. ``java_heap``
+    copies a JVM's Java heap too (not needed by any analysis); ``max_copy`` refuses a copy larger than that many bytes;
     ``snapshot`` keeps the copy as that core file. ``capture=False`` reads the process in
     place instead, frozen until :meth:`Target.close`.
 
@@ -75,7 +76,7 @@ def attach(pid: int, overrides: Optional[Dict[str, Any]] = None,
     and its maps name them by in-container paths.
     """
     handle = native().attach(int(pid), None, overrides or None, sysroot, capture, java_heap,
-                             max_copy, snapshot, tmpdir)
+                             max_copy, snapshot, tmpdir, store)
     return Target(handle, "pid %d" % int(pid), "live")
 
 

@@ -43,7 +43,12 @@ def build_parser() -> Parser:
                                  "from the copy)")
         target.add_argument("--max-copy", metavar="SIZE", type=registry.parse_size,
                             help="with --pid: refuse to copy more than SIZE (e.g. 4G) of "
-                                 "the process; default: what the temporary directory holds")
+                                 "the process; default: what memory or the temporary "
+                                 "directory holds")
+        target.add_argument("--copy-to", choices=("auto", "memory", "file"), default="auto",
+                            help="with --pid: keep the copy in heapwalk's memory or in an "
+                                 "unnamed file under $TMPDIR; auto (default): memory when it "
+                                 "fits in half of the available memory, else the file")
         if not any(a.dest == "java_heap" for a in p._actions):  # pylint: disable=protected-access
             target.add_argument("--java-heap", action="store_true",
                                 help="with --pid: copy a JVM's Java heap too (no analysis "
@@ -112,7 +117,8 @@ def open_target(args: argparse.Namespace) -> Target:
     if args.pid is not None:
         return heapwalk.attach(args.pid, overrides=overrides, sysroot=args.sysroot,
                                java_heap=bool(getattr(args, "java_heap", False)),
-                               max_copy=getattr(args, "max_copy", None))
+                               max_copy=getattr(args, "max_copy", None),
+                               store=getattr(args, "copy_to", "auto"))
     if not os.path.exists(args.core):
         raise HeapwalkError("no such file", subject=args.core)
     if os.path.isdir(args.core):

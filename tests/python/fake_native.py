@@ -182,7 +182,8 @@ class FakeNative:
     def attach(self, pid: int, threads: Optional[list] = None,
                overrides: Optional[dict] = None, sysroot: Optional[str] = None,
                capture: bool = True, java_heap: bool = False, max_copy: Optional[int] = None,
-               snapshot: Optional[str] = None, tmpdir: Optional[str] = None) -> FakeTarget:
+               snapshot: Optional[str] = None, tmpdir: Optional[str] = None,
+               store: str = "auto") -> FakeTarget:
         return self._open("live", "attach", pid, threads)
 
     def open_callback(self, read: Any, threads: list, overrides: Optional[dict] = None,
