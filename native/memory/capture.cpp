@@ -464,10 +464,9 @@ class Output {
       if (m == MAP_FAILED) throw FormatError(where(), std::string("cannot grow the copy: ") + std::strerror(errno));
       base_ = static_cast<uint8_t*>(m);
     } else {
-      void* m = ::mmap(nullptr, want + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                       -1, 0);
-      if (m == MAP_FAILED)
-        throw FormatError(where(), std::string("cannot allocate the copy: ") + std::strerror(errno));
+      void* m =
+          ::mmap(nullptr, want + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+      if (m == MAP_FAILED) throw FormatError(where(), std::string("cannot allocate the copy: ") + std::strerror(errno));
       auto* p = static_cast<uint8_t*>(m);
       uint8_t* aligned = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1));
       if (aligned > p) ::munmap(p, static_cast<size_t>(aligned - p));
