@@ -51,7 +51,7 @@ def one_level(level: str, runs: int, work: Path) -> dict:
     proc = spawn_jvm(level, d, LOAD)
     html = d / "r.html"
     res: dict = {"level": level, "cli": {}, "gdb": {"runs": 0, "failures": []}, "classes_differ": 0}
-    seen: list[dict[str, int]] = []
+    seen: list[tuple[str, dict[str, int]]] = []
     try:
         for args in COMMANDS:
             name = " ".join(a for a in args if not a.startswith("{"))
@@ -68,7 +68,7 @@ def one_level(level: str, runs: int, work: Path) -> dict:
                 if why:
                     row["failures"].append(why)
                 elif args == ["classify"]:
-                    seen.append(classes(json.loads(r.stdout)))
+                    seen.append((f"CLI run {row['runs']}", classes(json.loads(r.stdout))))
         for _ in range(runs):
             g = run_gdb("-p", str(proc.pid),
                         commands=["heapwalk classify --json", "heapwalk nmt", "heapwalk report",
@@ -81,12 +81,15 @@ def one_level(level: str, runs: int, work: Path) -> dict:
             if why:
                 res["gdb"]["failures"].append(why)
             else:
-                seen.append(classes(extract_json(g.stdout)))
+                seen.append((f"gdb run {res['gdb']['runs']}", classes(extract_json(g.stdout))))
         core = gcore(proc.pid, d / "jvm.core")
         truth = classes(json.loads(run_cli("classify", "--json", str(core), timeout=300).stdout))
         core.unlink()
-        res["classes_differ"] = sum(1 for s in seen if s != truth)
+        res["classes_differ"] = sum(1 for _, s in seen if s != truth)
         res["classes_compared"] = len(seen)
+        # How they differ: (run, class, that run's count, the gcore's), the first few.
+        res["differences"] = [(run, k, s.get(k), truth.get(k)) for run, s in seen
+                              for k in sorted(set(s) | set(truth)) if s.get(k) != truth.get(k)][:40]
     finally:
         stop(proc)
     return res
