@@ -91,10 +91,13 @@ def one_level(level: str, runs: int, work: Path) -> dict:
             why = crashed(0 if "heapwalk-done" in g.stdout else g.returncode, g.stdout, g.stderr)
             if not why and "heapwalk-done" not in g.stdout:
                 why = "gdb did not finish"
+            if not why:
+                try:
+                    seen.append((f"gdb run {res['gdb']['runs']}", classes(extract_json(g.stdout))))
+                except AssertionError:
+                    why = "no classify JSON; stderr: " + g.stderr[-600:]
             if why:
                 res["gdb"]["failures"].append(why)
-            else:
-                seen.append((f"gdb run {res['gdb']['runs']}", classes(extract_json(g.stdout))))
         cores.append(truth())
         # each run against the gcores before and after its phase
         res["classes_differ"] = 0
