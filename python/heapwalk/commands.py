@@ -363,7 +363,8 @@ def _register_extensions() -> None:
     from .cmd_leaks import Leaks  # pylint: disable=import-outside-toplevel
     from .cmd_report import Report  # pylint: disable=import-outside-toplevel
     from .cmd_snapshot import Snapshot  # pylint: disable=import-outside-toplevel
-    for command in (Classify(), Leaks(), Report(), Diff(), Snapshot()):
+    from .cmd_trend import Trend  # pylint: disable=import-outside-toplevel
+    for command in (Classify(), Leaks(), Report(), Diff(), Snapshot(), Trend()):
         COMMANDS[command.name] = command
 
 

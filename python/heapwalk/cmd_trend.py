@@ -1,0 +1,800 @@
+"""``trend DIR``: the series of snapshots ``heapwalk watch`` kept, as one table and a chart.
+
+DIR holds what ``watch`` writes: ``snap-NNNNNN.json`` (each a ``report --json`` document plus a
+top-level ``"watch"`` key: seq, time, reason, the memory sample taken with it, the freeze, the
+core file if any), ``samples.jsonl`` (the frequent samples between snapshots) and
+``watch.json`` (the watcher's metadata, with ``"death"`` once the target died). Instead of DIR a
+list of saved ``report --json`` files is accepted (``trend A.json B.json C.json``); without a
+``watch`` key a file's modification time stands for its time.
+
+Shown per snapshot: the time (relative to the first, and absolute UTC), why it was taken, RSS,
+the cgroup's usage against its limit, glibc's in use / free / trimmable totals (per arena in
+JSON and HTML), NMT committed per category and the in-use malloc NMT does not track (a JVM);
+then the fastest growing in-use chunk sizes and content classes from the first to the last
+snapshot, with their growth per hour. ``--jsonl`` prints one flat JSON object per snapshot
+(for DuckDB ``read_json_auto``, Spark ``read.json``), ``--html FILE`` writes a self-contained
+page with line charts, ``--json`` the series document (``command: "trend"``).
+
+Nothing here raises on a bad snapshot: a file that does not parse, or is not a report, is
+skipped with a note; a truncated last line of ``samples.jsonl`` (the watcher was killed) is
+skipped, counted in a note.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from . import render
+from .commands import Command, Invocation
+from .errors import HeapwalkError, UsageError
+from .render import Column, Style
+
+Record = Dict[str, Any]
+
+SNAPSHOT_NAME = re.compile(r"^snap-(\d+)\.json$")
+SAMPLES_FILE = "samples.jsonl"
+WATCH_FILE = "watch.json"
+#: Rows of the "fastest growing" tables in text (``--top``); JSON/HTML keep up to GROWTH_KEEP.
+DEFAULT_TOP = 8
+GROWTH_KEEP = 100
+#: NMT categories shown as columns in text (those that grew most).
+TEXT_NMT_COLUMNS = 4
+TEXT_WIDTH = 80
+HOUR = 3600.0
+
+
+# -- small helpers ----------------------------------------------------------------------------
+
+def _num(value: Any) -> Optional[int]:
+    """An int field, or None (bools and floats from a bad document are not byte counts)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _float(value: Any) -> Optional[float]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _get(doc: Any, *path: str) -> Any:
+    cur = doc
+    for p in path:
+        if not isinstance(cur, dict):
+            return None
+        cur = cur.get(p)
+    return cur
+
+
+def _note(text: str) -> Record:
+    return {"kind": "note", "address": None, "arena": None, "detail": text}
+
+
+def snake(name: str) -> str:
+    """``Java Heap`` -> ``java_heap`` (NMT category names as JSON Lines keys)."""
+    return re.sub(r"[^0-9a-z]+", "_", str(name).lower()).strip("_") or "unnamed"
+
+
+def short_size(nbytes: Optional[int]) -> str:
+    """A size in at most 6 characters for the 80-column table: ``812K``, ``5.12G``, ``-3.1M``."""
+    if nbytes is None:
+        return "-"
+    sign = "-" if nbytes < 0 else ""
+    n = abs(nbytes)
+    if n < 1024:
+        return "%s%dB" % (sign, n)
+    value = float(n)
+    for unit in "KMGTP":
+        value /= 1024.0
+        if value < 1000.0 or unit == "P":
+            break
+    if value >= 100:
+        text = "%d" % round(value)
+    elif value >= 10:
+        text = "%.1f" % value
+    else:
+        text = "%.2f" % value
+    return "%s%s%s" % (sign, text, unit)
+
+
+def signed_size(nbytes: Optional[int]) -> str:
+    if nbytes is None:
+        return "-"
+    return ("+" if nbytes > 0 else "") + short_size(nbytes)
+
+
+def duration(seconds: Optional[float]) -> str:
+    """``45s``, ``12m03s``, ``3h04m``, ``2d03h``."""
+    if seconds is None:
+        return "-"
+    s = int(round(abs(seconds)))
+    sign = "-" if seconds < 0 else ""
+    if s < 60:
+        return "%s%ds" % (sign, s)
+    if s < 3600:
+        return "%s%dm%02ds" % (sign, s // 60, s % 60)
+    if s < 86400:
+        return "%s%dh%02dm" % (sign, s // 3600, (s % 3600) // 60)
+    return "%s%dd%02dh" % (sign, s // 86400, (s % 86400) // 3600)
+
+
+def utc(t: Optional[float], fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    if t is None:
+        return "-"
+    return time.strftime(fmt, time.gmtime(t))
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:max(width - 3, 1)] + "..."
+
+
+# -- loading ----------------------------------------------------------------------------------
+
+@dataclass
+class Snapshot:
+    """One loaded snapshot: its report document and the watcher's record of it."""
+
+    path: str
+    doc: Record
+    watch: Optional[Record]
+    seq: int
+    time: Optional[float]
+
+
+def _read_json(path: str) -> Tuple[Optional[Any], Optional[str]]:
+    """(document, None) or (None, why it could not be read)."""
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            return json.load(f), None
+    except (ValueError, UnicodeDecodeError) as exc:
+        return None, "not JSON (%s)" % " ".join(str(exc).split())
+    except OSError as exc:
+        return None, exc.strerror or str(exc)
+
+
+def _snapshot(path: str, position: int, notes: List[Record]) -> Optional[Snapshot]:
+    name = os.path.basename(path)
+    doc, why = _read_json(path)
+    if why is None:
+        if not isinstance(doc, dict) or doc.get("schema") != render.SCHEMA:
+            why = "not a heapwalk/1 document"
+        elif doc.get("command", "report") != "report" or not isinstance(doc.get("retention"),
+                                                                         dict):
+            why = "not a 'report --json' document (command %r)" % doc.get("command")
+    if why is not None:
+        notes.append(_note("%s: skipped: %s" % (name, why)))
+        return None
+    assert isinstance(doc, dict)
+    watch = doc.get("watch") if isinstance(doc.get("watch"), dict) else None
+    seq = _num(_get(watch, "seq"))
+    if seq is None:
+        m = SNAPSHOT_NAME.match(name)
+        seq = int(m.group(1)) if m else position
+    t = _float(_get(watch, "time"))
+    if t is None:
+        t = _float(_get(watch, "sample", "time"))
+    if t is None:
+        try:
+            t = os.stat(path).st_mtime
+        except OSError:
+            t = None
+    return Snapshot(path, doc, watch, seq, t)
+
+
+def read_samples(path: str) -> Tuple[List[Record], int]:
+    """The samples of ``samples.jsonl`` sorted by time, and how many lines were skipped
+    (a line that does not parse, e.g. the last one of a killed watcher, or has no time)."""
+    out: List[Record] = []
+    skipped = 0
+    with open(path, "rb") as f:
+        for raw in f:
+            if not raw.strip():
+                continue
+            try:
+                rec = json.loads(raw.decode("utf-8"))
+            except (ValueError, UnicodeDecodeError):
+                skipped += 1
+                continue
+            if not isinstance(rec, dict) or _float(rec.get("time")) is None:
+                skipped += 1
+                continue
+            out.append(rec)
+    out.sort(key=lambda r: float(r["time"]))
+    return out, skipped
+
+
+@dataclass
+class Series:
+    """What ``trend`` read: the snapshots (sorted by seq), the samples, watch.json."""
+
+    source: Record
+    snapshots: List[Snapshot]
+    samples: List[Record]
+    watch: Optional[Record]
+    notes: List[Record]
+
+
+def load_series(paths: Sequence[str]) -> Series:
+    """Read DIR (one directory) or a list of snapshot files. Raises HeapwalkError when nothing
+    usable is found."""
+    notes: List[Record] = []
+    samples: List[Record] = []
+    watch: Optional[Record] = None
+    if not paths:
+        raise UsageError("give a snapshot directory (or snapshot files): heapwalk trend DIR")
+    for p in paths:
+        if not os.path.exists(p):
+            raise HeapwalkError("no such file or directory", subject=p)
+    if len(paths) == 1 and os.path.isdir(paths[0]):
+        directory = paths[0]
+        try:
+            names = sorted(n for n in os.listdir(directory) if SNAPSHOT_NAME.match(n))
+        except OSError as exc:
+            raise HeapwalkError(exc.strerror or str(exc), subject=directory) from None
+        files = [os.path.join(directory, n) for n in names]
+        source: Record = {"dir": directory, "files": names}
+        sp = os.path.join(directory, SAMPLES_FILE)
+        if os.path.isfile(sp):
+            try:
+                samples, skipped = read_samples(sp)
+            except OSError as exc:
+                samples, skipped = [], 0
+                notes.append(_note("%s: not read: %s" % (SAMPLES_FILE, exc.strerror or exc)))
+            if skipped:
+                notes.append(_note("%s: skipped %d line%s that did not parse (a watcher "
+                                   "killed mid-write leaves a truncated last line)"
+                                   % (SAMPLES_FILE, skipped, "" if skipped == 1 else "s")))
+        wp = os.path.join(directory, WATCH_FILE)
+        if os.path.isfile(wp):
+            got, why = _read_json(wp)
+            if why is None and isinstance(got, dict):
+                watch = got
+            else:
+                notes.append(_note("%s: skipped: %s" % (WATCH_FILE, why or "not an object")))
+        if not files:
+            raise HeapwalkError("no snapshots (snap-NNNNNN.json) in this directory",
+                                subject=directory,
+                                hint="'heapwalk watch --pid PID -o DIR' writes them")
+    else:
+        for p in paths:
+            if os.path.isdir(p):
+                raise HeapwalkError("is a directory: give one DIR, or snapshot files",
+                                    subject=p)
+        files = list(paths)
+        source = {"dir": None, "files": files}
+    snaps = [s for s in (_snapshot(p, i + 1, notes) for i, p in enumerate(files))
+             if s is not None]
+    if not snaps:
+        raise HeapwalkError("no snapshot could be read (%d skipped)" % len(files),
+                            subject=source["dir"] or files[0],
+                            hint="each must be a 'heapwalk report --json' document")
+    if all(s.watch is not None and _num(s.watch.get("seq")) is not None for s in snaps) \
+            or source["dir"] is not None:
+        snaps.sort(key=lambda s: (s.seq, s.path))
+    if any(s.watch is None for s in snaps):
+        notes.append(_note("%d snapshot%s without a 'watch' record: the file's modification "
+                           "time stands for its time" % (
+                               sum(1 for s in snaps if s.watch is None),
+                               "" if sum(1 for s in snaps if s.watch is None) == 1 else "s")))
+    pids = sorted({p for p in (_get(s.doc, "target", "pid") for s in snaps) if p is not None})
+    if len(pids) > 1:
+        notes.append(_note("the snapshots are of %d processes (pids %s): a restarted target "
+                           "starts its figures again" % (len(pids),
+                                                         ", ".join(map(str, pids)))))
+    return Series(source, snaps, samples, watch, notes)
+
+
+# -- the series ------------------------------------------------------------------------------
+
+GLIBC_FIELDS = (("in_use_bytes", ("retention", "in_use_bytes")),
+                ("free_bytes", ("retention", "free_bytes")),
+                ("trimmable_bytes", ("retention", "trimmable_bytes")),
+                ("tcache_bytes", ("retention", "tcache_bytes")),
+                ("top_bytes", ("retention", "top_bytes")),
+                ("fragment_bytes", ("retention", "fragment_bytes")),
+                ("system_bytes", ("glibc", "system_bytes")),
+                ("mmapped_bytes", ("glibc", "mmapped_bytes")),
+                ("arenas", ("pressure", "arenas")),
+                ("threads", ("pressure", "threads")))
+ARENA_FIELDS = ("system_bytes", "in_use_bytes", "free_bytes", "trimmable_bytes", "top_bytes")
+
+
+def _cgroup(sample: Optional[Record]) -> Optional[Record]:
+    cg = _get(sample, "cgroup")
+    if not isinstance(cg, dict):
+        return None
+    pressure = cg.get("pressure") if isinstance(cg.get("pressure"), dict) else None
+    return {"path": cg.get("path"), "version": _num(cg.get("version")),
+            "usage_bytes": _num(cg.get("usage_bytes")),
+            "limit_bytes": _num(cg.get("limit_bytes")),
+            "high_bytes": _num(cg.get("high_bytes")),
+            "oom_kill": _num(cg.get("oom_kill")),
+            "pressure": None if pressure is None else {
+                "some_avg10": _float(pressure.get("some_avg10")),
+                "full_avg10": _float(pressure.get("full_avg10"))}}
+
+
+def _percent(usage: Optional[int], limit: Optional[int]) -> Optional[float]:
+    if usage is None or not limit:
+        return None
+    return round(100.0 * usage / limit, 2)
+
+
+def _nmt(doc: Record) -> Optional[Record]:
+    nmt = doc.get("nmt")
+    if not isinstance(nmt, dict):
+        return None
+    cats = []
+    for c in nmt.get("categories") or []:
+        if not isinstance(c, dict):
+            continue
+        m = c.get("malloc")
+        cats.append({"name": c.get("name"), "reserved": _num(c.get("reserved")),
+                     "committed": _num(c.get("committed")),
+                     "malloc": _num(m.get("bytes")) if isinstance(m, dict) else _num(m)})
+    return {"level": nmt.get("level"), "reserved_bytes": _num(nmt.get("total_reserved")),
+            "committed_bytes": _num(nmt.get("total_committed")),
+            "malloc_bytes": _num(nmt.get("malloc_bytes")), "categories": cats}
+
+
+def point(snap: Snapshot, t0: Optional[float]) -> Record:
+    """The figures of one snapshot (one row of the series)."""
+    doc, watch = snap.doc, snap.watch or {}
+    sample = watch.get("sample") if isinstance(watch.get("sample"), dict) else None
+    rss = _num(_get(sample, "rss_bytes"))
+    rss_source = "sample" if rss is not None else None
+    if rss is None and _num(_get(doc, "mappings", "resident_bytes")) is not None:
+        rss, rss_source = _num(_get(doc, "mappings", "resident_bytes")), "smaps"
+    cg = _cgroup(sample)
+    untracked = _get(doc, "nmt", "untracked_malloc")
+    arenas = []
+    for a in _get(doc, "retention", "arenas") or []:
+        if isinstance(a, dict):
+            row: Record = {"index": _num(a.get("index")), "main": bool(a.get("main"))}
+            row.update({f: _num(a.get(f)) for f in ARENA_FIELDS})
+            arenas.append(row)
+    arenas.sort(key=lambda a: (a["index"] is None, a["index"] or 0))
+    return {
+        "seq": snap.seq,
+        "file": os.path.basename(snap.path),
+        "time": snap.time,
+        "elapsed_seconds": None if snap.time is None or t0 is None
+        else round(snap.time - t0, 3),
+        "reason": watch.get("reason"),
+        "pid": _get(doc, "target", "pid"),
+        "frozen_seconds": _float(watch.get("frozen_seconds"))
+        if watch.get("frozen_seconds") is not None
+        else _float(_get(doc, "target", "frozen_seconds")),
+        "core": watch.get("core"),
+        "rss_bytes": rss,
+        "rss_source": rss_source,
+        "rss_anon_bytes": _num(_get(sample, "rss_anon_bytes")),
+        "rss_file_bytes": _num(_get(sample, "rss_file_bytes")),
+        "cgroup": cg,
+        "cgroup_usage_percent": _percent(_get(cg, "usage_bytes"), _get(cg, "limit_bytes")),
+        "mapped_bytes": _num(_get(doc, "mappings", "mapped_bytes")),
+        "resident_bytes": _num(_get(doc, "mappings", "resident_bytes")),
+        "glibc": {k: _num(_get(doc, *path)) for k, path in GLIBC_FIELDS},
+        "arenas": arenas,
+        "nmt": _nmt(doc),
+        "untracked_bytes": _num(untracked.get("bytes")) if isinstance(untracked, dict) else None,
+        "untracked_count": _num(untracked.get("count")) if isinstance(untracked, dict) else None,
+        "verdict": [v.get("cause") for v in doc.get("verdict") or [] if isinstance(v, dict)],
+        "has_size_classes": isinstance(doc.get("size_classes"), list),
+    }
+
+
+def _by_key(rows: Any, key: str) -> Dict[Any, Record]:
+    return {r.get(key): r for r in rows or [] if isinstance(r, dict)}
+
+
+def _classes(doc: Record) -> List[Record]:
+    got = doc.get("content_classes")
+    if not isinstance(got, list):
+        got = doc.get("classes") if isinstance(doc.get("classes"), list) else []
+    return [c for c in got if isinstance(c, dict)]
+
+
+def _rate(delta: int, hours: Optional[float]) -> Optional[float]:
+    return None if not hours else round(delta / hours, 1)
+
+
+def growth(snaps: Sequence[Snapshot], keep: int = GROWTH_KEEP) -> Record:
+    """The in-use chunk sizes and content classes whose bytes grew most from the first to the
+    last snapshot: count and bytes growth, per hour, and the count at every snapshot."""
+    first, last = snaps[0], snaps[-1]
+    hours = None
+    if first.time is not None and last.time is not None and last.time > first.time:
+        hours = (last.time - first.time) / HOUR
+
+    def rows(key: str, get: Any, extra: Iterable[str]) -> List[Record]:
+        per = [_by_key(get(s.doc), key) for s in snaps]
+        a, b = per[0], per[-1]
+        out = []
+        for k in set(a) | set(b):
+            if k is None:
+                continue
+            ra, rb = a.get(k) or {}, b.get(k) or {}
+            ca, cb = _num(ra.get("count")) or 0, _num(rb.get("count")) or 0
+            ba, bb = _num(ra.get("bytes")) or 0, _num(rb.get("bytes")) or 0
+            if bb - ba <= 0:
+                continue
+            row: Record = {key: k}
+            for e in extra:
+                row[e] = (rb or ra).get(e)
+            row.update({"count": cb - ca, "bytes": bb - ba, "first_count": ca,
+                        "last_count": cb, "first_bytes": ba, "last_bytes": bb,
+                        "count_per_hour": _rate(cb - ca, hours),
+                        "bytes_per_hour": _rate(bb - ba, hours),
+                        "counts": [_num((p.get(k) or {}).get("count")) if p else None
+                                   for p in per]})
+            out.append(row)
+        out.sort(key=lambda r: (-r["bytes"], str(r[key])))
+        return out[:keep]
+
+    have_sizes = all(isinstance(s.doc.get("size_classes"), list) for s in (first, last))
+    sizes = rows("size", lambda d: d.get("size_classes"), ()) if have_sizes else []
+    classes = rows("name", _classes, ("kind",))
+    return {"from_seq": first.seq, "to_seq": last.seq,
+            "hours": None if hours is None else round(hours, 6),
+            "sizes": sizes, "classes": classes}
+
+
+def _categories(points: Sequence[Record]) -> List[str]:
+    """NMT category names, those that grew most (committed, first to last) first."""
+    first: Dict[str, int] = {}
+    last: Dict[str, int] = {}
+    for p in points:
+        for c in (p.get("nmt") or {}).get("categories") or []:
+            name = c.get("name")
+            if name is None:
+                continue
+            first.setdefault(name, c.get("committed") or 0)
+            last[name] = c.get("committed") or 0
+    return sorted(last, key=lambda n: (-(last[n] - first.get(n, 0)), -last[n], n))
+
+
+def _sample_point(s: Record, t0: Optional[float]) -> Record:
+    cg = _cgroup(s)
+    t = float(s["time"])
+    return {"time": t, "elapsed_seconds": None if t0 is None else round(t - t0, 3),
+            "rss_bytes": _num(s.get("rss_bytes")),
+            "rss_anon_bytes": _num(s.get("rss_anon_bytes")),
+            "rss_file_bytes": _num(s.get("rss_file_bytes")),
+            "cgroup_usage_bytes": _get(cg, "usage_bytes"),
+            "cgroup_limit_bytes": _get(cg, "limit_bytes"),
+            "cgroup_usage_percent": _percent(_get(cg, "usage_bytes"), _get(cg, "limit_bytes")),
+            "cgroup_oom_kill": _get(cg, "oom_kill")}
+
+
+def _samples_summary(samples: Sequence[Record]) -> Optional[Record]:
+    if not samples:
+        return None
+    rss = [s["rss_bytes"] for s in samples if s["rss_bytes"] is not None]
+    use = [s for s in samples if s["cgroup_usage_bytes"] is not None]
+    top = max(use, key=lambda s: s["cgroup_usage_bytes"]) if use else None
+    span = samples[-1]["time"] - samples[0]["time"]
+    return {"count": len(samples), "first_time": samples[0]["time"],
+            "last_time": samples[-1]["time"],
+            "interval_seconds": round(span / (len(samples) - 1), 3) if len(samples) > 1
+            else None,
+            "rss_first_bytes": rss[0] if rss else None, "rss_last_bytes": rss[-1] if rss else None,
+            "rss_max_bytes": max(rss) if rss else None,
+            "cgroup_usage_max_bytes": top["cgroup_usage_bytes"] if top else None,
+            "cgroup_usage_max_percent": top["cgroup_usage_percent"] if top else None}
+
+
+def build_trend(series: Series) -> Record:
+    """The ``trend`` document."""
+    snaps = series.snapshots
+    t0 = snaps[0].time
+    points = [point(s, t0) for s in snaps]
+    samples = [_sample_point(s, t0) for s in series.samples]
+    notes = list(series.notes)
+    if len(snaps) == 1:
+        notes.append(_note("one snapshot: nothing to compare it with (growth needs two)"))
+    missing = [s.seq for s in (snaps[0], snaps[-1]) if not isinstance(s.doc.get("size_classes"),
+                                                                       list)]
+    if len(snaps) > 1 and missing:
+        notes.append(_note("snapshot %s has no size classes (saved by an older heapwalk): no "
+                           "chunk-size growth" % ", ".join(map(str, missing))))
+    seqs = [s.seq for s in snaps]
+    gaps = sum(1 for a, b in zip(seqs, seqs[1:]) if b - a > 1)
+    watch = series.watch
+    doc: Record = {
+        "source": dict(series.source, samples_file=SAMPLES_FILE if series.samples else None),
+        "target": {k: _get(snaps[-1].doc, "target", k) for k in ("kind", "pid", "path")},
+        "watch": None if watch is None else {k: v for k, v in watch.items() if k != "death"},
+        "snapshot_count": len(snaps),
+        "seq_gaps": gaps,
+        "first_time": t0,
+        "last_time": snaps[-1].time,
+        "nmt_categories": _categories(points),
+        "snapshots": points,
+        "samples": samples,
+        "samples_summary": _samples_summary(samples),
+        "growth": growth(snaps) if len(snaps) > 1 else {
+            "from_seq": snaps[0].seq, "to_seq": snaps[0].seq, "hours": None, "sizes": [],
+            "classes": []},
+        "death": watch.get("death") if isinstance(watch, dict) else None,
+        "diagnostics": notes,
+    }
+    return render.wrap("trend", doc)
+
+
+# -- JSON Lines -------------------------------------------------------------------------------
+
+def jsonl_rows(doc: Record) -> List[Record]:
+    """One flat object per snapshot; every line has the same keys (null when absent), so
+    ``read_json_auto`` infers one schema."""
+    cats = doc.get("nmt_categories") or []
+    source = doc.get("source") or {}
+    out = []
+    for p in doc["snapshots"]:
+        cg = p.get("cgroup") or {}
+        pressure = cg.get("pressure") or {}
+        nmt = p.get("nmt") or {}
+        committed = {c.get("name"): c.get("committed") for c in nmt.get("categories") or []}
+        row: Record = {
+            "dir": source.get("dir"), "file": p["file"], "seq": p["seq"], "time": p["time"],
+            "elapsed_seconds": p["elapsed_seconds"], "reason": p["reason"], "pid": p["pid"],
+            "frozen_seconds": p["frozen_seconds"], "core": p["core"],
+            "rss_bytes": p["rss_bytes"], "rss_anon_bytes": p["rss_anon_bytes"],
+            "rss_file_bytes": p["rss_file_bytes"],
+            "cgroup_path": cg.get("path"), "cgroup_version": cg.get("version"),
+            "cgroup_usage_bytes": cg.get("usage_bytes"),
+            "cgroup_limit_bytes": cg.get("limit_bytes"),
+            "cgroup_high_bytes": cg.get("high_bytes"),
+            "cgroup_usage_percent": p["cgroup_usage_percent"],
+            "cgroup_oom_kill": cg.get("oom_kill"),
+            "cgroup_pressure_some_avg10": pressure.get("some_avg10"),
+            "cgroup_pressure_full_avg10": pressure.get("full_avg10"),
+            "mapped_bytes": p["mapped_bytes"], "resident_bytes": p["resident_bytes"],
+        }
+        for k, v in p["glibc"].items():
+            row["glibc_" + k] = v
+        row["glibc_arenas"] = [dict(a) for a in p["arenas"]]
+        row["nmt_reserved_bytes"] = nmt.get("reserved_bytes")
+        row["nmt_committed_bytes"] = nmt.get("committed_bytes")
+        row["nmt_malloc_bytes"] = nmt.get("malloc_bytes")
+        for name in sorted(cats, key=snake):
+            row["nmt_%s_committed_bytes" % snake(name)] = committed.get(name)
+        row["untracked_bytes"] = p["untracked_bytes"]
+        row["untracked_count"] = p["untracked_count"]
+        row["verdict"] = list(p["verdict"])
+        out.append(row)
+    return out
+
+
+def render_jsonl(doc: Record) -> List[str]:
+    return [json.dumps(r, ensure_ascii=False, separators=(",", ":")) for r in jsonl_rows(doc)]
+
+
+# -- text -------------------------------------------------------------------------------------
+
+def _reason(text: Any) -> str:
+    r = str(text or "-")
+    r = re.sub(r"^threshold\s*", ">", r)
+    return _clip(r, 9)
+
+
+def _death_line(death: Any) -> Optional[str]:
+    if not isinstance(death, dict):
+        return None
+    parts = []
+    for key in ("how", "signal", "exit_status", "oom_kill", "oom_killed", "time",
+                "last_usage_bytes", "last_limit_bytes"):
+        if key in death and death[key] is not None:
+            value = death[key]
+            if key == "time" and isinstance(value, (int, float)):
+                value = utc(value) + " UTC"
+            elif key.endswith("_bytes") and _num(value) is not None:
+                value = render.size(value)
+            parts.append("%s %s" % (key.replace("_", " "), value))
+    for key, value in sorted(death.items()):
+        if key in ("how", "signal", "exit_status", "oom_kill", "oom_killed", "time",
+                   "last_usage_bytes", "last_limit_bytes"):
+            continue
+        if isinstance(value, (str, int, float, bool)):
+            parts.append("%s %s" % (key.replace("_", " "), value))
+    return "target died: " + (", ".join(parts) if parts else "(no details)")
+
+
+def render_trend(doc: Record, style: Style = render.PLAIN, top: int = DEFAULT_TOP) -> List[str]:
+    """Text for ``trend`` (80 columns)."""
+    pts = doc["snapshots"]
+    src = doc.get("source") or {}
+    where = src.get("dir") or "%d files" % len(src.get("files") or [])
+    pid = (doc.get("target") or {}).get("pid")
+    first, last = doc.get("first_time"), doc.get("last_time")
+    span = None if first is None or last is None else last - first
+    head = "heapwalk trend: %s" % where
+    out = [style.paint("bold", _clip(head, TEXT_WIDTH))]
+    gaps = doc.get("seq_gaps") or 0
+    line = "%s, seq %s-%s%s%s" % (render.plural(len(pts), "snapshot"), pts[0]["seq"],
+                                  pts[-1]["seq"], " (%d gaps)" % gaps if gaps else "",
+                                  "" if pid is None else ", pid %s" % pid)
+    out.append(line)
+    out.append("first %s UTC, last %s (+%s)" % (utc(first), utc(last, "%H:%M:%S")
+                                                if first is not None and last is not None
+                                                and int(first // 86400) == int(last // 86400)
+                                                else utc(last), duration(span)))
+    cgs = [p["cgroup"] for p in pts if p.get("cgroup")]
+    limits = sorted({c["limit_bytes"] for c in cgs if c.get("limit_bytes")})
+    if cgs:
+        lim = ("limit " + ", ".join(render.size(x) for x in limits)) if limits else "no limit"
+        out.append(_clip("cgroup %s (v%s): %s" % (cgs[-1].get("path"), cgs[-1].get("version"),
+                                                 lim), TEXT_WIDTH))
+    out.append("")
+    same_day = first is not None and last is not None and int(first // 86400) == int(last // 86400)
+    fmt = "%H:%M:%S" if same_day else "%m-%d %H:%M"
+    cols = [Column("seq"), Column("time (UTC)" if same_day else "UTC", "<"),
+            Column("+time", "<"), Column("reason", "<"), Column("RSS")]
+    if cgs:
+        cols += [Column("cgroup"), Column("%lim")]
+    cols += [Column("in use"), Column("free"), Column("trim")]
+    rows = []
+    for p in pts:
+        row = [str(p["seq"]), utc(p["time"], fmt), "+" + duration(p["elapsed_seconds"]),
+               _reason(p["reason"]), short_size(p["rss_bytes"])]
+        if cgs:
+            cg = p.get("cgroup") or {}
+            pct = p.get("cgroup_usage_percent")
+            row += [short_size(cg.get("usage_bytes")), "-" if pct is None else "%d%%" % pct]
+        g = p["glibc"]
+        row += [short_size(g["in_use_bytes"]), short_size(g["free_bytes"]),
+                short_size(g["trimmable_bytes"])]
+        rows.append(row)
+    out.extend(render.table(cols, rows, style))
+    if any(p.get("nmt") for p in pts):
+        cats = (doc.get("nmt_categories") or [])[:TEXT_NMT_COLUMNS]
+        out.append("")
+        out.append(style.paint("bold", "NMT committed") + " (categories that grew most) and "
+                   "malloc NMT does not track")
+        ncols = [Column("seq"), Column("+time", "<"), Column("NMT total"), Column("untracked")]
+        ncols += [Column(_clip(c, 11)) for c in cats]
+        nrows = []
+        for p in pts:
+            nmt = p.get("nmt") or {}
+            by = {c.get("name"): c.get("committed") for c in nmt.get("categories") or []}
+            nrows.append([str(p["seq"]), "+" + duration(p["elapsed_seconds"]),
+                          short_size(nmt.get("committed_bytes")),
+                          short_size(p.get("untracked_bytes"))]
+                         + [short_size(by.get(c)) for c in cats])
+        out.extend(render.table(ncols, nrows, style))
+    g = doc["growth"]
+    if len(pts) > 1:
+        over = "seq %s -> %s, %s" % (g["from_seq"], g["to_seq"],
+                                     duration(None if g["hours"] is None else g["hours"] * HOUR))
+        out.append("")
+        out.append(style.paint("bold", "fastest growing chunk sizes") + " (in use, %s)" % over)
+        if g["sizes"]:
+            rows = [[str(r["size"]), "%+d" % r["count"],
+                     "%d -> %d" % (r["first_count"], r["last_count"]), signed_size(r["bytes"]),
+                     "-" if r["bytes_per_hour"] is None
+                     else signed_size(int(r["bytes_per_hour"])),
+                     "-" if r["count_per_hour"] is None else "%+d" % round(r["count_per_hour"])]
+                    for r in g["sizes"][:top]]
+            out.extend(render.table([Column("size"), Column("count"), Column("first -> last"),
+                                     Column("bytes"), Column("bytes/h"), Column("count/h")],
+                                    rows, style, indent="  "))
+        else:
+            out.append("  (none grew)")
+        out.append(style.paint("bold", "fastest growing content classes"))
+        if g["classes"]:
+            rows = [[_clip(str(r["name"]), 30), _clip(str(r.get("kind") or ""), 8),
+                     "%+d" % r["count"], signed_size(r["bytes"]),
+                     "-" if r["bytes_per_hour"] is None
+                     else signed_size(int(r["bytes_per_hour"])),
+                     short_size(r["last_bytes"])]
+                    for r in g["classes"][:top]]
+            out.extend(render.table([Column("class", "<"), Column("kind", "<"), Column("count"),
+                                     Column("bytes"), Column("bytes/h"), Column("last")],
+                                    rows, style, indent="  "))
+        else:
+            out.append("  (none grew)")
+    ss = doc.get("samples_summary")
+    if ss:
+        text = "samples: %d, +%s to +%s" % (
+            ss["count"], duration(ss["first_time"] - first if first is not None else None),
+            duration(ss["last_time"] - first if first is not None else None))
+        if ss.get("interval_seconds"):
+            text += " (every %.3g s)" % ss["interval_seconds"]
+        if ss.get("rss_max_bytes") is not None:
+            text += "; RSS max %s" % short_size(ss["rss_max_bytes"])
+        if ss.get("cgroup_usage_max_bytes") is not None:
+            text += "; cgroup max %s" % short_size(ss["cgroup_usage_max_bytes"])
+            if ss.get("cgroup_usage_max_percent") is not None:
+                text += " (%d%%)" % ss["cgroup_usage_max_percent"]
+        out.append("")
+        out.append(_clip(text, TEXT_WIDTH))
+    death = _death_line(doc.get("death"))
+    if death:
+        out.append(death)
+    return out
+
+
+# -- the command ------------------------------------------------------------------------------
+
+def _top(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a number: %r" % text) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more: %r" % text)
+    return value
+
+
+class Trend(Command):
+    """``trend DIR``."""
+
+    name = "trend"
+    summary = "the series of snapshots 'watch' kept: one table, a chart, what grew fastest"
+    description = ("Read the snapshots 'heapwalk watch' wrote to DIR (snap-NNNNNN.json, "
+                   "samples.jsonl, watch.json), or a list of saved 'report --json' files, and "
+                   "show the series: per snapshot the time, why it was taken, RSS, the "
+                   "cgroup's usage against its limit, glibc in use / free / trimmable, NMT "
+                   "committed per category and malloc NMT does not track; then the in-use "
+                   "chunk sizes and content classes that grew fastest from the first to the "
+                   "last snapshot (count, bytes, per hour). --jsonl: one JSON object per "
+                   "snapshot per line; --html FILE: a page with line charts. A snapshot that "
+                   "does not parse is skipped with a note. Usage: heapwalk trend DIR.")
+    #: The CLI opens no target for this command: it reads its files itself.
+    needs_target = False
+
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        # The CLI gives every command a first positional CORE: that is DIR. gdb does not.
+        if not any(a.dest == "core" for a in parser._actions):  # pylint: disable=protected-access
+            parser.add_argument("dir", metavar="DIR",
+                                help="the directory 'heapwalk watch' wrote (or a snapshot file)")
+        parser.add_argument("more", nargs="*", metavar="FILE",
+                            help="more snapshot files (instead of DIR: trend A.json B.json ...)")
+        parser.add_argument("--jsonl", action="store_true",
+                            help="print one JSON object per snapshot per line (JSON Lines, "
+                                 "for DuckDB read_json_auto / Spark read.json)")
+        parser.add_argument("--html", metavar="FILE",
+                            help="also write the series as one self-contained HTML page with "
+                                 "line charts (no network) to FILE")
+        parser.add_argument("--top", metavar="N", type=_top, default=DEFAULT_TOP,
+                            help="rows of the fastest-growing tables in text (default %d)"
+                                 % DEFAULT_TOP)
+
+    def collect(self, inv: Invocation) -> Record:
+        args = inv.args
+        first = getattr(args, "core", None) or getattr(args, "dir", None)
+        if getattr(args, "pid", None) is not None or not first:
+            raise UsageError("trend reads a snapshot directory: heapwalk trend DIR (or "
+                             "snapshot files: heapwalk trend A.json B.json ...)")
+        if getattr(args, "jsonl", False) and getattr(args, "json", False):
+            raise UsageError("give --json or --jsonl, not both")
+        doc = build_trend(load_series([first, *(getattr(args, "more", None) or [])]))
+        html_path = getattr(args, "html", None)
+        if html_path:
+            from . import trend_html  # pylint: disable=import-outside-toplevel
+            trend_html.write(doc, html_path)
+        return doc
+
+    def render(self, document: Record, inv: Invocation) -> List[str]:
+        if getattr(inv.args, "jsonl", False):
+            # stdout stays JSON Lines: the notes go to stderr instead of after the lines.
+            for line in render.diagnostics(document.get("diagnostics", [])):
+                sys.stderr.write(line + "\n")
+            document["diagnostics"] = []
+            return render_jsonl(document)
+        return render_trend(document, inv.style, getattr(inv.args, "top", DEFAULT_TOP))
+
+    def status(self, document: Record) -> int:
+        return 0
