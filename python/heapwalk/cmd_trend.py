@@ -47,6 +47,10 @@ GROWTH_KEEP = 100
 #: NMT categories shown as columns in text (those that grew most).
 TEXT_NMT_COLUMNS = 4
 TEXT_WIDTH = 80
+#: Short headers for NMT categories in the text table (others are clipped to 10 characters).
+NMT_SHORT = {"Native Memory Tracking": "NMT", "Shared class space": "CDS",
+             "Arena Chunk": "Arena", "Synchronization": "Sync", "Serviceability": "Svc",
+             "String Deduplication": "StrDedup", "Object Monitors": "Monitors"}
 HOUR = 3600.0
 
 
@@ -158,7 +162,11 @@ def _read_json(path: str) -> Tuple[Optional[Any], Optional[str]]:
     try:
         with open(path, "r", encoding="utf-8") as f:
             return json.load(f), None
-    except (ValueError, UnicodeDecodeError) as exc:
+    except json.JSONDecodeError as exc:
+        return None, "not JSON (line %d column %d)" % (exc.lineno, exc.colno)
+    except UnicodeDecodeError:
+        return None, "not JSON (not UTF-8 text)"
+    except ValueError as exc:
         return None, "not JSON (%s)" % " ".join(str(exc).split())
     except OSError as exc:
         return None, exc.strerror or str(exc)
@@ -253,8 +261,8 @@ def load_series(paths: Sequence[str]) -> Series:
                 samples, skipped = [], 0
                 notes.append(_note("%s: not read: %s" % (SAMPLES_FILE, exc.strerror or exc)))
             if skipped:
-                notes.append(_note("%s: skipped %d line%s that did not parse (a watcher "
-                                   "killed mid-write leaves a truncated last line)"
+                notes.append(_note("%s: skipped %d line%s that did not parse (cut short "
+                                   "by a kill?)"
                                    % (SAMPLES_FILE, skipped, "" if skipped == 1 else "s")))
         wp = os.path.join(directory, WATCH_FILE)
         if os.path.isfile(wp):
@@ -400,11 +408,11 @@ def _by_key(rows: Any, key: str) -> Dict[Any, Record]:
     return {r.get(key): r for r in rows or [] if isinstance(r, dict)}
 
 
-def _classes(doc: Record) -> List[Record]:
+def _classes(doc: Record) -> Optional[List[Record]]:
     got = doc.get("content_classes")
     if not isinstance(got, list):
-        got = doc.get("classes") if isinstance(doc.get("classes"), list) else []
-    return [c for c in got if isinstance(c, dict)]
+        got = doc.get("classes")
+    return [c for c in got if isinstance(c, dict)] if isinstance(got, list) else None
 
 
 def _rate(delta: int, hours: Optional[float]) -> Optional[float]:
@@ -420,8 +428,9 @@ def growth(snaps: Sequence[Snapshot], keep: int = GROWTH_KEEP) -> Record:
         hours = (last.time - first.time) / HOUR
 
     def rows(key: str, get: Any, extra: Iterable[str]) -> List[Record]:
-        per = [_by_key(get(s.doc), key) for s in snaps]
-        a, b = per[0], per[-1]
+        per = [_by_key(get(s.doc), key) if isinstance(get(s.doc), list) else None
+               for s in snaps]
+        a, b = per[0] or {}, per[-1] or {}
         out = []
         for k in set(a) | set(b):
             if k is None:
@@ -438,8 +447,8 @@ def growth(snaps: Sequence[Snapshot], keep: int = GROWTH_KEEP) -> Record:
                         "last_count": cb, "first_bytes": ba, "last_bytes": bb,
                         "count_per_hour": _rate(cb - ca, hours),
                         "bytes_per_hour": _rate(bb - ba, hours),
-                        "counts": [_num((p.get(k) or {}).get("count")) if p else None
-                                   for p in per]})
+                        "counts": [None if p is None else _num((p.get(k) or {}).get("count"))
+                                   or 0 for p in per]})
             out.append(row)
         out.sort(key=lambda r: (-r["bytes"], str(r[key])))
         return out[:keep]
@@ -602,7 +611,7 @@ def _death_line(death: Any) -> Optional[str]:
                 value = utc(value) + " UTC"
             elif key.endswith("_bytes") and _num(value) is not None:
                 value = render.size(value)
-            parts.append("%s %s" % (key.replace("_", " "), value))
+            parts.append("%s %s" % (re.sub(r"_bytes$", "", key).replace("_", " "), value))
     for key, value in sorted(death.items()):
         if key in ("how", "signal", "exit_status", "oom_kill", "oom_killed", "time",
                    "last_usage_bytes", "last_limit_bytes"):
@@ -624,7 +633,7 @@ def render_trend(doc: Record, style: Style = render.PLAIN, top: int = DEFAULT_TO
     out = [style.paint("bold", _clip(head, TEXT_WIDTH))]
     gaps = doc.get("seq_gaps") or 0
     line = "%s, seq %s-%s%s%s" % (render.plural(len(pts), "snapshot"), pts[0]["seq"],
-                                  pts[-1]["seq"], " (%d gaps)" % gaps if gaps else "",
+                                  pts[-1]["seq"], " (%s)" % render.plural(gaps, "gap") if gaps else "",
                                   "" if pid is None else ", pid %s" % pid)
     out.append(line)
     out.append("first %s UTC, last %s (+%s)" % (utc(first), utc(last, "%H:%M:%S")
@@ -664,7 +673,7 @@ def render_trend(doc: Record, style: Style = render.PLAIN, top: int = DEFAULT_TO
         out.append(style.paint("bold", "NMT committed") + " (categories that grew most) and "
                    "malloc NMT does not track")
         ncols = [Column("seq"), Column("+time", "<"), Column("NMT total"), Column("untracked")]
-        ncols += [Column(_clip(c, 11)) for c in cats]
+        ncols += [Column(NMT_SHORT.get(c, _clip(c, 10))) for c in cats]
         nrows = []
         for p in pts:
             nmt = p.get("nmt") or {}
@@ -692,6 +701,7 @@ def render_trend(doc: Record, style: Style = render.PLAIN, top: int = DEFAULT_TO
                                     rows, style, indent="  "))
         else:
             out.append("  (none grew)")
+        out.append("")
         out.append(style.paint("bold", "fastest growing content classes"))
         if g["classes"]:
             rows = [[_clip(str(r["name"]), 30), _clip(str(r.get("kind") or ""), 8),
