@@ -574,7 +574,7 @@ def jsonl_rows(doc: Record) -> List[Record]:
         }
         for k, v in p["glibc"].items():
             row["glibc_" + k] = v
-        row["glibc_arenas"] = [dict(a) for a in p["arenas"]]
+        row["arenas"] = [dict(a) for a in p["arenas"]]
         row["nmt_reserved_bytes"] = nmt.get("reserved_bytes")
         row["nmt_committed_bytes"] = nmt.get("committed_bytes")
         row["nmt_malloc_bytes"] = nmt.get("malloc_bytes")

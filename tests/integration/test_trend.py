@@ -261,13 +261,14 @@ def test_jsonl_lines_parse_and_have_the_keys(run: Run) -> None:
     rows = [json.loads(line) for line in lines]
     keys = {"time", "seq", "rss_bytes", "cgroup_usage_bytes", "cgroup_limit_bytes",
             "glibc_in_use_bytes", "glibc_free_bytes", "glibc_trimmable_bytes",
-            "untracked_bytes", "nmt_committed_bytes", "glibc_arenas"}
+            "untracked_bytes", "nmt_committed_bytes", "glibc_arenas", "arenas"}
     for row in rows:
         assert keys <= set(row), keys - set(row)
         assert set(row) == set(rows[0])  # one schema for read_json_auto
     assert [row["seq"] for row in rows] == SEQS
     assert [row["rss_bytes"] for row in rows] == run.rss
     assert rows[-1]["cgroup_limit_bytes"] == LIMIT
+    assert rows[-1]["glibc_arenas"] == len(rows[-1]["arenas"]) == THREADS
     # The notes go to stderr: stdout is only JSON Lines.
     assert "samples.jsonl" in r.stderr
 
