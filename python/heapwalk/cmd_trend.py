@@ -715,7 +715,16 @@ def render_trend(doc: Record, style: Style = render.PLAIN, top: int = DEFAULT_TO
                                     rows, style, indent="  "))
         else:
             out.append("  (none grew)")
+    frozen = [p["frozen_seconds"] for p in pts if p.get("frozen_seconds") is not None]
+    cores = ["%s (seq %s)" % (p["core"], p["seq"]) for p in pts if p.get("core")]
     ss = doc.get("samples_summary")
+    if frozen or cores or ss:
+        out.append("")
+    if frozen:
+        out.append("freeze per snapshot: %.3f-%.3f s (mean %.3f s)"
+                   % (min(frozen), max(frozen), sum(frozen) / len(frozen)))
+    if cores:
+        out.append(_clip("cores: " + ", ".join(cores), TEXT_WIDTH))
     if ss:
         text = "samples: %d, +%s to +%s" % (
             ss["count"], duration(ss["first_time"] - first if first is not None else None),
@@ -728,7 +737,6 @@ def render_trend(doc: Record, style: Style = render.PLAIN, top: int = DEFAULT_TO
             text += "; cgroup max %s" % short_size(ss["cgroup_usage_max_bytes"])
             if ss.get("cgroup_usage_max_percent") is not None:
                 text += " (%d%%)" % ss["cgroup_usage_max_percent"]
-        out.append("")
         out.append(_clip(text, TEXT_WIDTH))
     death = _death_line(doc.get("death"))
     if death:

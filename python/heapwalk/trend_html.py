@@ -15,6 +15,7 @@ fastest growing chunk sizes and content classes, how the target died, the notes.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import render
@@ -37,6 +38,7 @@ TREND_CSS = CSS + """
 svg polyline.series{fill:none;stroke-width:2} svg polyline.limit{stroke-dasharray:6 4}
 svg .axis{stroke:#999;stroke-width:1} svg .grid{stroke:#eee;stroke-width:1}
 svg .snap{stroke:#555;stroke-width:1} svg .tick{font-size:11px;fill:#555}
+.scroll{overflow-x:auto} .scroll td,.scroll th{white-space:nowrap}
 """
 
 JS = """
@@ -233,7 +235,7 @@ def _series_table(doc: Record) -> str:
                      _hs(p.get("untracked_bytes")),
                      "-" if p.get("frozen_seconds") is None else "%.3f" % p["frozen_seconds"],
                      p.get("core") or "-", ", ".join(p.get("verdict") or []) or "-", p["file"]])
-    return _table(headers, rows, "series")
+    return '<div class="scroll">%s</div>' % _table(headers, rows, "series")
 
 
 def _arena_table(doc: Record) -> Optional[str]:
@@ -248,10 +250,13 @@ def _arena_table(doc: Record) -> Optional[str]:
     for p in pts:
         by = {a["index"]: a for a in p["arenas"]}
         rows.append([p["seq"], "+" + duration(p["elapsed_seconds"])]
-                    + ["%s / %s" % (_hs((by.get(i) or {}).get("in_use_bytes")),
-                                    _hs((by.get(i) or {}).get("free_bytes"))) for i in order])
-    return _table(["seq", "+time"] + ["arena #%s%s" % (i, " main" if last[i].get("main") else "")
-                                      for i in order], rows, "arenas")
+                    + ["%s / %s / %s" % (_hs((by.get(i) or {}).get("in_use_bytes")),
+                                         _hs((by.get(i) or {}).get("free_bytes")),
+                                         _hs((by.get(i) or {}).get("trimmable_bytes")))
+                       for i in order])
+    return '<div class="scroll">%s</div>' % _table(
+        ["seq", "+time"] + ["arena #%s%s" % (i, " main" if last[i].get("main") else "")
+                            for i in order], rows, "arenas")
 
 
 def _nmt_table(doc: Record) -> Optional[str]:
@@ -265,7 +270,17 @@ def _nmt_table(doc: Record) -> Optional[str]:
               or []}
         rows.append([p["seq"], "+" + duration(p["elapsed_seconds"])]
                     + [_hs(by.get(c)) for c in cats])
-    return _table(["seq", "+time"] + cats, rows, "nmt")
+    return '<div class="scroll">%s</div>' % _table(["seq", "+time"] + cats, rows, "nmt")
+
+
+def _death_value(key: str, value: Any) -> str:
+    if key.endswith("_bytes") and isinstance(value, int) and not isinstance(value, bool):
+        return render.exact_size(value)
+    if key == "time" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return utc(value) + " UTC"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
 
 
 def _rate(v: Optional[float]) -> str:
@@ -288,7 +303,8 @@ def render_html(doc: Record) -> str:
     death = doc.get("death")
     if isinstance(death, dict):
         parts.append('<section id="death"><h2>How the target died</h2>%s</section>'
-                     % _table(["what", "value"], [[k, v] for k, v in sorted(death.items())]))
+                     % _table(["what", "value"], [[k, _death_value(k, v)]
+                                                  for k, v in sorted(death.items())]))
     marks = [(float(p["elapsed_seconds"]), "seq %s: %s" % (p["seq"], p.get("reason") or "-"))
              for p in pts if p.get("elapsed_seconds") is not None]
     parts.append('<section id="memory"><h2>Memory over time</h2>')
@@ -298,7 +314,7 @@ def render_html(doc: Record) -> str:
     parts.append("</section>")
     arenas = _arena_table(doc)
     if arenas:
-        parts.append('<section id="arenas"><h2>glibc per arena: in use / free</h2>%s</section>'
+        parts.append('<section id="arenas"><h2>glibc per arena: in use / free / trimmable</h2>%s</section>'
                      % arenas)
     nmt = _nmt_table(doc)
     if nmt:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import subprocess
 import time
@@ -29,7 +30,8 @@ from typing import Any
 
 import pytest
 
-from hwkit import CACHE, READY_TIMEOUT, build, describe, no_traceback, run_cli, stop
+from hwkit import (CACHE, READY_TIMEOUT, build, describe, extract_json, no_traceback, run_cli,
+                   run_gdb, stop)
 
 SIZE = 1000  # grower's request: chunk size 1008
 CHUNK = 1008
@@ -249,6 +251,7 @@ def test_text_fits_80_columns(run: Run) -> None:
     assert "+%d" % (run.truths[-1]["count"] - run.truths[0]["count"]) in row \
         or "+" in row, row
     assert "target died: how signal, signal 9, oom kill 1" in out
+    assert "freeze per snapshot: " in out
     assert ">85%" in out
     print(out)
 
@@ -280,7 +283,6 @@ def test_html_has_one_polyline_per_series(run: Run, tmp_path: Path) -> None:
     text = page.read_text()
     assert "<svg" in text and 'id="chart-memory"' in text
     assert "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "")
-    import re  # noqa: PLC0415
     memory = text.split('id="chart-memory"', 1)[1].split("</svg>", 1)[0]
     series = re.findall(r'<polyline class="series[^"]*" data-series="([^"]+)"', memory)
     assert series == ["rss", "cgroup_usage", "cgroup_limit", "glibc_in_use", "glibc_free"]
@@ -288,6 +290,35 @@ def test_html_has_one_polyline_per_series(run: Run, tmp_path: Path) -> None:
     rss = re.search(r'data-series="rss" stroke="[^"]*" points="([^"]*)"', memory).group(1)
     assert len(rss.split()) >= len(SEQS)
     assert 'id="chart-nmt"' not in text  # no JVM
+
+
+def test_html_renders_in_chromium(run: Run, tmp_path: Path) -> None:
+    from test_html_report import read_png, render_page, svg  # noqa: PLC0415
+    page = tmp_path / "trend.html"
+    r = trend(run.dir, "--html", page)
+    assert r.returncode == 0, describe(r)
+    dom, png = render_page(page, tmp_path)
+    assert 'data-rendered="1"' in dom, "the page's script did not run"
+    chart = svg(dom, "chart-memory")
+    assert len(re.findall(r"<polyline ", chart)) == 5
+    assert "seq 5: threshold 85%" in chart  # the snapshot ticks
+    width, height, rows = read_png(png)
+    colours = {row[x:x + 3] for row in rows[::5] for x in range(0, len(row) - 3, 3 * 4)}
+    assert len(colours) > 20, "screenshot looks blank"
+
+
+def test_gdb_runs_trend_without_an_inferior(run: Run) -> None:
+    g = run_gdb(commands=["heapwalk trend --json %s" % run.dir])
+    no_traceback(g)
+    doc = extract_json(g.stdout)
+    assert [p["seq"] for p in doc["snapshots"]] == SEQS
+    assert doc["growth"]["sizes"][0]["size"] == CHUNK
+
+
+def test_html_write_error_is_one_line(run: Run, tmp_path: Path) -> None:
+    r = trend(run.dir, "--html", tmp_path / "no" / "dir" / "x.html")
+    assert r.returncode == 1, describe(r)
+    assert r.stderr.startswith("heapwalk: ") and len(r.stderr.splitlines()) <= 2, r.stderr
 
 
 def test_garbage_snapshot_is_skipped_with_a_note(run: Run, tmp_path: Path) -> None:
