@@ -296,7 +296,8 @@ def load_series(paths: Sequence[str]) -> Series:
                            "time stands for its time" % (
                                sum(1 for s in snaps if s.watch is None),
                                "" if sum(1 for s in snaps if s.watch is None) == 1 else "s")))
-    pids = sorted({p for p in (_get(s.doc, "target", "pid") for s in snaps) if p is not None})
+    pids = sorted({p for p in (_num(_get(s.doc, "target", "pid")) for s in snaps)
+                   if p is not None})
     if len(pids) > 1:
         notes.append(_note("the snapshots are of %d processes (pids %s): a restarted target "
                            "starts its figures again" % (len(pids),
@@ -349,6 +350,8 @@ def _nmt(doc: Record) -> Optional[Record]:
         if not isinstance(c, dict):
             continue
         m = c.get("malloc")
+        if not isinstance(c.get("name"), str):
+            continue
         cats.append({"name": c.get("name"), "reserved": _num(c.get("reserved")),
                      "committed": _num(c.get("committed")),
                      "malloc": _num(m.get("bytes")) if isinstance(m, dict) else _num(m)})
@@ -380,12 +383,12 @@ def point(snap: Snapshot, t0: Optional[float]) -> Record:
         "time": snap.time,
         "elapsed_seconds": None if snap.time is None or t0 is None
         else round(snap.time - t0, 3),
-        "reason": watch.get("reason"),
-        "pid": _get(doc, "target", "pid"),
+        "reason": None if watch.get("reason") is None else str(watch.get("reason")),
+        "pid": _num(_get(doc, "target", "pid")),
         "frozen_seconds": _float(watch.get("frozen_seconds"))
         if watch.get("frozen_seconds") is not None
         else _float(_get(doc, "target", "frozen_seconds")),
-        "core": watch.get("core"),
+        "core": watch.get("core") if isinstance(watch.get("core"), str) else None,
         "rss_bytes": rss,
         "rss_source": rss_source,
         "rss_anon_bytes": _num(_get(sample, "rss_anon_bytes")),
@@ -405,7 +408,11 @@ def point(snap: Snapshot, t0: Optional[float]) -> Record:
 
 
 def _by_key(rows: Any, key: str) -> Dict[Any, Record]:
-    return {r.get(key): r for r in rows or [] if isinstance(r, dict)}
+    """Rows by ``key``; rows whose key is not a plain int or str (a bad document) are left
+    out."""
+    return {r.get(key): r for r in rows or []
+            if isinstance(r, dict) and isinstance(r.get(key), (int, str))
+            and not isinstance(r.get(key), bool)}
 
 
 def _classes(doc: Record) -> Optional[List[Record]]:

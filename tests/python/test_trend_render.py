@@ -254,3 +254,39 @@ def test_short_size_and_duration() -> None:
     assert cmd_trend.duration(3 * 3600 + 240) == "3h04m"
     assert cmd_trend.duration(2 * 86400 + 3 * 3600) == "2d03h"
     assert cmd_trend.snake("Shared class space") == "shared_class_space"
+
+
+def test_bad_types_never_raise(tmp_path: Path, run) -> None:
+    d = tmp_path / "w"
+    good = report(GiB, {64: 1, 128: 2}, nmt={"Other": MiB})
+    write_dir(d, [good, report(2 * GiB, {64: 3})], [1, 2], [T0, T0 + 60],
+              ["first", "periodic"])
+    p = d / "snap-000002.json"
+    bad = json.loads(p.read_text())
+    bad["nmt"] = report(0, {}, nmt={"Other": 2 * MiB})["nmt"]
+    bad["retention"]["in_use_bytes"] = "lots"
+    bad["retention"]["arenas"] = "none"
+    bad["size_classes"] = [1, {"size": "x", "count": 2}, {"size": [1], "count": 1},
+                           {"size": 64, "count": None, "bytes": 7.5}, {"size": 128}]
+    bad["content_classes"] = [{"name": None}, {"name": {"a": 1}, "bytes": 5}, "x"]
+    bad["nmt"]["categories"] = [{"name": None, "committed": 5}, 7, {"name": "Other",
+                                                                     "committed": "big"}]
+    bad["nmt"]["untracked_malloc"] = [1]
+    bad["target"]["pid"] = [42]
+    bad["verdict"] = [None, {"cause": "x"}]
+    bad["watch"] = {"seq": "2", "time": "later", "sample": [1], "reason": 5, "core": 3,
+                    "frozen_seconds": "slow"}
+    p.write_text(json.dumps(bad))
+    (d / "samples.jsonl").write_text('{"time": "x"}\n[]\n{"time": 1.0, "cgroup": "v2"}\n'
+                                     '{"time": 2.0, "rss_bytes": "big", "cgroup": {"usage_bytes": '
+                                     '[1], "limit_bytes": 0}}\n\xff\xfe\n')
+    (d / "watch.json").write_text('{"death": "yes"')
+    for extra in ((), ("--json",), ("--jsonl",), ("--html", str(tmp_path / "x.html"))):
+        status, out, err = run("trend", str(d), *extra)
+        assert status == 0, (extra, err)
+        assert "Traceback" not in out + err
+    status, out, _ = run("trend", str(d), "--json")
+    doc = json.loads(out)
+    assert [p["seq"] for p in doc["snapshots"]] == [1, 2]
+    notes = " ".join(n["detail"] for n in doc["diagnostics"])
+    assert "watch.json: skipped" in notes and "samples.jsonl: skipped 3 lines" in notes
