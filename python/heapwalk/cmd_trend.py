@@ -44,6 +44,8 @@ WATCH_FILE = "watch.json"
 #: Rows of the "fastest growing" tables in text (``--top``); JSON/HTML keep up to GROWTH_KEEP.
 DEFAULT_TOP = 8
 GROWTH_KEEP = 100
+#: Snapshots shown as rows in text (``--rows``; evenly spaced, first and last always).
+DEFAULT_ROWS = 40
 #: NMT categories shown as columns in text (those that grew most).
 TEXT_NMT_COLUMNS = 4
 TEXT_WIDTH = 80
@@ -186,6 +188,7 @@ def _snapshot(path: str, position: int, notes: List[Record]) -> Optional[Snapsho
         return None
     assert isinstance(doc, dict)
     watch = doc.get("watch") if isinstance(doc.get("watch"), dict) else None
+    doc = slim(doc)
     seq = _num(_get(watch, "seq"))
     if seq is None:
         m = SNAPSHOT_NAME.match(name)
@@ -199,6 +202,45 @@ def _snapshot(path: str, position: int, notes: List[Record]) -> Optional[Snapsho
         except OSError:
             t = None
     return Snapshot(path, doc, watch, seq, t)
+
+
+def _pick(record: Any, keys: Iterable[str]) -> Any:
+    if not isinstance(record, dict):
+        return record
+    return {k: record[k] for k in keys if k in record}
+
+
+def _pick_rows(rows: Any, keys: Iterable[str]) -> Any:
+    if not isinstance(rows, list):
+        return rows
+    keys = tuple(keys)
+    return [_pick(r, keys) for r in rows]
+
+
+def slim(doc: Record) -> Record:
+    """The parts of a report document the series uses (a long series holds one per snapshot
+    in memory: the mapping groups, heaps, residency, NMT's raw tables and the class examples
+    are left out)."""
+    out: Record = {k: doc[k] for k in ("schema", "command") if k in doc}
+    out["target"] = _pick(doc.get("target"), ("kind", "pid", "path", "frozen_seconds"))
+    ret = doc.get("retention")
+    out["retention"] = dict(_pick(ret, [f for _, (top, f) in GLIBC_FIELDS if top == "retention"]),
+                            arenas=_pick_rows(_get(ret, "arenas"),
+                                              ("index", "main") + ARENA_FIELDS))
+    for key in ("glibc", "pressure"):
+        out[key] = _pick(doc.get(key), [f for _, (top, f) in GLIBC_FIELDS if top == key])
+    out["mappings"] = _pick(doc.get("mappings"), ("mapped_bytes", "resident_bytes"))
+    nmt = doc.get("nmt")
+    out["nmt"] = None if not isinstance(nmt, dict) else dict(
+        _pick(nmt, ("level", "total_reserved", "total_committed", "malloc_bytes",
+                    "untracked_malloc")),
+        categories=_pick_rows(_get(nmt, "categories"),
+                              ("name", "reserved", "committed", "malloc")))
+    for key in ("size_classes", "content_classes", "classes"):
+        if key in doc and (key != "classes" or "content_classes" not in doc):
+            out[key] = _pick_rows(doc[key], ("size", "name", "kind", "count", "bytes"))
+    out["verdict"] = _pick_rows(doc.get("verdict"), ("cause",))
+    return out
 
 
 def read_samples(path: str) -> Tuple[List[Record], int]:
@@ -628,9 +670,36 @@ def _death_line(death: Any) -> Optional[str]:
     return "target died: " + (", ".join(parts) if parts else "(no details)")
 
 
-def render_trend(doc: Record, style: Style = render.PLAIN, top: int = DEFAULT_TOP) -> List[str]:
+def _spread(items: Sequence[int], n: int) -> List[int]:  # (a range too)
+    """``n`` of ``items`` evenly spaced, the first and the last included."""
+    if n >= len(items):
+        return list(items)
+    if n <= 1:
+        return [items[-1]][:n]
+    return sorted({items[round(i * (len(items) - 1) / (n - 1))] for i in range(n)})
+
+
+def shown(reasons: Sequence[Any], rows: int) -> List[int]:
+    """Indices of the snapshots shown in text: all of them up to ``rows`` (0 = all); else the
+    first, the last and those whose reason differs from the one before (a threshold crossed),
+    then evenly spaced others up to ``rows``."""
+    count = len(reasons)
+    if rows <= 0 or count <= rows:
+        return list(range(count))
+    key = [0] + [i for i in range(1, count) if reasons[i] != reasons[i - 1]] + [count - 1]
+    chosen = set(_spread(sorted(set(key)), rows))
+    for i in _spread(range(count), rows):
+        if len(chosen) >= rows:
+            break
+        chosen.add(i)
+    return sorted(chosen)
+
+
+def render_trend(doc: Record, style: Style = render.PLAIN, top: int = DEFAULT_TOP,
+                 rows_shown: int = DEFAULT_ROWS) -> List[str]:
     """Text for ``trend`` (80 columns)."""
-    pts = doc["snapshots"]
+    every = doc["snapshots"]
+    pts = [every[i] for i in shown([p.get("reason") for p in every], rows_shown)]
     src = doc.get("source") or {}
     where = src.get("dir") or "%d files" % len(src.get("files") or [])
     pid = (doc.get("target") or {}).get("pid")
@@ -639,7 +708,7 @@ def render_trend(doc: Record, style: Style = render.PLAIN, top: int = DEFAULT_TO
     head = "heapwalk trend: %s" % where
     out = [style.paint("bold", _clip(head, TEXT_WIDTH))]
     gaps = doc.get("seq_gaps") or 0
-    line = "%s, seq %s-%s%s%s" % (render.plural(len(pts), "snapshot"), pts[0]["seq"],
+    line = "%s, seq %s-%s%s%s" % (render.plural(len(every), "snapshot"), pts[0]["seq"],
                                   pts[-1]["seq"], " (%s)" % render.plural(gaps, "gap") if gaps else "",
                                   "" if pid is None else ", pid %s" % pid)
     out.append(line)
@@ -674,6 +743,9 @@ def render_trend(doc: Record, style: Style = render.PLAIN, top: int = DEFAULT_TO
                 short_size(g["trimmable_bytes"])]
         rows.append(row)
     out.extend(render.table(cols, rows, style))
+    if len(pts) < len(every):
+        out.append("(%d of %d snapshots: changes of reason, the rest evenly spaced; --rows 0 "
+                   "shows all)" % (len(pts), len(every)))
     if any(p.get("nmt") for p in pts):
         cats = (doc.get("nmt_categories") or [])[:TEXT_NMT_COLUMNS]
         out.append("")
@@ -691,7 +763,7 @@ def render_trend(doc: Record, style: Style = render.PLAIN, top: int = DEFAULT_TO
                          + [short_size(by.get(c)) for c in cats])
         out.extend(render.table(ncols, nrows, style))
     g = doc["growth"]
-    if len(pts) > 1:
+    if len(every) > 1:
         over = "seq %s -> %s, %s" % (g["from_seq"], g["to_seq"],
                                      duration(None if g["hours"] is None else g["hours"] * HOUR))
         out.append("")
@@ -722,8 +794,8 @@ def render_trend(doc: Record, style: Style = render.PLAIN, top: int = DEFAULT_TO
                                     rows, style, indent="  "))
         else:
             out.append("  (none grew)")
-    frozen = [p["frozen_seconds"] for p in pts if p.get("frozen_seconds") is not None]
-    cores = ["%s (seq %s)" % (p["core"], p["seq"]) for p in pts if p.get("core")]
+    frozen = [p["frozen_seconds"] for p in every if p.get("frozen_seconds") is not None]
+    cores = ["%s (seq %s)" % (p["core"], p["seq"]) for p in every if p.get("core")]
     ss = doc.get("samples_summary")
     if frozen or cores or ss:
         out.append("")
@@ -763,6 +835,16 @@ def _top(text: str) -> int:
     return value
 
 
+def _rows(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a number: %r" % text) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 (all) or more: %r" % text)
+    return value
+
+
 class Trend(Command):
     """``trend DIR``."""
 
@@ -796,6 +878,10 @@ class Trend(Command):
         parser.add_argument("--top", metavar="N", type=_top, default=DEFAULT_TOP,
                             help="rows of the fastest-growing tables in text (default %d)"
                                  % DEFAULT_TOP)
+        parser.add_argument("--rows", metavar="N", type=_rows, default=DEFAULT_ROWS,
+                            help="snapshots shown in the text table: N evenly spaced, the "
+                                 "first and last included (default %d; 0 = all)"
+                                 % DEFAULT_ROWS)
 
     def collect(self, inv: Invocation) -> Record:
         args = inv.args
@@ -819,7 +905,8 @@ class Trend(Command):
                 sys.stderr.write(line + "\n")
             document["diagnostics"] = []
             return render_jsonl(document)
-        return render_trend(document, inv.style, getattr(inv.args, "top", DEFAULT_TOP))
+        return render_trend(document, inv.style, getattr(inv.args, "top", DEFAULT_TOP),
+                            getattr(inv.args, "rows", DEFAULT_ROWS))
 
     def status(self, document: Record) -> int:
         return 0

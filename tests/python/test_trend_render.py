@@ -274,6 +274,8 @@ def test_bad_types_never_raise(tmp_path: Path, run) -> None:
     bad["nmt"]["untracked_malloc"] = [1]
     bad["target"]["pid"] = [42]
     bad["verdict"] = [None, {"cause": "x"}]
+    bad["glibc"] = "2.36"
+    bad["mappings"] = None
     bad["watch"] = {"seq": "2", "time": "later", "sample": [1], "reason": 5, "core": 3,
                     "frozen_seconds": "slow"}
     p.write_text(json.dumps(bad))
@@ -290,3 +292,27 @@ def test_bad_types_never_raise(tmp_path: Path, run) -> None:
     assert [p["seq"] for p in doc["snapshots"]] == [1, 2]
     notes = " ".join(n["detail"] for n in doc["diagnostics"])
     assert "watch.json: skipped" in notes and "samples.jsonl: skipped 3 lines" in notes
+
+
+def test_long_series_shows_reason_changes_and_spread() -> None:
+    reasons = ["first"] + ["periodic"] * 98 + ["threshold 85%"] + ["periodic"] * 100
+    got = cmd_trend.shown(reasons, 10)
+    assert len(got) == 10 and got[0] == 0 and got[-1] == 199
+    assert {99, 100} <= set(got)
+    assert cmd_trend.shown(reasons, 0) == list(range(200))
+    assert cmd_trend.shown(reasons[:5], 10) == list(range(5))
+
+
+def test_rows_option(tmp_path: Path, run) -> None:
+    d = tmp_path / "w"
+    n = 60
+    write_dir(d, [report((i + 1) * MiB, {64: i}) for i in range(n)], list(range(1, n + 1)),
+              [T0 + 60 * i for i in range(n)], ["first"] + ["periodic"] * (n - 1))
+    status, out, _ = run("trend", str(d))
+    assert status == 0
+    rows = [line for line in out.splitlines() if re.match(r"^\s*\d+\s+\d\d:\d\d", line)]
+    assert len(rows) == cmd_trend.DEFAULT_ROWS
+    assert "(40 of 60 snapshots" in out
+    status, out, _ = run("trend", str(d), "--rows", "0")
+    rows = [line for line in out.splitlines() if re.match(r"^\s*\d+\s+\d\d:\d\d", line)]
+    assert len(rows) == n
