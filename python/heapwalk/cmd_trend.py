@@ -136,6 +136,13 @@ def duration(seconds: Optional[float]) -> str:
     return "%s%dd%02dh" % (sign, s // 86400, (s % 86400) // 3600)
 
 
+def rel(seconds: Optional[float]) -> str:
+    """Time since the first snapshot: ``+12m03s``, ``-3s`` (a sample taken before it)."""
+    if seconds is None:
+        return "-"
+    return ("-" if seconds < 0 else "+") + duration(abs(seconds))
+
+
 def utc(t: Optional[float], fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
     if t is None:
         return "-"
@@ -431,6 +438,7 @@ def point(snap: Snapshot, t0: Optional[float]) -> Record:
         if watch.get("frozen_seconds") is not None
         else _float(_get(doc, "target", "frozen_seconds")),
         "core": watch.get("core") if isinstance(watch.get("core"), str) else None,
+        "snapshot_seconds": _float(watch.get("snapshot_seconds")),
         "rss_bytes": rss,
         "rss_source": rss_source,
         "rss_anon_bytes": _num(_get(sample, "rss_anon_bytes")),
@@ -648,26 +656,36 @@ def _reason(text: Any) -> str:
     return _clip(r, 9)
 
 
-def _death_line(death: Any) -> Optional[str]:
+def death_lines(death: Any, first: Optional[float]) -> List[str]:
+    """How the target ended, from watch.json's ``death`` (the keys ``watch`` writes: signal,
+    signal_name, exit_code, oom_killed, oom_kill_before/after, last_usage_bytes, limit_bytes,
+    kernel_log, time)."""
     if not isinstance(death, dict):
-        return None
-    parts = []
-    for key in ("how", "signal", "exit_status", "oom_kill", "oom_killed", "time",
-                "last_usage_bytes", "last_limit_bytes"):
-        if key in death and death[key] is not None:
-            value = death[key]
-            if key == "time" and isinstance(value, (int, float)):
-                value = utc(value) + " UTC"
-            elif key.endswith("_bytes") and _num(value) is not None:
-                value = render.size(value)
-            parts.append("%s %s" % (re.sub(r"_bytes$", "", key).replace("_", " "), value))
-    for key, value in sorted(death.items()):
-        if key in ("how", "signal", "exit_status", "oom_kill", "oom_killed", "time",
-                   "last_usage_bytes", "last_limit_bytes"):
-            continue
-        if isinstance(value, (str, int, float, bool)):
-            parts.append("%s %s" % (key.replace("_", " "), value))
-    return "target died: " + (", ".join(parts) if parts else "(no details)")
+        return []
+    sig = _num(death.get("signal"))
+    before, after = _num(death.get("oom_kill_before")), _num(death.get("oom_kill_after"))
+    counter = ("oom_kill %d -> %d" % (before, after)
+               if before is not None and after is not None else None)
+    if sig:
+        how = "killed by %s" % (death.get("signal_name") or "signal %d" % sig)
+        if death.get("oom_killed"):
+            how += " (the OOM killer%s)" % (": " + counter if counter else "")
+    elif _num(death.get("exit_code")) is not None:
+        how = "exited with status %d" % death["exit_code"]
+    else:
+        how = "ended (how is unknown%s)" % ("; " + counter if counter else "")
+    out = [_clip("target died: " + how, TEXT_WIDTH)]
+    t = _float(death.get("time"))
+    if t is not None:
+        out.append("  at %s UTC%s" % (utc(t), "" if first is None else
+                                      " (+%s after the first snapshot)" % duration(t - first)))
+    usage, limit = _num(death.get("last_usage_bytes")), _num(death.get("limit_bytes"))
+    if usage and limit:
+        out.append("  last usage %s of the %s limit (%.1f %%)"
+                   % (render.size(usage), render.size(limit), 100.0 * usage / limit))
+    if isinstance(death.get("kernel_log"), str) and death["kernel_log"]:
+        out.append(_clip("  kernel: " + " ".join(death["kernel_log"].split()), TEXT_WIDTH))
+    return out
 
 
 def _spread(items: Sequence[int], n: int) -> List[int]:  # (a range too)
@@ -732,7 +750,7 @@ def render_trend(doc: Record, style: Style = render.PLAIN, top: int = DEFAULT_TO
     cols += [Column("in use"), Column("free"), Column("trim")]
     rows = []
     for p in pts:
-        row = [str(p["seq"]), utc(p["time"], fmt), "+" + duration(p["elapsed_seconds"]),
+        row = [str(p["seq"]), utc(p["time"], fmt), rel(p["elapsed_seconds"]),
                _reason(p["reason"]), short_size(p["rss_bytes"])]
         if cgs:
             cg = p.get("cgroup") or {}
@@ -757,7 +775,7 @@ def render_trend(doc: Record, style: Style = render.PLAIN, top: int = DEFAULT_TO
         for p in pts:
             nmt = p.get("nmt") or {}
             by = {c.get("name"): c.get("committed") for c in nmt.get("categories") or []}
-            nrows.append([str(p["seq"]), "+" + duration(p["elapsed_seconds"]),
+            nrows.append([str(p["seq"]), rel(p["elapsed_seconds"]),
                           short_size(nmt.get("committed_bytes")),
                           short_size(p.get("untracked_bytes"))]
                          + [short_size(by.get(c)) for c in cats])
@@ -805,9 +823,9 @@ def render_trend(doc: Record, style: Style = render.PLAIN, top: int = DEFAULT_TO
     if cores:
         out.append(_clip("cores: " + ", ".join(cores), TEXT_WIDTH))
     if ss:
-        text = "samples: %d, +%s to +%s" % (
-            ss["count"], duration(ss["first_time"] - first if first is not None else None),
-            duration(ss["last_time"] - first if first is not None else None))
+        text = "samples: %d, %s to %s" % (
+            ss["count"], rel(ss["first_time"] - first if first is not None else None),
+            rel(ss["last_time"] - first if first is not None else None))
         if ss.get("interval_seconds"):
             text += " (every %.3g s)" % ss["interval_seconds"]
         if ss.get("rss_max_bytes") is not None:
@@ -817,9 +835,7 @@ def render_trend(doc: Record, style: Style = render.PLAIN, top: int = DEFAULT_TO
             if ss.get("cgroup_usage_max_percent") is not None:
                 text += " (%d%%)" % ss["cgroup_usage_max_percent"]
         out.append(_clip(text, TEXT_WIDTH))
-    death = _death_line(doc.get("death"))
-    if death:
-        out.append(death)
+    out.extend(death_lines(doc.get("death"), first))
     return out
 
 

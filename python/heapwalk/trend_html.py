@@ -19,7 +19,7 @@ import json
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import render
-from .cmd_trend import duration, utc
+from .cmd_trend import duration, rel, utc
 from .report_html import CSS, PALETTE, _e, _table
 
 Record = Dict[str, Any]
@@ -180,8 +180,8 @@ def line_chart(chart_id: str, title: str, series: List[Tuple[str, str, List[Poin
                     % (LEFT - 6, y + 4, _e(render.size(int(v)))))
     for k in range(6):
         x = x0 + (x1 - x0) * k / 5
-        body.append('<text class="tick" x="%.1f" y="%d" text-anchor="middle">+%s</text>'
-                    % (sx(x), HEIGHT - BOTTOM + 16, _e(duration(x))))
+        body.append('<text class="tick" x="%.1f" y="%d" text-anchor="middle">%s</text>'
+                    % (sx(x), HEIGHT - BOTTOM + 16, _e(rel(x))))
     body.append('<line class="axis" x1="%d" y1="%d" x2="%d" y2="%d"/>'
                 % (LEFT, TOP + ph, WIDTH - RIGHT, TOP + ph))
     body.append('<line class="axis" x1="%d" y1="%d" x2="%d" y2="%d"/>'
@@ -197,9 +197,9 @@ def line_chart(chart_id: str, title: str, series: List[Tuple[str, str, List[Poin
                     '<title>%s</title></polyline>' % (cls, _e(key), color, coords, _e(label)))
         if len(pts) <= 200:
             for x, y in pts:
-                body.append('<circle cx="%.1f" cy="%.1f" r="2.5" fill="%s"><title>%s +%s: %s'
+                body.append('<circle cx="%.1f" cy="%.1f" r="2.5" fill="%s"><title>%s %s: %s'
                             '</title></circle>' % (sx(x), sy(y), color, _e(label),
-                                                  _e(duration(x)), _e(render.size(y))))
+                                                  _e(rel(x)), _e(render.size(y))))
     return ('<svg class="chart" id="%s" role="img" aria-label="%s" '
             'xmlns="http://www.w3.org/2000/svg" viewBox="0 0 %d %d" width="%d" height="%d">\n'
             '<title>%s</title>\n%s\n</svg>'
@@ -221,7 +221,7 @@ def _series_table(doc: Record) -> str:
         cg = p.get("cgroup") or {}
         g = p["glibc"]
         pct = p.get("cgroup_usage_percent")
-        rows.append([p["seq"], utc(p["time"]), "+" + duration(p["elapsed_seconds"]),
+        rows.append([p["seq"], utc(p["time"]), rel(p["elapsed_seconds"]),
                      p.get("reason") or "-", _hs(p["rss_bytes"]), _hs(p["rss_anon_bytes"]),
                      _hs(p["rss_file_bytes"]), _hs(cg.get("usage_bytes")),
                      _hs(cg.get("limit_bytes")), "-" if pct is None else "%.1f %%" % pct,
@@ -249,7 +249,7 @@ def _arena_table(doc: Record) -> Optional[str]:
     rows = []
     for p in pts:
         by = {a["index"]: a for a in p["arenas"]}
-        rows.append([p["seq"], "+" + duration(p["elapsed_seconds"])]
+        rows.append([p["seq"], rel(p["elapsed_seconds"])]
                     + ["%s / %s / %s" % (_hs((by.get(i) or {}).get("in_use_bytes")),
                                          _hs((by.get(i) or {}).get("free_bytes")),
                                          _hs((by.get(i) or {}).get("trimmable_bytes")))
@@ -268,7 +268,7 @@ def _nmt_table(doc: Record) -> Optional[str]:
     for p in pts:
         by = {c.get("name"): c.get("committed") for c in (p.get("nmt") or {}).get("categories")
               or []}
-        rows.append([p["seq"], "+" + duration(p["elapsed_seconds"])]
+        rows.append([p["seq"], rel(p["elapsed_seconds"])]
                     + [_hs(by.get(c)) for c in cats])
     return '<div class="scroll">%s</div>' % _table(["seq", "+time"] + cats, rows, "nmt")
 

@@ -163,7 +163,11 @@ def run(tmp_path_factory) -> Run:
     (d / "samples.jsonl").write_text("\n".join(lines) + "\n" + lines[-1][:37])
     with open(d / "watch.json", "r+") as f:
         meta = json.load(f)
-        meta["death"] = {"how": "signal", "signal": 9, "oom_kill": 1}
+        meta["death"] = {"pid": meta["target"]["pid"], "time": time.time(), "signal": 9,
+                         "signal_name": "SIGKILL", "core_dumped": False, "oom_kill_before": 0,
+                         "oom_kill_after": 1, "oom_killed_cgroup": True, "oom_killed": True,
+                         "kernel_log": None, "last_usage_bytes": LIMIT - 4096,
+                         "limit_bytes": LIMIT}
         f.seek(0)
         f.write(json.dumps(meta))
         f.truncate()
@@ -230,7 +234,7 @@ def test_series_against_the_program(run: Run) -> None:
     assert classes[0]["count"] == pytest.approx(t1["count"] - t0["count"], rel=0.05)
     # The samples, the death record.
     assert doc["samples_summary"]["count"] == len(doc["samples"]) >= len(SEQS)
-    assert doc["death"] == {"how": "signal", "signal": 9, "oom_kill": 1}
+    assert doc["death"]["signal"] == 9 and doc["death"]["oom_kill_after"] == 1
 
 
 def test_notes_truncated_samples_line(run: Run) -> None:
@@ -250,7 +254,8 @@ def test_text_fits_80_columns(run: Run) -> None:
     row = next(line for line in lines if line.strip().startswith(str(CHUNK) + " "))
     assert "+%d" % (run.truths[-1]["count"] - run.truths[0]["count"]) in row \
         or "+" in row, row
-    assert "target died: how signal, signal 9, oom kill 1" in out
+    assert "target died: killed by SIGKILL (the OOM killer: oom_kill 0 -> 1)\n  at " in out
+    assert "last usage 256.0 MiB of the 256.0 MiB limit (100.0 %)" in out
     assert "freeze per snapshot: " in out
     assert ">85%" in out
     print(out)

@@ -95,7 +95,10 @@ def jvm_dir(tmp_path: Path) -> Path:
             f.write(json.dumps(sample(t, GiB + k * MiB, limit=8 * GiB)) + "\n")
         f.write('{"time": 1796')  # cut short
     (d / "watch.json").write_text(json.dumps({"target": {"pid": 42}, "death": {
-        "how": "signal", "signal": 9, "oom_kill": 1, "last_usage_bytes": 8 * GiB - MiB}}))
+        "pid": 42, "time": T0 + 3 * 86400 + 70, "signal": 9, "signal_name": "SIGKILL",
+        "oom_killed": True, "oom_kill_before": 3, "oom_kill_after": 4,
+        "kernel_log": "Memory cgroup out of memory: Killed process 42 (java) " + "x" * 100,
+        "last_usage_bytes": 8 * GiB - MiB, "limit_bytes": 8 * GiB}}))
     return d
 
 
@@ -112,7 +115,10 @@ def test_text_fits_80_columns_and_names_nmt(tmp_path: Path, run) -> None:
     assert header.split()[5] == "Other", header
     assert "8224" in out and "+8000" in out
     assert "note: samples.jsonl: skipped 1 line" in out
-    assert "target died: how signal, signal 9, oom kill 1" in out
+    assert "target died: killed by SIGKILL (the OOM killer: oom_kill 3 -> 4)\n" \
+        "  at 2026-12-06 12:14:30 UTC (+3d00h after the first snapshot)\n" in out
+    assert "  last usage 8.0 GiB of the 8.0 GiB limit (100.0 %)" in out
+    assert "  kernel: Memory cgroup out of memory: Killed process 42 (java) xxx" in out
 
 
 def test_json_document(tmp_path: Path, run) -> None:
