@@ -86,6 +86,10 @@ def _fix_positionals(parser: Parser, args: argparse.Namespace) -> None:
     sub = _subparser(parser, args.command)
     own = [a.dest for a in sub._actions  # pylint: disable=protected-access
            if not a.option_strings and a.dest != "core"]
+    if getattr(registry.COMMANDS[args.command], "own_target", False):
+        if args.core is not None:  # watch takes no CORE
+            sub.error("unexpected argument %r (watch --pid PID or --cgroup PATH)" % args.core)
+        return
     if args.pid is None:
         if args.core is None:
             sub.error("give a CORE file or --pid PID")
@@ -115,10 +119,18 @@ def open_target(args: argparse.Namespace) -> Target:
         ("main_arena", args.main_arena), ("mp_", args.mp), ("glibc_version", args.glibc),
         ("no_files", True if args.no_symbols else None)) if value is not None}
     if args.pid is not None:
-        return heapwalk.attach(args.pid, overrides=overrides, sysroot=args.sysroot,
+        from .cmd_watch import root_of  # pylint: disable=import-outside-toplevel
+        found = None if args.sysroot else root_of(args.pid)  # a container's files: its root
+        target = heapwalk.attach(args.pid, overrides=overrides, sysroot=args.sysroot or found,
                                java_heap=bool(getattr(args, "java_heap", False)),
                                max_copy=getattr(args, "max_copy", None),
                                store=getattr(args, "copy_to", "auto"))
+        if args.sysroot or found:
+            target.sysroot_info = {"sysroot": args.sysroot or found,
+                                   "sysroot_source": "--sysroot" if args.sysroot else
+                                   "the process's root (/proc/PID/root): it runs in another "
+                                   "mount namespace or chroot"}
+        return target
     if not os.path.exists(args.core):
         raise HeapwalkError("no such file", subject=args.core)
     if os.path.isdir(args.core):

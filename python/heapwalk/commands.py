@@ -364,7 +364,8 @@ def _register_extensions() -> None:
     from .cmd_report import Report  # pylint: disable=import-outside-toplevel
     from .cmd_snapshot import Snapshot  # pylint: disable=import-outside-toplevel
     from .cmd_trend import Trend  # pylint: disable=import-outside-toplevel
-    for command in (Classify(), Leaks(), Report(), Diff(), Snapshot(), Trend()):
+    from .cmd_watch import Watch  # pylint: disable=import-outside-toplevel
+    for command in (Classify(), Leaks(), Report(), Diff(), Snapshot(), Watch(), Trend()):
         COMMANDS[command.name] = command
 
 
@@ -412,6 +413,11 @@ def execute(command: Command, inv: Invocation) -> Output:
             target.setdefault("frozen_seconds", capture.get("frozen_seconds"))
             target.setdefault("copied_bytes", capture.get("copied_bytes"))
             target.setdefault("capture", capture)
+    info = getattr(getattr(inv, "target", None), "sysroot_info", None)
+    if info and isinstance(document, dict):
+        target = document.setdefault("target", {})
+        if isinstance(target, dict):
+            target.update(info)
     if inv.json:
         return Output(render.to_json(document), command.status(document), document)
     lines = command.render(document, inv)

@@ -299,7 +299,9 @@ def _select() -> Tuple[Tuple[Any, ...], Callable[[], Target]]:
         def open_live() -> Target:
             native = heapwalk.native()
             try:
-                handle = native.attach(pid, _thread_info(False), _overrides() or None, _sysroot())
+                from .cmd_watch import root_of  # pylint: disable=import-outside-toplevel
+                sysroot = _sysroot() or root_of(pid)  # a container's files: through its root
+                handle = native.attach(pid, _thread_info(False), _overrides() or None, sysroot)
                 return Target(handle, "pid %d" % pid, "live")
             except (OSError, native.FormatError):
                 # /proc/PID/mem or maps unreadable (another pid namespace, permissions):
