@@ -23,6 +23,7 @@ import os
 import re
 import select
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +31,8 @@ from typing import Any
 
 import pytest
 
-from hwkit import (CACHE, READY_TIMEOUT, build, describe, extract_json, no_traceback, run_cli,
-                   run_gdb, stop)
+from hwkit import (CACHE, READY_TIMEOUT, REPO, build, describe, extract_json, heapwalk_env,
+                   no_traceback, run_cli, run_gdb, stop)
 
 SIZE = 1000  # grower's request: chunk size 1008
 CHUNK = 1008
@@ -436,3 +437,77 @@ def test_jvm_series_names_nmt_growth(jvm_run) -> None:
     assert 'id="chart-nmt"' in text and 'data-series="nmt_committed"' in text \
         and 'data-series="untracked"' in text
     print(r.stdout)
+
+
+# -- the real watcher --------------------------------------------------------------------------
+
+def _steps(path: Path) -> list[dict]:
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            pass
+    return out
+
+
+def _count_at(steps: list[dict], when: float) -> int:
+    before = [s for s in steps if s["time"] <= when]
+    return before[-1]["count"] if before else 0
+
+
+def test_trend_of_a_real_watch_until_the_oom_kill(tmp_path: Path) -> None:
+    """grower (timed mode) in a v1 memory cgroup the test limits, `heapwalk watch --cgroup`
+    outside it until the kernel's OOM killer ends it, then `trend` over what watch kept."""
+    from test_watch import LimitedGroup  # noqa: PLC0415
+    binary = build("grower", CACHE)
+    group = LimitedGroup("trend", 96 << 20)
+    try:
+        data = tmp_path / "data"
+        data.mkdir()
+        r, w = os.pipe()
+        oom_before = group.oom_kills()
+        # 2 threads, 200 blocks of 1000 bytes every 50 ms: about 4 MB/s, killed in ~25 s.
+        proc = group.spawn([str(binary), str(data), str(w), str(SIZE), "200", "50", "2"],
+                           pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        os.close(w)
+        assert os.read(r, 1) == b"r"
+        os.close(r)
+        out = tmp_path / "watch"
+        watcher = subprocess.Popen(
+            [sys.executable, "-m", "heapwalk", "watch", "--cgroup", str(group.dir), "-o",
+             str(out), "--sample", "0.2", "--every", "4", "--at", "50", "85", "--keep", "8"],
+            cwd=str(REPO), env=heapwalk_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+        assert proc.wait(timeout=180) == -9
+        watcher.communicate(timeout=120)
+        assert watcher.returncode == 0 and group.oom_kills() > oom_before
+    finally:
+        group.close()
+    doc = trend_json(out)
+    pts = doc["snapshots"]
+    assert len(pts) >= 3 and [p["seq"] for p in pts] == sorted(p["seq"] for p in pts)
+    assert any(p["cgroup_usage_percent"] >= 85 for p in pts), [
+        p["cgroup_usage_percent"] for p in pts]
+    assert all(p["cgroup"]["limit_bytes"] == 96 << 20 and p["frozen_seconds"] > 0 for p in pts)
+    assert doc["death"]["signal"] == 9 and doc["death"]["oom_killed"]
+    steps = _steps(data / "steps.jsonl")
+    # The growing size, counted as the program counted it when each snapshot froze it.
+    first, last = pts[0], pts[-1]
+    t0 = first["time"] - (first["snapshot_seconds"] or 0)
+    t1 = last["time"] - (last["snapshot_seconds"] or 0)
+    want = _count_at(steps, t1) - _count_at(steps, t0)
+    top = doc["growth"]["sizes"][0]
+    assert top["size"] == CHUNK, doc["growth"]["sizes"][:3]
+    assert top["count"] == pytest.approx(want, rel=0.05)
+    assert doc["growth"]["classes"][0]["name"] == "text"
+    assert doc["growth"]["classes"][0]["count"] == pytest.approx(want, rel=0.05)
+    # ... and what it had allocated up to its last report (the kill came soon after).
+    assert top["last_count"] >= 0.8 * steps[-1]["count"]
+    text = trend(out)
+    assert text.returncode == 0, describe(text)
+    assert all(len(line) <= 80 for line in text.stdout.splitlines()), text.stdout
+    assert "target died: killed by SIGKILL (the OOM killer: oom_kill" in text.stdout
+    rows = [json.loads(line) for line in trend(out, "--jsonl").stdout.splitlines()]
+    assert [row["seq"] for row in rows] == [p["seq"] for p in pts]
+    print(text.stdout)
