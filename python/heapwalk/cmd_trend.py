@@ -688,6 +688,21 @@ def death_lines(death: Any, first: Optional[float]) -> List[str]:
     return out
 
 
+def fit_table(cols: List[Column], rows: List[List[str]], style: Style,
+              droppable: Sequence[int]) -> List[str]:
+    """``render.table`` within TEXT_WIDTH: the columns of ``droppable`` (indices, in the
+    order they go) are left out while a line is too wide."""
+    gone: List[int] = []
+    while True:
+        keep = [i for i in range(len(cols)) if i not in gone]
+        lines = render.table([cols[i] for i in keep], [[r[i] for i in keep] for r in rows],
+                             style)
+        if all(render.visible_len(line) <= TEXT_WIDTH for line in lines) \
+                or len(gone) == len(droppable):
+            return lines
+        gone.append(droppable[len(gone)])
+
+
 def _spread(items: Sequence[int], n: int) -> List[int]:  # (a range too)
     """``n`` of ``items`` evenly spaced, the first and the last included."""
     if n >= len(items):
@@ -726,10 +741,10 @@ def render_trend(doc: Record, style: Style = render.PLAIN, top: int = DEFAULT_TO
     head = "heapwalk trend: %s" % where
     out = [style.paint("bold", _clip(head, TEXT_WIDTH))]
     gaps = doc.get("seq_gaps") or 0
-    line = "%s, seq %s-%s%s%s" % (render.plural(len(every), "snapshot"), pts[0]["seq"],
-                                  pts[-1]["seq"], " (%s)" % render.plural(gaps, "gap") if gaps else "",
-                                  "" if pid is None else ", pid %s" % pid)
-    out.append(line)
+    out.append("%s, seq %s-%s%s%s" % (render.plural(len(every), "snapshot"), pts[0]["seq"],
+                                      pts[-1]["seq"],
+                                      " (%s)" % render.plural(gaps, "gap") if gaps else "",
+                                      "" if pid is None else ", pid %s" % pid))
     out.append("first %s UTC, last %s (+%s)" % (utc(first), utc(last, "%H:%M:%S")
                                                 if first is not None and last is not None
                                                 and int(first // 86400) == int(last // 86400)
@@ -760,7 +775,8 @@ def render_trend(doc: Record, style: Style = render.PLAIN, top: int = DEFAULT_TO
         row += [short_size(g["in_use_bytes"]), short_size(g["free_bytes"]),
                 short_size(g["trimmable_bytes"])]
         rows.append(row)
-    out.extend(render.table(cols, rows, style))
+    # A long seq, a series of many days: drop the absolute time, then trimmable, to fit.
+    out.extend(fit_table(cols, rows, style, [1, len(cols) - 1]))
     if len(pts) < len(every):
         out.append("(%d of %d snapshots: changes of reason, the rest evenly spaced; --rows 0 "
                    "shows all)" % (len(pts), len(every)))
@@ -779,7 +795,8 @@ def render_trend(doc: Record, style: Style = render.PLAIN, top: int = DEFAULT_TO
                           short_size(nmt.get("committed_bytes")),
                           short_size(p.get("untracked_bytes"))]
                          + [short_size(by.get(c)) for c in cats])
-        out.extend(render.table(ncols, nrows, style))
+        # The last categories go first when the table is too wide.
+        out.extend(fit_table(ncols, nrows, style, list(range(len(ncols) - 1, 3, -1))))
     g = doc["growth"]
     if len(every) > 1:
         over = "seq %s -> %s, %s" % (g["from_seq"], g["to_seq"],

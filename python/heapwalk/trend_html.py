@@ -314,8 +314,8 @@ def render_html(doc: Record) -> str:
     parts.append("</section>")
     arenas = _arena_table(doc)
     if arenas:
-        parts.append('<section id="arenas"><h2>glibc per arena: in use / free / trimmable</h2>%s</section>'
-                     % arenas)
+        parts.append('<section id="arenas"><h2>glibc per arena: in use / free / trimmable</h2>'
+                     '%s</section>' % arenas)
     nmt = _nmt_table(doc)
     if nmt:
         parts.append('<section id="nmt"><h2>NMT committed per category</h2>')

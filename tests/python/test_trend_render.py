@@ -322,3 +322,19 @@ def test_rows_option(tmp_path: Path, run) -> None:
     status, out, _ = run("trend", str(d), "--rows", "0")
     rows = [line for line in out.splitlines() if re.match(r"^\s*\d+\s+\d\d:\d\d", line)]
     assert len(rows) == n
+
+
+def test_wide_series_still_fits(tmp_path: Path, run) -> None:
+    d = tmp_path / "w"
+    n = 3
+    docs = [report((i + 1) * GiB, {64: i}, nmt={"Java Heap": GiB, "Metaspace X": i * MiB,
+                                                 "Serviceability": i, "Internal Long": i * 9,
+                                                 "Tracing Stuff": i * 7})
+            for i in range(n)]
+    write_dir(d, docs, [999997, 999998, 999999], [T0, T0 + 5 * 86400, T0 + 12 * 86400],
+              ["first", "threshold 95%", "predicted"])
+    status, out, _ = run("trend", str(d))
+    assert status == 0
+    lines = out.splitlines()
+    assert all(len(line) <= 80 for line in lines), [line for line in lines if len(line) > 80]
+    assert "+12d00h" in out and "999999" in out
