@@ -894,6 +894,11 @@ class Trend(Command):
                    "does not parse is skipped with a note. Usage: heapwalk trend DIR.")
     #: The CLI opens no target for this command: it reads its files itself.
     needs_target = False
+    #: The CLI's first positional is DIR (or the first snapshot file).
+    core_metavar = "DIR"
+    core_help = ("the directory 'heapwalk watch' wrote (snap-NNNNNN.json ...), or the first "
+                 "of several snapshot files")
+    missing_core = "give a snapshot directory: heapwalk trend DIR (or files: trend A.json B.json)"
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
         # The CLI gives every command a first positional CORE: that is DIR. gdb does not.
@@ -912,8 +917,9 @@ class Trend(Command):
                             help="rows of the fastest-growing tables in text (default %d)"
                                  % DEFAULT_TOP)
         parser.add_argument("--rows", metavar="N", type=_rows, default=DEFAULT_ROWS,
-                            help="snapshots shown in the text table: N evenly spaced, the "
-                                 "first and last included (default %d; 0 = all)"
+                            help="snapshots shown in the text table: the first, the last, "
+                                 "every change of reason, the rest evenly spaced, N in all "
+                                 "(default %d; 0 = all)"
                                  % DEFAULT_ROWS)
 
     def collect(self, inv: Invocation) -> Record:

@@ -338,3 +338,12 @@ def test_wide_series_still_fits(tmp_path: Path, run) -> None:
     lines = out.splitlines()
     assert all(len(line) <= 80 for line in lines), [line for line in lines if len(line) > 80]
     assert "+12d00h" in out and "999999" in out
+
+
+def test_usage_names_dir(run) -> None:
+    status, out, err = run("trend")
+    assert status == 2 and "give a snapshot directory: heapwalk trend DIR" in err
+    status, out, _ = run("trend", "--help")
+    assert status == 0 and "[DIR] [FILE ...]" in out
+    status, out, err = run("arenas")
+    assert status == 2 and "give a CORE file or --pid PID" in err
