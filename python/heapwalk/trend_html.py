@@ -7,7 +7,8 @@ forbids every fetch, static SVG, every text escaped). Charts, each an ``<svg cla
   data-series=KEY>`` per series that has data — RSS and the cgroup's usage and limit (from the
   samples and the snapshots), glibc in use and free, NMT committed, malloc NMT does not track
   (from the snapshots) — with a tick per snapshot on the time axis;
-- ``chart-nmt`` (JVM): NMT committed per category (those that grew most), one polyline each.
+- ``chart-nmt`` (JVM): NMT committed per category (those that grew most), one polyline each;
+- ``chart-growth``: the in-use count of the fastest growing chunk sizes at each snapshot.
 
 Then the tables: the series (every figure), glibc in use per arena, NMT per category, the
 fastest growing chunk sizes and content classes, how the target died, the notes.
@@ -16,7 +17,8 @@ fastest growing chunk sizes and content classes, how the target died, the notes.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+import math
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import render
 from .cmd_trend import duration, rel, utc
@@ -31,6 +33,7 @@ LEFT, RIGHT, TOP, BOTTOM = 90, 20, 56, 40
 #: A series of more points than this is thinned (min and max kept per pixel column).
 MAX_POINTS = 2 * (WIDTH - LEFT - RIGHT)
 MAX_NMT_LINES = 8
+MAX_GROWTH_LINES = 6
 MAX_ARENA_COLUMNS = 12
 MAX_ROWS = 50
 
@@ -132,15 +135,36 @@ def nmt_series(doc: Record) -> List[Tuple[str, str, List[Point]]]:
     return out
 
 
-def _ticks(hi: float, n: int = 5) -> List[float]:
+def growth_series(doc: Record) -> List[Tuple[str, str, List[Point]]]:
+    """The in-use count of each of the fastest growing chunk sizes at every snapshot."""
+    pts = doc.get("snapshots") or []
+    out = []
+    for r in ((doc.get("growth") or {}).get("sizes") or [])[:MAX_GROWTH_LINES]:
+        points = [(float(p["elapsed_seconds"]), c) for p, c in zip(pts, r.get("counts") or [])
+                  if p.get("elapsed_seconds") is not None and isinstance(c, int)]
+        if points:
+            out.append(("size:%s" % r["size"], "%s-byte chunks" % r["size"], points))
+    return out
+
+
+def _ticks(hi: float, n: int = 5, binary: bool = False) -> List[float]:
+    """Round tick values from 0 to ``hi``: 1, 2, 2.5 or 5 times a power of ten (of the
+    power-of-1024 unit the axis is labelled in, for bytes)."""
     if hi <= 0:
         return [0.0]
-    step = hi / n
-    mag = 10 ** len(str(int(step))) / 10 if step >= 1 else 1
+    unit = 1.0
+    if binary:
+        while hi / unit >= 1024:
+            unit *= 1024
+    step = hi / unit / n
+    mag = 10.0 ** math.floor(math.log10(step)) if step > 0 else 1.0
     for m in (1, 2, 2.5, 5, 10):
         if step <= m * mag:
             step = m * mag
             break
+    if not binary or unit == 1.0:
+        step = max(step, 1.0)
+    step *= unit
     out, v = [], 0.0
     while v <= hi * 1.0001:
         out.append(v)
@@ -148,9 +172,15 @@ def _ticks(hi: float, n: int = 5) -> List[float]:
     return out
 
 
+def _count(n: int) -> str:
+    return "{:,}".format(n)
+
+
 def line_chart(chart_id: str, title: str, series: List[Tuple[str, str, List[Point]]],
-               marks: Sequence[Tuple[float, str]], dashed: Sequence[str] = ()) -> str:
-    """A line chart: one polyline per series, y from 0 (bytes), x the elapsed time."""
+               marks: Sequence[Tuple[float, str]], dashed: Sequence[str] = (),
+               unit: Callable[[int], str] = render.size) -> str:
+    """A line chart: one polyline per series, y from 0 (bytes, or what ``unit`` formats), x
+    the elapsed time."""
     xs = [x for _, _, pts in series for x, _ in pts] + [x for x, _ in marks]
     ys = [y for _, _, pts in series for _, y in pts]
     x0, x1 = (min(xs), max(xs)) if xs else (0.0, 1.0)
@@ -172,12 +202,12 @@ def line_chart(chart_id: str, title: str, series: List[Tuple[str, str, List[Poin
         body.append('<rect class="key" x="%d" y="%d" width="14" height="4" fill="%s"/>'
                     % (lx, ly - 5, color))
         body.append('<text class="leg" x="%d" y="%d">%s</text>' % (lx + 20, ly, _e(label)))
-    for v in _ticks(y1):
+    for v in _ticks(y1, binary=unit is render.size):
         y = sy(v)
         body.append('<line class="grid" x1="%d" y1="%.1f" x2="%d" y2="%.1f"/>'
                     % (LEFT, y, WIDTH - RIGHT, y))
         body.append('<text class="tick" x="%d" y="%.1f" text-anchor="end">%s</text>'
-                    % (LEFT - 6, y + 4, _e(render.size(int(v)))))
+                    % (LEFT - 6, y + 4, _e(unit(int(v)))))
     for k in range(6):
         x = x0 + (x1 - x0) * k / 5
         body.append('<text class="tick" x="%.1f" y="%d" text-anchor="middle">%s</text>'
@@ -199,7 +229,7 @@ def line_chart(chart_id: str, title: str, series: List[Tuple[str, str, List[Poin
             for x, y in pts:
                 body.append('<circle cx="%.1f" cy="%.1f" r="2.5" fill="%s"><title>%s %s: %s'
                             '</title></circle>' % (sx(x), sy(y), color, _e(label),
-                                                  _e(rel(x)), _e(render.size(y))))
+                                                  _e(rel(x)), _e(unit(y))))
     return ('<svg class="chart" id="%s" role="img" aria-label="%s" '
             'xmlns="http://www.w3.org/2000/svg" viewBox="0 0 %d %d" width="%d" height="%d">\n'
             '<title>%s</title>\n%s\n</svg>'
@@ -283,8 +313,12 @@ def _death_value(key: str, value: Any) -> str:
     return str(value)
 
 
-def _rate(v: Optional[float]) -> str:
-    return "-" if v is None else "%+.1f" % v
+def _per_hour(v: Optional[float], nbytes: bool) -> str:
+    if v is None:
+        return "-"
+    if nbytes:
+        return ("+" if v >= 0 else "-") + _hs(int(abs(v))) + "/h"
+    return "%+.1f/h" % v
 
 
 def render_html(doc: Record) -> str:
@@ -304,7 +338,8 @@ def render_html(doc: Record) -> str:
     if isinstance(death, dict):
         parts.append('<section id="death"><h2>How the target died</h2>%s</section>'
                      % _table(["what", "value"], [[k, _death_value(k, v)]
-                                                  for k, v in sorted(death.items())]))
+                                                  for k, v in sorted(death.items())
+                                                  if not isinstance(v, (dict, list))]))
     marks = [(float(p["elapsed_seconds"]), "seq %s: %s" % (p["seq"], p.get("reason") or "-"))
              for p in pts if p.get("elapsed_seconds") is not None]
     parts.append('<section id="memory"><h2>Memory over time</h2>')
@@ -328,19 +363,23 @@ def render_html(doc: Record) -> str:
         parts.append('<section id="growth"><h2>Fastest growing (seq %s → %s, %s)</h2>'
                      % (_e(g.get("from_seq")), _e(g.get("to_seq")),
                         _e(duration(None if g.get("hours") is None else g["hours"] * 3600))))
+        grown = growth_series(doc)
+        if grown:
+            parts.append(line_chart("chart-growth", "in-use count of the fastest growing chunk "
+                                    "sizes", grown, marks, unit=_count))
         parts.append("<h3>in-use chunk sizes</h3>")
         parts.append(_table(["size", "count", "first → last", "bytes", "bytes/h", "count/h",
                              "count per snapshot"],
                             [[r["size"], "%+d" % r["count"],
                               "%d → %d" % (r["first_count"], r["last_count"]),
-                              "+" + _hs(r["bytes"]), _rate(r["bytes_per_hour"]),
-                              _rate(r["count_per_hour"]),
+                              "+" + _hs(r["bytes"]), _per_hour(r["bytes_per_hour"], True),
+                              _per_hour(r["count_per_hour"], False),
                               " ".join("-" if c is None else str(c) for c in r["counts"])]
                              for r in (g.get("sizes") or [])[:MAX_ROWS]], "sizes"))
         parts.append("<h3>content classes</h3>")
         parts.append(_table(["class", "kind", "count", "bytes", "bytes/h", "last bytes"],
                             [[r["name"], r.get("kind"), "%+d" % r["count"], "+" + _hs(r["bytes"]),
-                              _rate(r["bytes_per_hour"]), _hs(r["last_bytes"])]
+                              _per_hour(r["bytes_per_hour"], True), _hs(r["last_bytes"])]
                              for r in (g.get("classes") or [])[:MAX_ROWS]], "classes"))
         parts.append("</section>")
     diags = doc.get("diagnostics") or []

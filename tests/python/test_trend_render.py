@@ -190,6 +190,9 @@ def test_html_escapes_and_draws_one_polyline_per_series(tmp_path: Path, run) -> 
     assert 100 < len(rss.split()) <= trend_html.MAX_POINTS + 10
     nmt = text.split('id="chart-nmt"', 1)[1].split("</svg>", 1)[0]
     assert len(re.findall(r"<polyline ", nmt)) == 6
+    grown = text.split('id="chart-growth"', 1)[1].split("</svg>", 1)[0]
+    assert re.findall(r'data-series="([^"]+)"', grown) == ["size:8224", "size:3040"]
+    assert "8,500" in grown or "8,000" in grown  # counts on the y axis
     assert not re.search(r"(https?:)?//(?!www\.w3\.org/2000/svg)[a-z]", text)  # no fetch
 
 
