@@ -250,10 +250,26 @@ def slim(doc: Record) -> Record:
     return out
 
 
-def read_samples(path: str) -> Tuple[List[Record], int]:
+#: One sample as kept in memory (days of samples every second are millions of lines):
+#: (time, rss, rss anon, rss file, cgroup usage, cgroup limit, cgroup oom_kill).
+Sample = Tuple[float, Optional[int], Optional[int], Optional[int], Optional[int],
+               Optional[int], Optional[int]]
+#: The trend document carries at most this many samples (the largest RSS and usage of each
+#: stretch of time kept); samples.jsonl has them all, samples_summary covers them all.
+MAX_DOC_SAMPLES = 6000
+
+
+def _compact(rec: Record) -> Sample:
+    cg = rec.get("cgroup") if isinstance(rec.get("cgroup"), dict) else {}
+    return (float(rec["time"]), _num(rec.get("rss_bytes")), _num(rec.get("rss_anon_bytes")),
+            _num(rec.get("rss_file_bytes")), _num(cg.get("usage_bytes")),
+            _num(cg.get("limit_bytes")), _num(cg.get("oom_kill")))
+
+
+def read_samples(path: str) -> Tuple[List[Sample], int]:
     """The samples of ``samples.jsonl`` sorted by time, and how many lines were skipped
     (a line that does not parse, e.g. the last one of a killed watcher, or has no time)."""
-    out: List[Record] = []
+    out: List[Sample] = []
     skipped = 0
     with open(path, "rb") as f:
         for raw in f:
@@ -267,9 +283,38 @@ def read_samples(path: str) -> Tuple[List[Record], int]:
             if not isinstance(rec, dict) or _float(rec.get("time")) is None:
                 skipped += 1
                 continue
-            out.append(rec)
-    out.sort(key=lambda r: float(r["time"]))
+            out.append(_compact(rec))
+    out.sort(key=lambda r: r[0])
     return out, skipped
+
+
+def thin_samples(samples: List[Sample], cap: int = MAX_DOC_SAMPLES) -> List[Sample]:
+    """At most ``cap`` samples: per stretch of time the ones with the lowest and highest RSS
+    and the highest cgroup usage (peaks survive), in time order."""
+    if len(samples) <= cap:
+        return samples
+    buckets = max(cap // 3, 1)
+    t0, t1 = samples[0][0], samples[-1][0]
+    span = (t1 - t0) or 1.0
+    out: List[Sample] = []
+    group: List[Sample] = []
+
+    def flush() -> None:
+        keep = {min(group, key=lambda s: (s[1] is None, s[1] or 0)),
+                max(group, key=lambda s: s[1] or 0), max(group, key=lambda s: s[4] or 0)}
+        out.extend(sorted(keep, key=lambda s: s[0]))
+
+    index = 0
+    for smp in samples:
+        b = min(int((smp[0] - t0) / span * buckets), buckets - 1)
+        if b != index and group:
+            flush()
+            group = []
+        index = b
+        group.append(smp)
+    if group:
+        flush()
+    return out
 
 
 @dataclass
@@ -278,7 +323,7 @@ class Series:
 
     source: Record
     snapshots: List[Snapshot]
-    samples: List[Record]
+    samples: List[Sample]
     watch: Optional[Record]
     notes: List[Record]
 
@@ -287,7 +332,7 @@ def load_series(paths: Sequence[str]) -> Series:
     """Read DIR (one directory) or a list of snapshot files. Raises HeapwalkError when nothing
     usable is found."""
     notes: List[Record] = []
-    samples: List[Record] = []
+    samples: List[Sample] = []
     watch: Optional[Record] = None
     if not paths:
         raise UsageError("give a snapshot directory (or snapshot files): heapwalk trend DIR")
@@ -532,34 +577,29 @@ def _categories(points: Sequence[Record]) -> List[str]:
     return sorted(last, key=lambda n: (-(last[n] - first.get(n, 0)), -last[n], n))
 
 
-def _sample_point(s: Record, t0: Optional[float]) -> Record:
-    cg = _cgroup(s)
-    t = float(s["time"])
+def _sample_point(s: Sample, t0: Optional[float]) -> Record:
+    t, rss, anon, file, usage, limit, oom = s
     return {"time": t, "elapsed_seconds": None if t0 is None else round(t - t0, 3),
-            "rss_bytes": _num(s.get("rss_bytes")),
-            "rss_anon_bytes": _num(s.get("rss_anon_bytes")),
-            "rss_file_bytes": _num(s.get("rss_file_bytes")),
-            "cgroup_usage_bytes": _get(cg, "usage_bytes"),
-            "cgroup_limit_bytes": _get(cg, "limit_bytes"),
-            "cgroup_usage_percent": _percent(_get(cg, "usage_bytes"), _get(cg, "limit_bytes")),
-            "cgroup_oom_kill": _get(cg, "oom_kill")}
+            "rss_bytes": rss, "rss_anon_bytes": anon, "rss_file_bytes": file,
+            "cgroup_usage_bytes": usage, "cgroup_limit_bytes": limit,
+            "cgroup_usage_percent": _percent(usage, limit), "cgroup_oom_kill": oom}
 
 
-def _samples_summary(samples: Sequence[Record]) -> Optional[Record]:
+def _samples_summary(samples: Sequence[Sample], kept: int) -> Optional[Record]:
     if not samples:
         return None
-    rss = [s["rss_bytes"] for s in samples if s["rss_bytes"] is not None]
-    use = [s for s in samples if s["cgroup_usage_bytes"] is not None]
-    top = max(use, key=lambda s: s["cgroup_usage_bytes"]) if use else None
-    span = samples[-1]["time"] - samples[0]["time"]
-    return {"count": len(samples), "first_time": samples[0]["time"],
-            "last_time": samples[-1]["time"],
+    rss = [s[1] for s in samples if s[1] is not None]
+    use = [s for s in samples if s[4] is not None]
+    top = max(use, key=lambda s: s[4] or 0) if use else None
+    span = samples[-1][0] - samples[0][0]
+    return {"count": len(samples), "in_document": kept, "first_time": samples[0][0],
+            "last_time": samples[-1][0],
             "interval_seconds": round(span / (len(samples) - 1), 3) if len(samples) > 1
             else None,
             "rss_first_bytes": rss[0] if rss else None, "rss_last_bytes": rss[-1] if rss else None,
             "rss_max_bytes": max(rss) if rss else None,
-            "cgroup_usage_max_bytes": top["cgroup_usage_bytes"] if top else None,
-            "cgroup_usage_max_percent": top["cgroup_usage_percent"] if top else None}
+            "cgroup_usage_max_bytes": top[4] if top else None,
+            "cgroup_usage_max_percent": _percent(top[4], top[5]) if top else None}
 
 
 def build_trend(series: Series) -> Record:
@@ -567,7 +607,8 @@ def build_trend(series: Series) -> Record:
     snaps = series.snapshots
     t0 = snaps[0].time
     points = [point(s, t0) for s in snaps]
-    samples = [_sample_point(s, t0) for s in series.samples]
+    kept = thin_samples(series.samples)
+    samples = [_sample_point(s, t0) for s in kept]
     notes = list(series.notes)
     if len(snaps) == 1:
         notes.append(_note("one snapshot: nothing to compare it with (growth needs two)"))
@@ -590,7 +631,7 @@ def build_trend(series: Series) -> Record:
         "nmt_categories": _categories(points),
         "snapshots": points,
         "samples": samples,
-        "samples_summary": _samples_summary(samples),
+        "samples_summary": _samples_summary(series.samples, len(samples)),
         "growth": growth(snaps) if len(snaps) > 1 else {
             "from_seq": snaps[0].seq, "to_seq": snaps[0].seq, "hours": None, "sizes": [],
             "classes": []},

@@ -139,7 +139,7 @@ def test_json_document(tmp_path: Path, run) -> None:
     assert doc["snapshots"][0]["cgroup"]["version"] == 2
     assert doc["snapshots"][0]["cgroup_usage_percent"] == round(
         100.0 * (3 * GiB + 100 * MiB) / (8 * GiB), 2)
-    assert doc["samples_summary"]["count"] == 5000
+    assert doc["samples_summary"]["count"] == 5000 == len(doc["samples"])
     assert doc["death"]["signal"] == 9
     # Deterministic: the same input gives the same bytes.
     assert run("trend", str(d), "--json")[1] == out
@@ -350,3 +350,24 @@ def test_usage_names_dir(run) -> None:
     assert status == 0 and "[DIR] [FILE ...]" in out
     status, out, err = run("arenas")
     assert status == 2 and "give a CORE file or --pid PID" in err
+
+
+def test_many_samples_are_thinned_keeping_peaks(tmp_path: Path, run) -> None:
+    d = tmp_path / "w"
+    write_dir(d, [report(GiB, {64: 1}), report(GiB, {64: 2})], [1, 2], [T0, T0 + 86400],
+              ["first", "periodic"])
+    n = 40000
+    with open(d / "samples.jsonl", "w") as f:
+        for k in range(n):
+            rss = GiB + (k % 100) * MiB + (3 * GiB if k == 23456 else 0)
+            f.write(json.dumps(sample(T0 + k * 2.0, rss, usage=rss)) + "\n")
+    status, out, err = run("trend", str(d), "--json")
+    assert status == 0, err
+    doc = json.loads(out)
+    ss = doc["samples_summary"]
+    assert ss["count"] == n and ss["in_document"] == len(doc["samples"])
+    assert len(doc["samples"]) <= cmd_trend.MAX_DOC_SAMPLES
+    assert ss["rss_max_bytes"] == 4 * GiB + 56 * MiB
+    assert max(s["rss_bytes"] for s in doc["samples"]) == ss["rss_max_bytes"]
+    times = [s["time"] for s in doc["samples"]]
+    assert times == sorted(times) and times[0] == T0
