@@ -363,8 +363,9 @@ def _register_extensions() -> None:
     from .cmd_leaks import Leaks  # pylint: disable=import-outside-toplevel
     from .cmd_report import Report  # pylint: disable=import-outside-toplevel
     from .cmd_snapshot import Snapshot  # pylint: disable=import-outside-toplevel
+    from .cmd_trend import Trend  # pylint: disable=import-outside-toplevel
     from .cmd_watch import Watch  # pylint: disable=import-outside-toplevel
-    for command in (Classify(), Leaks(), Report(), Diff(), Snapshot(), Watch()):
+    for command in (Classify(), Leaks(), Report(), Diff(), Snapshot(), Watch(), Trend()):
         COMMANDS[command.name] = command
 
 
