@@ -20,6 +20,7 @@
 #include "target/target.h"
 #include "util/errors.h"
 #include "util/progress.h"
+#include "util/sigbus_guard.h"
 
 namespace py = pybind11;
 using namespace heapwalk;
@@ -32,6 +33,16 @@ py::object opt(const std::optional<uint64_t>& v) { return v ? py::object(py::int
 
 py::list diagnostics(std::initializer_list<const Diagnostics*> lists) {
   py::list out;
+  // Files that shrank while mapped (util/sigbus_guard.h): their vanished pages read as zeros.
+  for (const auto& f : util::shrunk_files()) {
+    py::dict e;
+    e["kind"] = "truncated";
+    e["address"] = py::none();
+    e["arena"] = py::none();
+    e["detail"] = f.name + " shrank while heapwalk read it: " + std::to_string(f.pages) +
+                  " pages beyond its new end read as zeros (results from them may be incomplete)";
+    out.append(e);
+  }
   for (const Diagnostics* d : lists) {
     for (const auto& x : d->items()) {
       py::dict e;

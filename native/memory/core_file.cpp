@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "util/sigbus_guard.h"
+
 namespace heapwalk::memory {
 
 namespace {
@@ -51,6 +53,7 @@ CoreFile::CoreFile(const std::string& path) : path_(path) {
     throw FormatError(path, std::string("cannot map: ") + std::strerror(e));
   }
   map_ = static_cast<const uint8_t*>(m);
+  guarded_ = util::guard_mapping(map_, size_, path);  // a core cut short while mapped: zeros, not SIGBUS
   parse();
 }
 
@@ -129,6 +132,7 @@ void CoreFile::parse() {
       }
     }
   } catch (...) {
+    if (guarded_) util::unguard_mapping(map_);
     ::munmap(const_cast<uint8_t*>(map_), size_);
     if (fd_ >= 0) ::close(fd_);
     throw;
@@ -203,6 +207,7 @@ void CoreFile::parse() {
 }
 
 CoreFile::~CoreFile() {
+  if (guarded_) util::unguard_mapping(map_);
   if (map_) ::munmap(const_cast<uint8_t*>(map_), size_);
   if (fd_ >= 0) ::close(fd_);
 }
