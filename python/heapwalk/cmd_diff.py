@@ -33,9 +33,10 @@ COUNT_FIELDS = ("count", "bytes")
 # -- loading ----------------------------------------------------------------------------------
 
 def _is_json(path: str) -> bool:
+    """A JSON document (an object, or a list: refused as a report), not a core."""
     with open(path, "rb") as f:
         head = f.read(64).lstrip()
-    return head.startswith(b"{")
+    return head[:1] in (b"{", b"[")
 
 
 #: The largest magnitude a figure of a saved report may have (every figure is a 64-bit count).
