@@ -125,6 +125,22 @@ def safe_doc(value: Any, _depth: int = 0) -> Any:
     return value
 
 
+_TOKEN = re.compile(r"\\(?:x[0-9a-f]{2}|u[0-9a-f]{4}|[nrt])|.", re.S)
+
+
+def clip(text: str, limit: int) -> str:
+    """The first ``limit`` characters of a :func:`safe` string, never cutting an escape in two
+    (a cut ``\\x1`` or a trailing backslash would misread as something else)."""
+    if len(text) <= limit:
+        return text
+    end = 0
+    for match in _TOKEN.finditer(text):
+        if match.end() > limit:
+            break
+        end = match.end()
+    return text[:end]
+
+
 def safe_line(line: str, style: Optional["Style"] = None) -> str:
     """One line of text output with every control character escaped, keeping only the colour
     codes :class:`Style` itself emits (when ``style`` is enabled): the last guard before a

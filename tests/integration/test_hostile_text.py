@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -32,13 +33,14 @@ NAME_PAYLOAD = (b"/t/\x1b]0;pwned\x07\n warning: FAKE all clear\r\xe2\x80\xae\xc
                 b"\xff\x1b[2J")
 NAME_ESCAPED = ("/t/\\x1b]0;pwned\\x07\\n warning: FAKE all clear\\r\\u202e\\x9b\\x9d\\xff"
                 "\\x1b[2J")
-#: Heap text the classifier samples (its first 40 bytes), and how the sample must be shown.
+#: Heap text the classifier samples (its first 40 bytes), and how text output starts showing
+#: the sample (it shows 32 characters of the escaped form).
 TEXTS = {
     "latin1": (b"caf\xe9 cr\xe8me br\xfbl\xe9e na\xefve \x9b2J \x85 fa\xe7ade and more text",
-               "caf\\xe9 cr\\xe8me br\\xfbl\\xe9e na\\xefve \\x9b2J \\x85"),
-    "cut-utf8": (b"x" + "é".encode() * 40, "x" + "é" * 19 + "\\xc3"),
+               "'caf\\xe9 cr\\xe8me br\\xfbl\\xe9e na"),
+    "cut-utf8": (b"x" + "é".encode() * 40, "'x" + "é" * 19 + "\\xc3'"),
     "controls": (b"GET /\r\n warning: FAKE\t\xe2\x80\xae\xc2\x9b\xe2\x81\xa6 and then more",
-                 "GET /\\r\\n warning: FAKE\\t\\u202e\\x9b\\u2066"),
+                 "'GET /\\r\\n warning: FAKE\\t\\u202e'"),
 }
 COMMANDS = [["arenas"], ["heaps"], ["bins"], ["tcache"], ["chunks", "--limit", "50"],
             ["classify", "--free", "--per-arena"], ["leaks"], ["report"], ["nmt"]]
@@ -99,23 +101,33 @@ class Cores:
         self.src, self.binary, self.tmp = src, binary, tmp
         r = run_bytes("chunks", src, "--used", "--json", "--limit", "0", cwd=REPO)
         assert r.returncode == 0, r.stderr
-        chunks = json.loads(r.stdout)["chunks"]
-        # In-use chunks big enough for a sample, past the first ones (the tcache struct).
-        self.victims = [c["address"] for c in chunks if c["state"] == "used"
-                        and 96 <= c["size"] <= 4096][2:40]
-        assert self.victims, "no in-use chunk to write text into"
+        chunks = sorted(json.loads(r.stdout)["chunks"], key=lambda c: c["address"])
+        # Every in-use heap chunk but the first (the tcache struct): the first one the walk
+        # meets is the one the classifier samples.
+        self.victims = [(c["address"], c["size"]) for c in chunks if c["state"] == "used"][1:]
+        assert len(self.victims) > 2, "no in-use chunk to write text into"
         img = ck.CoreImage.load(src)
-        self.exe = next(f.path for f in img.file_entries() if Path(f.path).name == binary.name)
-        self.libc = next(f.path for f in img.file_entries() if "/libc.so" in f.path)
+        files = img.file_entries()
+        self.exe = next(f.path for f in files if Path(f.path).name == binary.name)
+        self.exe_start = min(f.start for f in files if f.path == self.exe)
+        self.libc = next(f.path for f in files if "/libc.so" in f.path)
 
     def derive(self, name: str, rename: dict[str, bytes], text: bytes | None) -> Path:
         def edit(img: ck.CoreImage) -> None:
             for old, new in rename.items():
                 assert rename_bytes(img, old, fit(new, old)), old
-            if text is not None:
-                for v in self.victims:
-                    off = img.offset_of(v + 16)
-                    img.b[off:off + len(text) + 1] = text + b"\0"
+            if text is None:
+                return
+            # The first chunk points into the program (class "references <its file name>"),
+            # the others hold the text (cut to what fits; too small: zeros).
+            first, size = self.victims[0]
+            off = img.offset_of(first + 16)
+            img.b[off:off + size - 16] = struct.pack("<Q", self.exe_start + 0x10) + b"\0" * (size - 24)
+            for v, size in self.victims[1:]:
+                usable = size - 16
+                data = text[:usable - 1] + b"\0" if usable > 40 else b""
+                off = img.offset_of(v + 16)
+                img.b[off:off + usable] = data + b"\0" * (usable - len(data))
         return ck.derive(self.src, self.tmp / (name + ".core"), edit)
 
 
@@ -141,17 +153,23 @@ def test_every_command_on_hostile_names(names_core, cmd, json_out):
         assert doc["schema"] == "heapwalk/1"
 
 
+#: The program's file name (what "references ..." names) as text and JSON must show it.
+BASE_ESCAPED = NAME_ESCAPED[len("/t/"):]
+BASE_JSON = ("\\u001b]0;pwned\\u0007\\n warning: FAKE all clear\\r\\u202e\\u009b\\u009d\\\\xff"
+             "\\u001b[2J")
+
+
 def test_escaped_names_are_shown(names_core):
-    """The report's mapping groups name the program: escaped, on one line, no forged line."""
-    out, _ = assert_run_clean(run_bytes("report", names_core), "report")
-    assert NAME_ESCAPED in out, out
-    assert not any(ln.lstrip().startswith("warning: FAKE") for ln in out.splitlines())
-    out, _ = assert_run_clean(run_bytes("report", names_core, "--json"), "report --json")
-    labels = [g["label"] for g in json.loads(out)["mappings"]["groups"]]
-    assert any(NAME_ESCAPED.replace("\\x1b", "\x1b").replace("\\x07", "\x07")
-               .replace("\\n", "\n").replace("\\r", "\r").replace("\\u202e", "\u202e")
-               .replace("\\x9b", "\x9b").replace("\\x9d", "\x9d") in label for label in labels), labels
-    assert "\\u001b]0;pwned\\u0007" in out and "\\u202e" in out and "\\u009b" in out
+    """classify names the program a chunk points into: escaped, on one line, no forged line;
+    in JSON, as JSON escapes (the \\xff byte as the text \\xff)."""
+    for cmd in (["classify"], ["report"]):
+        out, _ = assert_run_clean(run_bytes(*cmd, names_core), cmd[0])
+        assert "references " + BASE_ESCAPED in out, out
+        assert not any(ln.lstrip().startswith("warning: FAKE") for ln in out.splitlines()), out
+    out, _ = assert_run_clean(run_bytes("classify", names_core, "--json"), "classify --json")
+    assert "references " + BASE_JSON in out, out
+    names = [c["name"] for c in json.loads(out)["classes"]]
+    assert any(n.startswith("references \x1b]0;pwned\x07\n") and "\\xff" in n for n in names), names
 
 
 @pytest.mark.parametrize("kind", sorted(TEXTS))
@@ -159,10 +177,11 @@ def test_classify_samples_of_hostile_text(cores, names_core, kind):
     text, shown = TEXTS[kind]
     core = names_core if kind == "latin1" else cores.derive(kind, {}, text)
     out, _ = assert_run_clean(run_bytes("classify", core), "classify " + kind)
-    assert "'%s" % shown in out, out
+    assert shown in out, out
     out, _ = assert_run_clean(run_bytes("classify", core, "--json"), "classify --json " + kind)
     doc = json.loads(out)
-    assert any(c["name"] == "text" and c.get("sample") for c in doc["classes"]), doc["classes"]
+    samples = [c.get("sample") for c in doc["classes"] if c["name"] == "text"]
+    assert samples == [text[:40].decode("utf-8", "backslashreplace")], doc["classes"]
     out, _ = assert_run_clean(run_bytes("report", core, "--json"), "report --json " + kind)
     report = json.loads(out)
     assert any(c["name"] == "text" for c in report["content_classes"]), "report dropped its classes"
@@ -182,7 +201,7 @@ def test_html_report_of_hostile_names(names_core, tmp_path):
     assert_run_clean(run_bytes("report", names_core, "--html", page), "report --html")
     html = page.read_bytes()
     assert_clean_bytes(html.replace(b"\n", b""), "the HTML page")
-    assert NAME_ESCAPED.encode() in html
+    assert ("references " + BASE_ESCAPED).encode() in html
     assert b"script-src 'sha256-" in html and b"'unsafe-inline'; img" not in html
 
 
@@ -285,5 +304,5 @@ def test_gdb_output_is_escaped(cores, names_core):
         if line.startswith(b"heapwalk:") or line.startswith(b"hint:"):
             assert_clean_bytes(line, "gdb error line")
     report = sections[0][1].decode()
-    assert NAME_ESCAPED in report, report
-    assert "'%s" % TEXTS["latin1"][1] in sections[1][1].decode()
+    assert "references " + BASE_ESCAPED in report, report
+    assert TEXTS["latin1"][1] in sections[1][1].decode()
