@@ -189,6 +189,22 @@ def test_classify_samples_of_hostile_text(cores, names_core, kind):
     assert_run_clean(run_bytes("leaks", core), "leaks " + kind)
 
 
+def test_nmt_names_a_hostile_libjvm(cores):
+    """A mapping named ``<escapes>/libjvm.so``: nmt and report take it for a JVM and name the
+    file (the JVM line, a note that it has no symbols): escaped, in text, JSON and errors."""
+    name = NAME_PAYLOAD + b"/libjvm.so"
+    size = len(cores.exe.encode())
+    jvm = name[:len(NAME_PAYLOAD)] + b"x" * (size - len(name)) + b"/libjvm.so"
+    core = cores.derive("jvmname", {cores.exe: jvm}, None)
+    out, _ = assert_run_clean(run_bytes("nmt", core), "nmt (libjvm named with escapes)")
+    assert NAME_ESCAPED in out, out
+    assert not any(ln.lstrip().startswith("warning: FAKE") for ln in out.splitlines()), out
+    out, _ = assert_run_clean(run_bytes("nmt", core, "--json"), "nmt --json")
+    assert json.loads(out)["nmt"]["libjvm"]["path"].endswith("/libjvm.so")
+    for cmd in (["nmt", "--detail"], ["report"], ["report", "--json"]):
+        assert_run_clean(run_bytes(*cmd, core), " ".join(cmd) + " (libjvm named with escapes)")
+
+
 def test_libc_with_a_hostile_name(cores):
     """libc's own path rewritten: found by build-id or from memory, or one clean error line."""
     core = cores.derive("libc", {cores.libc: NAME_PAYLOAD}, None)
