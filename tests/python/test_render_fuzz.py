@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, Optional
 import pytest
 
 from heapwalk import commands as registry
-from heapwalk import render, report_html
+from heapwalk import cmd_diff, render, report_html
 from heapwalk.commands import Invocation
 from heapwalk.errors import HeapwalkError, describe_error
 from heapwalk.render import Style
@@ -390,6 +390,67 @@ def test_diff_of_hostile_saved_reports(tmp_path) -> None:
             assert_clean_json(out.text, out.document, "diff #%d --json" % i)
         else:
             assert_clean_text(out.text, "diff #%d" % i)
+
+
+def _random_json(rng: random.Random, depth: int = 0) -> Any:
+    kind = rng.randrange(9 if depth < 3 else 6)
+    if kind == 0:
+        return None
+    if kind == 1:
+        return rng.choice((True, False))
+    if kind == 2:
+        return rng.choice((0, -1, 1 << 63, 1 << 64, (1 << 64) + 1, -(1 << 70), 10 ** 300))
+    if kind == 3:
+        return rng.choice((0.5, 1e308, -0.0, float("inf"), float("nan")))
+    if kind == 4:
+        return hostile(rng)
+    if kind == 5:
+        return rng.randrange(1 << 20)
+    if kind == 6:
+        return [_random_json(rng, depth + 1) for _ in range(rng.randrange(4))]
+    return {rng.choice(("name", "index", "bytes", "count", "label", "cause", "x")):
+            _random_json(rng, depth + 1) for _ in range(rng.randrange(4))}
+
+
+def _scramble(doc: Any, rng: random.Random, rate: float) -> Any:
+    """``doc`` with some values (containers too) replaced by random JSON of any type."""
+    if rng.random() < rate:
+        return _random_json(rng)
+    if isinstance(doc, dict):
+        return {k: _scramble(v, rng, rate) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [_scramble(v, rng, rate) for v in doc]
+    return doc
+
+
+def test_diff_survives_random_structures(tmp_path) -> None:
+    """Saved reports with values of random types: diff compares them or refuses one with a
+    HeapwalkError; nothing else escapes load, compare or the renderer."""
+    rng = random.Random(SEED + 4)
+    good = _saved_report(base_docs())
+    good_path = tmp_path / "good.json"
+    good_path.write_text(json.dumps(good))
+    bad_path = tmp_path / "bad.json"
+    refused = 0
+    for i in range(max(ITERATIONS // 3, 100)):
+        rate = rng.choice((0.02, 0.1, 0.3))
+        doc = {k: _scramble(v, rng, rate) for k, v in good.items()}
+        doc["schema"], doc["command"] = "heapwalk/1", "report"
+        doc.setdefault("retention", {})
+        bad_path.write_text(json.dumps(doc))
+        try:
+            a, _ = cmd_diff.load(str(good_path))
+            b, _ = cmd_diff.load(str(bad_path))
+        except HeapwalkError as exc:
+            refused += 1
+            line, _hint = describe_error(exc, None)
+            assert line.startswith("heapwalk: %s: " % bad_path), line
+            continue
+        result = cmd_diff.compare(a, b, "A", "B")
+        assert_clean_text("\n".join(render.safe_line(ln) for ln in
+                                     cmd_diff.render_diff(render.safe_doc(result))), "diff #%d" % i)
+        render.to_json(result)
+    assert refused, "no scrambled report was refused"
 
 
 # Hostile structures in a saved report: each must be refused with one error naming the file.
