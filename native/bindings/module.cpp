@@ -579,7 +579,8 @@ class PyTarget {
         if (!n.headers[i].count) continue;
         py::dict x;
         x["index"] = i;
-        x["name"] = ustr(i < n.raw.size() ? n.raw[i].name : (i < n.names.size() ? n.names[i] : "type " + std::to_string(i)));
+        x["name"] =
+            ustr(i < n.raw.size() ? n.raw[i].name : (i < n.names.size() ? n.names[i] : "type " + std::to_string(i)));
         x["bytes"] = n.headers[i].bytes;
         x["count"] = n.headers[i].count;
         hc.append(x);
