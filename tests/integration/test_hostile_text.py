@@ -16,7 +16,9 @@ binding's decoding and tests/python/test_render_fuzz.py)."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -203,6 +205,29 @@ def test_nmt_names_a_hostile_libjvm(cores):
     assert json.loads(out)["nmt"]["libjvm"]["path"].endswith("/libjvm.so")
     for cmd in (["nmt", "--detail"], ["report"], ["report", "--json"]):
         assert_run_clean(run_bytes(*cmd, core), " ".join(cmd) + " (libjvm named with escapes)")
+
+
+def test_live_process_mapping_a_hostile_name(tmp_path):
+    """A live process can name its mappings too: a library loaded from a directory whose name
+    carries escapes (and \\xff), called libjvm.so so that nmt names it."""
+    d = bytes(tmp_path) + b"/\x1b]0;pwned\x07 warning\xe2\x80\xae\xc2\x9b\xff\x1b[2J"
+    os.mkdir(d)
+    lib = d + b"/libjvm.so"
+    shutil.copyfile("/lib/x86_64-linux-gnu/libz.so.1", lib)
+    code = ("import ctypes, os, sys, time; ctypes.CDLL(os.fsdecode(sys.argv[1].encode("
+            "'utf-8', 'surrogateescape'))); print('ready', flush=True); time.sleep(300)")
+    proc = subprocess.Popen([b"/usr/bin/python3", b"-c", code.encode(), lib], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"ready\n"
+        for cmd in (["nmt"], ["nmt", "--json"], ["report"], ["classify"]):
+            r = run_bytes(*cmd, "--pid", str(proc.pid))
+            out, _ = assert_run_clean(r, " ".join(cmd) + " --pid (a hostile mapping name)")
+            if cmd == ["nmt"]:
+                assert "\\x1b]0;pwned\\x07 warning\\u202e\\x9b\\xff\\x1b[2J/libjvm.so" in out, out
+        assert proc.poll() is None, "the target died"
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_libc_with_a_hostile_name(cores):
