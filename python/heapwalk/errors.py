@@ -142,7 +142,7 @@ def describe_error(exc: BaseException, subject: Optional[str] = None,
     else:
         message = "%s: %s" % (type(exc).__name__, exc) if str(exc) else type(exc).__name__
     message = _shown(message)
-    subject = _shown(subject) if subject else subject
+    subject = safe(subject) if subject else subject  # a name as it is, but escaped
     # Engine messages are meant to be complete: do not repeat a subject they already name.
     if subject and subject not in message:
         line = "heapwalk: %s: %s" % (subject, message)
