@@ -16,6 +16,7 @@ binding's decoding and tests/python/test_render_fuzz.py)."""
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import re
 import shutil
@@ -27,7 +28,7 @@ from pathlib import Path
 import pytest
 
 import corruptkit as ck
-from hwkit import ASAN_PRELOAD, GDBINIT, REPO, heapwalk_env
+from hwkit import ASAN_PRELOAD, CACHE, GDBINIT, REPO, heapwalk_env
 
 TIMEOUT = 120
 #: What a renamed file carries (UTF-8 bytes; \xff is not UTF-8).
@@ -228,6 +229,42 @@ def test_live_process_mapping_a_hostile_name(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture(scope="module")
+def jvm_core(tmp_path_factory) -> Path:
+    import nmtkit  # noqa: PLC0415
+    if not nmtkit.have_jdk():
+        pytest.skip("no JDK")
+    return nmtkit.JvmCorpora(CACHE, tmp_path_factory.mktemp("jvm")).core("summary").core
+
+
+def test_nmt_with_a_hostile_jdk_version(jvm_core, tmp_path):
+    """The JDK version string (in the JVM's heap) with an escape, a newline, \\xff and U+202E:
+    nmt and report show it escaped (item 7: a bad byte in it must not break nmt)."""
+    r = run_bytes("nmt", jvm_core, "--json")
+    assert r.returncode == 0, r.stderr
+    jdk = json.loads(r.stdout)["nmt"]["jdk"].encode()
+    assert len(jdk) >= 18, jdk
+    evil = jdk[:5] + b"\x1b]0;p\x07\n\xff\xe2\x80\xaex" + jdk[17:]  # 12 bytes for 12
+    shown = jdk[:5].decode() + "\\x1b]0;p\\x07\\n\\xff\\u202ex" + jdk[17:].decode()
+    core = tmp_path / "jdk.core"
+    subprocess.run(["cp", "--sparse=always", str(jvm_core), str(core)], check=True)
+    n = 0
+    with open(core, "r+b") as f, mmap.mmap(f.fileno(), 0) as m:
+        pos = m.find(jdk + b"\0")
+        while pos >= 0:
+            m[pos:pos + len(jdk)] = evil
+            n += 1
+            pos = m.find(jdk + b"\0", pos + 1)
+    assert n, "the version string is not in the core"
+    out, _ = assert_run_clean(run_bytes("nmt", core), "nmt (hostile JDK version)")
+    assert "JVM " + shown in out, out
+    out, _ = assert_run_clean(run_bytes("nmt", core, "--json"), "nmt --json (hostile JDK version)")
+    assert json.loads(out)["nmt"]["categories"], "nmt lost its categories"
+    out, _ = assert_run_clean(run_bytes("report", core), "report (hostile JDK version)")
+    assert "JDK " + shown in out, out
+    assert_run_clean(run_bytes("report", core, "--json"), "report --json (hostile JDK version)")
 
 
 def test_libc_with_a_hostile_name(cores):
