@@ -66,7 +66,9 @@ _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u
                      "\u2066-\u2069\ud800-\udfff]")
 _SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 #: The SGR sequences :class:`Style` emits: the only escape sequences text output may carry.
-_OWN_SGR = re.compile("(\x1b\\[(?:0|1|2|31|32|33|1;4)m)")
+_OWN_SGR = re.compile("(\x1b\\[(?:%s)m)" % "|".join(
+    re.escape(code) for code in sorted(set(Style._CODES.values()) | {"0"},  # pylint: disable=W0212
+                                       key=len, reverse=True)))
 
 
 def _escape(match: "re.Match[str]") -> str:
