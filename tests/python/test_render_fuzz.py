@@ -453,6 +453,32 @@ def test_diff_survives_random_structures(tmp_path) -> None:
     assert refused, "no scrambled report was refused"
 
 
+def test_watch_text_never_emits_control_characters() -> None:
+    """watch's summary: the kernel's OOM line names the process (its comm, chosen by the
+    target), the cgroup path, snapshot files, and the diff of the first and last snapshots.
+    Rendered as execute renders every command: an escaped document, every line checked."""
+    from heapwalk.cmd_diff import compare  # pylint: disable=import-outside-toplevel
+    from heapwalk.cmd_watch import render_watch  # pylint: disable=import-outside-toplevel
+    rng = random.Random(SEED + 5)
+    report = _saved_report(base_docs())
+    doc = {"watch": {"pid": 42, "cgroup": "/sys/fs/cgroup/app.slice",
+                     "death": {"signal": 9, "signal_name": "SIGKILL", "oom_killed": True,
+                               "oom_kill_before": 0, "oom_kill_after": 1,
+                               "last_usage_bytes": 1 << 30, "limit_bytes": 1 << 31,
+                               "kernel_log": "Out of memory: Killed process 42 (java) total-vm"}},
+           "snapshots": [{"file": "snap-0001.json", "reason": "start",
+                          "sample": {"rss_bytes": 1 << 20, "cgroup": {"limit_bytes": 1 << 31,
+                                                                      "usage_bytes": 1 << 30}}},
+                         {"file": "snap-0002.json", "reason": "threshold 90 %",
+                          "sample": {"rss_bytes": 1 << 21}}],
+           "diff": compare(report, report, "snap-0001.json", "snap-0002.json")}
+    for i in range(max(ITERATIONS // 10, 50)):
+        shown = render.safe_doc(mutate(doc, rng, rng.choice((0.3, 1.0))))
+        lines = render_watch(shown, Style(bool(i & 1)))
+        assert_clean_text("\n".join(render.safe_line(ln, Style(bool(i & 1))) for ln in lines),
+                          "watch #%d" % i, colour=bool(i & 1))
+
+
 # Hostile structures in a saved report: each must be refused with one error naming the file.
 HOSTILE_REPORTS: List[Any] = [
     [], [{"schema": "heapwalk/1"}],
