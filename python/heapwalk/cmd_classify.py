@@ -25,7 +25,7 @@ def _rows(rows: List[Record], style: Style, indent: str = "") -> List[str]:
     for r in rows:
         name = r.get("name", "?")
         if r.get("sample"):
-            name += "  %r" % r["sample"][:32]
+            name += "  '%s'" % render.clip(render.safe(r["sample"]), 32)
         table_rows.append([str(r.get("count", 0)), render.size(r.get("bytes", 0)),
                            str(r.get("bytes", 0)), r.get("kind", ""), name,
                            render.addr(r.get("example"))])

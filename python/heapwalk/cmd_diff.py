@@ -18,7 +18,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from . import render
 from .commands import Command, Invocation
-from .errors import HeapwalkError, UsageError
+from .errors import HeapwalkError, UsageError, describe_error
 from .render import Column, Style
 
 Record = Dict[str, Any]
@@ -33,9 +33,121 @@ COUNT_FIELDS = ("count", "bytes")
 # -- loading ----------------------------------------------------------------------------------
 
 def _is_json(path: str) -> bool:
+    """A JSON document (an object, or a list: refused as a report), not a core."""
     with open(path, "rb") as f:
         head = f.read(64).lstrip()
-    return head.startswith(b"{")
+    return head[:1] in (b"{", b"[")
+
+
+#: The largest magnitude a figure of a saved report may have (every figure is a 64-bit count).
+MAX_FIGURE = 1 << 64
+#: The shape of what :func:`compare` reads from a saved report: for each field, the type it
+#: must have when present ("int"/"str" may also be null, "name" may not; a dict is an object
+#: whose listed fields are checked, a one-item list a list of such items). Other fields are
+#: not read and not checked; a missing field counts as absent (null or zero).
+_INTS = ("in_use_bytes", "free_bytes", "trimmable_bytes", "tcache_bytes", "top_bytes",
+         "fragment_bytes", "system_bytes", "mmapped_bytes")
+_COUNTED = {"name": "name", "kind": "str", "count": "int", "bytes": "int"}
+REPORT_SHAPE: Dict[str, Any] = {
+    "target": {"kind": "str", "path": "str", "pid": "int", "threads": "int"},
+    "mappings": {"mapped_bytes": "int", "resident_bytes": "int",
+                 "groups": [{"label": "name", "kind": "str", "mapped_bytes": "int",
+                             "regions": "int"}]},
+    "glibc": {"version": "str", "system_bytes": "int", "mmapped_bytes": "int"},
+    "retention": dict({f: "int" for f in _INTS},
+                      arenas=[dict({f: "int" for f in ARENA_FIELDS}, index="index")]),
+    "pressure": {"arenas": "int", "threads": "int", "heaps": "int"},
+    "nmt": {"jdk": "str", "total_reserved": "int", "total_committed": "int",
+            "malloc_bytes": "int", "untracked_malloc": {"bytes": "int"},
+            "categories": [{"name": "name", "reserved": "int", "committed": "int",
+                            "malloc": "malloc"}]},
+    "size_classes": [{"size": "index", "count": "int", "bytes": "int"}],
+    "content_classes": [_COUNTED],
+    "classes": [_COUNTED],
+    "verdict": [{"cause": "name"}],
+}
+_TYPE_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer",
+               float: "a number", bool: "true/false", type(None): "null"}
+
+
+def _bad(where: str, want: str, value: Any) -> HeapwalkError:
+    got = _TYPE_NAMES.get(type(value), type(value).__name__)
+    if isinstance(value, int) and not isinstance(value, bool) and want == "an integer":
+        got = "an integer out of range"
+    return HeapwalkError("not a usable 'report --json' document: %s: expected %s, got %s"
+                         % (where, want, got))
+
+
+def _brief(value: Any) -> str:
+    """A field's value for an error line: a short string or number as repr, else its type."""
+    if isinstance(value, str):
+        return repr(value[:40] + ("…" if len(value) > 40 else ""))
+    if value is None or isinstance(value, bool) or _figure(value):
+        return repr(value)
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def _loaded(path: str, sysroot: Optional[str], classes: bool) -> Tuple[Record, str]:
+    """:func:`load`, every failure an error naming ``path`` (diff reads two files: the CLI's
+    default subject is the first one, whichever failed)."""
+    try:
+        return load(path, sysroot, classes)
+    except HeapwalkError as exc:
+        if exc.subject is None:
+            exc.subject = path
+        raise
+    except Exception as exc:  # pylint: disable=broad-except
+        if os.environ.get("HEAPWALK_DEBUG"):
+            raise
+        import heapwalk  # pylint: disable=import-outside-toplevel
+        try:
+            native: Optional[type] = heapwalk.native().Error
+        except HeapwalkError:
+            native = None
+        if isinstance(exc, OSError) or (native is not None and isinstance(exc, native)):
+            line, hint = describe_error(exc, path, native)
+            message = line[len("heapwalk: "):]
+            if path not in message:
+                message = "%s: %s" % (path, message)
+            raise HeapwalkError(message, subject="", hint=hint) from None
+        raise HeapwalkError("internal error: %s: %s" % (type(exc).__name__, exc), subject=path,
+                            hint="please report this; HEAPWALK_DEBUG=1 shows the "
+                                 "traceback") from None
+
+
+def _figure(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and -MAX_FIGURE <= value <= MAX_FIGURE
+
+
+def check_report(doc: Record, shape: Any = None, where: str = "") -> None:
+    """Raise a HeapwalkError naming the first field of ``doc`` that does not have the type
+    :func:`compare` needs (a saved report may have been edited or crafted: wrong types, numbers
+    beyond 64 bits, NaN...). Bounded by the shape, not by the document's depth."""
+    shape = REPORT_SHAPE if shape is None else shape
+    if isinstance(shape, dict):
+        if not isinstance(doc, dict):
+            raise _bad(where or "the document", "an object", doc)
+        for key, sub in shape.items():
+            value = doc.get(key)
+            if value is None and sub not in ("name", "index"):
+                continue
+            check_report(value, sub, "%s.%s" % (where, key) if where else key)
+    elif isinstance(shape, list):
+        if not isinstance(doc, list):
+            raise _bad(where, "a list", doc)
+        for i, item in enumerate(doc):
+            check_report(item, shape[0], "%s[%d]" % (where, i))
+    elif shape in ("int", "index"):
+        if not _figure(doc) and not (shape == "int" and doc is None):
+            raise _bad(where, "an integer", doc)
+    elif shape in ("str", "name"):
+        if not isinstance(doc, str) and not (shape == "str" and doc is None):
+            raise _bad(where, "a string", doc)
+    elif shape == "malloc":  # NMT malloc: bytes, or {"bytes", "count"}
+        if isinstance(doc, dict):
+            check_report(doc, {"bytes": "int"}, where)
+        elif doc is not None and not _figure(doc):
+            raise _bad(where, "an integer or an object", doc)
 
 
 def load(path: str, sysroot: Optional[str] = None, classes: bool = True) -> Tuple[Record, str]:
@@ -51,14 +163,26 @@ def load(path: str, sysroot: Optional[str] = None, classes: bool = True) -> Tupl
         except (ValueError, UnicodeDecodeError) as exc:
             raise HeapwalkError("not a JSON report: %s" % exc, subject=path,
                                 hint="save one with 'heapwalk report CORE --json > FILE'") from None
+        except RecursionError:
+            raise HeapwalkError("not a usable JSON report: nested too deeply", subject=path,
+                                hint="save one with 'heapwalk report CORE --json > FILE'") from None
+        except MemoryError:
+            raise HeapwalkError("not a usable JSON report: too large to load",
+                                subject=path) from None
         if not isinstance(doc, dict) or doc.get("schema") != render.SCHEMA:
-            raise HeapwalkError("unsupported report schema %r (this heapwalk reads %s)"
-                                % (doc.get("schema") if isinstance(doc, dict) else None,
+            raise HeapwalkError("unsupported report schema %s (this heapwalk reads %s)"
+                                % (_brief(doc.get("schema") if isinstance(doc, dict) else None),
                                    render.SCHEMA), subject=path)
         if doc.get("command", "report") != "report" or "retention" not in doc:
-            raise HeapwalkError("not a 'report --json' document (command %r)"
-                                % doc.get("command"), subject=path,
+            raise HeapwalkError("not a 'report --json' document (command %s)"
+                                % _brief(doc.get("command")), subject=path,
                                 hint="save one with 'heapwalk report CORE --json > FILE'")
+        try:
+            check_report(doc)
+        except HeapwalkError as exc:
+            exc.subject = path
+            exc.hint = "save one with 'heapwalk report CORE --json > FILE'"
+            raise
         return doc, "report"
     import heapwalk  # pylint: disable=import-outside-toplevel
     from .cmd_report import build_report  # pylint: disable=import-outside-toplevel
@@ -364,8 +488,8 @@ class Diff(Command):
         for path in (path_a, path_b):
             if not os.path.exists(path):
                 raise HeapwalkError("no such file", subject=path)
-        a, kind_a = load(path_a, sysroot, classes)
-        b, kind_b = load(path_b, sysroot, classes)
+        a, kind_a = _loaded(path_a, sysroot, classes)
+        b, kind_b = _loaded(path_b, sysroot, classes)
         return compare(a, b, path_a, path_b, kind_a, kind_b)
 
     def render(self, document: Record, inv: Invocation) -> List[str]:
