@@ -567,14 +567,16 @@ Mappings reconcile_mappings(ptmalloc::Heap* h, target::Target& t, const hotspot:
       m.resident_source = "/proc/PID/smaps Rss per mapping; mappings split between groups by pagemap";
     }
   }
-  auto add = [&](size_t g, uint64_t lo, uint64_t hi, std::optional<uint64_t> resident) {
+  auto add = [&](size_t g, uint64_t lo, uint64_t hi, std::optional<uint64_t> resident, bool write) {
     if (hi <= lo) return;
     groups[g].mapped += hi - lo;
+    if (write) groups[g].writable += hi - lo;
     if (resident) groups[g].resident = groups[g].resident.value_or(0) + *resident;
   };
   const uint64_t page = 4096;
   for (const auto& r : regions) {
     m.mapped += r.end - r.start;
+    if (r.write) m.writable += r.end - r.start;
     std::vector<std::tuple<uint64_t, uint64_t, size_t>> parts;
     std::set<size_t> counted;
     uint64_t cur = r.start;
@@ -598,7 +600,7 @@ Mappings reconcile_mappings(ptmalloc::Heap* h, target::Target& t, const hotspot:
       if (counted.insert(g).second) ++groups[g].regions;
     }
     if (single) {
-      add(std::get<2>(parts.front()), r.start, r.end, whole_rss);
+      add(std::get<2>(parts.front()), r.start, r.end, whole_rss, r.write);
       continue;
     }
     for (const auto& [s, e, g] : parts) {
@@ -607,7 +609,7 @@ Mappings reconcile_mappings(ptmalloc::Heap* h, target::Target& t, const hotspot:
         uint64_t lo = align_down(s, page), hi = align_up(e, page);
         res = pm->query(lo, hi - lo, page).resident;
       }
-      add(g, s, e, res);
+      add(g, s, e, res, r.write);
     }
   }
   // Drop empty groups, keep the rest in first-seen order.

@@ -858,6 +858,8 @@ class PyTarget {
     params["arena_max"] = p.arena_max;
     params["arena_test"] = p.arena_test;
     params["heap_max"] = p.heap_max;
+    params["no_dyn_threshold"] = opt(p.no_dyn_threshold);
+    params["mmap_max"] = p.n_mmaps_max;
     d["params"] = params;
     py::list arenas;
     for (const auto& a : r.arenas) {
@@ -961,6 +963,7 @@ class PyTarget {
     out["glibc"] = g;
     py::dict maps;
     maps["mapped_bytes"] = m.mapped;
+    maps["writable_bytes"] = m.writable;
     maps["resident_bytes"] = opt(m.resident);
     maps["resident_source"] = m.resident_source;
     py::list groups;
@@ -969,6 +972,7 @@ class PyTarget {
       y["label"] = x.label;
       y["kind"] = x.kind;
       y["mapped_bytes"] = x.mapped;
+      y["writable_bytes"] = x.writable;
       y["resident_bytes"] = opt(x.resident);
       y["regions"] = x.regions;
       y["arena"] = opt(x.arena);

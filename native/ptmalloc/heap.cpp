@@ -162,6 +162,8 @@ void Heap::read_params() {
   params_.arena_max = rd64(mp.data(), l.mp_arena_max);
   params_.sbrk_base = rd64(mp.data(), l.mp_sbrk_base);
   mmapped_.n_mmaps = i32(l.mp_n_mmaps);
+  params_.n_mmaps_max = i32(l.mp_n_mmaps_max);
+  if (present(l.mp_no_dyn_threshold)) params_.no_dyn_threshold = i32(l.mp_no_dyn_threshold);
   mmapped_.max_n_mmaps = i32(l.mp_max_n_mmaps);
   mmapped_.mmapped_mem = rd64(mp.data(), l.mp_mmapped_mem);
   mmapped_.max_mmapped_mem = rd64(mp.data(), l.mp_max_mmapped_mem);

@@ -98,6 +98,11 @@ struct Params {
   uint64_t sbrk_base = 0, tcache_bins = 0, tcache_count = 0, tcache_max_bytes = 0;
   uint64_t hp_pagesize = 0;  ///< 2.35+: non-zero with the hugetlb tunable
   uint64_t heap_max = 0;     ///< effective HEAP_MAX_SIZE (alignment of non-main heaps)
+  /// mp_.no_dyn_threshold: 1 once M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD or M_MMAP_MAX
+  /// was set (mallopt, MALLOC_*_ environment variables or tunables; malloc.c do_set_*), which
+  /// stops free() from raising the mmap threshold; nullopt when the layout lacks the field.
+  std::optional<uint64_t> no_dyn_threshold;
+  uint64_t n_mmaps_max = 0;  ///< mp_.n_mmaps_max (M_MMAP_MAX; 65536 by default)
 };
 
 /// A visitor over chunks in address order; return false to stop.
