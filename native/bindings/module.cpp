@@ -201,6 +201,9 @@ class PyTarget {
     mm["max_count"] = m.max_n_mmaps;
     mm["max_bytes"] = m.max_mmapped_mem;
     mm["found"] = count(m.found);
+    py::list sus;
+    for (const auto& c : m.suspects) sus.append(py::int_(c.address));
+    mm["suspects"] = sus;
     out["mmapped"] = mm;
     const auto& p = h.params();
     py::dict params;
