@@ -188,7 +188,10 @@ def verdict(doc: Record) -> List[Record]:
                 acts.append("fix the mmap threshold (MALLOC_MMAP_THRESHOLD_=131072): free() of a "
                             "large mmapped block raised it to %s, so large blocks now come from "
                             "the arenas and stay there" % _hs(force["mmap_threshold"]))
-            if (ret.get("top_kept_bytes") or 0) >= floor:
+            # Thread arenas' tops shrink on free() from trim_threshold up: only a raised one
+            # (the dynamic threshold doubles it) keeps them.
+            if ((ret.get("top_kept_bytes") or 0) >= floor
+                    and (force["trim_threshold"] or 0) > DEFAULT_THRESHOLD):
                 acts.append("lower M_TRIM_THRESHOLD (MALLOC_TRIM_THRESHOLD_) so free() shrinks "
                             "the tops that keep %s" % _hs(ret.get("top_kept_bytes")))
         if pinned >= floor:
