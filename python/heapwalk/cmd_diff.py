@@ -298,7 +298,7 @@ def growth_verdict(a: Record, b: Record, doc: Record) -> List[Record]:
         action = ""
         if cat is not None and not untracked:
             per = ""
-            for c in cls:
+            for c in (cls if len(sizes) == 1 else []):  # one new size: its request size
                 if c.get("name") == "NMT " + cat["name"] and c["delta"]["count"] > 0:
                     per = " (%s B requested each)" % "{:,}".format(cat["delta"]["malloc"] // c["delta"]["count"])
             where.append("NMT %s %s%s" % (cat["name"], _sd(cat["delta"]["malloc"]), per))
