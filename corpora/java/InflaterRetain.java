@@ -2,7 +2,7 @@
 // GC, in a JVM of a given size; then it holds still.
 //
 //   java --add-opens java.base/java.util.zip=ALL-UNNAMED -XX:NativeMemoryTracking=summary \
-//        -cp DIR InflaterRetain OUTDIR READY_FIFO mode=leak|freed [inflaters=N] [threads=T]
+//        -cp DIR InflaterRetain OUTDIR READY_FIFO mode=leak|freed [inflaters=N] [threads=T] [then=free]
 //
 // Every Inflater inflates half of a 64 KiB stream, so zlib has allocated its state and its
 // 32 KiB window (z_stream 112 B + inflate_state 7160 B + window 32 KiB: ~40 KiB of malloc per
@@ -14,8 +14,13 @@
 // Unsafe block allocated after its streams, so the free space lies below a chunk in use). The JVM's size comes from the flags
 // (-Xms/-Xmx with -XX:+AlwaysPreTouch). Then OUTDIR/truth.json is written (what was done, the
 // process's VmRSS from /proc/self/status) and one byte goes to READY_FIFO; every thread parks.
+// With then=free (mode=leak), a line on stdin makes the leaked Inflaters garbage; once the
+// Cleaner has end()ed them all, OUTDIR/truth-2.json and a second byte follow (two snapshots of
+// one process: a leak that becomes retention).
+import java.io.BufferedReader;
 import java.io.File;
 import java.io.FileOutputStream;
+import java.io.InputStreamReader;
 import java.io.OutputStream;
 import java.lang.reflect.Field;
 import java.nio.charset.StandardCharsets;
@@ -74,6 +79,38 @@ public class InflaterRetain {
         return (sun.misc.Unsafe) field(sun.misc.Unsafe.class, "theUnsafe").get(null);
     }
 
+    /** Runs the GC until the Cleaner has end()ed every Inflater in REFS; how many it did. */
+    static int awaitFreed() throws Exception {
+        Field address = null;
+        long deadline = System.nanoTime() + 120_000_000_000L;
+        int freed;
+        while (true) {
+            System.gc();
+            Thread.sleep(50);
+            freed = 0;
+            for (Object r : REFS) {
+                if (address == null) address = field(r.getClass(), "address");
+                // run() is synchronized: holding the monitor means end() has returned.
+                synchronized (r) {
+                    if (address.getLong(r) == 0) freed++;
+                }
+            }
+            if (freed == REFS.size() || System.nanoTime() > deadline) return freed;
+        }
+    }
+
+    static void ready(File outdir, String fifo, String name, String mode, int n, int threads, int freed)
+            throws Exception {
+        long pid = ProcessHandle.current().pid();
+        String truth = String.format(
+            "{\"pid\": %d, \"mode\": \"%s\", \"inflaters\": %d, \"threads\": %d, \"freed\": %d, \"vm_rss\": %d}\n",
+            pid, mode, n, threads, freed, vmRss());
+        Files.write(new File(outdir, name).toPath(), truth.getBytes(StandardCharsets.UTF_8));
+        try (OutputStream o = new FileOutputStream(fifo)) {
+            o.write('R');
+        }
+    }
+
     static long vmRss() throws Exception {
         for (String l : Files.readAllLines(new File("/proc/self/status").toPath())) {
             if (l.startsWith("VmRSS:")) return Long.parseLong(l.replaceAll("[^0-9]", "")) * 1024;
@@ -85,6 +122,7 @@ public class InflaterRetain {
         File outdir = new File(args[0]);
         String fifo = args[1];
         String mode = sarg(args, "mode", "leak");
+        String then = sarg(args, "then", "");
         boolean keep = mode.equals("leak");
         int n = arg(args, "inflaters", 0);
         int threads = Math.max(1, arg(args, "threads", 1));
@@ -115,33 +153,26 @@ public class InflaterRetain {
         done.await();
         if (failure[0] != null) throw new RuntimeException(failure[0]);
 
-        int freed = 0;
-        if (!keep) {
-            Field address = null;
-            long deadline = System.nanoTime() + 120_000_000_000L;
-            while (true) {
-                System.gc();
-                Thread.sleep(50);
-                freed = 0;
-                for (Object r : REFS) {
-                    if (address == null) address = field(r.getClass(), "address");
-                    // run() is synchronized: holding the monitor means end() has returned.
-                    synchronized (r) {
-                        if (address.getLong(r) == 0) freed++;
-                    }
+        int freed = keep ? 0 : awaitFreed();
+        ready(outdir, fifo, "truth.json", mode, n, threads, freed);
+        if (!then.equals("free")) {
+            NEVER.await();
+            return;
+        }
+        // Phase 2 (then=free, after a line on stdin): the leaked Inflaters become garbage.
+        BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+        if (in.readLine() == null) return;
+        Field zsRef = field(Inflater.class, "zsRef");
+        synchronized (KEEP) {
+            for (java.util.Iterator<Object> it = KEEP.iterator(); it.hasNext();) {
+                Object o = it.next();
+                if (o instanceof Inflater) {
+                    REFS.add(zsRef.get(o));
+                    it.remove();
                 }
-                if (freed == REFS.size() || System.nanoTime() > deadline) break;
             }
         }
-
-        long pid = ProcessHandle.current().pid();
-        String truth = String.format(
-            "{\"pid\": %d, \"mode\": \"%s\", \"inflaters\": %d, \"threads\": %d, \"freed\": %d, \"vm_rss\": %d}\n",
-            pid, mode, n, threads, freed, vmRss());
-        Files.write(new File(outdir, "truth.json").toPath(), truth.getBytes(StandardCharsets.UTF_8));
-        try (OutputStream o = new FileOutputStream(fifo)) {
-            o.write('R');
-        }
+        ready(outdir, fifo, "truth-2.json", mode + "+free", n, threads, awaitFreed());
         NEVER.await();
     }
 }

@@ -350,12 +350,23 @@ def growth_verdict(a: Record, b: Record, doc: Record) -> List[Record]:
         act = rv[0]["action"] if rv else "malloc_trim(0) / jcmd PID System.trim_native_heap"
         arenas = sorted((r for r in doc["arenas"] if r["delta"]["free_bytes"] > 0),
                         key=lambda r: (-r["delta"]["free_bytes"], r["index"]))[:DIFF_WHERE_ROWS]
+        # What was freed: the zlib streams whose stale state B's free chunks hold.
+        stale = sum(c.get("count", 0) for c in b.get("free_content_classes") or []
+                    if c.get("kind") == "zlib" and "(freed" in (c.get("name") or ""))
+        gone = [c for c in doc.get("classes") or [] if c.get("kind") == "zlib" and c["delta"]["count"] < 0]
+        freed = ""
+        if stale:
+            freed = ": %s zlib stream%s %s freed%s and glibc kept the memory" % (
+                "{:,}".format(stale), "" if stale == 1 else "s", "was" if stale == 1 else "were",
+                (" (%s)" % ", ".join("%s %s" % (c["name"], "{:+,}".format(c["delta"]["count"])) for c in gone))
+                if gone else "")
+        shrank = (", as memory in use shrank by %s" % _sz(d_in)) if d_in < 0 else " (in use %s)" % _sd(d_in)
         out.append({"cause": "retention-growth", "kind": "retention", "bytes": d_free,
                     "where": "arena " + ", ".join("#%s (%s)" % (r["index"], _sd(r["delta"]["free_bytes"]))
                                                   for r in arenas),
-                    "summary": "free memory kept by glibc grew by %s (in use %s): memory freed and "
-                               "retained, not a leak; malloc_trim would return %s more"
-                               % (_sz(d_free), _sd(d_in), _sd(d_trim)),
+                    "summary": "free memory kept by glibc grew by %s%s%s: retention, not a leak%s"
+                               % (_sz(d_free), shrank, freed,
+                                  "; malloc_trim would return %s more" % _sz(d_trim) if d_trim > 0 else ""),
                     "evidence": rv[0]["evidence"] if rv else "",
                     "action": act})
     if d_frag >= floor:

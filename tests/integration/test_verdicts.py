@@ -215,6 +215,25 @@ def test_diff_verdict_names_the_unsafe_leak(jdk):
     assert saved["verdict"] == doc["verdict"]
 
 
+def test_diff_verdict_tells_retention_from_a_leak(jdk):
+    """The same process leaks 3,040 Inflaters (A), then drops them and the Cleaner end()s them
+    (B): the diff says free memory grew as in-use shrank, by the streams zlib freed."""
+    snaps = jdk.leak_then_freed()
+    n = snaps.truth_a["inflaters"]
+    assert snaps.truth_b["freed"] == n and snaps.truth_a["pid"] == snaps.truth_b["pid"]
+    doc, text = cli("diff", str(snaps.core_a), str(snaps.core_b))
+    g = doc["verdict"]["growth"]
+    first = g[0]
+    assert first["cause"] == "retention-growth" and first["kind"] == "retention", g
+    assert near(first["bytes"], n * jdk.INFLATER_CHUNK_BYTES), (first, n)
+    assert re.search(r"as memory in use shrank by 11\d\.\d MiB: 3,0\d\d zlib streams were freed", first["summary"]), first
+    assert "zlib inflate stream + window -3,040" in first["summary"] and "retention, not a leak" in first["summary"]
+    assert "end() Inflaters promptly" in first["action"], first
+    assert "in-use-growth" not in [x["cause"] for x in g]
+    assert doc["verdict"]["a"][0] == "untracked-malloc" and doc["verdict"]["b"][0] == "arena-retention"
+    assert "retention, not a leak" in verdict_lines(text)[0]
+
+
 # -- the ranking rules on synthetic documents --------------------------------------------------
 
 MiB = 1 << 20

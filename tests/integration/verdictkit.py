@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import select
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -36,6 +37,15 @@ TUNED_ENV = {"MALLOC_ARENA_MAX": "4", "MALLOC_MMAP_THRESHOLD_": "131072",
 #: glibc chunk bytes of one used Inflater: z_stream (112 B calloc) + inflate_state (7160 B) +
 #: its 32 KiB window, each with its 8-byte header, rounded to 16 (x86-64).
 INFLATER_CHUNK_BYTES = 128 + 7168 + 32784
+
+
+@dataclass
+class TwoSnapshots:
+    dir: Path
+    core_a: Path
+    core_b: Path
+    truth_a: dict[str, Any]
+    truth_b: dict[str, Any]
 
 
 @dataclass
@@ -106,6 +116,56 @@ def scenario(name: str, args: list[str], heap_mib: int = 96, env: dict[str, str]
             fifo.unlink(missing_ok=True)
         (d / "complete").write_text("ok\n")
     return Scenario(d, d / "core", json.loads((d / "truth.json").read_text()), (d / "jcmd.txt").read_text())
+
+
+def _ready(rfd: int, proc: subprocess.Popen, what: str) -> None:
+    ready, _, _ = select.select([rfd], [], [], READY_TIMEOUT)
+    if not ready or not os.read(rfd, 1):
+        proc.kill()
+        _, err = proc.communicate(timeout=30)
+        raise RuntimeError(f"InflaterRetain {what} not ready (exit {proc.returncode}){hwkit.disk_note(CACHE)}: "
+                           f"{err.decode(errors='replace')[-2000:]}")
+
+
+def two_snapshots(name: str, args: list[str], heap_mib: int = 96, cache: Path = CACHE) -> TwoSnapshots:
+    """InflaterRetain run with `args` and then=free: a core after phase 1 (Inflaters leaked) and
+    one after phase 2 (the same Inflaters end()ed by the Cleaner), of the same process (cached)."""
+    jvm = [*FLAGS, f"-Xms{heap_mib}m", f"-Xmx{heap_mib}m"]
+    args = [*args, "then=free"]
+    d = cache / "jvm-cores" / (f"verdict-{name}-" + _key(*jvm, *args))
+    if not (d / "complete").exists():
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+        cp = build(cache)
+        fifo = d / "ready.fifo"
+        os.mkfifo(fifo)
+        rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        keep = os.open(fifo, os.O_WRONLY)  # the FIFO must not read as EOF between the phases
+        proc = subprocess.Popen([str(nmtkit.JAVA), *jvm, "-cp", str(cp), "InflaterRetain", str(d), str(fifo), *args],
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            _ready(rfd, proc, "phase 1")
+            gcore(proc.pid, d / "core-a")
+            assert proc.stdin is not None
+            proc.stdin.write(b"go\n")
+            proc.stdin.flush()
+            _ready(rfd, proc, "phase 2")
+            gcore(proc.pid, d / "core-b")
+        finally:
+            os.close(rfd)
+            os.close(keep)
+            if proc.stdin:
+                proc.stdin.close()
+            stop(proc)
+            fifo.unlink(missing_ok=True)
+        (d / "complete").write_text("ok\n")
+    return TwoSnapshots(d, d / "core-a", d / "core-b", json.loads((d / "truth.json").read_text()),
+                        json.loads((d / "truth-2.json").read_text()))
+
+
+def leak_then_freed() -> TwoSnapshots:
+    """3,040 Inflaters leaked over 8 threads, then dropped and end()ed: leak becomes retention."""
+    return two_snapshots("leak-then-freed", ["mode=leak", "inflaters=3040", "threads=8"])
 
 
 # The three single-snapshot scenarios of the acceptance.
