@@ -215,6 +215,38 @@ def test_diff_verdict_names_the_unsafe_leak(jdk):
     assert saved["verdict"] == doc["verdict"]
 
 
+def test_live_and_snapshot_verdicts_name_the_freed_streams(jdk, tmp_path):
+    """Live, the process's size is its resident memory (the program's VmRSS); a snapshot of it
+    (`snapshot --pid`, the Java heap left out) gives the same retention cause."""
+    proc, truth = jdk.spawn(tmp_path, ["mode=freed", "inflaters=1520", "threads=4"])
+    try:
+        n = truth["freed"]
+        assert n == 1520
+        live, text = cli("report", "--pid", str(proc.pid))
+        fp = live["footprint"]
+        assert fp["source"] == "resident" and near(fp["bytes"], truth["vm_rss"], 0.1), (fp, truth)
+        first = live["verdict"][0]
+        assert first["cause"] == "arena-retention", live["verdict"]
+        assert near(first["bytes"], n * jdk.INFLATER_CHUNK_BYTES), (first, n)
+        assert re.search(r"retained by glibc after 1,5\d\d zlib inflate streams were freed", first["summary"]), first
+        check_consistent(live)
+        assert "retained by glibc after 1,5" in verdict_lines(text)[0]
+        snap = tmp_path / "snap.core"
+        r = run_cli("snapshot", "--pid", str(proc.pid), "-o", str(snap))
+        no_traceback(r)
+        assert r.returncode == 0, describe(r)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+        if proc.stderr:
+            proc.stderr.close()
+    saved, _ = cli("report", str(snap))
+    sv = saved["verdict"][0]
+    assert sv["cause"] == "arena-retention" and sv["bytes"] == first["bytes"], (sv, first)
+    assert re.search(r"after 1,5\d\d zlib inflate streams were freed", sv["summary"]), sv
+    check_consistent(saved)
+
+
 def test_diff_verdict_tells_retention_from_a_leak(jdk):
     """The same process leaks 3,040 Inflaters (A), then drops them and the Cleaner end()s them
     (B): the diff says free memory grew as in-use shrank, by the streams zlib freed."""

@@ -118,6 +118,25 @@ def scenario(name: str, args: list[str], heap_mib: int = 96, env: dict[str, str]
     return Scenario(d, d / "core", json.loads((d / "truth.json").read_text()), (d / "jcmd.txt").read_text())
 
 
+def spawn(outdir: Path, args: list[str], heap_mib: int = 96, env: dict[str, str] | None = None
+          ) -> tuple[subprocess.Popen, dict[str, Any]]:
+    """A live InflaterRetain (the caller kills it), once it is ready, and its truth.json."""
+    cp = build()
+    fifo = outdir / "ready.fifo"
+    os.mkfifo(fifo)
+    rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        proc = subprocess.Popen([str(nmtkit.JAVA), *FLAGS, f"-Xms{heap_mib}m", f"-Xmx{heap_mib}m", "-cp", str(cp),
+                                 "InflaterRetain", str(outdir), str(fifo), *args],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                env={**os.environ, **(env or {})})
+    except BaseException:
+        os.close(rfd)
+        raise
+    hwkit.await_ready(proc, rfd, READY_TIMEOUT, "InflaterRetain (live)")
+    return proc, json.loads((outdir / "truth.json").read_text())
+
+
 def _ready(rfd: int, proc: subprocess.Popen, what: str) -> None:
     ready, _, _ = select.select([rfd], [], [], READY_TIMEOUT)
     if not ready or not os.read(rfd, 1):
