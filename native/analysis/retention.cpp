@@ -506,6 +506,8 @@ Mappings reconcile_mappings(ptmalloc::Heap* h, target::Target& t, const hotspot:
   }
   // Thread stacks: the mapping holding each thread's stack pointer, with a PROT_NONE guard
   // mapping right below it.
+  // The lowest stack pointer in each stack mapping: the pages below it count in no footprint.
+  std::map<uint64_t, uint64_t> stack_sp;  // region start -> lowest sp
   {
     size_t g = group("thread stacks", "stack");
     for (const auto& th : t.threads()) {
@@ -513,6 +515,8 @@ Mappings reconcile_mappings(ptmalloc::Heap* h, target::Target& t, const hotspot:
       if (!sp) continue;
       for (size_t i = 0; i < regions.size(); ++i) {
         if (!regions[i].contains(sp)) continue;
+        auto [it, fresh] = stack_sp.emplace(regions[i].start, sp);
+        if (!fresh) it->second = std::min(it->second, sp);
         uint64_t lo = regions[i].start;
         if (i > 0 && regions[i - 1].end == lo && !regions[i - 1].read && !regions[i - 1].write &&
             !regions[i - 1].exec && regions[i - 1].path.empty())
@@ -576,7 +580,14 @@ Mappings reconcile_mappings(ptmalloc::Heap* h, target::Target& t, const hotspot:
   const uint64_t page = 4096;
   for (const auto& r : regions) {
     m.mapped += r.end - r.start;
-    if (r.write) m.writable += r.end - r.start;
+    if (r.write) {
+      m.writable += r.end - r.start;
+      // A thread stack's pages below its stack pointer: reserved (8 MiB by default), touched only
+      // by deeper calls than the thread makes now.
+      auto sp = stack_sp.find(r.start);
+      uint64_t lo = sp == stack_sp.end() ? r.start : std::max(r.start, align_down(sp->second, page));
+      m.footprint += r.end - lo;
+    }
     std::vector<std::tuple<uint64_t, uint64_t, size_t>> parts;
     std::set<size_t> counted;
     uint64_t cur = r.start;

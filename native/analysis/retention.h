@@ -163,6 +163,9 @@ struct Mappings {
   /// Writable mappings: the memory the process may have committed (a core's best measure of
   /// its size: it has no residency; read-only files and PROT_NONE reservations are left out).
   uint64_t writable = 0;
+  /// `writable` less each thread stack's pages below its stack pointer: the estimate of the
+  /// process's committed memory a core gives (live, `resident` is the measure).
+  uint64_t footprint = 0;
   std::optional<uint64_t> resident;  ///< live: smaps Rss of all mappings
   std::string resident_source;
   Diagnostics notes;

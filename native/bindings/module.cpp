@@ -967,6 +967,7 @@ class PyTarget {
     py::dict maps;
     maps["mapped_bytes"] = m.mapped;
     maps["writable_bytes"] = m.writable;
+    maps["footprint_bytes"] = m.footprint;
     maps["resident_bytes"] = opt(m.resident);
     maps["resident_source"] = m.resident_source;
     py::list groups;

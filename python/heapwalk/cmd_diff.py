@@ -263,8 +263,8 @@ def growth_verdict(a: Record, b: Record, doc: Record) -> List[Record]:
     from .cmd_report import footprint, verdict as report_verdict  # pylint: disable=import-outside-toplevel
     fp = footprint(b)
     floor = max(DIFF_MIN_BYTES, DIFF_MIN_SHARE * fp["bytes"])
-    of_b = "%s %s" % (render.size(fp["bytes"]), {"resident": "resident", "writable": "writable mapped"}
-                      .get(fp["source"], fp["source"]))
+    of_b = "%s %s" % (render.size(fp["bytes"]), {"resident": "resident", "committed": "committed",
+                                                 "writable": "writable mapped"}.get(fp["source"], fp["source"]))
     jvm = b.get("nmt") is not None
     out: List[Record] = []
     d_in = _delta(doc, "glibc in use") + _delta(doc, "glibc mmapped chunk bytes")

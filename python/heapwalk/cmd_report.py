@@ -49,11 +49,14 @@ def _n(n: int) -> str:
 def footprint(doc: Record) -> Record:
     """What the process's size is taken to be, the measure causes are ranked against:
     ``{"bytes", "source"}``; live: resident bytes (smaps Rss); a core: its writable mappings
-    (what it may have committed; a core has no residency); else the mapped total."""
+    less each thread stack's pages below its stack pointer (what it has committed, as far as a
+    core tells: it has no residency); else the mapped total."""
     maps = doc.get("mappings") or {}
     glibc = doc.get("glibc") or {}
     if maps.get("resident_bytes"):
         return {"bytes": maps["resident_bytes"], "source": "resident"}
+    if maps.get("footprint_bytes"):
+        return {"bytes": maps["footprint_bytes"], "source": "committed"}
     if maps.get("writable_bytes"):
         return {"bytes": maps["writable_bytes"], "source": "writable"}
     if maps.get("mapped_bytes"):
@@ -63,7 +66,8 @@ def footprint(doc: Record) -> Record:
 
 
 def _of(fp: Record) -> str:
-    what = {"resident": "resident", "writable": "writable mapped", "mapped": "mapped",
+    what = {"resident": "resident", "committed": "committed (writable mappings)",
+            "writable": "writable mapped", "mapped": "mapped",
             "glibc": "from glibc"}.get(fp["source"], fp["source"])
     return "%s %s" % (_hs(fp["bytes"]), what)
 

@@ -41,14 +41,14 @@ TEST(Classify, NamesStaleZlibStreamsAndNmtBlocksInFreeChunks) {
   f.finish_top();
   // The stale inflate_state at uns + 16 (fields past the list links survive free()).
   const uint64_t s = uns + 16, win = uns + state_chunk + 16;
-  put32(f, s + 56, 15);     // wbits
-  put32(f, s + 60, 32768);  // wsize
-  put32(f, s + 64, 32768);  // whave
-  put32(f, s + 68, 0);      // wnext
-  f.h(s + 72, win);         // window
-  f.h(s + 104, s + 1368);   // lencode -> codes
-  f.h(s + 112, s + 1368);   // distcode
-  f.h(s + 144, s + 1500);   // next
+  put32(f, s + 56, 15);                          // wbits
+  put32(f, s + 60, 32768);                       // wsize
+  put32(f, s + 64, 32768);                       // whave
+  put32(f, s + 68, 0);                           // wnext
+  f.h(s + 72, win);                              // window
+  f.h(s + 104, s + 1368);                        // lencode -> codes
+  f.h(s + 112, s + 1368);                        // distcode
+  f.h(s + 144, s + 1500);                        // next
   f.h(uns + state_chunk + 8, window_chunk | 1);  // the window chunk's stale header
   // unsorted bin <-> uns
   uint64_t slot = kArena + f.l.ms_bins, bin = slot - 16;
