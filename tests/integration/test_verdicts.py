@@ -267,6 +267,32 @@ def test_diff_verdict_tells_retention_from_a_leak(jdk):
     assert "retention, not a leak" in verdict_lines(text)[0]
 
 
+def test_c_program_verdict_agrees_with_the_trim_beside_it():
+    """A C program (corpora/fragment.c, 4 threads): what the verdict says malloc_trim would
+    return is what the program then measures when it calls malloc_trim(0) itself, and a trim of
+    a cause's worth is a retention cause, never "in use (no retention problem)"."""
+    from test_retention import Fragment  # noqa: PLC0415  # the corpus driver, shared
+    import_heapwalk()
+    from heapwalk import render  # noqa: PLC0415
+    from heapwalk.cmd_report import CAUSE_MIN_BYTES, CAUSE_MIN_SHARE  # noqa: PLC0415
+    f = Fragment(4)
+    try:
+        doc, text = cli("report", "--pid", str(f.pid))
+        check_consistent(doc)
+        trim = doc["retention"]["trimmable_bytes"]
+        floor = max(CAUSE_MIN_BYTES, CAUSE_MIN_SHARE * doc["footprint"]["bytes"])
+        assert trim >= floor, (trim, doc["footprint"])  # the corpus is built to have some
+        first = doc["verdict"][0]
+        assert first["cause"] == "arena-retention", doc["verdict"]
+        assert ("malloc_trim would return %s now" % render.size(trim)) in first["summary"], first
+        assert "call malloc_trim(0)" in first["action"] and "jcmd" not in first["action"]
+        assert ("malloc_trim(0) would return %s now" % render.size(trim)) in text
+        before, after, _ = f.trim()
+        assert near(before - after, trim), (before - after, trim)
+    finally:
+        f.close()
+
+
 # -- the ranking rules on synthetic documents --------------------------------------------------
 
 MiB = 1 << 20
