@@ -150,7 +150,10 @@ def verdict(doc: Record) -> List[Record]:
                                                                                    a["index"]))[:3]
                              if a.get("free_bytes"))
 
-    if free >= floor:
+    # What glibc holds: its free bytes less the pages already given back (live: pagemap says
+    # which free pages are not resident any more, e.g. after an earlier malloc_trim).
+    held = free - (ret.get("released_bytes") or 0)
+    if held >= floor:
         stale = _zlib(free_classes, freed=True)
         zlib_held = stale["count"] and stale["bytes"] >= STALE_MIN_SHARE * free
         kept = "free memory kept by %d glibc arena%s" % (arenas, "" if arenas == 1 else "s")
@@ -206,6 +209,12 @@ def verdict(doc: Record) -> List[Record]:
         if force["fixed_thresholds"]:
             already.append("fixed thresholds (trim %s, mmap %s)" % (_hs(force["trim_threshold"]),
                                                                     _hs(force["mmap_threshold"])))
+            # A trim threshold set high keeps the tops: the one setting to change.
+            if ((ret.get("top_kept_bytes") or 0) >= floor
+                    and (force["trim_threshold"] or 0) > DEFAULT_THRESHOLD):
+                acts.append("lower M_TRIM_THRESHOLD (set to %s; MALLOC_TRIM_THRESHOLD_=131072): "
+                            "the tops keep %s" % (_hs(force["trim_threshold"]),
+                                                  _hs(ret.get("top_kept_bytes"))))
         if already:
             acts.insert(0, "%s already in force: what still holds the memory is %s of free "
                            "chunks below chunks in use, which %s"
@@ -214,11 +223,11 @@ def verdict(doc: Record) -> List[Record]:
         if zlib_held:
             summary = ("%s retained by glibc after %s %s freed (in %d arena%s; malloc_trim would "
                        "return %s now)"
-                       % (_hs(free), _streams(stale), "was" if stale["count"] == 1 else "were",
+                       % (_hs(held), _streams(stale), "was" if stale["count"] == 1 else "were",
                           arenas, "" if arenas == 1 else "s", _hs(trim)))
         else:
-            summary = "%s is %s; malloc_trim would return %s now" % (_hs(free), kept, _hs(trim))
-        out.append({"cause": "arena-retention", "kind": "retention", "bytes": free,
+            summary = "%s is %s; malloc_trim would return %s now" % (_hs(held), kept, _hs(trim))
+        out.append({"cause": "arena-retention", "kind": "retention", "bytes": held,
                     "where": where_arenas, "action": "; ".join(acts), "evidence": evidence,
                     "summary": summary})
     frag = ret.get("fragment_bytes", 0) or 0
