@@ -378,3 +378,40 @@ def test_synthetic_actions_follow_the_parameters_in_force():
     act = tuned["verdict"][0]["action"]
     assert "MALLOC_ARENA_MAX=2 and fixed thresholds" in act and "already in force" in act
     assert "lower M_TRIM_THRESHOLD" not in act and "MALLOC_MMAP_THRESHOLD_" not in act, act
+
+
+def _report_doc(in_use, free, untracked, anon, sizes, classes, trim=0, frag=0):
+    return {"schema": "heapwalk/1", "command": "report", "target": {"pid": 7},
+            "mappings": {"mapped_bytes": 1 << 30, "footprint_bytes": 200 * MiB,
+                         "groups": [{"label": "other anonymous", "kind": "anon", "mapped_bytes": anon,
+                                     "regions": 3}]},
+            "glibc": {"system_bytes": in_use + free, "mmapped_bytes": 0},
+            "retention": {"in_use_bytes": in_use, "free_bytes": free, "trimmable_bytes": trim,
+                          "fragment_bytes": frag, "top_bytes": 0,
+                          "arenas": [{"index": 0, "main": True, "in_use_bytes": in_use, "free_bytes": free}],
+                          "params": {}},
+            "pressure": {"arenas": 1},
+            "nmt": {"categories": [{"name": "Other", "reserved": 0, "committed": 0, "malloc": 0}],
+                    "untracked_malloc": {"bytes": untracked, "count": 1}},
+            "size_classes": [{"size": s, "count": n, "bytes": s * n} for s, n in sizes],
+            "content_classes": [{"name": k, "kind": kind, "count": n, "bytes": b} for k, kind, n, b in classes],
+            "verdict": []}
+
+
+def test_synthetic_diff_kinds():
+    """compare()'s verdict on synthetic pairs: untracked native growth, anonymous mappings
+    outside glibc, and nothing grown."""
+    import_heapwalk()
+    from heapwalk.cmd_diff import compare  # noqa: PLC0415
+    a = _report_doc(10 * MiB, MiB, 2 * MiB, 10 * MiB, [(40080, 10)], [("zlib inflate stream + window", "zlib", 10, 400800)])
+    b = _report_doc(50 * MiB, MiB, 42 * MiB, 10 * MiB, [(40080, 1010)],
+                    [("zlib inflate stream + window", "zlib", 1010, 40480800)])
+    g = compare(a, b)["verdict"]["growth"]
+    assert g[0]["cause"] == "in-use-growth" and g[0]["kind"] == "untracked native", g
+    assert "not tracked by NMT, i.e. zlib streams" in g[0]["summary"] and "end()" in g[0]["action"], g[0]
+    assert "+1,000 chunks of 40080 B" in g[0]["summary"]
+    anon = _report_doc(10 * MiB, MiB, 2 * MiB, 60 * MiB, [(40080, 10)], [])
+    g = compare(a, anon)["verdict"]["growth"]
+    assert [x["cause"] for x in g] == ["anonymous-growth"] and g[0]["bytes"] == 50 * MiB, g
+    g = compare(a, a)["verdict"]["growth"]
+    assert [x["cause"] for x in g] == ["no-growth"] and "nothing grew by 2.0 MiB or more" in g[0]["summary"], g
