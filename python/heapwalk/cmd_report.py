@@ -65,6 +65,20 @@ def footprint(doc: Record) -> Record:
             "source": "glibc"}
 
 
+def given_back(fig: Record) -> int:
+    """Free bytes of ``fig`` (the retention totals, an arena or a heap) that are not memory any
+    more: live, the pages pagemap says are not resident (released by an earlier trim, or never
+    touched); in a core, the pages of the same ranges that read as zeros or were not saved."""
+    if fig.get("released_bytes") is not None:
+        return fig["released_bytes"]
+    res = fig.get("residency") or {}
+    n = 0
+    for part in ("trim_ranges", "top_kept_pages"):
+        r = res.get(part) or {}
+        n += (r.get("zero") or 0) + (r.get("unsaved") or 0)
+    return n
+
+
 def _of(fp: Record) -> str:
     what = {"resident": "resident", "committed": "committed (writable mappings)",
             "writable": "writable mapped", "mapped": "mapped",
@@ -151,8 +165,9 @@ def verdict(doc: Record) -> List[Record]:
                              if a.get("free_bytes"))
 
     # What glibc holds: its free bytes less the pages already given back (live: pagemap says
-    # which free pages are not resident any more, e.g. after an earlier malloc_trim).
-    held = free - (ret.get("released_bytes") or 0)
+    # which free pages are not resident any more, e.g. after an earlier malloc_trim; a core: the
+    # pages that read as zeros), so a live target, its snapshot and its gcore agree.
+    held = free - given_back(ret)
     if held >= floor:
         stale = _zlib(free_classes, freed=True)
         zlib_held = stale["count"] and stale["bytes"] >= STALE_MIN_SHARE * free
@@ -166,6 +181,9 @@ def verdict(doc: Record) -> List[Record]:
                        _hs(top), _hs(trim)))
         if ret.get("released_bytes"):
             evidence += "; %s of free pages are already given back" % _hs(ret["released_bytes"])
+        elif free - held:
+            evidence += ("; %s of free pages read as zeros (given back or never touched: not "
+                         "counted as held)" % _hs(free - held))
         if zlib_held:
             evidence += ("; the free chunks still hold the state and window of %s (%s): zlib "
                          "freed them, glibc kept the memory" % (_streams(stale), _hs(stale["bytes"])))
@@ -242,7 +260,7 @@ def verdict(doc: Record) -> List[Record]:
                     "summary": "%s of free memory is fragmented below page size" % _hs(frag)})
     # Each thread arena keeps its own free memory: a cause when that memory is (bytes ranked
     # like any other), never on the arena count alone.
-    kept_arenas = sum(a.get("free_bytes", 0) for a in ret.get("arenas", []) if not a.get("main"))
+    kept_arenas = sum(a.get("free_bytes", 0) - given_back(a) for a in ret.get("arenas", []) if not a.get("main"))
     if (limit and arenas >= max(8, limit // 2) and not force["arena_max"] and kept_arenas >= floor):
         cores = pres.get("cores")
         out.append({"cause": "arena-count", "kind": "arena count", "bytes": kept_arenas,

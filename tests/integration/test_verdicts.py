@@ -68,11 +68,14 @@ def check_consistent(doc: dict) -> None:
     from heapwalk.cmd_report import CAUSE_MIN_BYTES, CAUSE_MIN_SHARE  # noqa: PLC0415
     v = doc["verdict"]
     fp = doc["footprint"]["bytes"]
+    from heapwalk.cmd_report import given_back  # noqa: PLC0415
     floor = max(CAUSE_MIN_BYTES, CAUSE_MIN_SHARE * fp)
     causes = [x["cause"] for x in v]
     ret = doc["retention"]
-    if ret["trimmable_bytes"] >= floor or ret["free_bytes"] - (ret.get("released_bytes") or 0) >= floor:
+    held = ret["free_bytes"] - given_back(ret)
+    if ret["trimmable_bytes"] >= floor or held >= floor:
         assert "arena-retention" in causes, v
+        assert next(x for x in v if x["cause"] == "arena-retention")["bytes"] == held
     for x in v:
         assert "no retention problem" not in x["summary"]
         if x["cause"] != "in-use":
@@ -149,7 +152,6 @@ def test_freed_inflaters_are_named_in_the_retained_memory(jdk):
     v = doc["verdict"]
     first = v[0]
     assert first["cause"] == "arena-retention" and first["kind"] == "retention", v
-    assert first["bytes"] == doc["retention"]["free_bytes"]  # a core: nothing known as given back
     assert near(first["bytes"], freed * jdk.INFLATER_CHUNK_BYTES), (first["bytes"], freed)
     assert re.search(r"retained by glibc after 3,0\d\d zlib inflate streams were freed", first["summary"]), first
     act = first["action"]
@@ -243,7 +245,8 @@ def test_live_and_snapshot_verdicts_name_the_freed_streams(jdk, tmp_path):
             proc.stderr.close()
     saved, _ = cli("report", str(snap))
     sv = saved["verdict"][0]
-    assert sv["cause"] == "arena-retention" and sv["bytes"] == first["bytes"], (sv, first)
+    # The snapshot's untouched pages are holes: what it counts as held is what the live run did.
+    assert sv["cause"] == "arena-retention" and near(sv["bytes"], first["bytes"], 0.01), (sv, first)
     assert re.search(r"after 1,5\d\d zlib inflate streams were freed", sv["summary"]), sv
     check_consistent(saved)
 
