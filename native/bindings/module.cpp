@@ -229,6 +229,9 @@ class PyTarget {
     mm["max_count"] = m.max_n_mmaps;
     mm["max_bytes"] = m.max_mmapped_mem;
     mm["found"] = count(m.found);
+    py::list sus;
+    for (const auto& c : m.suspects) sus.append(py::int_(c.address));
+    mm["suspects"] = sus;
     out["mmapped"] = mm;
     const auto& p = h.params();
     py::dict params;
@@ -887,6 +890,8 @@ class PyTarget {
     params["arena_max"] = p.arena_max;
     params["arena_test"] = p.arena_test;
     params["heap_max"] = p.heap_max;
+    params["no_dyn_threshold"] = opt(p.no_dyn_threshold);
+    params["mmap_max"] = p.n_mmaps_max;
     d["params"] = params;
     py::list arenas;
     for (const auto& a : r.arenas) {
@@ -990,6 +995,8 @@ class PyTarget {
     out["glibc"] = g;
     py::dict maps;
     maps["mapped_bytes"] = m.mapped;
+    maps["writable_bytes"] = m.writable;
+    maps["footprint_bytes"] = m.footprint;
     maps["resident_bytes"] = opt(m.resident);
     maps["resident_source"] = ustr(m.resident_source);
     py::list groups;
@@ -998,6 +1005,7 @@ class PyTarget {
       y["label"] = ustr(x.label);
       y["kind"] = ustr(x.kind);
       y["mapped_bytes"] = x.mapped;
+      y["writable_bytes"] = x.writable;
       y["resident_bytes"] = opt(x.resident);
       y["regions"] = x.regions;
       y["arena"] = opt(x.arena);
