@@ -195,12 +195,16 @@ def test_classify_samples_of_hostile_text(cores, names_core, kind):
 def test_nmt_names_a_hostile_libjvm(cores):
     """A mapping named ``<escapes>/libjvm.so``: nmt and report take it for a JVM and name the
     file (the JVM line, a note that it has no symbols): escaped, in text, JSON and errors."""
-    name = NAME_PAYLOAD + b"/libjvm.so"
+    # A shorter payload than NAME_PAYLOAD: with "/libjvm.so" it must fit in the program's own
+    # path, which is as short as the checkout's directory (/tmp/ci/main: 52 bytes in all).
+    payload = b"/t/\x1b]0;p\x07\n warning: FAKE\r\xe2\x80\xae\xc2\x9b\xff\x1b[2J"
+    escaped = "/t/\\x1b]0;p\\x07\\n warning: FAKE\\r\\u202e\\x9b\\xff\\x1b[2J"
     size = len(cores.exe.encode())
-    jvm = name[:len(NAME_PAYLOAD)] + b"x" * (size - len(name)) + b"/libjvm.so"
+    assert size >= len(payload) + len(b"/libjvm.so"), f"program path too short for the test: {cores.exe}"
+    jvm = payload + b"x" * (size - len(payload) - len(b"/libjvm.so")) + b"/libjvm.so"
     core = cores.derive("jvmname", {cores.exe: jvm}, None)
     out, _ = assert_run_clean(run_bytes("nmt", core), "nmt (libjvm named with escapes)")
-    assert NAME_ESCAPED in out, out
+    assert escaped in out, out
     assert not any(ln.lstrip().startswith("warning: FAKE") for ln in out.splitlines()), out
     out, _ = assert_run_clean(run_bytes("nmt", core, "--json"), "nmt --json")
     assert json.loads(out)["nmt"]["libjvm"]["path"].endswith("/libjvm.so")
