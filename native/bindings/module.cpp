@@ -39,6 +39,7 @@ py::list diagnostics(std::initializer_list<const Diagnostics*> lists) {
       e["address"] = opt(x.address);
       e["arena"] = opt(x.arena);
       e["detail"] = x.detail;
+      e["severity"] = severity_name(x.severity);
       out.append(e);
     }
     if (d->dropped()) {
@@ -47,6 +48,7 @@ py::list diagnostics(std::initializer_list<const Diagnostics*> lists) {
       e["address"] = py::none();
       e["arena"] = py::none();
       e["detail"] = std::to_string(d->dropped()) + " more diagnostics not shown";
+      e["severity"] = severity_name(Severity::Note);
       out.append(e);
     }
   }
@@ -1263,6 +1265,21 @@ PYBIND11_MODULE(_native, m) {
       },
       py::arg("version"));
   m.attr("SCHEMA") = kSchema;
+  m.def(
+      "diagnostic_kinds",
+      [] {
+        py::list out;
+        for (const auto& k : diagnostic_kinds()) {
+          py::dict d;
+          d["kind"] = k.kind;
+          d["severity"] = severity_name(k.severity);
+          d["meaning"] = k.meaning;
+          out.append(d);
+        }
+        return out;
+      },
+      "Every diagnostic kind: [{kind, severity (note|warning|error), meaning}]; error means the "
+      "result is incomplete or may be wrong (exit status 1)");
   m.def(
       "progress",
       [] {

@@ -330,7 +330,7 @@ GlibcInfo locate_glibc(target::Target& t, const std::string& version_hint) {
     if (g.tcache_tpoff) g.how["tcache"] = "heuristic:tls-search";
   }
   if (L.has_tcache && !g.tcache_tpoff && !any_explicit)
-    diags.add("symbols", std::nullopt, std::nullopt,
+    diags.add("incomplete", std::nullopt, std::nullopt,
               "cannot find the threads' tcache (no TLS symbol or TPOFF relocation, and the TLS search "
               "found nothing); tcache chunks will count as in use");
 

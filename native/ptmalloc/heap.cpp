@@ -415,7 +415,7 @@ void Heap::read_heaps(Arena& a) {
     h.first_chunk = (base + l.alignment - 1) & ~(l.alignment - 1);
     h.walk_end = a.top + a.top_size;
     if (a.top < h.first_chunk || h.walk_end > base + a.system_mem + kPage) {
-      a.diags.add("note", a.top, a.address,
+      a.diags.add("incomplete", a.top, a.address,
                   "main arena is not contiguous (top outside the sbrk heap); walked up to top only");
       if (a.top < h.first_chunk) h.walk_end = base + a.system_mem;
     }
