@@ -40,7 +40,7 @@ def build_parser() -> Parser:
                        help="an ELF core file (from gcore or the kernel)")
         command.configure(p)
         target = p.add_argument_group("target")
-        target.add_argument("--pid", type=int, metavar="PID",
+        target.add_argument("--pid", type=registry.pid_type, metavar="PID",
                             help="analyse the live process PID instead of a core (it is "
                                  "stopped only while its heaps are copied, then analysed "
                                  "from the copy)")

@@ -95,6 +95,28 @@ def _limit(text: str) -> int:
     return value
 
 
+def non_negative(text: str) -> int:
+    """argparse type for counts such as ``--top`` (a negative one is a usage error, exit 2)."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a number: %r" % text) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more: %r" % text)
+    return value
+
+
+def pid_type(text: str) -> int:
+    """argparse type for ``--pid``: a process id is a positive decimal number."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a process id: %r" % text) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("a process id is a positive number: %r" % text)
+    return value
+
+
 @dataclass
 class Invocation:
     """One run of a command: its target, parsed arguments, evaluator and style."""
