@@ -134,7 +134,14 @@ GlibcInfo locate_glibc(target::Target& t, const std::string& version_hint) {
   }
 
   uint64_t bias = 0;
-  if (libc && file) bias = libc->base - file->first_load_vaddr();
+  if (libc && file) {
+    bias = libc->base - file->first_load_vaddr();
+  } else if (libc && debug) {
+    // libc's file is missing (--sysroot without it) but its debug file was found by build-id: the
+    // debug file keeps libc's program headers, so its symbols relocate the same way (issue 12:
+    // without this, main_arena was looked for at its unrelocated address and not found).
+    bias = libc->base - debug->first_load_vaddr();
+  }
   auto lookup = [&](const std::string& name) -> std::optional<target::Symbol> {
     if (debug) {
       if (auto s = debug->symbol(name)) {
