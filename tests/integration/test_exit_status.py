@@ -342,3 +342,36 @@ def test_usage_errors_exit_2(one, argv):
 def test_bad_pid_is_a_usage_error(pid):
     r = run_cli("arenas", "--pid", pid, timeout=TIMEOUT)
     assert r.returncode == 2, describe(r)
+
+
+# -- the issue's case on other glibc versions: kernel cores from Debian chroots -------------------
+
+
+@pytest.fixture(scope="module")
+def vcorpora():
+    from hwkit import ChrootCorpora, KernelCores  # noqa: PLC0415 - only this test needs chroots
+
+    k = KernelCores()
+    c = ChrootCorpora(k)
+    yield c
+    c.close()
+    k.restore()
+
+
+@pytest.mark.parametrize("suite", ["bullseye", "trixie", "sid"])
+def test_chroot_core_with_empty_sysroot_exits_0(vcorpora, tmp_path, suite):
+    """glibc 2.31 / 2.41 / 2.43 kernel cores, --sysroot naming an empty directory: the
+    symbol-free path analyses them exactly (malloc_info), so exit 0 with the warning printed."""
+    c = vcorpora.core(suite, "arenas", "4", "0")
+    root = tmp_path / "empty-sysroot"
+    root.mkdir()
+    r = run_cli("arenas", c.core, "--json", "--sysroot", root, timeout=TIMEOUT)
+    doc = check(r, "symbols", f"{suite} arenas --sysroot")
+    assert r.returncode == 0
+    problems = compare_with_oracle(doc, c, version=c.version, version_range_ok=True,
+                                   allowed_diagnostics=("note", "symbols"))
+    assert not problems, f"glibc {c.version}:\n  " + "\n  ".join(problems)
+    for cmd in (["report", "--no-classes"], ["classify"], ["chunks", "--limit", "5"]):
+        r = run_cli(*cmd, c.core, "--sysroot", root, timeout=TIMEOUT)
+        no_traceback(r)
+        assert r.returncode == 0 and "warning: symbols" in r.stdout, f"{suite} {cmd}: {describe(r)}"
