@@ -375,3 +375,30 @@ def test_chroot_core_with_empty_sysroot_exits_0(vcorpora, tmp_path, suite):
         r = run_cli(*cmd, c.core, "--sysroot", root, timeout=TIMEOUT)
         no_traceback(r)
         assert r.returncode == 0 and "warning: symbols" in r.stdout, f"{suite} {cmd}: {describe(r)}"
+
+
+# -- layout: JDK 21's malloc site table in a chunk of the wrong size ------------------------------
+
+
+def test_layout_exits_1(tmp_path):
+    """JDK 21 keeps its malloc site table in a malloc'd block of 4099 buckets: with that chunk's
+    size field saying 4 KiB, the table does not have the shape of the layout (only the buckets
+    that fit are read), a `layout` error, exit 1."""
+    from chrootjdk import JDK21, ChrootJdkCorpora  # noqa: PLC0415 - chroot JDK only here
+    from hwkit import CACHE  # noqa: PLC0415
+    from test_nmt_corruption import SparseCore, symtab  # noqa: PLC0415
+
+    jdk = ChrootJdkCorpora(JDK21, CACHE)
+    try:
+        c = jdk.core("detail")
+        core = SparseCore(c.core)
+        sym = symtab(jdk.host(JDK21.libjvm))["_ZN15MallocSiteTable6_tableE"]
+        table = core.u64(core.libjvm_base() + sym)
+        assert table, "no malloc site table pointer in the JDK 21 detail core"
+        broken = core.patched(tmp_path / "layout.core", {table - 8: 0x1000 | 1})
+        r = run_cli("nmt", broken, "--detail", "--json", "--sysroot", jdk.root, timeout=TIMEOUT * 3)
+        check(r, "layout", "nmt --detail (JDK 21, site table chunk 4 KiB)")
+        assert r.returncode == 1
+        broken.unlink()
+    finally:
+        jdk.close()
