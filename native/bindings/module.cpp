@@ -55,8 +55,9 @@ py::list diagnostics(std::initializer_list<const Diagnostics*> lists) {
     e["kind"] = "truncated";
     e["address"] = py::none();
     e["arena"] = py::none();
-    e["detail"] = f.name + " shrank while heapwalk read it: " + std::to_string(f.pages) +
-                  " pages beyond its new end read as zeros (results from them may be incomplete)";
+    e["detail"] = ustr(f.name + " shrank while heapwalk read it: " + std::to_string(f.pages) +
+                       " pages beyond its new end read as zeros (results from them may be incomplete)");
+    e["severity"] = "error";
     out.append(e);
   }
   for (const Diagnostics* d : lists) {
@@ -66,6 +67,7 @@ py::list diagnostics(std::initializer_list<const Diagnostics*> lists) {
       e["address"] = opt(x.address);
       e["arena"] = opt(x.arena);
       e["detail"] = ustr(x.detail);
+      e["severity"] = severity_name(x.severity);
       out.append(e);
     }
     if (d->dropped()) {
@@ -74,6 +76,7 @@ py::list diagnostics(std::initializer_list<const Diagnostics*> lists) {
       e["address"] = py::none();
       e["arena"] = py::none();
       e["detail"] = std::to_string(d->dropped()) + " more diagnostics not shown";
+      e["severity"] = severity_name(Severity::Note);
       out.append(e);
     }
   }
@@ -1306,6 +1309,21 @@ PYBIND11_MODULE(_native, m) {
       },
       py::arg("version"));
   m.attr("SCHEMA") = kSchema;
+  m.def(
+      "diagnostic_kinds",
+      [] {
+        py::list out;
+        for (const auto& k : diagnostic_kinds()) {
+          py::dict d;
+          d["kind"] = k.kind;
+          d["severity"] = severity_name(k.severity);
+          d["meaning"] = k.meaning;
+          out.append(d);
+        }
+        return out;
+      },
+      "Every diagnostic kind: [{kind, severity (note|warning|error), meaning}]; error means the "
+      "result is incomplete or may be wrong (exit status 1)");
   m.def(
       "progress",
       [] {

@@ -134,7 +134,14 @@ GlibcInfo locate_glibc(target::Target& t, const std::string& version_hint) {
   }
 
   uint64_t bias = 0;
-  if (libc && file) bias = libc->base - file->first_load_vaddr();
+  if (libc && file) {
+    bias = libc->base - file->first_load_vaddr();
+  } else if (libc && debug) {
+    // libc's file is missing (--sysroot without it) but its debug file was found by build-id: the
+    // debug file keeps libc's program headers, so its symbols relocate the same way (issue 12:
+    // without this, main_arena was looked for at its unrelocated address and not found).
+    bias = libc->base - debug->first_load_vaddr();
+  }
   auto lookup = [&](const std::string& name) -> std::optional<target::Symbol> {
     if (debug) {
       if (auto s = debug->symbol(name)) {
@@ -177,7 +184,7 @@ GlibcInfo locate_glibc(target::Target& t, const std::string& version_hint) {
     auto start = main_heap_start(mem, top);
     if (!start) return false;
     uint64_t first = (*start + l.alignment - 1) & ~(l.alignment - 1);
-    return rr.try_u64(first + 8, sz) && (sz & ~uint64_t{7}) == l.tc_chunk_size;
+    return rr.try_u64(first + 8, sz) && tcache_struct_chunk_fits(l, sz & ~uint64_t{7});
   };
   if (candidates.size() > 1 || g.main_arena == 0) {
     const bool known = g.main_arena != 0;
@@ -290,7 +297,7 @@ GlibcInfo locate_glibc(target::Target& t, const std::string& version_hint) {
 
   // Without symbols: every thread's `thread_arena` holds an arena address at the same offset from
   // its thread pointer; vote for that offset. `tcache` sits near it and points at a chunk of
-  // exactly sizeof(tcache_perthread_struct).
+  // the size glibc gives a tcache_perthread_struct (tcache_struct_chunk_sizes).
   bool any_explicit = false;
   for (const auto& th : t.threads()) any_explicit |= th.tcache.has_value() || th.arena.has_value();
   if (!g.thread_arena_tpoff && !any_explicit) {
@@ -317,8 +324,8 @@ GlibcInfo locate_glibc(target::Target& t, const std::string& version_hint) {
         uint64_t p = rd(win.data(), off), size_word;
         if (!p || (p & 15) || !r.try_u64(p - 8, size_word)) continue;
         uint64_t csz = size_word & ~uint64_t{7};
-        bool tc_size = csz == L.tc_chunk_size || (L.tcache_init == TcacheInit::OnDemand && csz == L.tc_chunk_size + 16);
-        if (tc_size && (size_word & 2) == 0) ++votes[static_cast<int64_t>(start + off - th.fs_base)];
+        if (tcache_struct_chunk_fits(L, csz) && (size_word & 2) == 0)
+          ++votes[static_cast<int64_t>(start + off - th.fs_base)];
       }
     }
     unsigned best = 0;
@@ -330,7 +337,7 @@ GlibcInfo locate_glibc(target::Target& t, const std::string& version_hint) {
     if (g.tcache_tpoff) g.how["tcache"] = "heuristic:tls-search";
   }
   if (L.has_tcache && !g.tcache_tpoff && !any_explicit)
-    diags.add("symbols", std::nullopt, std::nullopt,
+    diags.add("incomplete", std::nullopt, std::nullopt,
               "cannot find the threads' tcache (no TLS symbol or TPOFF relocation, and the TLS search "
               "found nothing); tcache chunks will count as in use");
 

@@ -419,7 +419,7 @@ void Heap::read_heaps(Arena& a) {
     h.first_chunk = (base + l.alignment - 1) & ~(l.alignment - 1);
     h.walk_end = a.top + a.top_size;
     if (a.top < h.first_chunk || h.walk_end > base + a.system_mem + kPage) {
-      a.diags.add("note", a.top, a.address,
+      a.diags.add("incomplete", a.top, a.address,
                   "main arena is not contiguous (top outside the sbrk heap); walked up to top only");
       if (a.top < h.first_chunk) h.walk_end = base + a.system_mem;
     }
@@ -496,17 +496,17 @@ void Heap::read_tcaches() {
     bool none = !l.has_tcache || !ptr || *ptr == 0 || (*ptr & (l.alignment - 1)) != 0 ||
                 (glibc_.tcache_dummy && (*ptr == *glibc_.tcache_dummy || *ptr == *glibc_.tcache_dummy + 1));
     uint64_t hdr = 0;
-    // 2.43's tcache_init passes an already padded size to _int_malloc when the tcache is created
-    // from inside _int_malloc, so the struct may sit in a chunk 16 bytes larger.
-    auto tc_chunk_ok = [&](uint64_t sz) {
-      return sz == l.tc_chunk_size || (l.tcache_init == TcacheInit::OnDemand && sz == l.tc_chunk_size + 16);
-    };
-    if (!none && (!r.try_u64(*ptr - 8, hdr) || !tc_chunk_ok(hdr & ~uint64_t{7}))) {
+    // The struct's chunk may be larger than request2size(sizeof struct): see
+    // tcache_struct_chunk_sizes (a remainder below MINSIZE is not split off; 2.43 pads twice).
+    if (!none && (!r.try_u64(*ptr - 8, hdr) || !tcache_struct_chunk_fits(l, hdr & ~uint64_t{7}))) {
       // The 2.43 dummy (no symbol to recognise it) is not in a chunk: that is "no tcache yet".
-      if (l.tcache_init != TcacheInit::OnDemand)
+      if (l.tcache_init != TcacheInit::OnDemand) {
+        auto [lo, hi] = tcache_struct_chunk_sizes(l);
         diags_.add("bad_tcache", *ptr, std::nullopt,
-                   "thread " + std::to_string(th.lwp) + ": tcache pointer does not lead to a " + hex(l.tc_chunk_size) +
-                       "-byte tcache_perthread_struct chunk");
+                   "thread " + std::to_string(th.lwp) +
+                       ": tcache pointer does not lead to a tcache_perthread_struct chunk (" + hex(lo) + ".." +
+                       hex(hi) + " bytes; header " + hex(hdr) + ")");
+      }
       none = true;
     }
     if (none) {

@@ -404,6 +404,32 @@ std::pair<uint64_t, uint64_t> tcache_bin_sizes(const Layout& l, unsigned i) {
   return {lo, hi};
 }
 
+// Which chunk sizes glibc's own allocation gives the tcache_perthread_struct (issue 12: a JVM
+// thread's struct sat in a 0x2a0 chunk on 2.36 and was reported as bad_tcache). Read in
+// github.com/bminor/glibc malloc/malloc.c at tags glibc-2.26, glibc-2.30, glibc-2.36 and
+// glibc-2.42, and master 04e750e75b (2.43):
+//  - tcache_init asks for sizeof (tcache_perthread_struct): _int_malloc (2.26-2.41), through
+//    __libc_malloc2 (2.42), and on 2.43 either __libc_malloc2 (bytes) or, when called from inside
+//    _int_malloc, _int_malloc (av, request2size (bytes)) - a request already padded once, so
+//    _int_malloc's checked_request2size pads it again (one alignment step more).
+//  - _int_malloc takes nb = request2size (request); a chunk found in a bin by the binmap search or
+//    in a large bin is used whole when "remainder_size < MINSIZE" ("Exhaust"); otherwise it is
+//    split to exactly nb (as top is). So the struct's chunk is nb .. nb + MINSIZE - alignment.
+std::pair<uint64_t, uint64_t> tcache_struct_chunk_sizes(const Layout& l) {
+  if (!l.has_tcache || !l.tc_chunk_size) return {0, 0};
+  auto r2s = [&](uint64_t req) {
+    uint64_t n = (req + l.size_sz + l.alignment - 1) & ~(l.alignment - 1);
+    return n < l.minsize ? l.minsize : n;
+  };
+  uint64_t largest_nb = l.tcache_init == TcacheInit::OnDemand ? r2s(l.tc_chunk_size) : l.tc_chunk_size;
+  return {l.tc_chunk_size, largest_nb + l.minsize - l.alignment};
+}
+
+bool tcache_struct_chunk_fits(const Layout& l, uint64_t size) {
+  auto [lo, hi] = tcache_struct_chunk_sizes(l);
+  return lo && size >= lo && size <= hi && (size & (l.alignment - 1)) == 0;
+}
+
 uint64_t tcache_chunk_count(const Layout& l, uint64_t raw, uint64_t mp_tcache_count) {
   if (l.tcache_counts == TcacheCounts::FreeSlots) return raw > mp_tcache_count ? 0 : mp_tcache_count - raw;
   return raw;

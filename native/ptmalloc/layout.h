@@ -130,6 +130,15 @@ uint64_t effective_heap_max(const Layout& l, uint64_t mp_hp_pagesize);
 /// bit, sorted by ascending size along the list. {0, 0} for an invalid index.
 std::pair<uint64_t, uint64_t> tcache_bin_sizes(const Layout& l, unsigned i);
 
+/// Inclusive [min, max] sizes of a chunk glibc's own allocation can give a thread's
+/// tcache_perthread_struct: from request2size of the request tcache_init makes up to that plus
+/// MINSIZE - MALLOC_ALIGNMENT (_int_malloc hands over a whole free chunk when the remainder would
+/// be below MINSIZE). 2.26-2.29 0x250..0x260, 2.30-2.41 0x290..0x2a0, 2.42 0x300..0x310, 2.43
+/// 0x300..0x320 (its tcache_init may pass an already padded size). {0, 0} without a tcache.
+std::pair<uint64_t, uint64_t> tcache_struct_chunk_sizes(const Layout& l);
+/// True when `size` (flag bits cleared) is in tcache_struct_chunk_sizes(l).
+bool tcache_struct_chunk_fits(const Layout& l, uint64_t size);
+
 /// Number of chunks bin i holds according to the struct's counts/num_slots element `raw` (already
 /// read with tcache_count_width) and mp_.tcache_count. 2.42+: tcache_count - raw (0 if raw >
 /// tcache_count, which the caller should report as corruption).

@@ -1,7 +1,8 @@
 """The command-line front end: ``python3 -m heapwalk <command> (CORE | --pid PID) …``.
 
-Exit status: 0 success, 1 analysis error (engine exception, unreadable input, or a report
-with diagnostics other than notes), 2 usage error, 130 interrupted. Errors are one line
+Exit status: 0 success, also with warnings (the result is complete and exact); 1 analysis
+error (engine exception, unreadable input, or a result with an "error" diagnostic: incomplete or
+possibly wrong); 2 usage error; 130 interrupted. Errors are one line
 (``heapwalk: <subject>: <message>``) plus an optional hint line, never a traceback.
 """
 
@@ -20,8 +21,10 @@ from .render import Style
 from .target import Target
 
 PROG = "heapwalk"
-EPILOG = ("Exit status: 0 success, 1 analysis error (including diagnostics other than "
-          "notes), 2 usage error. 'heapwalk COMMAND --help' describes a command.")
+EPILOG = ("Exit status: 0 complete and exact result (warnings included), 1 the target could "
+          "not be analysed or the result is incomplete or may be wrong (error diagnostics: "
+          "corruption, truncation, unreadable structures), 2 usage error. 'heapwalk COMMAND "
+          "--help' describes a command.")
 
 
 def build_parser() -> Parser:
@@ -39,7 +42,7 @@ def build_parser() -> Parser:
                                     "an ELF core file (from gcore or the kernel)"))
         command.configure(p)
         target = p.add_argument_group("target")
-        target.add_argument("--pid", type=int, metavar="PID",
+        target.add_argument("--pid", type=registry.pid_type, metavar="PID",
                             help="analyse the live process PID instead of a core (it is "
                                  "stopped only while its heaps are copied, then analysed "
                                  "from the copy)")

@@ -11,7 +11,7 @@ import argparse
 from typing import Any, Dict, List, Optional
 
 from . import render
-from .commands import ARENA_HELP, Command, Invocation, resolve_arena
+from .commands import ARENA_HELP, Command, Invocation, non_negative, resolve_arena
 from .render import Column, Style
 
 Record = Dict[str, Any]
@@ -79,7 +79,7 @@ class Classify(Command):
         parser.add_argument("--arena", metavar="ARENA", help=ARENA_HELP)
         parser.add_argument("--free", action="store_true",
                             help="also classify what free chunks still contain")
-        parser.add_argument("--top", metavar="N", type=int,
+        parser.add_argument("--top", metavar="N", type=non_negative,
                             help="show the N largest classes (text default %d; JSON: all)"
                                  % DEFAULT_TOP)
         parser.add_argument("--per-arena", action="store_true",

@@ -17,7 +17,7 @@ import os
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from . import render
-from .commands import Command, Invocation
+from .commands import Command, Invocation, problem_status
 from .errors import HeapwalkError, UsageError, describe_error
 from .render import Column, Style
 
@@ -657,6 +657,25 @@ def render_diff(doc: Record, style: Style = render.PLAIN) -> List[str]:
     return out
 
 
+def inherited_diagnostics(name: str, doc: Record) -> List[Record]:
+    """One diagnostic per kind of warning or error ``doc`` (snapshot ``name``) carries, so a
+    diff built on an incomplete snapshot says so and exits 1 (its figures may be wrong)."""
+    kinds = render.kind_severities()
+    seen: Dict[str, List[Record]] = {}
+    for d in doc.get("diagnostics") or []:
+        if isinstance(d, dict) and render.severity(d, kinds) != "note":
+            seen.setdefault(str(d.get("kind")), []).append(d)
+    out = []
+    for kind in sorted(seen):
+        first = seen[kind][0]
+        more = len(seen[kind]) - 1
+        detail = "%s: %s%s" % (name, " ".join(str(first.get("detail", "")).split()),
+                               " (and %d more)" % more if more else "")
+        out.append({"kind": kind, "address": first.get("address"), "arena": first.get("arena"),
+                    "detail": detail, "severity": render.severity(first, kinds)})
+    return out
+
+
 class Diff(Command):
     """``diff A B``."""
 
@@ -696,10 +715,13 @@ class Diff(Command):
                 raise HeapwalkError("no such file", subject=path)
         a, kind_a = _loaded(path_a, sysroot, classes)
         b, kind_b = _loaded(path_b, sysroot, classes)
-        return compare(a, b, path_a, path_b, kind_a, kind_b)
+        doc = compare(a, b, path_a, path_b, kind_a, kind_b)
+        doc.setdefault("diagnostics", []).extend(
+            inherited_diagnostics("A", a) + inherited_diagnostics("B", b))
+        return doc
 
     def render(self, document: Record, inv: Invocation) -> List[str]:
         return render_diff(document, inv.style)
 
     def status(self, document: Record) -> int:
-        return 0
+        return problem_status(document)

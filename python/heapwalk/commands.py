@@ -95,6 +95,28 @@ def _limit(text: str) -> int:
     return value
 
 
+def non_negative(text: str) -> int:
+    """argparse type for counts such as ``--top`` (a negative one is a usage error, exit 2)."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a number: %r" % text) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more: %r" % text)
+    return value
+
+
+def pid_type(text: str) -> int:
+    """argparse type for ``--pid``: a process id is a positive decimal number."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a process id: %r" % text) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("a process id is a positive number: %r" % text)
+    return value
+
+
 @dataclass
 class Invocation:
     """One run of a command: its target, parsed arguments, evaluator and style."""
@@ -128,8 +150,23 @@ class Output:
 
 
 def problem_status(document: Mapping[str, Any]) -> int:
-    """1 when the document carries a diagnostic that is not a note, else 0."""
+    """1 when the document carries an error diagnostic (the result is incomplete or may be
+    wrong), else 0: notes and warnings leave a complete, exact result."""
     return 1 if any(render.is_problem(d) for d in document.get("diagnostics", [])) else 0
+
+
+def set_severities(document: Any) -> None:
+    """Give every diagnostic of ``document`` its ``severity`` (the engine sets it on its own;
+    notes made in Python and reports saved by an older heapwalk lack it)."""
+    items = document.get("diagnostics") if isinstance(document, dict) else None
+    if not isinstance(items, list):
+        return
+    kinds: Optional[Dict[str, str]] = None
+    for d in items:
+        if isinstance(d, dict) and "severity" not in d:
+            if kinds is None:
+                kinds = render.kind_severities()
+            d["severity"] = render.severity(d, kinds)
 
 
 class Command:
@@ -406,6 +443,7 @@ def capture_line(capture: Record) -> str:
 def execute(command: Command, inv: Invocation) -> Output:
     """Run ``command``: JSON or text (diagnostics after the text), and its exit status."""
     document = command.collect(inv)
+    set_severities(document)
     capture = capture_of(inv) if getattr(command, "needs_target", True) else None
     if capture is not None and isinstance(document, dict):
         target = document.setdefault("target", {"kind": "live", "pid": inv.target.describe().get("pid")})

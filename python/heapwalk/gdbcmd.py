@@ -389,6 +389,14 @@ def _style() -> Style:
     return Style(enabled and os.isatty(1))
 
 
+def _set_status(status: int) -> None:
+    """``$heapwalk_status``: the exit status the CLI would give for the last command."""
+    try:
+        gdb.set_convenience_variable("heapwalk_status", int(status))
+    except Exception:  # pylint: disable=broad-except  # old gdb: no convenience variables API
+        pass
+
+
 def _gdb_error(exc: BaseException, subject: Optional[str]) -> "gdb.GdbError":
     """One ``heapwalk: …`` line plus a hint, as a GdbError (gdb prints no traceback)."""
     try:
@@ -444,15 +452,22 @@ class HeapwalkCommand(gdb.Command):
         super().__init__("%s %s" % (PREFIX, command.name), gdb.COMMAND_DATA)
 
     def invoke(self, argument: str, from_tty: bool) -> None:
-        """Parse, run against the current target, print; errors become one line."""
+        """Parse, run against the current target, print; errors become one line.
+
+        ``$heapwalk_status`` is left holding the CLI's exit status for the same run (0, 1 when
+        the result is incomplete or may be wrong or nothing could be analysed, 2 usage error),
+        for scripts that drive gdb in batch mode."""
+        _set_status(1)
         try:
             argv = _split_expression(self._parser, gdb.string_to_argv(argument))
             args = self._parser.parse_args(argv)
         except ParserExit as exc:
+            _set_status(exc.status)
             if exc.message:
                 gdb.write(exc.message, gdb.STDERR)
             return
         except UsageError as exc:
+            _set_status(2)
             raise _gdb_error(exc, None) from None
         self.dont_repeat()
         subject: Optional[str] = None
@@ -465,10 +480,14 @@ class HeapwalkCommand(gdb.Command):
             raise
         except KeyboardInterrupt:
             raise
+        except UsageError as exc:
+            _set_status(2)
+            raise _gdb_error(exc, subject) from None
         except Exception as exc:  # pylint: disable=broad-except
             if os.environ.get("HEAPWALK_DEBUG"):
                 raise
             raise _gdb_error(exc, subject) from None
+        _set_status(output.status)
         gdb.write(output.text)
 
     def complete(self, text: str, word: Optional[str]) -> Any:

@@ -264,13 +264,41 @@ def table(columns: Sequence[Column], rows: Iterable[Sequence[str]], style: Style
 
 # -- diagnostics -----------------------------------------------------------------------------
 
+#: Severities, mildest first. "warning": the result is still complete and exact (exit 0);
+#: "error": it is incomplete or may be wrong (exit 1). The engine decides them per kind.
+SEVERITIES = ("note", "warning", "error")
+
+
+def kind_severities() -> Dict[str, str]:
+    """The engine's severity of every diagnostic kind (empty when the engine is not loaded)."""
+    try:
+        import heapwalk  # pylint: disable=import-outside-toplevel
+        kinds = heapwalk.native().diagnostic_kinds()
+    except Exception:  # pylint: disable=broad-except  # a fake or missing engine: fall back
+        return {}
+    return {k["kind"]: k["severity"] for k in kinds}
+
+
+def severity(diagnostic: Record, kinds: Optional[Mapping[str, str]] = None) -> str:
+    """The diagnostic's severity: its ``severity`` field (set by the engine); without one (a
+    report saved by an older heapwalk, a note made in Python) the engine's severity for its
+    kind (``kinds``), else "note" for a note and "error" for anything unknown."""
+    value = diagnostic.get("severity")
+    if value in SEVERITIES:
+        return str(value)
+    kind = diagnostic.get("kind")
+    if kind == "note":
+        return "note"
+    return (kinds or {}).get(str(kind), "error")
+
+
 def is_problem(diagnostic: Record) -> bool:
-    """True for a diagnostic that is more than an informational note."""
-    return diagnostic.get("kind") != "note"
+    """True for a diagnostic whose result is incomplete or may be wrong (exit status 1)."""
+    return severity(diagnostic) == "error"
 
 
 def diagnostics(items: Iterable[Record], style: Style = PLAIN) -> List[str]:
-    """``warning: <kind> at 0x…: detail`` lines (``note: …`` for notes)."""
+    """``error: <kind> at 0x…: detail`` / ``warning: …`` lines (``note: …`` for notes)."""
     out = []
     for d in items:
         kind = d.get("kind", "unknown")
@@ -278,10 +306,13 @@ def diagnostics(items: Iterable[Record], style: Style = PLAIN) -> List[str]:
         if d.get("arena") is not None:
             where += " (arena %s)" % addr(d["arena"])
         detail = " ".join(str(d.get("detail", "")).split())
-        if kind == "note":
+        level = severity(d)
+        if level == "note":
             out.append("%s %s" % (style.paint("dim", "note:"), detail))
-        else:
+        elif level == "warning":
             out.append("%s %s%s: %s" % (style.paint("warn", "warning:"), kind, where, detail))
+        else:
+            out.append("%s %s%s: %s" % (style.paint("error", "error:"), kind, where, detail))
     return out
 
 

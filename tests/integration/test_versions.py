@@ -160,8 +160,8 @@ def test_live_pid_equals_oracle(vcorpora, suite):
 def test_kernel_core_without_sysroot_detects_wrong_libc(vcorpora, suite):
     """The core names /usr/lib/x86_64-linux-gnu/libc.so.6 (in-chroot path); on this host that
     path is bookworm's libc, another build: a `symbols` diagnostic says the build-id does not
-    match, the host file is not used (heuristics instead, exit status 1), and the numbers
-    still hold."""
+    match, the host file is not used (heuristics instead), and the numbers still hold: the
+    result is complete and exact, so the exit status is 0 with the warning printed (issue 12)."""
     c = vcorpora.core(suite, *PROGRAMS["4t"])
     doc, r = _arenas(c.core)
     assert doc is not None, describe(r)
@@ -179,7 +179,8 @@ def test_kernel_core_without_sysroot_detects_wrong_libc(vcorpora, suite):
     assert not g.get("debug_file"), f"a debug file was used for the wrong libc: {g.get('debug_file')}"
     for name, how in HEURISTIC_SYMBOLS.items():
         assert g["symbols"].get(name) == how, f"glibc.symbols.{name}: {g['symbols']}"
-    assert r.returncode == 1, describe(r)
+    assert all(d.get("severity") == "warning" for d in diags), diags
+    assert r.returncode == 0, describe(r)
     problems = compare_with_oracle(doc, c, version=c.version, version_range_ok=True,
                                    allowed_diagnostics=("note", "symbols"))
     assert not problems, f"glibc {c.version} ({suite}) without --sysroot:\n  " + "\n  ".join(problems)

@@ -270,3 +270,62 @@ TEST(Heap, MmappedExtraFindsStayWhenTheSuspectIsAmbiguous) {
   for (const auto& d : h.diagnostics().items()) mismatch |= d.kind == "mmapped_mismatch";
   EXPECT_TRUE(mismatch);
 }
+
+// Issue 12 point 8: glibc hands _int_malloc's whole chunk over when the remainder would be below
+// MINSIZE, so a thread's tcache_perthread_struct (request2size = 0x290 on 2.30+) can sit in a
+// 0x2a0 chunk. That is glibc's own allocation, not corruption: the tcache must be read, with no
+// bad_tcache; a 0x2b0 chunk (a 32-byte remainder would have been split off) still is one.
+TEST(Heap, TcacheStructInAChunkOneAlignmentStepLarger) {
+  for (uint64_t tc_size : {uint64_t{0x2a0}, uint64_t{0x2b0}}) {
+    Fake f;
+    uint64_t tc = f.chunk(tc_size);
+    uint64_t tchunk = f.chunk(0x40);  // in tcache bin 2
+    f.chunk(0x30);
+    f.finish_top();
+    uint16_t one = 1;
+    std::memcpy(f.heap.data() + (tc + 16 - kHeap) + f.l.tc_counts + 2 * 2, &one, 2);
+    f.h(tc + 16 + f.l.tc_entries + 2 * 8, tchunk + 16);
+    f.h(tchunk + 16, f.protect(tchunk + 16, 0));
+    auto t = f.target();
+    ptmalloc::Heap h(*t, "2.36");
+    h.summarize();
+    ASSERT_EQ(h.arenas().size(), 1u);
+    const auto& a = h.arenas()[0];
+    bool bad = has_diag(h, "bad_tcache", kTcache + 16);
+    if (tc_size == 0x2a0) {
+      EXPECT_FALSE(bad) << h.diagnostics().items()[0].detail;
+      EXPECT_TRUE(h.diagnostics().items().empty()) << h.diagnostics().items()[0].detail;
+      EXPECT_EQ(a.tcache.count, 1u);
+      EXPECT_EQ(a.tcache.bytes, 0x40u);
+      EXPECT_EQ(a.in_use.count, 2u);  // the tcache struct and the 0x30 chunk
+      EXPECT_EQ(a.in_use.bytes, 0x2a0u + 0x30);
+    } else {
+      EXPECT_TRUE(bad);
+      EXPECT_EQ(a.tcache.count, 0u);  // that thread's tcache is ignored: its chunk counts as in use
+    }
+  }
+}
+
+// The accepted range per layout, from glibc's malloc.c (see tcache_struct_chunk_sizes): request2size
+// of sizeof(tcache_perthread_struct) up to that + MINSIZE - 16; 2.43 pads the request once more.
+TEST(Layout, TcacheStructChunkSizes) {
+  struct Case {
+    const char* version;
+    uint64_t lo, hi;
+  };
+  for (const Case& c : {Case{"2.23", 0, 0}, Case{"2.26", 0x250, 0x260}, Case{"2.29", 0x250, 0x260},
+                        Case{"2.30", 0x290, 0x2a0}, Case{"2.36", 0x290, 0x2a0}, Case{"2.41", 0x290, 0x2a0},
+                        Case{"2.42", 0x300, 0x310}, Case{"2.43", 0x300, 0x320}}) {
+    const auto* l = ptmalloc::layout_for(c.version);
+    ASSERT_NE(l, nullptr) << c.version;
+    auto [lo, hi] = ptmalloc::tcache_struct_chunk_sizes(*l);
+    EXPECT_EQ(lo, c.lo) << c.version;
+    EXPECT_EQ(hi, c.hi) << c.version;
+    if (!c.lo) continue;
+    EXPECT_TRUE(ptmalloc::tcache_struct_chunk_fits(*l, c.lo)) << c.version;
+    EXPECT_TRUE(ptmalloc::tcache_struct_chunk_fits(*l, c.hi)) << c.version;
+    EXPECT_FALSE(ptmalloc::tcache_struct_chunk_fits(*l, c.lo - 16)) << c.version;
+    EXPECT_FALSE(ptmalloc::tcache_struct_chunk_fits(*l, c.hi + 16)) << c.version;
+    EXPECT_FALSE(ptmalloc::tcache_struct_chunk_fits(*l, c.lo + 8)) << c.version;
+  }
+}

@@ -70,8 +70,13 @@ ARENAS: Dict[str, Any] = {
     ],
     "mmapped": {"count": 1, "bytes": 1576960},
     "diagnostics": [{"kind": "note", "address": None, "arena": None,
-                     "detail": "libc debug symbols found by build-id"}],
+                     "detail": "libc debug symbols found by build-id", "severity": "note"}],
 }
+
+#: A few of the engine's diagnostic kinds (``_native.diagnostic_kinds()``).
+KINDS = [{"kind": "note", "severity": "note", "meaning": "information"},
+         {"kind": "symbols", "severity": "warning", "meaning": "a file or symbol not used"},
+         {"kind": "bad_size", "severity": "error", "meaning": "impossible chunk size"}]
 
 
 def _bins_arena(arena: Dict[str, Any]) -> Dict[str, Any]:
@@ -174,6 +179,10 @@ class FakeNative:
         if self.fail is not None:
             raise self.fail
         return FakeTarget(self, kind)
+
+    @staticmethod
+    def diagnostic_kinds() -> List[Dict[str, str]]:
+        return copy.deepcopy(KINDS)
 
     def open_core(self, path: str, sysroot: Optional[str] = None,
                   overrides: Optional[dict] = None) -> FakeTarget:

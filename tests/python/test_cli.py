@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -94,14 +95,41 @@ def test_success_is_0_and_notes_do_not_count(fake, core, run) -> None:
 
 def test_diagnostics_make_status_1(fake, core, run) -> None:
     fake.extra_diagnostics.append({"kind": "bad_size", "address": 0x555555559290,
-                                   "arena": MAIN, "detail": "size 0x0 below minimum"})
+                                   "arena": MAIN, "detail": "size 0x0 below minimum",
+                                   "severity": "error"})
     for command in ("arenas", "heaps", "bins"):
         status, out, err = run(command, core)
         assert status == 1
-        assert ("warning: bad_size at 0x00555555559290 (arena 0x007ffff7e19c80): "
+        assert ("error: bad_size at 0x00555555559290 (arena 0x007ffff7e19c80): "
                 "size 0x0 below minimum") in out
     status, out, _ = run("arenas", core, "--json")
     assert status == 1
+
+
+def test_warnings_keep_status_0(fake, core, run) -> None:
+    """A warning leaves the result complete and exact: printed, exit status 0."""
+    fake.extra_diagnostics.append({"kind": "symbols", "address": None, "arena": None,
+                                   "detail": "libc.so.6: file not found under sysroot /x",
+                                   "severity": "warning"})
+    status, out, _ = run("arenas", core)
+    assert status == 0
+    assert "warning: symbols: libc.so.6: file not found under sysroot /x" in out
+    status, out, _ = run("arenas", core, "--json")
+    assert status == 0
+    assert json.loads(out)["diagnostics"][-1]["severity"] == "warning"
+
+
+@pytest.mark.parametrize("kind,status", [("symbols", 0), ("bad_size", 1), ("note", 0),
+                                         ("a_kind_nobody_knows", 1)])
+def test_severity_from_kind_when_the_field_is_missing(fake, core, run, kind, status) -> None:
+    """A diagnostic without ``severity`` (a saved report from an older heapwalk) takes the
+    engine's severity of its kind; an unknown kind is an error; the field is filled in."""
+    fake.extra_diagnostics.append({"kind": kind, "address": None, "arena": None,
+                                   "detail": "x"})
+    got, out, _ = run("arenas", core, "--json")
+    assert got == status
+    expected = {0: ("note", "warning"), 1: ("error",)}[status]
+    assert json.loads(out)["diagnostics"][-1]["severity"] in expected
 
 
 def test_missing_core_is_one_line(fake, run, tmp_path) -> None:

@@ -36,8 +36,11 @@ def test_diagnostic_lines() -> None:
         {"kind": "cycle", "address": 0x555555559300, "arena": None,
          "detail": "fastbin 0 loops\nback"},
         {"kind": "note", "address": None, "arena": None, "detail": "using heuristics"}])
-    assert lines == ["warning: cycle at 0x00555555559300: fastbin 0 loops back",
+    assert lines == ["error: cycle at 0x00555555559300: fastbin 0 loops back",
                      "note: using heuristics"]
+    assert render.diagnostics([{"kind": "symbols", "address": None, "arena": None,
+                                "detail": "libc.so.6: file not found", "severity": "warning"}]) == [
+        "warning: symbols: libc.so.6: file not found"]
 
 
 def test_arenas_text(fake, core, run) -> None:
