@@ -177,6 +177,33 @@ void CoreFile::parse() {
   if (segs_.empty()) throw FormatError(path, "core file has no PT_LOAD segments");
 }
 
+std::optional<uint64_t> CoreFile::held_bytes(uint64_t start, uint64_t end) {
+  if (fd_ < 0) return std::nullopt;
+  uint64_t total = 0;
+  // The first segment that may end above start (segments are sorted and do not overlap).
+  auto it = std::upper_bound(segs_.begin(), segs_.end(), start,
+                             [](uint64_t a, const Segment& s) { return a < s.vaddr + s.memsz; });
+  for (; it != segs_.end() && it->vaddr < end; ++it) {
+    uint64_t lo = std::max(start, it->vaddr), hi = std::min(end, it->vaddr + it->filesz);
+    if (lo >= hi) continue;
+    auto a = static_cast<off_t>(it->offset + (lo - it->vaddr)), b = static_cast<off_t>(it->offset + (hi - it->vaddr));
+    while (a < b) {
+      off_t d = ::lseek(fd_, a, SEEK_DATA);
+      if (d < 0) {
+        if (errno == ENXIO) break;  // only a hole from a on
+        total += static_cast<uint64_t>(b - a);  // no SEEK_DATA here: count it all as held
+        break;
+      }
+      if (d >= b) break;
+      off_t h = ::lseek(fd_, d, SEEK_HOLE);
+      if (h < 0 || h > b) h = b;
+      total += static_cast<uint64_t>(h - d);
+      a = h;
+    }
+  }
+  return total;
+}
+
 CoreFile::~CoreFile() {
   if (map_) ::munmap(const_cast<uint8_t*>(map_), size_);
   if (fd_ >= 0) ::close(fd_);

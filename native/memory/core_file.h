@@ -45,6 +45,10 @@ class CoreFile : public MemorySource {
   const uint8_t* direct_span(uint64_t addr, uint64_t& start, uint64_t& end) override;
   void prefetch(uint64_t addr, uint64_t len) override;
   const std::vector<Region>& regions() const override { return regions_; }
+  /// The bytes of [start, end) in PT_LOAD file data that are not holes of the core file
+  /// (SEEK_DATA / SEEK_HOLE): a kernel core and heapwalk's snapshot leave pages that were not
+  /// resident as holes, gcore writes them as zeros (holes once the file is made sparse).
+  std::optional<uint64_t> held_bytes(uint64_t start, uint64_t end) override;
 
   const std::vector<CoreThread>& threads() const { return threads_; }
   const std::vector<FileMapping>& files() const { return files_; }

@@ -117,8 +117,8 @@ def verdict(doc: Record) -> List[Record]:
     return out
 
 
-def render_report(doc: Record, style: Style = render.PLAIN) -> List[str]:
-    """Text for ``report``."""
+def render_report(doc: Record, style: Style = render.PLAIN, show_all: bool = False) -> List[str]:
+    """Text for ``report``; ``show_all``: every mapping group, not only the largest."""
     tgt = doc.get("target") or {}
     glibc = doc.get("glibc") or {}
     ret = doc.get("retention") or {}
@@ -130,14 +130,15 @@ def render_report(doc: Record, style: Style = render.PLAIN) -> List[str]:
     # Mappings
     out.append("")
     live = maps.get("resident_bytes") is not None
+    src = "smaps/pagemap" if tgt.get("kind") == "live" else "what the core holds"
     out.append(style.paint("bold", "address space by group") +
-               (" (resident from smaps/pagemap)" if live else ""))
-    groups = sorted(maps.get("groups", []), key=lambda g: -g.get("mapped_bytes", 0))
-    shown, rest = groups[:TEXT_GROUPS], groups[TEXT_GROUPS:]
+               (" (by resident bytes: %s)" % src if live else ""))
+    groups = render.sort_groups(maps.get("groups", []))
+    shown, rest = (groups, []) if show_all else (groups[:TEXT_GROUPS], groups[TEXT_GROUPS:])
     rows = [[g["label"], _hs(g["mapped_bytes"]), _hs(g.get("resident_bytes")) if live else "-",
              str(g.get("regions", 0))] for g in shown]
     if rest:
-        rows.append(["%d more groups" % len(rest), _hs(sum(g["mapped_bytes"] for g in rest)),
+        rows.append(["%d more groups (--all lists them)" % len(rest), _hs(sum(g["mapped_bytes"] for g in rest)),
                      _hs(sum(g.get("resident_bytes") or 0 for g in rest)) if live else "-",
                      str(sum(g.get("regions", 0) for g in rest))])
     rows.append(["total", _hs(maps.get("mapped_bytes")), _hs(maps.get("resident_bytes")) if live else "-",
@@ -269,6 +270,9 @@ class Report(Command):
     def configure(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--no-classes", action="store_true",
                             help="skip the content classification (faster)")
+        parser.add_argument("--all", action="store_true",
+                            help="list every mapping group (default: the %d largest, the rest "
+                                 "summed in one row)" % TEXT_GROUPS)
         parser.add_argument("--html", metavar="FILE",
                             help="also write the report as one self-contained HTML page with "
                                  "charts (no network) to FILE")
@@ -282,4 +286,4 @@ class Report(Command):
         return doc
 
     def render(self, document: Record, inv: Invocation) -> List[str]:
-        return render_report(document, inv.style)
+        return render_report(document, inv.style, show_all=getattr(inv.args, "all", False))

@@ -424,6 +424,17 @@ def render_chunk(document: Record, names: Mapping[int, str],
     return out
 
 
+def natural_key(text: str) -> List[Any]:
+    """Sort key that orders embedded numbers numerically ("arena #2" before "arena #10")."""
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text or "")]
+
+def sort_groups(groups: List[Record]) -> List[Record]:
+    """Mapping groups largest first: by resident bytes when known (live: smaps/pagemap; a
+    core: what it holds), then by mapped bytes, then by label with numbers in order."""
+    return sorted(groups, key=lambda g: (-(g.get("resident_bytes") or 0), -(g.get("mapped_bytes") or 0),
+                                         natural_key(g.get("label", ""))))
+
+
 # -- nmt -------------------------------------------------------------------------------------
 
 #: How many malloc sites / regions the text of ``nmt --detail`` shows.
