@@ -593,15 +593,14 @@ Mappings reconcile_mappings(ptmalloc::Heap* h, target::Target& t, const hotspot:
       m.resident_source = "/proc/PID/smaps Rss per mapping; mappings split between groups by pagemap";
     }
   }
-  // A core: what it holds (its data less the file's holes). A kernel core and heapwalk's
-  // snapshot leave the pages that were not resident as holes; gcore writes them as zeros
-  // (holes once the file is made sparse, e.g. fallocate --dig-holes).
+  // A core: what it holds, the saved pages that are not all zero (a kernel core and heapwalk's
+  // snapshot leave out the pages that were not resident, gcore writes them as zeros).
   bool held = !live && !regions.empty() && mem.held_bytes(regions.front().start, regions.front().end).has_value();
   if (held) {
     m.resident = 0;
     m.resident_source =
-        "core: the bytes the core file holds (pages not resident when it was written are holes in a kernel "
-        "core or a heapwalk snapshot; gcore writes them as zeros, holes only once the file is made sparse)";
+        "core: the pages it saved that are not all zero (pages that were not resident are holes in a kernel "
+        "core or a heapwalk snapshot and zeros in a gcore core; a resident page of zeros is not counted)";
   }
   auto add = [&](size_t g, uint64_t lo, uint64_t hi, std::optional<uint64_t> resident) {
     if (hi <= lo) return;

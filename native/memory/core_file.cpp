@@ -179,7 +179,23 @@ void CoreFile::parse() {
 
 std::optional<uint64_t> CoreFile::held_bytes(uint64_t start, uint64_t end) {
   if (fd_ < 0) return std::nullopt;
+  constexpr uint64_t kPage = 4096;
   uint64_t total = 0;
+  // Counts the non-zero pages of [lo, hi) (file offsets, page-aligned in a core).
+  auto scan = [&](uint64_t lo, uint64_t hi) {
+    for (uint64_t a = lo; a < hi;) {
+      uint64_t pe = std::min(hi, (a & ~(kPage - 1)) + kPage);
+      const uint8_t* p = map_ + a;
+      bool nonzero = false;
+      for (uint64_t i = 0; i + 8 <= pe - a && !nonzero; i += 8) {
+        uint64_t w;
+        std::memcpy(&w, p + i, 8);
+        nonzero = w != 0;
+      }
+      if (nonzero) total += pe - a;
+      a = pe;
+    }
+  };
   // The first segment that may end above start (segments are sorted and do not overlap).
   auto it = std::upper_bound(segs_.begin(), segs_.end(), start,
                              [](uint64_t a, const Segment& s) { return a < s.vaddr + s.memsz; });
@@ -187,17 +203,18 @@ std::optional<uint64_t> CoreFile::held_bytes(uint64_t start, uint64_t end) {
     uint64_t lo = std::max(start, it->vaddr), hi = std::min(end, it->vaddr + it->filesz);
     if (lo >= hi) continue;
     auto a = static_cast<off_t>(it->offset + (lo - it->vaddr)), b = static_cast<off_t>(it->offset + (hi - it->vaddr));
+    // Holes (SEEK_DATA / SEEK_HOLE) read as zeros: skip them unread. File systems allocate in
+    // larger units than pages, so what remains is scanned page by page.
     while (a < b) {
       off_t d = ::lseek(fd_, a, SEEK_DATA);
       if (d < 0) {
-        if (errno == ENXIO) break;  // only a hole from a on
-        total += static_cast<uint64_t>(b - a);  // no SEEK_DATA here: count it all as held
+        if (errno != ENXIO) scan(static_cast<uint64_t>(a), static_cast<uint64_t>(b));  // no SEEK_DATA
         break;
       }
       if (d >= b) break;
       off_t h = ::lseek(fd_, d, SEEK_HOLE);
       if (h < 0 || h > b) h = b;
-      total += static_cast<uint64_t>(h - d);
+      scan(static_cast<uint64_t>(d), static_cast<uint64_t>(h));
       a = h;
     }
   }

@@ -45,9 +45,10 @@ class CoreFile : public MemorySource {
   const uint8_t* direct_span(uint64_t addr, uint64_t& start, uint64_t& end) override;
   void prefetch(uint64_t addr, uint64_t len) override;
   const std::vector<Region>& regions() const override { return regions_; }
-  /// The bytes of [start, end) in PT_LOAD file data that are not holes of the core file
-  /// (SEEK_DATA / SEEK_HOLE): a kernel core and heapwalk's snapshot leave pages that were not
-  /// resident as holes, gcore writes them as zeros (holes once the file is made sparse).
+  /// The bytes of [start, end) the core saved in pages that are not all zero (holes of the
+  /// file skipped unread with SEEK_DATA / SEEK_HOLE). A kernel core and heapwalk's snapshot
+  /// leave the pages that were not resident out (holes), gcore writes them as zeros: either
+  /// way they do not count; a resident page of zeros does not count either.
   std::optional<uint64_t> held_bytes(uint64_t start, uint64_t end) override;
 
   const std::vector<CoreThread>& threads() const { return threads_; }

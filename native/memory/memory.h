@@ -42,7 +42,7 @@ class MemorySource {
   /// The target's address space, sorted by start.
   virtual const std::vector<Region>& regions() const = 0;
   /// How many bytes of [start, end) the source holds as data, when it can tell (a core file:
-  /// its PT_LOAD bytes less the file's holes; nullopt otherwise).
+  /// its saved pages that are not all zero; nullopt otherwise).
   virtual std::optional<uint64_t> held_bytes(uint64_t /*start*/, uint64_t /*end*/) { return std::nullopt; }
   /// Largest contiguous readable span starting at addr (0 if unreadable); bounded by `max`.
   virtual uint64_t readable_span(uint64_t addr, uint64_t max) const;
