@@ -901,8 +901,9 @@ class NmtReader {
     s.source = probe.live() ? "pagemap" : "core";
     s.method = probe.live() ? "pages present in /proc/PID/pagemap (mincore's view: the zero page counts, "
                               "swapped-out pages do not)"
-                            : "pages the core saved that are not all zero (not resident when the core was "
-                              "written, or resident but all zero: a core cannot tell them apart)";
+                            : "pages the core saved that are not all zero (a kernel core or heapwalk's "
+                              "snapshot leaves out the pages that were not resident, gcore writes them as "
+                              "zeros; a resident page of zeros is missed)";
     constexpr uint64_t P = PageProbe::kPage;
     for (const auto& r : n_.regions) {
       if (r.index != *ts) continue;
@@ -923,8 +924,7 @@ class NmtReader {
       uint64_t lo = bottom & ~(P - 1), hi = (top + P - 1) & ~(P - 1), n = 0;
       size_t ci = above;
       probe.scan(lo, hi, [&](uint64_t a, bool resident) {
-        while (ci < r.committed_regions.size() &&
-               r.committed_regions[ci].base + r.committed_regions[ci].size <= a)
+        while (ci < r.committed_regions.size() && r.committed_regions[ci].base + r.committed_regions[ci].size <= a)
           ++ci;
         bool recorded = ci < r.committed_regions.size() && r.committed_regions[ci].base <= a;
         if (resident || recorded) n += std::min(a + P, top) - std::max(a, bottom);
