@@ -553,6 +553,8 @@ Mappings reconcile_mappings(ptmalloc::Heap* h, target::Target& t, const hotspot:
   }
   if (!java_heap_known && t.find_module([](const std::string& b) { return b == "libjvm.so"; })) {
     if (auto jh = hotspot::java_heap(t)) iv.push_back({jh->start, jh->end, group("Java heap", "jvm")});
+    for (const auto& ch : hotspot::code_heaps(t))
+      iv.push_back({ch.start, ch.end, group("code cache (CodeHeap)", "jvm")});
   }
   std::stable_sort(iv.begin(), iv.end(), [](const Labelled& a, const Labelled& b) { return a.start < b.start; });
 

@@ -79,9 +79,9 @@ constexpr size_t kMaxBucketLength = 0xFFFF;
 /// glibc's chunk size for a request (request2size, SIZE_SZ 8, MALLOC_ALIGNMENT 16, MINSIZE 32).
 constexpr uint64_t request2size(uint64_t req) { return req + 8 + 15 < 32 ? 32 : (req + 8 + 15) & ~uint64_t{15}; }
 
-/// Reads bytes from the image; when the image lacks them (a core does not save read-only file
-/// mappings), from the file the region maps.
-bool read_any(target::Target& t, uint64_t addr, void* out, size_t len) {
+}  // namespace
+
+bool read_image_or_file(target::Target& t, uint64_t addr, void* out, size_t len) {
   if (t.memory().read(addr, out, len) == len) return true;
   for (const auto& r : t.memory().regions()) {
     if (!r.contains(addr) || r.path.empty() || r.path[0] != '/') continue;
@@ -101,6 +101,10 @@ bool read_any(target::Target& t, uint64_t addr, void* out, size_t len) {
   }
   return false;
 }
+
+namespace {
+
+bool read_any(target::Target& t, uint64_t addr, void* out, size_t len) { return read_image_or_file(t, addr, out, len); }
 
 std::string read_cstring(target::Target& t, uint64_t addr, size_t max = 256) {
   std::string s;

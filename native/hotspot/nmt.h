@@ -156,6 +156,10 @@ struct Nmt {
   Diagnostics diags;
 };
 
+/// Reads bytes from the image; when the image lacks them (a core does not save read-only file
+/// mappings), from the file the region maps (under the sysroot, unless files are not used).
+bool read_image_or_file(target::Target& t, uint64_t addr, void* out, size_t len);
+
 /// Reads NMT from the target. `heap` (may be null: glibc not understood) provides the chunk
 /// walk for the header reconstruction and the glibc figures. Never throws for a target without
 /// a JVM: `found_jvm` is false and a note says so.

@@ -268,3 +268,28 @@ def test_nmt_reconciliation_never_negative(jvm, which):
     assert sum(r["bytes"] for r in lines) == rec["total mapped"]["bytes"]
     # The CDS archive is a file mapping inside NMT's "Shared class space": counted once.
     assert "CDS archive" in rec["mapped files"].get("note", "")
+
+
+def test_jvm_reservations_without_nmt(tmp_path):
+    """NMT off (the usual production JVM): the Java heap's and the code cache's reservations
+    come from vmStructs (Universe::_collectedHeap->_reserved, CodeCache::_heaps), live and in a
+    snapshot, whose read-only libjvm names are read from the file."""
+    cp = build_class()
+    fifo = tmp_path / "ready.fifo"
+    os.mkfifo(fifo)
+    rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    proc = subprocess.Popen([str(JAVA), "-XX:NativeMemoryTracking=off", "-Xint", "-XX:+UseSerialGC",
+                             "-XX:-UsePerfData", "-Xms32m", "-Xmx32m", "-XX:ReservedCodeCacheSize=24m",
+                             "-cp", str(cp), "StackLoad", str(tmp_path), str(fifo), "threads=2", "depth=10"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    hwkit.await_ready(proc, rfd, READY_TIMEOUT, "StackLoad (NMT off)")
+    try:
+        live = groups_by_label(cli_json("report", "--pid", proc.pid, "--no-classes"))
+        r = run_cli("snapshot", "--pid", proc.pid, "-o", tmp_path / "snap.core", timeout=300)
+        assert r.returncode == 0, describe(r)
+    finally:
+        stop(proc)
+    core = groups_by_label(cli_json("report", tmp_path / "snap.core", "--no-classes"))
+    for g in (live, core):
+        assert g["Java heap"]["mapped_bytes"] == 32 << 20
+        assert g["code cache (CodeHeap)"]["mapped_bytes"] == 24 << 20
