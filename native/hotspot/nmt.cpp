@@ -808,7 +808,9 @@ class NmtReader {
       }
       end = r.base + r.size;
       r.index = b[rsv_flag()];  // MEMFLAGS (low byte; 1 byte + padding in 21u, 4 bytes in 17u)
-      r.stack = call_stack(b + kRsvStack);
+      // Only detail mode records the stacks; in summary mode they are whatever the constructor
+      // left (JDK 21's FAKE_CALLSTACK leaves them uninitialised in release builds).
+      if (n_.level == "detail") r.stack = call_stack(b + kRsvStack);
       uint64_t cnode = 0;
       std::memcpy(&cnode, b + kRsvHead, 8);
       read_committed(r, cnode);
@@ -839,7 +841,7 @@ class NmtReader {
         return;
       }
       end = cr.base + cr.size;
-      cr.stack = call_stack(c + kComStack);
+      if (n_.level == "detail") cr.stack = call_stack(c + kComStack);
       r.committed += cr.size;
       r.committed_regions.push_back(std::move(cr));
       std::memcpy(&cnode, c + com_next(), 8);
@@ -872,6 +874,11 @@ class NmtReader {
         ssize_t got = e.empty() ? 0 : ::pread(fd_, e.data(), e.size() * 8, static_cast<off_t>(lo / kPage * 8));
         size_t n = got > 0 ? static_cast<size_t>(got) / 8 : 0;
         for (size_t i = 0; i < e.size(); ++i) f(lo + i * kPage, i < n && (e[i] >> 63 & 1));
+        return;
+      }
+      std::vector<uint8_t> flags;
+      if (t_.memory().nonzero_pages(lo, hi, flags)) {  // a core file: its holes skipped unread
+        for (size_t i = 0; i < flags.size(); ++i) f(lo + i * kPage, flags[i] != 0);
         return;
       }
       uint8_t buf[kPage];

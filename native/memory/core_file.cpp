@@ -177,12 +177,12 @@ void CoreFile::parse() {
   if (segs_.empty()) throw FormatError(path, "core file has no PT_LOAD segments");
 }
 
-std::optional<uint64_t> CoreFile::held_bytes(uint64_t start, uint64_t end) {
-  if (fd_ < 0) return std::nullopt;
+template <typename F>
+bool CoreFile::for_nonzero(uint64_t start, uint64_t end, F&& f) {
+  if (fd_ < 0) return false;
   constexpr uint64_t kPage = 4096;
-  uint64_t total = 0;
-  // Counts the non-zero pages of [lo, hi) (file offsets, page-aligned in a core).
-  auto scan = [&](uint64_t lo, uint64_t hi) {
+  // The non-zero pages of the file range [lo, hi) that maps to vaddr `va`.
+  auto scan = [&](uint64_t lo, uint64_t hi, uint64_t va) {
     for (uint64_t a = lo; a < hi;) {
       uint64_t pe = std::min(hi, (a & ~(kPage - 1)) + kPage);
       const uint8_t* p = map_ + a;
@@ -192,7 +192,7 @@ std::optional<uint64_t> CoreFile::held_bytes(uint64_t start, uint64_t end) {
         std::memcpy(&w, p + i, 8);
         nonzero = w != 0;
       }
-      if (nonzero) total += pe - a;
+      if (nonzero) f(va + (a - lo), pe - a);
       a = pe;
     }
   };
@@ -203,22 +203,41 @@ std::optional<uint64_t> CoreFile::held_bytes(uint64_t start, uint64_t end) {
     uint64_t lo = std::max(start, it->vaddr), hi = std::min(end, it->vaddr + it->filesz);
     if (lo >= hi) continue;
     auto a = static_cast<off_t>(it->offset + (lo - it->vaddr)), b = static_cast<off_t>(it->offset + (hi - it->vaddr));
-    // Holes (SEEK_DATA / SEEK_HOLE) read as zeros: skip them unread. File systems allocate in
-    // larger units than pages, so what remains is scanned page by page.
+    auto va = [&](off_t off) { return it->vaddr + (static_cast<uint64_t>(off) - it->offset); };
+    // Holes (SEEK_DATA / SEEK_HOLE) read as zeros: skip them unread (reading them through the
+    // mapping would fill the page cache with zeros). File systems allocate in larger units than
+    // pages, so what remains is scanned page by page.
     while (a < b) {
       off_t d = ::lseek(fd_, a, SEEK_DATA);
       if (d < 0) {
-        if (errno != ENXIO) scan(static_cast<uint64_t>(a), static_cast<uint64_t>(b));  // no SEEK_DATA
+        if (errno != ENXIO) scan(static_cast<uint64_t>(a), static_cast<uint64_t>(b), va(a));  // no SEEK_DATA
         break;
       }
       if (d >= b) break;
       off_t h = ::lseek(fd_, d, SEEK_HOLE);
       if (h < 0 || h > b) h = b;
-      scan(static_cast<uint64_t>(d), static_cast<uint64_t>(h));
+      scan(static_cast<uint64_t>(d), static_cast<uint64_t>(h), va(d));
       a = h;
     }
   }
+  return true;
+}
+
+std::optional<uint64_t> CoreFile::held_bytes(uint64_t start, uint64_t end) {
+  uint64_t total = 0;
+  if (!for_nonzero(start, end, [&](uint64_t, uint64_t n) { total += n; })) return std::nullopt;
   return total;
+}
+
+bool CoreFile::nonzero_pages(uint64_t start, uint64_t end, std::vector<uint8_t>& out) {
+  std::vector<uint8_t> flags((end - start) / 4096, 0);
+  if (!for_nonzero(start, end, [&](uint64_t a, uint64_t) {
+        uint64_t i = (a - start) / 4096;
+        if (i < flags.size()) flags[i] = 1;
+      }))
+    return false;
+  out = std::move(flags);
+  return true;
 }
 
 CoreFile::~CoreFile() {
