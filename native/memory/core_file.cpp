@@ -181,10 +181,12 @@ template <typename F>
 bool CoreFile::for_nonzero(uint64_t start, uint64_t end, F&& f) {
   if (fd_ < 0) return false;
   constexpr uint64_t kPage = 4096;
-  // The non-zero pages of the file range [lo, hi) that maps to vaddr `va`.
+  // The non-zero pages of the file range [lo, hi) that maps to vaddr `va`. Pages are the
+  // target's (by address): gcore does not align segments' file offsets to pages.
   auto scan = [&](uint64_t lo, uint64_t hi, uint64_t va) {
     for (uint64_t a = lo; a < hi;) {
-      uint64_t pe = std::min(hi, (a & ~(kPage - 1)) + kPage);
+      uint64_t at = va + (a - lo);
+      uint64_t pe = std::min(hi, a + ((at & ~(kPage - 1)) + kPage - at));
       const uint8_t* p = map_ + a;
       bool nonzero = false;
       for (uint64_t i = 0; i + 8 <= pe - a && !nonzero; i += 8) {
@@ -192,7 +194,7 @@ bool CoreFile::for_nonzero(uint64_t start, uint64_t end, F&& f) {
         std::memcpy(&w, p + i, 8);
         nonzero = w != 0;
       }
-      if (nonzero) f(va + (a - lo), pe - a);
+      if (nonzero) f(at, pe - a);
       a = pe;
     }
   };
