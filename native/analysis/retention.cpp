@@ -14,6 +14,7 @@
 #include <tuple>
 
 #include "hotspot/nmt.h"
+#include "hotspot/vmstructs.h"
 #include "memory/memory.h"
 #include "ptmalloc/layout.h"
 
@@ -463,6 +464,23 @@ std::string base_name(const std::string& p) {
   return s == std::string::npos ? p : p.substr(s + 1);
 }
 
+/// The group an NMT category's reserved regions go to: the JVM's own names for the large
+/// reservations (what `-XX:` flags size), "NMT <category>" for the rest.
+std::pair<std::string, std::string> jvm_label(const std::string& cat) {
+  static const std::map<std::string, std::string> names = {
+      {"Java Heap", "Java heap"},
+      {"Class", "class space (compressed class space)"},
+      {"Metaspace", "metaspace"},
+      {"Code", "code cache (CodeHeap)"},
+      {"Shared class space", "CDS archive (shared class space)"},
+      {"GC", "GC data (card table, bitmaps)"},
+  };
+  if (cat == "Thread Stack") return {"thread stacks", "stack"};
+  auto it = names.find(cat);
+  if (it != names.end()) return {it->second, "jvm"};
+  return {"NMT " + cat, "nmt"};
+}
+
 }  // namespace
 
 Mappings reconcile_mappings(ptmalloc::Heap* h, target::Target& t, const hotspot::Nmt* nmt) {
@@ -526,11 +544,21 @@ Mappings reconcile_mappings(ptmalloc::Heap* h, target::Target& t, const hotspot:
       }
     }
   }
+  // JVM reservations, named by what the image tells: NMT's reserved regions (level summary or
+  // detail) carry their category; without them the Java heap's bounds come from vmStructs.
+  bool java_heap_known = false;
   if (nmt) {
     for (const auto& r : nmt->regions) {
       std::string cat = r.index < nmt->raw.size() ? nmt->raw[r.index].name : std::to_string(r.index);
-      iv.push_back({r.base, r.base + r.size, group("NMT " + cat, "nmt")});
+      auto [label, kind] = jvm_label(cat);
+      if (cat == "Java Heap") java_heap_known = true;
+      iv.push_back({r.base, r.base + r.size, group(label, kind)});
     }
+  }
+  if (!java_heap_known && t.find_module([](const std::string& b) { return b == "libjvm.so"; })) {
+    if (auto jh = hotspot::java_heap(t)) iv.push_back({jh->start, jh->end, group("Java heap", "jvm")});
+    for (const auto& ch : hotspot::code_heaps(t))
+      iv.push_back({ch.start, ch.end, group("code cache (CodeHeap)", "jvm")});
   }
   std::stable_sort(iv.begin(), iv.end(), [](const Labelled& a, const Labelled& b) { return a.start < b.start; });
 
@@ -571,6 +599,15 @@ Mappings reconcile_mappings(ptmalloc::Heap* h, target::Target& t, const hotspot:
       m.resident_source = "/proc/PID/smaps Rss per mapping; mappings split between groups by pagemap";
     }
   }
+  // A core: what it holds, the saved pages that are not all zero (a kernel core and heapwalk's
+  // snapshot leave out the pages that were not resident, gcore writes them as zeros).
+  bool held = !live && !regions.empty() && mem.held_bytes(regions.front().start, regions.front().end).has_value();
+  if (held) {
+    m.resident = 0;
+    m.resident_source =
+        "core: the pages it saved that are not all zero (pages that were not resident are holes in a kernel "
+        "core or a heapwalk snapshot and zeros in a gcore core; a resident page of zeros is not counted)";
+  }
   auto add = [&](size_t g, uint64_t lo, uint64_t hi, std::optional<uint64_t> resident, bool write) {
     if (hi <= lo) return;
     groups[g].mapped += hi - lo;
@@ -604,6 +641,7 @@ Mappings reconcile_mappings(ptmalloc::Heap* h, target::Target& t, const hotspot:
     if (cur < r.end) parts.emplace_back(cur, r.end, dg);
     std::optional<uint64_t> whole_rss;
     if (auto f = rss.find(r.start); f != rss.end()) whole_rss = f->second;
+    if (held) whole_rss = mem.held_bytes(r.start, r.end);
     if (whole_rss && m.resident) *m.resident += *whole_rss;
     bool single = true;
     for (const auto& [s, e, g] : parts) {
@@ -619,6 +657,8 @@ Mappings reconcile_mappings(ptmalloc::Heap* h, target::Target& t, const hotspot:
       if (whole_rss && pm) {
         uint64_t lo = align_down(s, page), hi = align_up(e, page);
         res = pm->query(lo, hi - lo, page).resident;
+      } else if (held) {
+        res = mem.held_bytes(s, e);
       }
       add(g, s, e, res, r.write);
     }

@@ -519,6 +519,18 @@ class PyTarget {
     return d;
   }
 
+  static py::dict stacks_dict(const hotspot::StackResidency& s) {
+    py::dict d;
+    d["source"] = s.source;
+    d["method"] = s.method;
+    d["regions"] = s.regions;
+    d["reserved"] = s.reserved;
+    d["committed_nmt"] = s.nmt_committed;
+    d["committed"] = s.committed;
+    d["guard"] = s.guard;
+    return d;
+  }
+
   static py::dict rc(uint64_t reserved, uint64_t committed) {
     py::dict d;
     d["reserved"] = reserved;
@@ -566,12 +578,16 @@ class PyTarget {
       if (r.mmap_peak) c["mmap"]["peak"] = *r.mmap_peak;
       if (r.stack_reserved) c["stack"] = rc(*r.stack_reserved, *r.stack_committed);
       if (r.stack_reserved && r.stack_peak) c["stack"]["peak"] = *r.stack_peak;
+      if (r.stack_reserved && r.stack_committed_now) c["stack"]["committed_now"] = *r.stack_committed_now;
+      if (r.committed_now) c["committed_now"] = *r.committed_now;
       if (r.stack_reserved) c["threads"] = r.threads ? py::object(py::int_(*r.threads)) : py::object(py::none());
       if (r.tracking_overhead) c["tracking_overhead"] = *r.tracking_overhead;
       cats.append(c);
     }
     d["categories"] = cats;
+    d["thread_stacks"] = n.stacks ? py::object(stacks_dict(*n.stacks)) : py::object(py::none());
     py::dict total = rc(n.total_reserved, n.total_committed);
+    if (n.stacks) total["committed_now"] = n.total_committed_now;
     total["malloc"] = counter_dict(n.total_malloc, std::nullopt);
     total["mmap"] = rc(n.total_mmap_reserved, n.total_mmap_committed);
     d["total"] = total;
@@ -633,10 +649,11 @@ class PyTarget {
     }
     // Reconciliation of the address space (mapped bytes), line by line.
     py::list rec;
-    auto line = [&](const char* what, int64_t bytes) {
+    auto line = [&](const char* what, int64_t bytes, const std::string& note = "") {
       py::dict x;
       x["what"] = ustr(what);
       x["bytes"] = bytes;
+      if (!note.empty()) x["note"] = note;
       rec.append(x);
     };
     if (n.found_jvm) {
@@ -650,8 +667,25 @@ class PyTarget {
       int64_t tail = n.glibc_ok ? static_cast<int64_t>(n.glibc.heap_reserve_tail) : 0;
       line("glibc heaps reserved beyond system bytes", tail);
       line("glibc mmapped chunks", glibc_mm);
-      line("mapped files", static_cast<int64_t>(n.mapped_files));
-      line("other anonymous", static_cast<int64_t>(n.mapped_anon) - nmt_vm - glibc_sys - tail - glibc_mm);
+      // NMT's regions that map files (the CDS archive) are in NMT's lines already; what NMT
+      // reserves in anonymous memory comes out of the anonymous total (by region when the
+      // region list was read, else NMT's total less the files known to be NMT's).
+      int64_t in_files = static_cast<int64_t>(n.nmt_in_files);
+      int64_t in_anon = n.nmt_by_region ? static_cast<int64_t>(n.nmt_in_anon) : nmt_vm - in_files;
+      line("mapped files", static_cast<int64_t>(n.mapped_files) - in_files,
+           in_files ? "not counting " + std::to_string(in_files) +
+                          " bytes of files mapped inside NMT's regions (the CDS archive), counted above"
+                    : "");
+      int64_t other = static_cast<int64_t>(n.mapped_anon) - in_anon - glibc_sys - tail - glibc_mm;
+      int64_t unmapped = n.nmt_by_region ? nmt_vm - in_files - in_anon : 0;
+      std::string why;
+      if (other < 0)
+        why = "the figures above exceed the anonymous mappings by " + std::to_string(-other) +
+              " bytes (shown as 0): glibc's or NMT's accounting covers memory the address space no longer maps";
+      if (unmapped > 0)
+        why += std::string(why.empty() ? "" : "; ") + "NMT's regions include " + std::to_string(unmapped) +
+               " bytes that are not mapped, so the lines add up to more than the total";
+      line("other anonymous", std::max<int64_t>(other, 0), why);
       line("total mapped", static_cast<int64_t>(n.mapped));
     }
     d["reconciliation"] = rec;
@@ -1026,12 +1060,15 @@ class PyTarget {
         c["name"] = ustr(row.name);
         c["reserved"] = row.reserved;
         c["committed"] = row.committed;
+        if (row.committed_now) c["committed_now"] = *row.committed_now;
         c["malloc"] = row.malloc.bytes;
         cats.append(c);
       }
       j["categories"] = cats;
       j["total_reserved"] = n.total_reserved;
       j["total_committed"] = n.total_committed;
+      if (n.stacks) j["total_committed_now"] = n.total_committed_now;
+      j["thread_stacks"] = n.stacks ? py::object(stacks_dict(*n.stacks)) : py::object(py::none());
       j["malloc_bytes"] = n.total_malloc.bytes;
       j["untracked_malloc"] =
           n.headers_walked ? py::object(counter_dict(n.untracked, std::nullopt)) : py::object(py::none());

@@ -79,9 +79,9 @@ constexpr size_t kMaxBucketLength = 0xFFFF;
 /// glibc's chunk size for a request (request2size, SIZE_SZ 8, MALLOC_ALIGNMENT 16, MINSIZE 32).
 constexpr uint64_t request2size(uint64_t req) { return req + 8 + 15 < 32 ? 32 : (req + 8 + 15) & ~uint64_t{15}; }
 
-/// Reads bytes from the image; when the image lacks them (a core does not save read-only file
-/// mappings), from the file the region maps.
-bool read_any(target::Target& t, uint64_t addr, void* out, size_t len) {
+}  // namespace
+
+bool read_image_or_file(target::Target& t, uint64_t addr, void* out, size_t len) {
   if (t.memory().read(addr, out, len) == len) return true;
   for (const auto& r : t.memory().regions()) {
     if (!r.contains(addr) || r.path.empty() || r.path[0] != '/') continue;
@@ -101,6 +101,10 @@ bool read_any(target::Target& t, uint64_t addr, void* out, size_t len) {
   }
   return false;
 }
+
+namespace {
+
+bool read_any(target::Target& t, uint64_t addr, void* out, size_t len) { return read_image_or_file(t, addr, out, len); }
 
 std::string read_cstring(target::Target& t, uint64_t addr, size_t max = 256) {
   std::string s;
@@ -485,10 +489,12 @@ class NmtReader {
     for (size_t i = 0; i < ntypes; ++i) index_[names[i]] = static_cast<unsigned>(i);
     if (n_.level == "off" || n_.level == "unknown" || n_.level == "minimal") return;
     summarize();
-    if (detail_ && n_.level == "detail") {
-      read_sites();
-      read_regions();
-    }
+    if (detail_ && n_.level == "detail") read_sites();
+    // The reserved regions exist from level summary on (VirtualMemoryTracker::initialize /
+    // late_initialize allocate _reserved_regions when level >= NMT_summary, jdk11u-21u); in
+    // summary mode their call stacks are empty.
+    read_regions();
+    stack_residency();
   }
 
   /// sizeof(NativeCallStack) and the malloc site entry's layout, from the sizes of MallocSiteTable's
@@ -725,12 +731,12 @@ class NmtReader {
   /// The NativeCallStack at `b` (kStackBytes readable): frames up to the first null pc, each
   /// symbolised by the one Symbolizer of this read (malloc sites and regions share its tables).
   CallStack call_stack(const uint8_t* b) {
-    if (!symbolizer_) symbolizer_ = std::make_unique<Symbolizer>(t_);
     CallStack s;
     for (size_t f = 0; f < kStackDepth; ++f) {
       uint64_t pc = 0;
       std::memcpy(&pc, b + f * 8, 8);
       if (!pc) break;
+      if (!symbolizer_) symbolizer_ = std::make_unique<Symbolizer>(t_);  // summary mode: none
       s.frames.push_back(pc);
       s.symbols.push_back(symbolizer_->describe(pc));
     }
@@ -802,7 +808,9 @@ class NmtReader {
       }
       end = r.base + r.size;
       r.index = b[rsv_flag()];  // MEMFLAGS (low byte; 1 byte + padding in 21u, 4 bytes in 17u)
-      r.stack = call_stack(b + kRsvStack);
+      // Only detail mode records the stacks; in summary mode they are whatever the constructor
+      // left (JDK 21's FAKE_CALLSTACK leaves them uninitialised in release builds).
+      if (n_.level == "detail") r.stack = call_stack(b + kRsvStack);
       uint64_t cnode = 0;
       std::memcpy(&cnode, b + kRsvHead, 8);
       read_committed(r, cnode);
@@ -833,11 +841,116 @@ class NmtReader {
         return;
       }
       end = cr.base + cr.size;
-      cr.stack = call_stack(c + kComStack);
+      if (n_.level == "detail") cr.stack = call_stack(c + kComStack);
       r.committed += cr.size;
       r.committed_regions.push_back(std::move(cr));
       std::memcpy(&cnode, c + com_next(), 8);
     }
+  }
+
+  /// Whether each page of [lo, hi) is resident, the way jcmd's mincore probe would see it:
+  /// live, the present bit of /proc/PID/pagemap (mincore counts a page mapped to the shared
+  /// zero page as resident too, and a swapped-out page as not); in a core, a page the core
+  /// saved that is not all zero (a kernel core and heapwalk's snapshot leave pages that were
+  /// not resident as holes, gcore writes them as zeros; a resident page of zeros is missed).
+  class PageProbe {
+   public:
+    explicit PageProbe(target::Target& t) : t_(t) {
+      if (t.kind() == target::Target::Kind::Live && t.pid() > 0) {
+        fd_ = ::open(("/proc/" + std::to_string(t.pid()) + "/pagemap").c_str(), O_RDONLY | O_CLOEXEC);
+      }
+    }
+    ~PageProbe() {
+      if (fd_ >= 0) ::close(fd_);
+    }
+    PageProbe(const PageProbe&) = delete;
+    PageProbe& operator=(const PageProbe&) = delete;
+    bool live() const { return fd_ >= 0; }
+    /// Calls f(page address, resident) for every page of [lo, hi) (page aligned).
+    template <typename F>
+    void scan(uint64_t lo, uint64_t hi, F&& f) {
+      if (fd_ >= 0) {
+        std::vector<uint64_t> e((hi - lo) / kPage);
+        ssize_t got = e.empty() ? 0 : ::pread(fd_, e.data(), e.size() * 8, static_cast<off_t>(lo / kPage * 8));
+        size_t n = got > 0 ? static_cast<size_t>(got) / 8 : 0;
+        for (size_t i = 0; i < e.size(); ++i) f(lo + i * kPage, i < n && (e[i] >> 63 & 1));
+        return;
+      }
+      std::vector<uint8_t> flags;
+      if (t_.memory().nonzero_pages(lo, hi, flags)) {  // a core file: its holes skipped unread
+        for (size_t i = 0; i < flags.size(); ++i) f(lo + i * kPage, flags[i] != 0);
+        return;
+      }
+      uint8_t buf[kPage];
+      for (uint64_t a = lo; a < hi; a += kPage) {
+        const uint8_t* p = t_.memory().direct(a, kPage);
+        if (!p && t_.memory().read(a, buf, kPage) == kPage) p = buf;
+        bool nonzero = false;
+        for (size_t i = 0; p && i < kPage && !nonzero; i += 8) {
+          uint64_t w;
+          std::memcpy(&w, p + i, 8);
+          nonzero = w != 0;
+        }
+        f(a, nonzero);
+      }
+    }
+    static constexpr uint64_t kPage = 4096;
+
+   private:
+    target::Target& t_;
+    int fd_ = -1;
+  };
+
+  /// StackResidency: every mtThreadStack region probed as SnapshotThreadStackWalker does.
+  /// Committed parts already recorded stay committed (add_committed_region only adds).
+  void stack_residency() {
+    auto ts = idx("Thread Stack");
+    auto thread = idx("Thread");
+    if (!ts || !thread || n_.regions.empty()) return;
+    PageProbe probe(t_);
+    StackResidency s;
+    s.source = probe.live() ? "pagemap" : "core";
+    s.method = probe.live() ? "pages present in /proc/PID/pagemap (mincore's view: the zero page counts, "
+                              "swapped-out pages do not)"
+                            : "pages the core saved that are not all zero (a kernel core or heapwalk's "
+                              "snapshot leaves out the pages that were not resident, gcore writes them as "
+                              "zeros; a resident page of zeros is missed)";
+    constexpr uint64_t P = PageProbe::kPage;
+    for (const auto& r : n_.regions) {
+      if (r.index != *ts) continue;
+      ++s.regions;
+      s.reserved += r.size;
+      s.nmt_committed += r.committed;
+      const uint64_t top = r.base + r.size;
+      // thread_stack_uncommitted_bottom(): the committed parts that end below the top are
+      // the guard zones HotSpot committed; the probe starts above the last of them.
+      uint64_t bottom = r.base, guard = 0;
+      size_t above = 0;
+      for (; above < r.committed_regions.size(); ++above) {
+        const auto& c = r.committed_regions[above];
+        if (c.base + c.size >= top) break;
+        bottom = c.base + c.size;
+        guard += c.size;
+      }
+      uint64_t lo = bottom & ~(P - 1), hi = (top + P - 1) & ~(P - 1), n = 0;
+      size_t ci = above;
+      probe.scan(lo, hi, [&](uint64_t a, bool resident) {
+        while (ci < r.committed_regions.size() && r.committed_regions[ci].base + r.committed_regions[ci].size <= a)
+          ++ci;
+        bool recorded = ci < r.committed_regions.size() && r.committed_regions[ci].base <= a;
+        if (resident || recorded) n += std::min(a + P, top) - std::max(a, bottom);
+      });
+      s.guard += guard;
+      s.committed += guard + n;
+    }
+    if (!s.regions) return;
+    for (auto& row : n_.rows) {
+      if (row.index != *thread || !row.stack_committed) continue;
+      row.stack_committed_now = s.committed;
+      row.committed_now = row.committed - *row.stack_committed + s.committed;
+    }
+    n_.total_committed_now = n_.total_committed - n_.raw[*ts].vm_committed + s.committed;
+    n_.stacks = s;
   }
 
   void glibc_figures() {
@@ -1032,15 +1145,31 @@ class NmtReader {
     for (const auto& [s, c] : chosen.untracked_sizes) n_.untracked_sizes.emplace_back(s, c);
   }
 
+  /// Mapped bytes, split into files and anonymous memory, and how much of NMT's reserved
+  /// regions lies in each: NMT reserves some ranges that are file mappings (CDS maps its
+  /// archive, classes.jsa, into the "Shared class space" reservation), so counting NMT's
+  /// reserved bytes and the mapped files separately counts those twice.
   void address_space() {
+    const auto& rs = n_.regions;
+    bool by_region = !rs.empty();
     for (const auto& r : t_.memory().regions()) {
       uint64_t len = r.end - r.start;
       n_.mapped += len;
-      if (!r.path.empty() && r.path[0] == '/')
-        n_.mapped_files += len;
-      else
-        n_.mapped_anon += len;
+      bool file = !r.path.empty() && r.path[0] == '/';
+      (file ? n_.mapped_files : n_.mapped_anon) += len;
+      uint64_t in = 0;
+      if (by_region) {
+        // Regions are sorted and disjoint: the first that ends above r.start, onwards.
+        auto it = std::upper_bound(rs.begin(), rs.end(), r.start,
+                                   [](uint64_t a, const VmRegion& v) { return a < v.base + v.size; });
+        for (; it != rs.end() && it->base < r.end; ++it)
+          in += std::min(r.end, it->base + it->size) - std::max(r.start, it->base);
+      } else if (file && n_.tables && r.path.size() > 4 && r.path.compare(r.path.size() - 4, 4, ".jsa") == 0) {
+        in = len;  // no region list: a CDS archive mapping is NMT's "Shared class space"
+      }
+      (file ? n_.nmt_in_files : n_.nmt_in_anon) += in;
     }
+    n_.nmt_by_region = by_region;
   }
 
   target::Target& t_;

@@ -42,6 +42,30 @@ struct Row {
   std::optional<uint64_t> mmap_peak, stack_peak;  ///< VirtualMemory::_peak_size (JDK 21)
   /// Thread: the stacks (Thread Stack category) folded in; NMT: the malloc headers.
   std::optional<uint64_t> stack_reserved, stack_committed, threads, tracking_overhead;
+  /// Thread: the stacks' committed bytes computed now, as the next jcmd would record them
+  /// (`StackResidency`); `committed_now` is `committed` with that figure in place of NMT's.
+  std::optional<uint64_t> stack_committed_now, committed_now;
+};
+
+/// Thread stacks' committed bytes computed the way jcmd's report computes them, from the
+/// image instead of NMT's stale record. NMT does not track stack growth: the committed parts
+/// of a thread stack in the image are what the last report (jcmd VM.native_memory, or the
+/// thread's creation: HotSpot commits its guard zones) recorded. Each report first runs
+/// VirtualMemoryTracker::snapshot_thread_stacks(), which for every mtThreadStack region probes
+/// [thread_stack_uncommitted_bottom(), top) page by page with mincore (os::committed_in_range,
+/// src/hotspot/os/posix/os_posix.cpp; RegionIterator and SnapshotThreadStackWalker in
+/// src/hotspot/share/services/virtualMemoryTracker.cpp, openjdk/jdk17u jdk-17.0.x and jdk21u
+/// jdk-21.0.x) and adds each resident run as a committed region; the bottom is the top of the
+/// committed parts that end below the region's top (the guard zones).
+struct StackResidency {
+  /// "pagemap" (live: present pages, as mincore counts them) or "core" (pages the core saved
+  /// that are not all zero).
+  std::string source;
+  std::string method;  ///< one sentence: how a page was judged resident
+  uint64_t regions = 0, reserved = 0;
+  uint64_t nmt_committed = 0;  ///< Σ committed parts in the image (NMT's figure)
+  uint64_t committed = 0;      ///< computed: guard parts + resident pages above them
+  uint64_t guard = 0;          ///< committed parts below the probed range (guard zones)
 };
 
 /// A NativeCallStack of detail mode: up to 4 return addresses (the first null ends it) and
@@ -114,15 +138,27 @@ struct Nmt {
   GlibcFigures glibc;
   bool glibc_ok = false;
 
-  // detail
+  // detail (regions: also in summary mode, where their stacks are empty)
   std::vector<MallocSite> sites;
   std::vector<VmRegion> regions;
 
+  /// Thread stacks' residency computed now (reserved regions read, level summary or detail).
+  std::optional<StackResidency> stacks;
+  uint64_t total_committed_now = 0;  ///< total_committed with the computed stack figure
+
   // address space
   uint64_t mapped = 0, mapped_files = 0, mapped_anon = 0;
+  /// NMT reserved bytes lying in file / anonymous mappings: from the region list when read
+  /// (`nmt_by_region`), else only the CDS archive's file mappings (*.jsa) are known.
+  uint64_t nmt_in_files = 0, nmt_in_anon = 0;
+  bool nmt_by_region = false;
 
   Diagnostics diags;
 };
+
+/// Reads bytes from the image; when the image lacks them (a core does not save read-only file
+/// mappings), from the file the region maps (under the sysroot, unless files are not used).
+bool read_image_or_file(target::Target& t, uint64_t addr, void* out, size_t len);
 
 /// Reads NMT from the target. `heap` (may be null: glibc not understood) provides the chunk
 /// walk for the header reconstruction and the glibc figures. Never throws for a target without

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "target/target.h"
 
@@ -24,5 +25,10 @@ struct JavaHeap {
 /// The Java heap of a JVM target, or nullopt (not a JVM, libjvm's file unreadable, tables not
 /// found); `why` says which. Reads at most a few thousand small pieces of the image.
 std::optional<JavaHeap> java_heap(target::Target& t, std::string* why = nullptr);
+
+/// The code cache's CodeHeaps (`CodeCache::_heaps`, a GrowableArray<CodeHeap*>; each heap's
+/// `_memory` VirtualSpace `[_low_boundary, _high_boundary)`, vmStructs entries in jdk17u and
+/// jdk21u), reserved ranges in the array's order; empty when not found.
+std::vector<JavaHeap> code_heaps(target::Target& t);
 
 }  // namespace heapwalk::hotspot

@@ -206,6 +206,71 @@ void CoreFile::parse() {
   if (segs_.empty()) throw FormatError(path, "core file has no PT_LOAD segments");
 }
 
+template <typename F>
+bool CoreFile::for_nonzero(uint64_t start, uint64_t end, F&& f) {
+  if (fd_ < 0) return false;
+  constexpr uint64_t kPage = 4096;
+  // The non-zero pages of the file range [lo, hi) that maps to vaddr `va`. Pages are the
+  // target's (by address): gcore does not align segments' file offsets to pages.
+  auto scan = [&](uint64_t lo, uint64_t hi, uint64_t va) {
+    for (uint64_t a = lo; a < hi;) {
+      uint64_t at = va + (a - lo);
+      uint64_t pe = std::min(hi, a + ((at & ~(kPage - 1)) + kPage - at));
+      const uint8_t* p = map_ + a;
+      bool nonzero = false;
+      for (uint64_t i = 0; i + 8 <= pe - a && !nonzero; i += 8) {
+        uint64_t w;
+        std::memcpy(&w, p + i, 8);
+        nonzero = w != 0;
+      }
+      if (nonzero) f(at, pe - a);
+      a = pe;
+    }
+  };
+  // The first segment that may end above start (segments are sorted and do not overlap).
+  auto it = std::upper_bound(segs_.begin(), segs_.end(), start,
+                             [](uint64_t a, const Segment& s) { return a < s.vaddr + s.memsz; });
+  for (; it != segs_.end() && it->vaddr < end; ++it) {
+    uint64_t lo = std::max(start, it->vaddr), hi = std::min(end, it->vaddr + it->filesz);
+    if (lo >= hi) continue;
+    auto a = static_cast<off_t>(it->offset + (lo - it->vaddr)), b = static_cast<off_t>(it->offset + (hi - it->vaddr));
+    auto va = [&](off_t off) { return it->vaddr + (static_cast<uint64_t>(off) - it->offset); };
+    // Holes (SEEK_DATA / SEEK_HOLE) read as zeros: skip them unread (reading them through the
+    // mapping would fill the page cache with zeros). File systems allocate in larger units than
+    // pages, so what remains is scanned page by page.
+    while (a < b) {
+      off_t d = ::lseek(fd_, a, SEEK_DATA);
+      if (d < 0) {
+        if (errno != ENXIO) scan(static_cast<uint64_t>(a), static_cast<uint64_t>(b), va(a));  // no SEEK_DATA
+        break;
+      }
+      if (d >= b) break;
+      off_t h = ::lseek(fd_, d, SEEK_HOLE);
+      if (h < 0 || h > b) h = b;
+      scan(static_cast<uint64_t>(d), static_cast<uint64_t>(h), va(d));
+      a = h;
+    }
+  }
+  return true;
+}
+
+std::optional<uint64_t> CoreFile::held_bytes(uint64_t start, uint64_t end) {
+  uint64_t total = 0;
+  if (!for_nonzero(start, end, [&](uint64_t, uint64_t n) { total += n; })) return std::nullopt;
+  return total;
+}
+
+bool CoreFile::nonzero_pages(uint64_t start, uint64_t end, std::vector<uint8_t>& out) {
+  std::vector<uint8_t> flags((end - start) / 4096, 0);
+  if (!for_nonzero(start, end, [&](uint64_t a, uint64_t) {
+        uint64_t i = (a - start) / 4096;
+        if (i < flags.size()) flags[i] = 1;
+      }))
+    return false;
+  out = std::move(flags);
+  return true;
+}
+
 CoreFile::~CoreFile() {
   if (guarded_) util::unguard_mapping(map_);
   if (map_) ::munmap(const_cast<uint8_t*>(map_), size_);

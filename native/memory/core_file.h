@@ -45,6 +45,12 @@ class CoreFile : public MemorySource {
   const uint8_t* direct_span(uint64_t addr, uint64_t& start, uint64_t& end) override;
   void prefetch(uint64_t addr, uint64_t len) override;
   const std::vector<Region>& regions() const override { return regions_; }
+  /// The bytes of [start, end) the core saved in pages that are not all zero (holes of the
+  /// file skipped unread with SEEK_DATA / SEEK_HOLE). A kernel core and heapwalk's snapshot
+  /// leave the pages that were not resident out (holes), gcore writes them as zeros: either
+  /// way they do not count; a resident page of zeros does not count either.
+  std::optional<uint64_t> held_bytes(uint64_t start, uint64_t end) override;
+  bool nonzero_pages(uint64_t start, uint64_t end, std::vector<uint8_t>& out) override;
 
   const std::vector<CoreThread>& threads() const { return threads_; }
   const std::vector<FileMapping>& files() const { return files_; }
@@ -58,6 +64,9 @@ class CoreFile : public MemorySource {
     uint64_t vaddr, memsz, offset, filesz;  // filesz already clipped to the file's size
   };
   const Segment* find(uint64_t addr) const;
+  /// Calls f(address, bytes) for each non-zero piece of [start, end), at most a page each.
+  template <typename F>
+  bool for_nonzero(uint64_t start, uint64_t end, F&& f);
   void parse_notes(const uint8_t* p, size_t n);
   void parse();  // the headers and notes of map_ (unmaps it and closes fd_ when it throws)
 

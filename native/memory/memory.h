@@ -41,6 +41,12 @@ class MemorySource {
   virtual void prefetch(uint64_t /*addr*/, uint64_t /*len*/) {}
   /// The target's address space, sorted by start.
   virtual const std::vector<Region>& regions() const = 0;
+  /// How many bytes of [start, end) the source holds as data, when it can tell (a core file:
+  /// its saved pages that are not all zero; nullopt otherwise).
+  virtual std::optional<uint64_t> held_bytes(uint64_t /*start*/, uint64_t /*end*/) { return std::nullopt; }
+  /// One flag per 4 KiB page of [start, end) (page aligned): the source holds the page and it
+  /// is not all zero. False when the source cannot tell (then `out` is untouched).
+  virtual bool nonzero_pages(uint64_t /*start*/, uint64_t /*end*/, std::vector<uint8_t>& /*out*/) { return false; }
   /// Largest contiguous readable span starting at addr (0 if unreadable); bounded by `max`.
   virtual uint64_t readable_span(uint64_t addr, uint64_t max) const;
 };

@@ -240,6 +240,9 @@ def _totals(a: Record, b: Record) -> List[Record]:
     out = []
     for what, path in rows:
         va, vb = _get(a, *path), _get(b, *path)
+        if path == ("nmt", "total_committed"):  # with the thread stacks computed now
+            va = _get(a, "nmt", "total_committed_now") or va
+            vb = _get(b, "nmt", "total_committed_now") or vb
         if va is None and vb is None:
             continue
         out.append(_total(what, va, vb))
@@ -285,8 +288,9 @@ def _nmt_rows(doc: Record) -> List[Record]:
     rows = []
     for c in _get(doc, "nmt", "categories") or []:
         m = c.get("malloc")
+        # Thread: the stacks' committed bytes computed now, not NMT's stale record of them.
         rows.append({"name": c.get("name"), "reserved": c.get("reserved"),
-                     "committed": c.get("committed"),
+                     "committed": c.get("committed_now", c.get("committed")),
                      "malloc": m.get("bytes") if isinstance(m, dict) else m})
     return rows
 

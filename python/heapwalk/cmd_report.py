@@ -313,8 +313,8 @@ def verdict(doc: Record) -> List[Record]:
     return out
 
 
-def render_report(doc: Record, style: Style = render.PLAIN) -> List[str]:
-    """Text for ``report``."""
+def render_report(doc: Record, style: Style = render.PLAIN, show_all: bool = False) -> List[str]:
+    """Text for ``report``; ``show_all``: every mapping group, not only the largest."""
     tgt = doc.get("target") or {}
     glibc = doc.get("glibc") or {}
     ret = doc.get("retention") or {}
@@ -326,14 +326,15 @@ def render_report(doc: Record, style: Style = render.PLAIN) -> List[str]:
     # Mappings
     out.append("")
     live = maps.get("resident_bytes") is not None
+    src = "smaps/pagemap" if tgt.get("kind") == "live" else "what the core holds"
     out.append(style.paint("bold", "address space by group") +
-               (" (resident from smaps/pagemap)" if live else ""))
-    groups = sorted(maps.get("groups", []), key=lambda g: -g.get("mapped_bytes", 0))
-    shown, rest = groups[:TEXT_GROUPS], groups[TEXT_GROUPS:]
+               (" (by resident bytes: %s)" % src if live else ""))
+    groups = render.sort_groups(maps.get("groups", []))
+    shown, rest = (groups, []) if show_all else (groups[:TEXT_GROUPS], groups[TEXT_GROUPS:])
     rows = [[g["label"], _hs(g["mapped_bytes"]), _hs(g.get("resident_bytes")) if live else "-",
              str(g.get("regions", 0))] for g in shown]
     if rest:
-        rows.append(["%d more groups" % len(rest), _hs(sum(g["mapped_bytes"] for g in rest)),
+        rows.append(["%d more groups (--all lists them)" % len(rest), _hs(sum(g["mapped_bytes"] for g in rest)),
                      _hs(sum(g.get("resident_bytes") or 0 for g in rest)) if live else "-",
                      str(sum(g.get("regions", 0) for g in rest))])
     rows.append(["total", _hs(maps.get("mapped_bytes")), _hs(maps.get("resident_bytes")) if live else "-",
@@ -466,9 +467,10 @@ class Report(Command):
     name = "report"
     summary = "one screen: memory by mapping group, glibc retention and trim, verdict"
     description = ("Reconcile the process's memory: its mappings grouped and labelled (glibc "
-                   "main heap, each arena's heaps, mmapped chunks, NMT regions, thread stacks, "
-                   "program, libraries, files, other anonymous) summing to the mapped total "
-                   "(live: with resident bytes); glibc's in-use / free / trimmable split, "
+                   "main heap, each arena's heaps, mmapped chunks, thread stacks, the JVM's "
+                   "Java heap, class space, metaspace and code cache, program, libraries, files, "
+                   "other anonymous) summing to the mapped total, largest resident first (live: "
+                   "smaps; a core: the pages it holds); glibc's in-use / free / trimmable split, "
                    "computing what malloc_trim(0) would return the way glibc 2.36 releases "
                    "memory (live: only resident pages, from /proc/PID/pagemap); arena "
                    "pressure; top content classes; NMT when a JVM is found; and a verdict "
@@ -477,6 +479,9 @@ class Report(Command):
     def configure(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--no-classes", action="store_true",
                             help="skip the content classification (faster)")
+        parser.add_argument("--all", action="store_true",
+                            help="list every mapping group (default: the %d largest, the rest "
+                                 "summed in one row)" % TEXT_GROUPS)
         parser.add_argument("--html", metavar="FILE",
                             help="also write the report as one self-contained HTML page with "
                                  "charts (no network) to FILE")
@@ -490,4 +495,4 @@ class Report(Command):
         return doc
 
     def render(self, document: Record, inv: Invocation) -> List[str]:
-        return render_report(document, inv.style)
+        return render_report(document, inv.style, show_all=getattr(inv.args, "all", False))

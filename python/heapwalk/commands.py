@@ -372,7 +372,9 @@ class Nmt(Command):
                    "'jcmd PID VM.native_memory summary scale=1' prints them. Also rebuilds "
                    "the per-category malloc totals from the NMT headers in front of each "
                    "malloc block (no JVM symbols needed) and reports the in-use malloc "
-                   "memory NMT does not track (JNI libraries, zlib streams...). With NMT "
+                   "memory NMT does not track (JNI libraries, zlib streams...). The thread "
+                   "stacks' committed bytes are computed as jcmd's next report would (live: "
+                   "pagemap; a core: the pages it holds), next to NMT's stale record. With NMT "
                    "off, says so and still reports untracked malloc and glibc figures. "
                    "--detail adds the malloc sites (detail mode) and reserved regions.")
 

@@ -594,6 +594,17 @@ def render_chunk(document: Record, names: Mapping[int, str],
     return out
 
 
+def natural_key(text: str) -> List[Any]:
+    """Sort key that orders embedded numbers numerically ("arena #2" before "arena #10")."""
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text or "")]
+
+def sort_groups(groups: List[Record]) -> List[Record]:
+    """Mapping groups largest first: by resident bytes when known (live: smaps/pagemap; a
+    core: what it holds), then by mapped bytes, then by label with numbers in order."""
+    return sorted(groups, key=lambda g: (-(g.get("resident_bytes") or 0), -(g.get("mapped_bytes") or 0),
+                                         natural_key(g.get("label", ""))))
+
+
 # -- nmt -------------------------------------------------------------------------------------
 
 #: How many malloc sites / regions the text of ``nmt --detail`` shows.
@@ -626,14 +637,20 @@ def render_nmt(document: Record, style: Style = PLAIN) -> List[str]:
         out.append("       malloc: %d #%d" % (tm.get("bytes", 0), tm.get("count", 0)))
         out.append("       mmap:   reserved=%d, committed=%d" % (mm.get("reserved", 0),
                                                                mm.get("committed", 0)))
+        if total.get("committed_now") is not None:
+            out.append("       with the thread stacks' committed bytes computed now: committed=%d (%s)"
+                       % (total["committed_now"], size(total["committed_now"])))
         out.append("")
         rows = []
         for c in cats:
             m, a, v = c.get("malloc") or {}, c.get("arena") or {}, c.get("mmap") or {}
             extra = []
             if c.get("stack"):
-                extra.append("stack %s/%s, %s threads" % (
-                    size(c["stack"]["reserved"]), size(c["stack"]["committed"]),
+                st = c["stack"]
+                extra.append("stack %s/%s%s, %s threads" % (
+                    size(st["reserved"]), size(st["committed"]),
+                    " (NMT's record; now %s)" % size(st["committed_now"])
+                    if st.get("committed_now") is not None else "",
                     c.get("threads") if c.get("threads") is not None else "?"))
             if c.get("tracking_overhead"):
                 extra.append("headers %s" % size(c["tracking_overhead"]))
@@ -646,6 +663,7 @@ def render_nmt(document: Record, style: Style = PLAIN) -> List[str]:
         out.extend(table([Column("category", "<"), Column("reserved"), Column("committed"),
                           Column("malloc"), Column("arena"), Column("mmap res/com"),
                           Column("", "<")], rows, style))
+    out.extend(render_thread_stacks(n.get("thread_stacks")))
     headers = n.get("headers")
     out.append("")
     if headers:
@@ -674,6 +692,9 @@ def render_nmt(document: Record, style: Style = PLAIN) -> List[str]:
         out.extend(table([Column("what", "<"), Column("bytes"), Column("")],
                          [[r["what"], str(r["bytes"]), size(r["bytes"])] for r in rec],
                          style, indent="  "))
+        for r in rec:
+            if r.get("note"):
+                out.append(style.paint("dim", "  %s: %s" % (r["what"], r["note"])))
     sites = n.get("sites")
     if sites:
         out.append("")
@@ -696,6 +717,20 @@ def render_nmt(document: Record, style: Style = PLAIN) -> List[str]:
         out.extend(render_vm_map(regions[:NMT_DETAIL_LIMIT * 4], style))
         if len(regions) > NMT_DETAIL_LIMIT * 4:
             out.append("… %d more regions (--json lists all)" % (len(regions) - NMT_DETAIL_LIMIT * 4))
+    return out
+
+
+def render_thread_stacks(ts: Optional[Record]) -> List[str]:
+    """The thread stacks' committed bytes computed now next to NMT's record of them."""
+    if not ts:
+        return []
+    out = ["", "Thread stacks (%d): committed now %s (%d bytes); NMT's record %s (%d bytes)" % (
+        ts["regions"], size(ts["committed"]), ts["committed"], size(ts["committed_nmt"]),
+        ts["committed_nmt"])]
+    out.append("  NMT does not track stack growth: its record is what the last jcmd "
+               "VM.native_memory (or each thread's creation: its guard zones, %s) left in the image;"
+               % size(ts.get("guard", 0)))
+    out.append("  computed as jcmd's next report would: the guard zones plus the %s." % ts["method"])
     return out
 
 

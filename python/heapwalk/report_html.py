@@ -108,7 +108,7 @@ def bar_rows(chart_id: str, title: str, rows: Sequence[Tuple[str, Sequence[Tuple
 
 def _mapping_parts(doc: Record) -> List[Tuple[str, int]]:
     groups = sorted((doc.get("mappings") or {}).get("groups", []),
-                    key=lambda g: (-g.get("mapped_bytes", 0), g.get("label", "")))
+                    key=lambda g: (-g.get("mapped_bytes", 0), render.natural_key(g.get("label", ""))))
     parts = [(g.get("label", "?"), g.get("mapped_bytes", 0)) for g in groups[:MAX_SEGMENTS]]
     rest = groups[MAX_SEGMENTS:]
     if rest:
@@ -184,7 +184,7 @@ def render_html(doc: Record) -> str:
     live = maps.get("resident_bytes") is not None
     rows = [[g.get("label"), g.get("kind"), _hs(g.get("mapped_bytes")),
              _hs(g.get("resident_bytes")) if live else "-", g.get("regions", 0)]
-            for g in sorted(maps.get("groups", []), key=lambda g: (-g.get("mapped_bytes", 0), g.get("label", "")))]
+            for g in render.sort_groups(maps.get("groups", []))]
     rows.append(["total", "", _hs(maps.get("mapped_bytes")), _hs(maps.get("resident_bytes")) if live else "-", ""])
     parts.append(_table(["group", "kind", "mapped", "resident", "maps"], rows, "groups"))
     parts.append("</section>")

@@ -87,3 +87,42 @@ def test_colour_only_on_a_terminal(monkeypatch) -> None:
     assert Style.for_stream(Tty()).enabled
     monkeypatch.setenv("NO_COLOR", "1")
     assert not Style.for_stream(Tty()).enabled
+
+
+def _groups(resident: bool) -> list:
+    gs = [{"label": "glibc arena #%d heaps" % i, "kind": "glibc-arena-heaps", "mapped_bytes": 64 << 20,
+           "resident_bytes": (8192 if resident else None), "regions": 2} for i in (10, 2, 1, 11)]
+    gs.append({"label": "thread stacks", "kind": "stack", "mapped_bytes": 26 << 20,
+               "resident_bytes": (9 << 20) if resident else None, "regions": 53})
+    return gs
+
+
+def test_groups_sort_by_resident_then_numbers_in_order() -> None:
+    labels = [g["label"] for g in render.sort_groups(_groups(True))]
+    assert labels == ["thread stacks", "glibc arena #1 heaps", "glibc arena #2 heaps",
+                      "glibc arena #10 heaps", "glibc arena #11 heaps"]
+    labels = [g["label"] for g in render.sort_groups(_groups(False))]  # no residency: by mapped
+    assert labels[:4] == ["glibc arena #1 heaps", "glibc arena #2 heaps", "glibc arena #10 heaps",
+                          "glibc arena #11 heaps"]
+
+
+def test_html_group_table_orders_arenas_numerically() -> None:
+    from heapwalk import report_html
+    doc = {"mappings": {"mapped_bytes": 1 << 30, "resident_bytes": None, "groups": _groups(False)},
+           "retention": {}, "pressure": {}, "glibc": {}, "target": {}}
+    page = report_html.render_html(doc)
+    table = page[page.index('<table class="groups">'):]
+    at = [table.index("glibc arena #%d heaps" % i) for i in (1, 2, 10, 11)]
+    assert at == sorted(at)
+
+
+def test_report_text_all_lists_every_group() -> None:
+    from heapwalk import cmd_report
+    groups = [{"label": "g%d" % i, "kind": "anon", "mapped_bytes": 4096 * (i + 1), "resident_bytes": None,
+               "regions": 1} for i in range(30)]
+    doc = {"mappings": {"mapped_bytes": 1 << 30, "resident_bytes": None, "groups": groups},
+           "retention": {}, "pressure": {}, "glibc": {}, "target": {}, "verdict": []}
+    short = "\n".join(cmd_report.render_report(doc))
+    every = "\n".join(cmd_report.render_report(doc, show_all=True))
+    assert "more groups (--all lists them)" in short and "more groups" not in every
+    assert all(("g%d " % i) in every for i in range(30))
