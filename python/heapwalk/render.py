@@ -596,7 +596,7 @@ def render_chunk(document: Record, names: Mapping[int, str],
 
 def natural_key(text: str) -> List[Any]:
     """Sort key that orders embedded numbers numerically ("arena #2" before "arena #10")."""
-    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text or "")]
+    return [int(p) if p.isascii() and p.isdigit() else p for p in re.split(r"([0-9]+)", text or "")]
 
 def sort_groups(groups: List[Record]) -> List[Record]:
     """Mapping groups largest first: by resident bytes when known (live: smaps/pagemap; a
