@@ -129,12 +129,16 @@ def test_jdk_version_pointing_into_a_decoy_file_prints_no_byte_of_it(tmp_path):
             raw = f.read(seg.filesz)
         entries = ck.parse_file_entries(raw, ck.parse_notes(raw, 0, len(raw)))
 
-        def saved(e: ck.FileEntry) -> bool:
-            return any(p.vaddr <= e.start < p.vaddr + p.filesz for p in loads)
         d = short_dir("dc")
-        victim = next(e for e in entries if not saved(e) and "libjvm" not in e.path and "libc" not in e.path
-                      and len(e.path) >= len(str(d)) + 7)
         target = decoy(d / "shadow")
+
+        def own_load(e: ck.FileEntry):
+            return next((p for p in loads if p.vaddr == e.start and p.memsz == e.end - e.start), None)
+        # A one-segment mapping (a locale file, a JDK archive): in the copy its bytes are "not
+        # saved" (p_filesz 0), and its NT_FILE name is the decoy's.
+        victim = next(e for e in entries if own_load(e) and "libjvm" not in e.path and "libc" not in e.path
+                      and len(e.path) >= len(str(target)))
+        load = own_load(victim)
         new = ck.same_length(str(target), victim.path)
         dest = tmp_path / "core"
         subprocess.run(["cp", "--sparse=always", str(c.core), str(dest)], check=True)
@@ -145,6 +149,8 @@ def test_jdk_version_pointing_into_a_decoy_file_prints_no_byte_of_it(tmp_path):
             f.write(new.encode())
             f.seek(core.offset_of(release))
             f.write(struct.pack("<Q", victim.start + 16))
+            f.seek(core.img.phoff + load.index * ck.PHDR.size + 32)  # p_filesz
+            f.write(struct.pack("<Q", 0))
         html = tmp_path / "r.html"
         runs = [run_cli("nmt", dest, timeout=TIMEOUT), run_cli("nmt", dest, "--json", timeout=TIMEOUT),
                 run_cli("report", dest, timeout=TIMEOUT), run_cli("report", dest, "--json", timeout=TIMEOUT),
