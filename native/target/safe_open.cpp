@@ -159,7 +159,8 @@ Fd Root::resolve(const std::string& path, std::string* why) const {
 }
 
 Fd reopen_for_reading(int path_fd) {
-  struct stat a {}, b {};
+  struct stat a {
+  }, b{};
   if (::fstat(path_fd, &a) != 0 || !S_ISREG(a.st_mode)) return Fd();
   std::string proc = "/proc/self/fd/" + std::to_string(path_fd);
   // O_NONBLOCK | O_NOCTTY: whatever the descriptor names, opening it has no side effect.
