@@ -241,18 +241,20 @@ std::unique_ptr<ElfFile> Target::debug_file(const std::string& build_id) {
   for (const Root* r : roots) {
     std::string why;
     auto f = ElfFile::open(*r, rel, &why);
+    auto note_once = [&](const std::string& text) {
+      for (const auto& d : diags_.items())
+        if (d.detail == text) return;
+      diags_.note(text);
+    };
     if (!f) {
-      if (why != std::strerror(ENOENT)) diags_.note(r->display(rel) + ": " + why + "; not used");
+      if (why != std::strerror(ENOENT)) note_once(r->display(rel) + ": " + why + "; not used");
       continue;
     }
     if (f->build_id() == build_id) return f;
-    std::string once = f->path() +
-                       (f->build_id().empty() ? ": debug file without a build-id note"
-                                              : ": debug file with build-id " + f->build_id()) +
-                       ", not " + build_id + "; not using it";
-    bool seen = false;
-    for (const auto& d : diags_.items()) seen |= d.detail == once;
-    if (!seen) diags_.note(once);
+    note_once(f->path() +
+              (f->build_id().empty() ? ": debug file without a build-id note"
+                                     : ": debug file with build-id " + f->build_id()) +
+              ", not " + build_id + "; not using it");
   }
   return nullptr;
 }
