@@ -247,6 +247,9 @@ GlibcInfo locate_glibc(target::Target& t, const std::string& version_hint) {
     std::vector<std::string> changed, notes;
     std::string cache;
     bool ok = layout_from_dwarf(*debug, g.build_id, *dl, changed, &cache, &notes);
+    // Judged against the built-in profile: when the image holds main_arena's ring under the
+    // profile but not under the cached layout, the entry is wrong (when neither fits, the image
+    // itself is damaged there, and the corruption checks say so).
     if (ok && profile_fits && !fits(*dl) && cache.rfind("hit", 0) == 0) {
       diags.note("cached layout " + cache.substr(4) + " contradicts the image; discarded");
       drop_cached_layout(*debug, g.build_id);
