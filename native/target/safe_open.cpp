@@ -49,7 +49,11 @@ int openat2_in_root(int dirfd, const std::string& rel) {
   struct open_how how {};
   how.flags = O_PATH | O_CLOEXEC;
   how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
-  return static_cast<int>(::syscall(SYS_openat2, dirfd, rel.c_str(), &how, sizeof how));
+  // EAGAIN: a rename or mount raced the lookup of `..` (the kernel's own check); try again.
+  for (int attempt = 0;; ++attempt) {
+    int fd = static_cast<int>(::syscall(SYS_openat2, dirfd, rel.c_str(), &how, sizeof how));
+    if (fd >= 0 || errno != EAGAIN || attempt == 16) return fd;
+  }
 }
 
 // The fallback: one component at a time, each opened O_PATH|O_NOFOLLOW relative to the directory
