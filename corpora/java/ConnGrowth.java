@@ -7,7 +7,8 @@
 // Phase 1: `inflaters` Inflaters (each has inflated part of a stream, so zlib holds its 32 KiB
 // window) are leaked over `threads` threads (never end()ed, kept reachable: untracked by NMT),
 // and `conns` "connections" are opened: each holds one direct ByteBuffer of `buffer` bytes and
-// one Unsafe block of `session` bytes (both Unsafe.allocateMemory: NMT category "Other").
+// one Unsafe block of `session` bytes (both Unsafe.allocateMemory: NMT category "Other"; with
+// buffer=0 only the Unsafe block, netty-socketio's 256 B per disconnect of seeds/004).
 // Then OUTDIR/truth-1.json is written and one byte goes to READY_FIFO.  The program waits for a
 // line on stdin, opens `more` connections (phase 2), writes OUTDIR/truth-2.json and another byte
 // to READY_FIFO, and parks for good (the tests run it with -Xint and SerialGC so nothing moves).
@@ -66,11 +67,13 @@ public class ConnGrowth {
 
     static void connect(sun.misc.Unsafe u, int n, int buffer, int session) {
         for (int i = 0; i < n; i++) {
-            ByteBuffer b = ByteBuffer.allocateDirect(buffer);
-            b.put(0, (byte) 1);
+            if (buffer > 0) {  // buffer=0: the session block only (seeds/004: 256 B each)
+                ByteBuffer b = ByteBuffer.allocateDirect(buffer);
+                b.put(0, (byte) 1);
+                KEEP.add(b);
+            }
             long p = u.allocateMemory(session);
             u.setMemory(p, session, (byte) 0x33);
-            KEEP.add(b);
             KEEP.add(p);
         }
     }

@@ -37,6 +37,18 @@ constexpr size_t kInflMode = 8, kInflWindow = 72;         // inflate_state.wbits
 constexpr uint32_t kInflHead = 16180, kInflSync = 16211;  // inflate_mode HEAD..SYNC (zlib >= 1.2.9)
 constexpr size_t kDefStatus = 8, kDefPendingBuf = 16, kDefWSize = 80, kDefWBits = 84, kDefWindow = 96, kDefPrev = 112,
                  kDefHead = 120;
+// A freed inflate_state keeps everything past the free-list links glibc writes over its first
+// 16 (tcache, small bins) or 32 bytes (large bins): wbits 56, wsize 60, whave 64, wnext 68,
+// window 72, lencode 104, distcode 112, next 144 (inflate.h). inflateResetKeep() points
+// lencode, distcode and next at the state's own codes[] (offset 1368), and inflate_table()
+// only advances next within it: a pointer into the candidate itself, which random data and
+// other structures do not have.
+constexpr size_t kInflWbits = 56, kInflWsize = 60, kInflWhave = 64, kInflWnext = 68, kInflLencode = 104,
+                 kInflDistcode = 112, kInflNext = 144;
+constexpr uint64_t kInflStateSpan = 8192;   // sizeof(inflate_state) is 7160 in zlib 1.2.x/1.3
+constexpr uint64_t kInflStateChunk = 7168;  // its chunk (x86-64), when no stale header says
+constexpr size_t kStaleProbe = 160;         // bytes a stale-state check reads
+constexpr size_t kDefMask = 88, kDefWindowSize = 104;
 bool deflate_status(uint32_t s) {
   // INIT_STATE, GZIP_STATE, EXTRA_STATE, NAME_STATE, COMMENT_STATE, HCRC_STATE, BUSY_STATE, FINISH_STATE
   return s == 42 || s == 57 || s == 69 || s == 73 || s == 91 || s == 103 || s == 113 || s == 666;
@@ -102,10 +114,10 @@ class Classes {
 
 struct Acc {
   std::vector<ClassStats> used, free;
-  void add(std::vector<ClassStats>& v, uint32_t id, uint64_t bytes, uint64_t addr, bool count) {
+  void add(std::vector<ClassStats>& v, uint32_t id, uint64_t bytes, uint64_t addr, uint64_t count) {
     if (v.size() <= id) v.resize(id + 1);
     ClassStats& s = v[id];
-    if (count) ++s.count;
+    s.count += count;
     s.bytes += bytes;
     if (!s.example) s.example = addr;
   }
@@ -121,6 +133,9 @@ class Classifier {
     c_deflate_ = cls_.intern("zlib deflate stream", "zlib");
     c_zip_ = cls_.intern("ZIP/JAR data", "content");
     c_class_ = cls_.intern("Java class file", "content");
+    c_inflate_freed_ = cls_.intern("zlib inflate stream (freed: state + window)", "zlib");
+    c_deflate_freed_ = cls_.intern("zlib deflate stream (freed: state + buffers)", "zlib");
+    c_nmt_freed_ = cls_.intern("NMT malloc block (freed)", "nmt");
     // NMT category names by MEMFLAGS index: 21u's table (mtGCCardSet shifts every later index)
     // when libjvm's path names JDK 18 or later, 11u's when it names 11 or earlier, else 17u's
     // (docs/hotspot-nmt.md). Only canary headers (17.0.x, 21) are recognised here.
@@ -256,6 +271,99 @@ class Classifier {
     return false;
   }
 
+  // Stale zlib streams in a free extent [lo, hi) (a free chunk, or the top): every 16-aligned
+  // payload start is probed for a freed inflate_state or deflate_state (their fields past the
+  // free-list links survive free()). Returns the bytes they account for (their state chunk and,
+  // when it lies in the same extent, the window chunk glibc coalesced with it), adds the
+  // streams to `streams_infl` / `streams_defl`.
+  uint64_t stale_zlib(uint64_t lo, uint64_t hi, uint64_t& streams_infl, uint64_t& streams_defl) {
+    constexpr uint64_t kBlock = 1 << 16;
+    uint64_t covered = 0, next_free = lo;  // bytes before next_free are already accounted for
+    std::vector<uint8_t> buf(kBlock + kStaleProbe);
+    for (uint64_t base = (lo + 15) & ~uint64_t{15}; base + kStaleProbe <= hi; base += kBlock) {
+      uint64_t n = std::min<uint64_t>(kBlock + kStaleProbe, hi - base);
+      if (!r_.try_copy(base, buf.data(), n)) continue;  // unsaved or unreadable: nothing to name
+      const uint8_t* p = buf.data();
+      for (uint64_t off = 0; off + kStaleProbe <= n && off < kBlock; off += 16) {
+        const uint8_t* q = p + off;
+        const uint64_t sa = base + off;
+        if (sa < next_free) continue;
+        uint32_t wbits = rd32(q, kInflWbits);
+        if (wbits >= 8 && wbits <= 15) {
+          uint64_t nx = rd64(q, kInflNext), lc = rd64(q, kInflLencode), dc = rd64(q, kInflDistcode);
+          uint32_t wsize = rd32(q, kInflWsize), whave = rd32(q, kInflWhave), wnext = rd32(q, kInflWnext);
+          uint64_t win = rd64(q, kInflWindow);
+          if (nx > sa + kInflNext && nx < sa + kInflStateSpan && lc && dc && (wsize == 0 || wsize == (1u << wbits)) &&
+              whave <= wsize && wnext <= wsize && (win & 15) == 0) {
+            uint64_t state = kInflStateChunk, sz = 0;
+            // An inner state still has its own chunk header (glibc leaves the headers of
+            // coalesced chunks alone); the extent's first one was overwritten with the new size.
+            if (sa - 16 > lo && r_.try_u64(sa - 8, sz) && (sz & ~uint64_t{7}) >= 7160 + 8 &&
+                (sz & ~uint64_t{7}) <= kInflStateSpan)
+              state = sz & ~uint64_t{7};
+            uint64_t end = std::min(sa - 16 + state, hi);
+            // Only when nothing but the window lies between: the window right after its state
+            // (the usual order: inflateInit allocates the state, the first inflate() the window).
+            if (win && win - 16 == end && win < hi) {
+              uint64_t wchunk = (uint64_t{1} << wbits) + 16;
+              if (r_.try_u64(win - 8, sz) && (sz & ~uint64_t{7}) >= (uint64_t{1} << wbits) + 8 &&
+                  (sz & ~uint64_t{7}) <= (uint64_t{1} << wbits) + 64)
+                wchunk = sz & ~uint64_t{7};
+              end = std::min(win - 16 + wchunk, hi);
+            }
+            covered += end - std::max(sa - 16, lo);
+            next_free = end;
+            ++streams_infl;
+            continue;
+          }
+        }
+        uint32_t wb = rd32(q, kDefWBits), ws = rd32(q, kDefWSize);
+        if (wb >= 8 && wb <= 15 && ws == (1u << wb) && rd32(q, kDefMask) == ws - 1 &&
+            rd64(q, kDefWindowSize) == 2 * uint64_t{ws}) {
+          uint64_t end = std::min(sa - 16 + 5952, hi), sz = 0;  // sizeof(deflate_state): 5936
+          if (sa - 16 > lo && r_.try_u64(sa - 8, sz) && (sz & ~uint64_t{7}) >= 5936 && (sz & ~uint64_t{7}) <= 8192)
+            end = std::min(sa - 16 + (sz & ~uint64_t{7}), hi);
+          // Its window, prev, head and pending buffers, when they follow in the same extent.
+          for (size_t f : {kDefWindow, kDefPrev, kDefHead, kDefPendingBuf}) {
+            uint64_t b = rd64(q, f);
+            if (b - 16 == end && b < hi && r_.try_u64(b - 8, sz) && (sz & ~uint64_t{7}) >= 32 &&
+                (sz & ~uint64_t{7}) <= (uint64_t{4} << wb) + 64)
+              end = std::min(b - 16 + (sz & ~uint64_t{7}), hi);
+          }
+          covered += end - std::max(sa - 16, lo);
+          next_free = end;
+          ++streams_defl;
+        }
+      }
+    }
+    return covered;
+  }
+
+  // A freed NMT-tracked block of its own chunk (not coalesced): the 16-byte header is gone under
+  // the free-list links, but the 0xE88E footer after the user bytes survives. malloc(user + 18)
+  // of a chunk of `size` puts it between payload offsets size - 25 and size - 10.
+  bool stale_nmt(uint64_t mem, uint64_t size) {
+    if (size < 48 || size > 4096) return false;
+    uint8_t f[17];
+    if (!r_.try_copy(mem + size - 25, f, sizeof f)) return false;
+    for (size_t i = 0; i + 1 < sizeof f; ++i)
+      if (f[i] == 0xE8 && f[i + 1] == 0x8E) return true;
+    return false;
+  }
+
+  // Class-file bytes in a free chunk (a JAR entry inflated, a class being defined): the magic
+  // anywhere in the first 4 KiB, 4-aligned (buffers are), followed by a plausible version.
+  bool stale_class(uint64_t addr, uint64_t len) {
+    len = std::min<uint64_t>(len, 4096);
+    const uint8_t* p = r_.span(addr, len);
+    if (!p || len < 8) return false;
+    for (uint64_t i = 0; i + 8 <= len; i += 4)
+      if (p[i] == 0xca && p[i + 1] == 0xfe && p[i + 2] == 0xba && p[i + 3] == 0xbe && p[i + 6] == 0 && p[i + 7] >= 45 &&
+          p[i + 7] <= 70)
+        return true;
+    return false;
+  }
+
   bool all_zero(uint64_t addr, uint64_t len) {
     len = std::min<uint64_t>(len, 4096);
     const uint8_t* p = r_.span(addr, len);
@@ -286,17 +394,30 @@ class Classifier {
           members.begin());
     while (mi < members.size() && members[mi].chunk < c) ++mi;
     if (used && mi < members.size() && members[mi].chunk == c) {
-      acc.add(acc.used, members[mi].cls, size, c, members[mi].primary);
+      acc.add(acc.used, members[mi].cls, size, c, members[mi].primary ? 1 : 0);
       return;
     }
     uint64_t mem = c + 16;
     uint64_t usable = st == ChunkState::Mmapped ? size - 16 : size - 8;
+    uint64_t rest = size;  // the bytes this chunk adds to the class found below
     if (!used) {
+      // Stale zlib streams first: a free chunk (or the top) holding what zlib freed, state and
+      // window coalesced, is named by them (issue 12: what the retained memory had held).
+      uint64_t infl = 0, defl = 0;
+      uint64_t z = stale_zlib(c + 16, c + size, infl, defl);
+      if (infl || defl) {
+        bool whole = st != ChunkState::Top && 2 * z >= size;  // mostly streams: all of it
+        uint64_t zb = whole ? size : z;
+        if (infl) acc.add(acc.free, c_inflate_freed_, defl ? zb / 2 : zb, c, infl);
+        if (defl) acc.add(acc.free, c_deflate_freed_, infl ? zb - zb / 2 : zb, c, defl);
+        if (whole) return;
+        rest = size - zb;
+      }
       // Stale contents: skip the free-list links glibc wrote over the start of the payload.
       uint64_t skip = (st == ChunkState::Large) ? 32 : 16;
       if (st == ChunkState::Top) usable = std::min<uint64_t>(usable, 4096);
       if (usable <= skip + 8) {
-        acc.add(acc.free, cls_.size_class(size), size, c, true);
+        acc.add(acc.free, cls_.size_class(size), rest, c, 1);
         return;
       }
       mem += skip;
@@ -309,6 +430,8 @@ class Classifier {
     const uint8_t* p = r_.try_copy(mem, head, n) ? head : nullptr;
     uint32_t id = kNone;
     if (p && !used && stale_zip(mem, usable)) id = c_zip_;
+    if (p && !used && id == kNone && stale_class(mem, usable)) id = c_class_;
+    if (p && !used && id == kNone && st != ChunkState::Top && stale_nmt(c + 16, size)) id = c_nmt_freed_;
     // HotSpot NMT-tracked malloc block: a 16-byte header (user size, category byte at 12,
     // canary 0xE99E at 14) and a 0xE88E footer after the user bytes (JDK 17.0.x and 21 layout).
     if (p && used && n >= 32 && id == kNone) {
@@ -346,7 +469,7 @@ class Classifier {
       }
     }
     if (id == kNone) id = cls_.size_class(size);
-    acc.add(used ? acc.used : acc.free, id, size, c, true);
+    acc.add(used ? acc.used : acc.free, id, rest, c, 1);
   }
 
   /// Merges the parts (in walk order) into `out`: their classes by name, the first sample of
@@ -430,6 +553,7 @@ class Classifier {
   uint64_t acc_key_ = 0;
   uint64_t chunks_ = 0;
   uint32_t c_inflate_, c_inflate_w_, c_deflate_, c_zip_, c_class_, c_gzip_, c_elf_, c_zero_, c_text_, c_ptrs_;
+  uint32_t c_inflate_freed_, c_deflate_freed_, c_nmt_freed_;
 };
 
 }  // namespace

@@ -506,6 +506,8 @@ Mappings reconcile_mappings(ptmalloc::Heap* h, target::Target& t, const hotspot:
   }
   // Thread stacks: the mapping holding each thread's stack pointer, with a PROT_NONE guard
   // mapping right below it.
+  // The lowest stack pointer in each stack mapping: the pages below it count in no footprint.
+  std::map<uint64_t, uint64_t> stack_sp;  // region start -> lowest sp
   {
     size_t g = group("thread stacks", "stack");
     for (const auto& th : t.threads()) {
@@ -513,6 +515,8 @@ Mappings reconcile_mappings(ptmalloc::Heap* h, target::Target& t, const hotspot:
       if (!sp) continue;
       for (size_t i = 0; i < regions.size(); ++i) {
         if (!regions[i].contains(sp)) continue;
+        auto [it, fresh] = stack_sp.emplace(regions[i].start, sp);
+        if (!fresh) it->second = std::min(it->second, sp);
         uint64_t lo = regions[i].start;
         if (i > 0 && regions[i - 1].end == lo && !regions[i - 1].read && !regions[i - 1].write &&
             !regions[i - 1].exec && regions[i - 1].path.empty())
@@ -567,14 +571,23 @@ Mappings reconcile_mappings(ptmalloc::Heap* h, target::Target& t, const hotspot:
       m.resident_source = "/proc/PID/smaps Rss per mapping; mappings split between groups by pagemap";
     }
   }
-  auto add = [&](size_t g, uint64_t lo, uint64_t hi, std::optional<uint64_t> resident) {
+  auto add = [&](size_t g, uint64_t lo, uint64_t hi, std::optional<uint64_t> resident, bool write) {
     if (hi <= lo) return;
     groups[g].mapped += hi - lo;
+    if (write) groups[g].writable += hi - lo;
     if (resident) groups[g].resident = groups[g].resident.value_or(0) + *resident;
   };
   const uint64_t page = 4096;
   for (const auto& r : regions) {
     m.mapped += r.end - r.start;
+    if (r.write) {
+      m.writable += r.end - r.start;
+      // A thread stack's pages below its stack pointer: reserved (8 MiB by default), touched only
+      // by deeper calls than the thread makes now.
+      auto sp = stack_sp.find(r.start);
+      uint64_t lo = sp == stack_sp.end() ? r.start : std::max(r.start, align_down(sp->second, page));
+      m.footprint += r.end - lo;
+    }
     std::vector<std::tuple<uint64_t, uint64_t, size_t>> parts;
     std::set<size_t> counted;
     uint64_t cur = r.start;
@@ -598,7 +611,7 @@ Mappings reconcile_mappings(ptmalloc::Heap* h, target::Target& t, const hotspot:
       if (counted.insert(g).second) ++groups[g].regions;
     }
     if (single) {
-      add(std::get<2>(parts.front()), r.start, r.end, whole_rss);
+      add(std::get<2>(parts.front()), r.start, r.end, whole_rss, r.write);
       continue;
     }
     for (const auto& [s, e, g] : parts) {
@@ -607,7 +620,7 @@ Mappings reconcile_mappings(ptmalloc::Heap* h, target::Target& t, const hotspot:
         uint64_t lo = align_down(s, page), hi = align_up(e, page);
         res = pm->query(lo, hi - lo, page).resident;
       }
-      add(g, s, e, res);
+      add(g, s, e, res, r.write);
     }
   }
   // Drop empty groups, keep the rest in first-seen order.

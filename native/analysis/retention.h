@@ -151,6 +151,7 @@ struct MapGroup {
   std::string label, kind;  ///< kind: glibc-main-heap, glibc-arena-heaps, glibc-mmapped, nmt, stack, program, library,
                             ///< file, anon, special
   uint64_t mapped = 0;
+  uint64_t writable = 0;  ///< bytes of writable mappings (private or shared)
   std::optional<uint64_t> resident;
   unsigned regions = 0;
   std::optional<uint64_t> arena;
@@ -159,6 +160,12 @@ struct MapGroup {
 struct Mappings {
   std::vector<MapGroup> groups;
   uint64_t mapped = 0;
+  /// Writable mappings: the memory the process may have committed (a core's best measure of
+  /// its size: it has no residency; read-only files and PROT_NONE reservations are left out).
+  uint64_t writable = 0;
+  /// `writable` less each thread stack's pages below its stack pointer: the estimate of the
+  /// process's committed memory a core gives (live, `resident` is the measure).
+  uint64_t footprint = 0;
   std::optional<uint64_t> resident;  ///< live: smaps Rss of all mappings
   std::string resident_source;
   Diagnostics notes;

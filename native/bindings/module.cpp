@@ -20,6 +20,7 @@
 #include "target/target.h"
 #include "util/errors.h"
 #include "util/progress.h"
+#include "util/sigbus_guard.h"
 
 namespace py = pybind11;
 using namespace heapwalk;
@@ -28,17 +29,43 @@ namespace {
 
 constexpr const char* kSchema = "heapwalk/1";
 
+/// A Python str from bytes the target supplied (file names, libc's directory, the JDK version,
+/// NMT category names, symbols, text samples, messages naming any of them): never assumed to be
+/// UTF-8. pybind11's implicit std::string -> str decodes strictly and throws UnicodeDecodeError on
+/// one stray byte (a Latin-1 sample, a UTF-8 string cut mid-character, `\xff` in an NT_FILE
+/// name); here invalid bytes become `\xNN` escapes (backslashreplace), so every conversion
+/// succeeds and the text stays printable. Control characters are escaped later, by the renderers
+/// (python/heapwalk/render.py `safe`).
+py::str ustr(const std::string& s) {
+  PyObject* o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "backslashreplace");
+  if (!o) throw py::error_already_set();
+  return py::reinterpret_steal<py::str>(o);
+}
+py::str ustr(const char* s) { return ustr(std::string(s ? s : "")); }
+/// ustr, or None for an empty string.
+py::object ustr_or_none(const std::string& s) { return s.empty() ? py::object(py::none()) : py::object(ustr(s)); }
+
 py::object opt(const std::optional<uint64_t>& v) { return v ? py::object(py::int_(*v)) : py::object(py::none()); }
 
 py::list diagnostics(std::initializer_list<const Diagnostics*> lists) {
   py::list out;
+  // Files that shrank while mapped (util/sigbus_guard.h): their vanished pages read as zeros.
+  for (const auto& f : util::shrunk_files()) {
+    py::dict e;
+    e["kind"] = "truncated";
+    e["address"] = py::none();
+    e["arena"] = py::none();
+    e["detail"] = f.name + " shrank while heapwalk read it: " + std::to_string(f.pages) +
+                  " pages beyond its new end read as zeros (results from them may be incomplete)";
+    out.append(e);
+  }
   for (const Diagnostics* d : lists) {
     for (const auto& x : d->items()) {
       py::dict e;
-      e["kind"] = x.kind;
+      e["kind"] = ustr(x.kind);
       e["address"] = opt(x.address);
       e["arena"] = opt(x.arena);
-      e["detail"] = x.detail;
+      e["detail"] = ustr(x.detail);
       out.append(e);
     }
     if (d->dropped()) {
@@ -80,7 +107,7 @@ class PyTarget {
     py::dict d;
     const char* kinds[] = {"core", "live", "callback", "buffer"};
     d["kind"] = kinds[static_cast<int>(t_->kind())];
-    d["path"] = t_->path().empty() ? py::object(py::none()) : py::object(py::str(t_->path()));
+    d["path"] = t_->path().empty() ? py::object(py::none()) : py::object(ustr(t_->path()));
     d["pid"] = t_->pid() ? py::object(py::int_(t_->pid())) : py::object(py::none());
     py::list threads, modules;
     for (const auto& th : t_->threads()) {
@@ -91,9 +118,9 @@ class PyTarget {
     }
     for (const auto& m : t_->modules()) {
       py::dict x;
-      x["path"] = m.path;
+      x["path"] = ustr(m.path);
       x["base"] = m.base;
-      x["build_id"] = m.build_id;
+      x["build_id"] = ustr(m.build_id);
       modules.append(x);
     }
     d["threads"] = threads;
@@ -124,26 +151,26 @@ class PyTarget {
     d["file_bytes"] = c.file_bytes;
     d["file_allocated_bytes"] = c.file_allocated;
     d["gcore_bytes"] = c.gcore_bytes;
-    d["path"] = c.path.empty() ? py::object(py::none()) : py::object(py::str(c.path));
-    d["tmpdir"] = c.tmpdir.empty() ? py::object(py::none()) : py::object(py::str(c.tmpdir));
-    d["store"] = c.store;
+    d["path"] = c.path.empty() ? py::object(py::none()) : py::object(ustr(c.path));
+    d["tmpdir"] = c.tmpdir.empty() ? py::object(py::none()) : py::object(ustr(c.tmpdir));
+    d["store"] = ustr(c.store);
     return d;
   }
 
   py::dict glibc_dict() {
     const auto& g = heap().glibc();
     py::dict d;
-    d["version"] = g.version;
-    d["layout_source"] = g.layout_source;
-    d["layout"] = g.layout->name;
-    d["version_source"] = g.version_source;
-    d["libc"] = g.libc_path;
-    d["build_id"] = g.build_id;
-    d["debug_file"] = g.debug_file;
+    d["version"] = ustr(g.version);
+    d["layout_source"] = ustr(g.layout_source);
+    d["layout"] = ustr(g.layout->name);
+    d["version_source"] = ustr(g.version_source);
+    d["libc"] = ustr(g.libc_path);
+    d["build_id"] = ustr(g.build_id);
+    d["debug_file"] = ustr(g.debug_file);
     d["main_arena"] = g.main_arena;
     d["mp_"] = g.mp;
     py::dict how;
-    for (const auto& [k, v] : g.how) how[py::str(k)] = v;
+    for (const auto& [k, v] : g.how) how[ustr(k)] = ustr(v);
     d["symbols"] = how;
     return d;
   }
@@ -202,6 +229,9 @@ class PyTarget {
     mm["max_count"] = m.max_n_mmaps;
     mm["max_bytes"] = m.max_mmapped_mem;
     mm["found"] = count(m.found);
+    py::list sus;
+    for (const auto& c : m.suspects) sus.append(py::int_(c.address));
+    mm["suspects"] = sus;
     out["mmapped"] = mm;
     const auto& p = h.params();
     py::dict params;
@@ -467,7 +497,7 @@ class PyTarget {
     for (size_t i = 0; i < s.frames.size(); ++i) {
       py::dict f;
       f["pc"] = s.frames[i];
-      f["symbol"] = i < s.symbols.size() ? s.symbols[i] : std::string();
+      f["symbol"] = ustr(i < s.symbols.size() ? s.symbols[i] : std::string());
       frames.append(f);
     }
     return frames;
@@ -510,21 +540,21 @@ class PyTarget {
     }
     if (!heap_error.empty()) n.diags.note("glibc malloc state: " + heap_error);
     py::dict d;
-    d["level"] = n.level;
-    d["jdk"] = n.jdk.empty() ? py::object(py::none()) : py::object(py::str(n.jdk));
-    d["source"] = n.source;
-    d["layout"] = n.layout;
-    d["names_from"] = n.names_from.empty() ? py::object(py::none()) : py::object(py::str(n.names_from));
+    d["level"] = ustr(n.level);
+    d["jdk"] = ustr_or_none(n.jdk);
+    d["source"] = ustr(n.source);
+    d["layout"] = ustr(n.layout);
+    d["names_from"] = ustr_or_none(n.names_from);
     py::dict jvm;
-    jvm["path"] = n.libjvm.empty() ? py::object(py::none()) : py::object(py::str(n.libjvm));
+    jvm["path"] = ustr_or_none(n.libjvm);
     jvm["base"] = n.libjvm_base;
-    jvm["build_id"] = n.build_id;
-    jvm["symbols"] = n.symbols_file.empty() ? py::object(py::none()) : py::object(py::str(n.symbols_file));
+    jvm["build_id"] = ustr(n.build_id);
+    jvm["symbols"] = ustr_or_none(n.symbols_file);
     d["libjvm"] = jvm;
     py::list cats;
     for (const auto& r : n.rows) {
       py::dict c;
-      c["name"] = r.name;
+      c["name"] = ustr(r.name);
       c["reserved"] = r.reserved;
       c["committed"] = r.committed;
       c["malloc"] = counter_dict(r.malloc, r.malloc_peak);
@@ -547,7 +577,7 @@ class PyTarget {
     py::list raw;
     for (const auto& c : n.raw) {
       py::dict x;
-      x["name"] = c.name;
+      x["name"] = ustr(c.name);
       x["malloc"] = counter_dict(c.malloc, c.malloc_peak);
       x["arena"] = counter_dict(c.arena, c.arena_peak);
       x["mmap"] = rc(c.vm_reserved, c.vm_committed);
@@ -557,13 +587,14 @@ class PyTarget {
     d["all_mallocs"] = n.tables ? py::object(counter_dict(n.all_mallocs, std::nullopt)) : py::object(py::none());
     if (n.headers_walked) {
       py::dict hd;
-      hd["layout"] = n.header_layout;
+      hd["layout"] = ustr(n.header_layout);
       py::list hc;
       for (size_t i = 0; i < n.headers.size(); ++i) {
         if (!n.headers[i].count) continue;
         py::dict x;
         x["index"] = i;
-        x["name"] = i < n.raw.size() ? n.raw[i].name : (i < n.names.size() ? n.names[i] : "type " + std::to_string(i));
+        x["name"] =
+            ustr(i < n.raw.size() ? n.raw[i].name : (i < n.names.size() ? n.names[i] : "type " + std::to_string(i)));
         x["bytes"] = n.headers[i].bytes;
         x["count"] = n.headers[i].count;
         hc.append(x);
@@ -601,7 +632,7 @@ class PyTarget {
     py::list rec;
     auto line = [&](const char* what, int64_t bytes) {
       py::dict x;
-      x["what"] = what;
+      x["what"] = ustr(what);
       x["bytes"] = bytes;
       rec.append(x);
     };
@@ -625,7 +656,7 @@ class PyTarget {
     for (const auto& s : n.sites) {
       py::dict x;
       x["frames"] = frames_list(s.stack);
-      x["category"] = s.index < n.raw.size() ? n.raw[s.index].name : std::to_string(s.index);
+      x["category"] = ustr(s.index < n.raw.size() ? n.raw[s.index].name : std::to_string(s.index));
       x["bytes"] = s.counter.bytes;
       x["count"] = s.counter.count;
       sites.append(x);
@@ -636,7 +667,7 @@ class PyTarget {
       x["base"] = r.base;
       x["size"] = r.size;
       x["committed"] = r.committed;
-      x["category"] = r.index < n.raw.size() ? n.raw[r.index].name : std::to_string(r.index);
+      x["category"] = ustr(r.index < n.raw.size() ? n.raw[r.index].name : std::to_string(r.index));
       x["frames"] = frames_list(r.stack);
       py::list committed;
       for (const auto& c : r.committed_regions) {
@@ -677,12 +708,12 @@ class PyTarget {
     for (const auto& r : rows) {
       if (top && l.size() >= *top) break;
       py::dict x;
-      x["name"] = r.name;
-      x["kind"] = r.kind;
+      x["name"] = ustr(r.name);
+      x["kind"] = ustr(r.kind);
       x["count"] = r.stats.count;
       x["bytes"] = r.stats.bytes;
       x["example"] = r.stats.example;
-      if (!r.sample.empty()) x["sample"] = r.sample;
+      if (!r.sample.empty()) x["sample"] = ustr(r.sample);
       l.append(x);
     }
     return l;
@@ -787,7 +818,7 @@ class PyTarget {
     py::list roots;
     for (const auto& r : res.roots) {
       py::dict x;
-      x["kind"] = r.kind;
+      x["kind"] = ustr(r.kind);
       x["ranges"] = r.ranges;
       x["bytes"] = r.bytes;
       x["unreadable"] = r.unreadable;
@@ -849,8 +880,8 @@ class PyTarget {
     const auto& p = heap().params();
     py::dict d;
     figures_into(d, r.total, r.residency);
-    d["residency_source"] = r.residency;
-    d["residency_detail"] = r.residency_detail;
+    d["residency_source"] = ustr(r.residency);
+    d["residency_detail"] = ustr(r.residency_detail);
     d["page_size"] = r.page;
     py::dict params;
     params["trim_threshold"] = p.trim_threshold;
@@ -859,6 +890,8 @@ class PyTarget {
     params["arena_max"] = p.arena_max;
     params["arena_test"] = p.arena_test;
     params["heap_max"] = p.heap_max;
+    params["no_dyn_threshold"] = opt(p.no_dyn_threshold);
+    params["mmap_max"] = p.n_mmaps_max;
     d["params"] = params;
     py::list arenas;
     for (const auto& a : r.arenas) {
@@ -891,9 +924,9 @@ class PyTarget {
     py::dict d;
     d["arenas"] = p.arenas;
     d["limit"] = opt(p.limit);
-    d["limit_source"] = p.limit_source;
+    d["limit_source"] = ustr(p.limit_source);
     d["cores"] = p.cores ? py::object(py::int_(*p.cores)) : py::object(py::none());
-    d["cores_source"] = p.cores_source;
+    d["cores_source"] = ustr(p.cores_source);
     d["narenas"] = opt(p.narenas);
     d["threads"] = p.threads;
     d["max_threads_per_arena"] = p.max_threads_per_arena;
@@ -952,7 +985,7 @@ class PyTarget {
     py::dict g;
     uint64_t system = 0, mmapped = h.mmapped().mmapped_mem;
     for (const auto& a : h.arenas()) system += a.system_mem;
-    g["version"] = h.glibc().version;
+    g["version"] = ustr(h.glibc().version);
     g["system_bytes"] = system;
     g["mmapped_bytes"] = mmapped;
     g["mmapped_count"] = h.mmapped().n_mmaps;
@@ -962,14 +995,17 @@ class PyTarget {
     out["glibc"] = g;
     py::dict maps;
     maps["mapped_bytes"] = m.mapped;
+    maps["writable_bytes"] = m.writable;
+    maps["footprint_bytes"] = m.footprint;
     maps["resident_bytes"] = opt(m.resident);
-    maps["resident_source"] = m.resident_source;
+    maps["resident_source"] = ustr(m.resident_source);
     py::list groups;
     for (const auto& x : m.groups) {
       py::dict y;
-      y["label"] = x.label;
-      y["kind"] = x.kind;
+      y["label"] = ustr(x.label);
+      y["kind"] = ustr(x.kind);
       y["mapped_bytes"] = x.mapped;
+      y["writable_bytes"] = x.writable;
       y["resident_bytes"] = opt(x.resident);
       y["regions"] = x.regions;
       y["arena"] = opt(x.arena);
@@ -979,12 +1015,12 @@ class PyTarget {
     out["mappings"] = maps;
     if (jvm && n.found_jvm) {
       py::dict j;
-      j["level"] = n.level;
-      j["jdk"] = n.jdk;
+      j["level"] = ustr(n.level);
+      j["jdk"] = ustr(n.jdk);
       py::list cats;
       for (const auto& row : n.rows) {
         py::dict c;
-        c["name"] = row.name;
+        c["name"] = ustr(row.name);
         c["reserved"] = row.reserved;
         c["committed"] = row.committed;
         c["malloc"] = row.malloc.bytes;
@@ -1012,7 +1048,7 @@ class PyTarget {
     py::dict d;
     const char* kinds[] = {"core", "live", "callback", "buffer"};
     d["kind"] = kinds[static_cast<int>(t_->kind())];
-    d["path"] = t_->path().empty() ? py::object(py::none()) : py::object(py::str(t_->path()));
+    d["path"] = t_->path().empty() ? py::object(py::none()) : py::object(ustr(t_->path()));
     d["pid"] = t_->pid() ? py::object(py::int_(t_->pid())) : py::object(py::none());
     d["threads"] = t_->threads().size();
     if (const auto* c = t_->capture_stats()) {
@@ -1068,9 +1104,9 @@ std::vector<target::Thread> threads_from(const std::optional<py::list>& l) {
 
 py::dict layout_dict(const ptmalloc::Layout& l) {
   py::dict d;
-  d["name"] = l.name;
-  d["last"] = l.last;
-  d["source"] = l.source;
+  d["name"] = ustr(l.name);
+  d["last"] = ustr(l.last);
+  d["source"] = ustr(l.source);
 #define F(x) d[#x] = l.x
   F(ms_size);
   F(ms_fastbins);
@@ -1121,7 +1157,7 @@ PyObject* g_fault = nullptr;
 PyObject* g_symbol = nullptr;
 
 void raise_with(PyObject* cls, const char* msg, const char* attr, py::object value) {
-  py::object inst = py::reinterpret_borrow<py::object>(cls)(py::str(msg));
+  py::object inst = py::reinterpret_borrow<py::object>(cls)(ustr(msg));
   if (attr) inst.attr(attr) = value;
   PyErr_SetObject(cls, inst.ptr());
 }
@@ -1144,14 +1180,14 @@ PYBIND11_MODULE(_native, m) {
     } catch (const Cancelled&) {
       PyErr_SetNone(PyExc_KeyboardInterrupt);
     } catch (const FormatError& e) {
-      raise_with(g_format, e.what(), "path", py::str(e.path));
+      raise_with(g_format, e.what(), "path", ustr(e.path));
     } catch (const Fault& e) {
-      py::object inst = py::reinterpret_borrow<py::object>(g_fault)(py::str(e.what()));
+      py::object inst = py::reinterpret_borrow<py::object>(g_fault)(ustr(e.what()));
       inst.attr("address") = e.address;
       inst.attr("size") = e.size;
       PyErr_SetObject(g_fault, inst.ptr());
     } catch (const SymbolError& e) {
-      raise_with(g_symbol, e.what(), "symbol", py::str(e.symbol));
+      raise_with(g_symbol, e.what(), "symbol", ustr(e.symbol));
     } catch (const Error& e) {
       raise_with(g_error, e.what(), nullptr, py::none());
     } catch (const std::bad_alloc&) {
@@ -1274,7 +1310,7 @@ PYBIND11_MODULE(_native, m) {
       "progress",
       [] {
         auto& p = Progress::get();
-        return py::make_tuple(std::string(p.phase.load()), p.done.load(), p.total.load());
+        return py::make_tuple(ustr(p.phase.load()), p.done.load(), p.total.load());
       },
       "(phase, done, total) of the engine's current long work");
   m.def(

@@ -544,7 +544,7 @@ std::vector<uint8_t> make_notes(int pid, const std::vector<CoreThread>& threads,
     }
     put_note(out, NT_PRSTATUS, "CORE", st, sizeof st);
   }
-  std::string auxv = read_small_file("/proc/" + std::to_string(pid) + "/auxv", 1 << 16);
+  std::string auxv = read_small_file("/proc/" + std::to_string(memory_task(pid)) + "/auxv", 1 << 16);
   if (!auxv.empty()) put_note(out, NT_AUXV, "CORE", auxv.data(), auxv.size());
   // NT_FILE: count, page size, (start, end, page offset) each, then the names.
   std::vector<uint8_t> nf(16);
@@ -687,7 +687,8 @@ std::unique_ptr<CapturedProcess> CapturedProcess::capture(int pid, const Capture
   if (pid <= 0 || ::access(base.c_str(), F_OK) != 0) throw FormatError(pid_name(pid), "no such process");
   CaptureStats st;
   LiveProcess live(pid, false);
-  PagemapReader pm(pid);
+  const int mm = memory_task(pid);  // the leader, or a live thread when the leader is a zombie
+  PagemapReader pm(mm);
   if (!pm.ok())
     throw FormatError(base + "/pagemap",
                       std::string(std::strerror(errno)) + " (heapwalk needs to read it to copy the process)");
@@ -698,7 +699,7 @@ std::unique_ptr<CapturedProcess> CapturedProcess::capture(int pid, const Capture
     return plan;
   };
   // 1. Before the freeze: the plan, and the destination pages allocated.
-  std::vector<Planned> before = make_plan(read_maps(pid));
+  std::vector<Planned> before = make_plan(read_maps(mm));
   uint64_t off = kPage;  // the ELF header's page
   uint64_t planned = 0;
   std::map<uint64_t, const Planned*> slot_of;
@@ -746,7 +747,7 @@ std::unique_ptr<CapturedProcess> CapturedProcess::capture(int pid, const Capture
     std::vector<CopyResult> res(parts.size());
     on_threads(parts.size(), [&](size_t i) {
       if (precopy) {
-        res[i] = copy_runs(pid, out.base(), parts[i]);
+        res[i] = copy_runs(mm, out.base(), parts[i]);
       } else {
         for (const auto& r : parts[i]) ::madvise(out.base() + r.file_off, r.len, MADV_POPULATE_WRITE);
       }
@@ -768,7 +769,7 @@ std::unique_ptr<CapturedProcess> CapturedProcess::capture(int pid, const Capture
   std::vector<Run> runs;
   std::vector<uint64_t> stale;  // file offsets of pre-copied pages no longer in the process
   try {
-    std::vector<MapEntry> maps = read_maps(pid);
+    std::vector<MapEntry> maps = read_maps(mm);
     plan = make_plan(maps);
     uint64_t grow = data_end;
     for (auto& p : plan) {
@@ -823,7 +824,7 @@ std::unique_ptr<CapturedProcess> CapturedProcess::capture(int pid, const Capture
       // The freeze is the target's outage: its copy runs ahead of other work on the machine
       // where heapwalk may raise its priority (root, CAP_SYS_NICE), on its own threads only.
       Boost boost;
-      res[i] = copy_runs(pid, out.base(), parts[i]);
+      res[i] = copy_runs(mm, out.base(), parts[i]);
     });
     for (const auto& r : res) {
       st.copied_bytes += r.copied;

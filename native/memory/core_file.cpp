@@ -8,7 +8,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
+
+#include "util/sigbus_guard.h"
 
 namespace heapwalk::memory {
 
@@ -60,6 +63,7 @@ CoreFile::CoreFile(const std::string& path) : path_(path) {
     throw FormatError(path, std::string("cannot map: ") + std::strerror(e));
   }
   map_ = static_cast<const uint8_t*>(m);
+  guarded_ = util::guard_mapping(map_, size_, path);  // a core cut short while mapped: zeros, not SIGBUS
   parse();
 }
 
@@ -138,6 +142,7 @@ void CoreFile::parse() {
       }
     }
   } catch (...) {
+    if (guarded_) util::unguard_mapping(map_);
     ::munmap(const_cast<uint8_t*>(map_), size_);
     if (fd_ >= 0) ::close(fd_);
     throw;
@@ -145,49 +150,74 @@ void CoreFile::parse() {
   std::sort(segs_.begin(), segs_.end(), [](const Segment& a, const Segment& b) { return a.vaddr < b.vaddr; });
   std::sort(regions_.begin(), regions_.end(), [](const Region& a, const Region& b) { return a.start < b.start; });
   // File mappings the core did not save at all (read-only text and data) still belong to the
-  // address space: NT_FILE lists them; their bytes can come from the file.
+  // address space: NT_FILE lists them; their bytes can come from the file. Each file's range
+  // minus the (merged) segments', found by binary search: no files x segments scan (a hostile
+  // core may list 10^5 of each). Files stay separate: each mapping is its own region.
+  std::vector<std::pair<uint64_t, uint64_t>> loadset;
+  for (const auto& r : regions_)
+    if (r.end > r.start) loadset.emplace_back(r.start, r.end);
+  std::sort(loadset.begin(), loadset.end());
+  {
+    size_t k = 0;
+    for (size_t i = 0; i < loadset.size(); ++i) {
+      if (k && loadset[i].first <= loadset[k - 1].second)
+        loadset[k - 1].second = std::max(loadset[k - 1].second, loadset[i].second);
+      else
+        loadset[k++] = loadset[i];
+    }
+    loadset.resize(k);
+  }
   std::vector<Region> gaps;
   for (const auto& f : files_) {
     uint64_t cur = f.start;
-    for (const auto& r : regions_) {
-      if (r.end <= cur || r.start >= f.end) continue;
-      if (r.start > cur) {
+    const uint64_t stop = f.end;
+    auto it = std::upper_bound(loadset.begin(), loadset.end(), cur,
+                               [](uint64_t a, const std::pair<uint64_t, uint64_t>& b) { return a < b.second; });
+    for (size_t k = static_cast<size_t>(it - loadset.begin()); cur < stop; ++k) {
+      uint64_t next = k < loadset.size() ? std::min(std::max(loadset[k].first, cur), stop) : stop;
+      if (next > cur) {
         Region gap;
         gap.start = cur;
-        gap.end = r.start;
+        gap.end = next;
         gap.read = true;
         gap.saved = false;
         gap.saved_end = cur;
         gaps.push_back(gap);
       }
-      cur = std::max(cur, r.end);
-    }
-    if (cur < f.end) {
-      Region gap;
-      gap.start = cur;
-      gap.end = f.end;
-      gap.read = true;
-      gap.saved = false;
-      gap.saved_end = cur;
-      gaps.push_back(gap);
+      if (k >= loadset.size() || loadset[k].first >= stop) break;
+      cur = std::max(cur, loadset[k].second);
     }
   }
   regions_.insert(regions_.end(), gaps.begin(), gaps.end());
   std::sort(regions_.begin(), regions_.end(), [](const Region& a, const Region& b) { return a.start < b.start; });
-  // Name regions from NT_FILE.
+  // Name regions from NT_FILE: the file whose range holds the region's start (the first listed
+  // wins where a hostile core lists overlapping ones), by binary search over the sorted starts.
+  std::vector<size_t> order(files_.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return files_[a].start < files_[b].start; });
+  // best[i]: among order[0..i], the earliest-listed file reaching furthest is not needed; a
+  // running maximum of ends lets the search stop: files before i cannot hold addresses >= it.
+  std::vector<uint64_t> reach(order.size());
+  for (size_t i = 0; i < order.size(); ++i) reach[i] = std::max(i ? reach[i - 1] : 0, files_[order[i]].end);
   for (auto& r : regions_) {
-    for (const auto& f : files_) {
-      if (r.start >= f.start && r.start < f.end) {
-        r.path = f.path;
-        r.file_offset = f.file_offset + (r.start - f.start);
-        break;
-      }
+    auto it = std::upper_bound(order.begin(), order.end(), r.start,
+                               [&](uint64_t a, size_t b) { return a < files_[b].start; });
+    size_t hit = SIZE_MAX;
+    for (size_t i = static_cast<size_t>(it - order.begin()); i-- > 0;) {
+      if (reach[i] <= r.start) break;  // nothing at or before i reaches r.start
+      const auto& f = files_[order[i]];
+      if (r.start < f.end && (hit == SIZE_MAX || order[i] < hit)) hit = order[i];
+    }
+    if (hit != SIZE_MAX) {
+      r.path = files_[hit].path;
+      r.file_offset = files_[hit].file_offset + (r.start - files_[hit].start);
     }
   }
   if (segs_.empty()) throw FormatError(path, "core file has no PT_LOAD segments");
 }
 
 CoreFile::~CoreFile() {
+  if (guarded_) util::unguard_mapping(map_);
   if (map_) ::munmap(const_cast<uint8_t*>(map_), size_);
   if (fd_ >= 0) ::close(fd_);
 }

@@ -68,6 +68,7 @@ class CoreFile : public MemorySource {
   std::vector<Segment> segs_;
   std::vector<Region> regions_;
   std::vector<CoreThread> threads_;
+  bool guarded_ = false;  ///< the mapping is under util::guard_mapping
   std::vector<FileMapping> files_;
   int pid_ = 0;
   Diagnostics diags_;

@@ -37,6 +37,16 @@ class LiveProcess : public MemorySource {
   std::vector<Region> regions_;
   std::vector<CoreThread> threads_;
   std::vector<int> seized_;
+  int mm_pid_ = 0;            ///< memory_task(pid_)
+  std::vector<int> skipped_;  ///< zombies and threads that exited during the freeze
 };
+
+/// The task whose /proc entries and process_vm_readv reach `pid`'s memory: `pid` itself, or a
+/// live thread when the thread-group leader is a zombie (it has exited; its threads run on, and
+/// only they still have the address space).
+int memory_task(int pid);
+
+/// One task's state letter from /proc/PID/task/TID/stat ('R', 'S', 'D', 'T', 'Z', ...), or 0.
+char task_state(int pid, int tid);
 
 }  // namespace heapwalk::memory

@@ -303,6 +303,7 @@ bool layout_from_dwarf(const target::ElfFile& debug, const std::string& build_id
   set(l.mp_n_mmaps, "malloc_par.n_mmaps", mp, "n_mmaps");
   set(l.mp_n_mmaps_max, "malloc_par.n_mmaps_max", mp, "n_mmaps_max");
   set(l.mp_max_n_mmaps, "malloc_par.max_n_mmaps", mp, "max_n_mmaps");
+  set(l.mp_no_dyn_threshold, "malloc_par.no_dyn_threshold", mp, "no_dyn_threshold");
   set(l.mp_mmapped_mem, "malloc_par.mmapped_mem", mp, "mmapped_mem");
   set(l.mp_max_mmapped_mem, "malloc_par.max_mmapped_mem", mp, "max_mmapped_mem");
   set(l.mp_sbrk_base, "malloc_par.sbrk_base", mp, "sbrk_base");

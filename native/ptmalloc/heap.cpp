@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstring>
+#include <functional>
 #include <mutex>
 #include <thread>
 #include <unordered_set>
@@ -162,6 +164,8 @@ void Heap::read_params() {
   params_.arena_max = rd64(mp.data(), l.mp_arena_max);
   params_.sbrk_base = rd64(mp.data(), l.mp_sbrk_base);
   mmapped_.n_mmaps = i32(l.mp_n_mmaps);
+  params_.n_mmaps_max = i32(l.mp_n_mmaps_max);
+  if (present(l.mp_no_dyn_threshold)) params_.no_dyn_threshold = i32(l.mp_no_dyn_threshold);
   mmapped_.max_n_mmaps = i32(l.mp_max_n_mmaps);
   mmapped_.mmapped_mem = rd64(mp.data(), l.mp_mmapped_mem);
   mmapped_.max_mmapped_mem = rd64(mp.data(), l.mp_max_mmapped_mem);
@@ -720,6 +724,54 @@ void aligned_mmapped_chunk(const Layout& l, memory::Reader& r, const MmapExtent&
 
 }  // namespace
 
+void Heap::resolve_mmapped_suspects() {
+  // glibc's counters are the truth for the totals (they count every mmapped chunk, the scan
+  // only guesses from page-start headers). When the scan found more, the extra finds are the
+  // ones whose removal gives exactly mp_'s count and bytes; only a unique such set of at most
+  // three finds is removed (else the mismatch is reported as it is).
+  auto& m = mmapped_;
+  if (m.found.count <= m.n_mmaps || m.found.bytes <= m.mmapped_mem) return;
+  const uint64_t k = m.found.count - m.n_mmaps, extra = m.found.bytes - m.mmapped_mem;
+  const size_t n = m.chunks.size();
+  if (k > 3 || n > 256 || n != m.found.count) return;
+  std::vector<uint64_t> ext(n);
+  for (size_t i = 0; i < n; ++i)
+    ext[i] = mmap_extent(layout(), m.chunks[i].address, m.chunks[i].prev_size, m.chunks[i].size | 2).size;
+  std::vector<size_t> pick, found;
+  unsigned solutions = 0;
+  std::function<void(size_t, uint64_t)> rec = [&](size_t from, uint64_t sum) {
+    if (solutions > 1) return;
+    if (pick.size() == k) {
+      if (sum == extra && ++solutions == 1) found = pick;
+      return;
+    }
+    for (size_t i = from; i < n; ++i) {
+      if (sum + ext[i] > extra) continue;
+      pick.push_back(i);
+      rec(i + 1, sum + ext[i]);
+      pick.pop_back();
+    }
+  };
+  rec(0, 0);
+  if (solutions != 1) return;
+  std::string what;
+  for (auto it = found.rbegin(); it != found.rend(); ++it) {
+    const auto& c = m.chunks[*it];
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%s0x%016llx (%llu bytes)", what.empty() ? "" : ", ",
+                  static_cast<unsigned long long>(c.address), static_cast<unsigned long long>(ext[*it]));
+    what += buf;
+    m.suspects.push_back(c);
+    m.chunks.erase(m.chunks.begin() + static_cast<std::ptrdiff_t>(*it));
+  }
+  std::reverse(m.suspects.begin(), m.suspects.end());
+  m.found.count -= k;
+  m.found.bytes -= extra;
+  diags_.note("mmapped-chunk scan: " + std::to_string(k) + " page-start header" + (k == 1 ? "" : "s") +
+              " left out as suspect" + (k == 1 ? "" : "s") + " (" + what + "): without " + (k == 1 ? "it" : "them") +
+              " the scan agrees with mp_'s count and bytes exactly; suspects feed no total");
+}
+
 void Heap::scan_mmapped() {
   const Layout& l = layout();
   // Heaps are excluded by range: a heap's mapping may be merged with neighbouring anonymous memory.
@@ -790,6 +842,7 @@ void Heap::scan_mmapped() {
       o += kPage;
     }
   }
+  resolve_mmapped_suspects();
   if (mem.regions().empty()) {
     diags_.note(
         "the target's mappings are unknown (memory read through a callback): mmapped "

@@ -14,6 +14,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "util/sigbus_guard.h"
+
 namespace heapwalk::target {
 
 std::string build_id_from_notes(const uint8_t* p, size_t n) {
@@ -70,6 +72,7 @@ std::unique_ptr<ElfFile> ElfFile::from_fd(Fd fd, const std::string& name, std::s
   void* m = ::mmap(nullptr, f->size_, PROT_READ, MAP_PRIVATE, f->fd_, 0);
   if (m == MAP_FAILED) return fail("cannot map");
   f->map_ = static_cast<const uint8_t*>(m);
+  util::guard_mapping(f->map_, f->size_, name);  // a library replaced while mapped: zeros, not SIGBUS
   if (std::memcmp(f->map_, ELFMAG, SELFMAG) != 0) return fail("not an ELF file");
   Elf* e = elf_memory(reinterpret_cast<char*>(const_cast<uint8_t*>(f->map_)), f->size_);
   if (!e || elf_kind(e) != ELF_K_ELF || gelf_getclass(e) != ELFCLASS64) {
@@ -83,7 +86,10 @@ std::unique_ptr<ElfFile> ElfFile::from_fd(Fd fd, const std::string& name, std::s
 
 ElfFile::~ElfFile() {
   if (elf_) elf_end(static_cast<Elf*>(elf_));
-  if (map_) ::munmap(const_cast<uint8_t*>(map_), size_);
+  if (map_) {
+    util::unguard_mapping(map_);
+    ::munmap(const_cast<uint8_t*>(map_), size_);
+  }
   if (fd_ >= 0) ::close(fd_);
 }
 

@@ -33,8 +33,10 @@ def build_parser() -> Parser:
     for command in registry.COMMANDS.values():
         p = sub.add_parser(command.name, help=command.summary,
                            description=command.description, epilog=EPILOG)
-        p.add_argument("core", nargs="?", metavar="CORE",
-                       help="an ELF core file (from gcore or the kernel)")
+        # A command that reads files of its own names its first positional (trend: DIR).
+        p.add_argument("core", nargs="?", metavar=getattr(command, "core_metavar", "CORE"),
+                       help=getattr(command, "core_help",
+                                    "an ELF core file (from gcore or the kernel)"))
         command.configure(p)
         target = p.add_argument_group("target")
         target.add_argument("--pid", type=int, metavar="PID",
@@ -92,7 +94,8 @@ def _fix_positionals(parser: Parser, args: argparse.Namespace) -> None:
         return
     if args.pid is None:
         if args.core is None:
-            sub.error("give a CORE file or --pid PID")
+            sub.error(getattr(registry.COMMANDS[args.command], "missing_core",
+                              "give a CORE file or --pid PID"))
         # `heapwalk bins 1 CORE`: accept the core after the command's own argument.
         if not os.path.exists(args.core):
             for dest in own:

@@ -25,7 +25,7 @@ def _rows(rows: List[Record], style: Style, indent: str = "") -> List[str]:
     for r in rows:
         name = r.get("name", "?")
         if r.get("sample"):
-            name += "  %r" % r["sample"][:32]
+            name += "  '%s'" % render.clip(render.safe(r["sample"]), 32)
         table_rows.append([str(r.get("count", 0)), render.size(r.get("bytes", 0)),
                            str(r.get("bytes", 0)), r.get("kind", ""), name,
                            render.addr(r.get("example"))])
@@ -44,6 +44,10 @@ def render_classify(document: Record, names: Dict[int, str], per_arena: bool,
         out.append("")
         out.append(style.paint("bold", "free chunks by stale content"))
         out.extend(_rows(document.get("free_classes", []), style))
+        if any("(freed" in (c.get("name") or "") and c.get("kind") == "zlib"
+               for c in document.get("free_classes", [])):
+            out.append("  (freed zlib rows count streams: a state and, when glibc coalesced it, "
+                       "its window)")
     if per_arena:
         for a in document.get("arenas", []):
             label = "mmapped chunks" if a.get("arena") is None else "arena %s" % (
@@ -67,7 +71,9 @@ class Classify(Command):
                    "+ state + window as one group), content (ZIP/JAR, Java class files, gzip, "
                    "ELF, text, all-zero, pointer arrays), structures that point into a module, "
                    "and everything else by chunk size. --free also classifies the stale "
-                   "contents of free chunks.")
+                   "contents of free chunks and tops: zlib streams zlib has freed (state and "
+                   "coalesced window; counted as streams), ZIP/JAR and class-file bytes, freed "
+                   "NMT blocks, text, zeros.")
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--arena", metavar="ARENA", help=ARENA_HELP)

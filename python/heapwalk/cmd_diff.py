@@ -18,7 +18,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from . import render
 from .commands import Command, Invocation
-from .errors import HeapwalkError, UsageError
+from .errors import HeapwalkError, UsageError, describe_error
 from .render import Column, Style
 
 Record = Dict[str, Any]
@@ -33,9 +33,121 @@ COUNT_FIELDS = ("count", "bytes")
 # -- loading ----------------------------------------------------------------------------------
 
 def _is_json(path: str) -> bool:
+    """A JSON document (an object, or a list: refused as a report), not a core."""
     with open(path, "rb") as f:
         head = f.read(64).lstrip()
-    return head.startswith(b"{")
+    return head[:1] in (b"{", b"[")
+
+
+#: The largest magnitude a figure of a saved report may have (every figure is a 64-bit count).
+MAX_FIGURE = 1 << 64
+#: The shape of what :func:`compare` reads from a saved report: for each field, the type it
+#: must have when present ("int"/"str" may also be null, "name" may not; a dict is an object
+#: whose listed fields are checked, a one-item list a list of such items). Other fields are
+#: not read and not checked; a missing field counts as absent (null or zero).
+_INTS = ("in_use_bytes", "free_bytes", "trimmable_bytes", "tcache_bytes", "top_bytes",
+         "fragment_bytes", "system_bytes", "mmapped_bytes")
+_COUNTED = {"name": "name", "kind": "str", "count": "int", "bytes": "int"}
+REPORT_SHAPE: Dict[str, Any] = {
+    "target": {"kind": "str", "path": "str", "pid": "int", "threads": "int"},
+    "mappings": {"mapped_bytes": "int", "resident_bytes": "int",
+                 "groups": [{"label": "name", "kind": "str", "mapped_bytes": "int",
+                             "regions": "int"}]},
+    "glibc": {"version": "str", "system_bytes": "int", "mmapped_bytes": "int"},
+    "retention": dict({f: "int" for f in _INTS},
+                      arenas=[dict({f: "int" for f in ARENA_FIELDS}, index="index")]),
+    "pressure": {"arenas": "int", "threads": "int", "heaps": "int"},
+    "nmt": {"jdk": "str", "total_reserved": "int", "total_committed": "int",
+            "malloc_bytes": "int", "untracked_malloc": {"bytes": "int"},
+            "categories": [{"name": "name", "reserved": "int", "committed": "int",
+                            "malloc": "malloc"}]},
+    "size_classes": [{"size": "index", "count": "int", "bytes": "int"}],
+    "content_classes": [_COUNTED],
+    "classes": [_COUNTED],
+    "verdict": [{"cause": "name"}],
+}
+_TYPE_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer",
+               float: "a number", bool: "true/false", type(None): "null"}
+
+
+def _bad(where: str, want: str, value: Any) -> HeapwalkError:
+    got = _TYPE_NAMES.get(type(value), type(value).__name__)
+    if isinstance(value, int) and not isinstance(value, bool) and want == "an integer":
+        got = "an integer out of range"
+    return HeapwalkError("not a usable 'report --json' document: %s: expected %s, got %s"
+                         % (where, want, got))
+
+
+def _brief(value: Any) -> str:
+    """A field's value for an error line: a short string or number as repr, else its type."""
+    if isinstance(value, str):
+        return repr(value[:40] + ("…" if len(value) > 40 else ""))
+    if value is None or isinstance(value, bool) or _figure(value):
+        return repr(value)
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def _loaded(path: str, sysroot: Optional[str], classes: bool) -> Tuple[Record, str]:
+    """:func:`load`, every failure an error naming ``path`` (diff reads two files: the CLI's
+    default subject is the first one, whichever failed)."""
+    try:
+        return load(path, sysroot, classes)
+    except HeapwalkError as exc:
+        if exc.subject is None:
+            exc.subject = path
+        raise
+    except Exception as exc:  # pylint: disable=broad-except
+        if os.environ.get("HEAPWALK_DEBUG"):
+            raise
+        import heapwalk  # pylint: disable=import-outside-toplevel
+        try:
+            native: Optional[type] = heapwalk.native().Error
+        except HeapwalkError:
+            native = None
+        if isinstance(exc, OSError) or (native is not None and isinstance(exc, native)):
+            line, hint = describe_error(exc, path, native)
+            message = line[len("heapwalk: "):]
+            if path not in message:
+                message = "%s: %s" % (path, message)
+            raise HeapwalkError(message, subject="", hint=hint) from None
+        raise HeapwalkError("internal error: %s: %s" % (type(exc).__name__, exc), subject=path,
+                            hint="please report this; HEAPWALK_DEBUG=1 shows the "
+                                 "traceback") from None
+
+
+def _figure(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and -MAX_FIGURE <= value <= MAX_FIGURE
+
+
+def check_report(doc: Record, shape: Any = None, where: str = "") -> None:
+    """Raise a HeapwalkError naming the first field of ``doc`` that does not have the type
+    :func:`compare` needs (a saved report may have been edited or crafted: wrong types, numbers
+    beyond 64 bits, NaN...). Bounded by the shape, not by the document's depth."""
+    shape = REPORT_SHAPE if shape is None else shape
+    if isinstance(shape, dict):
+        if not isinstance(doc, dict):
+            raise _bad(where or "the document", "an object", doc)
+        for key, sub in shape.items():
+            value = doc.get(key)
+            if value is None and sub not in ("name", "index"):
+                continue
+            check_report(value, sub, "%s.%s" % (where, key) if where else key)
+    elif isinstance(shape, list):
+        if not isinstance(doc, list):
+            raise _bad(where, "a list", doc)
+        for i, item in enumerate(doc):
+            check_report(item, shape[0], "%s[%d]" % (where, i))
+    elif shape in ("int", "index"):
+        if not _figure(doc) and not (shape == "int" and doc is None):
+            raise _bad(where, "an integer", doc)
+    elif shape in ("str", "name"):
+        if not isinstance(doc, str) and not (shape == "str" and doc is None):
+            raise _bad(where, "a string", doc)
+    elif shape == "malloc":  # NMT malloc: bytes, or {"bytes", "count"}
+        if isinstance(doc, dict):
+            check_report(doc, {"bytes": "int"}, where)
+        elif doc is not None and not _figure(doc):
+            raise _bad(where, "an integer or an object", doc)
 
 
 def load(path: str, sysroot: Optional[str] = None, classes: bool = True) -> Tuple[Record, str]:
@@ -51,14 +163,26 @@ def load(path: str, sysroot: Optional[str] = None, classes: bool = True) -> Tupl
         except (ValueError, UnicodeDecodeError) as exc:
             raise HeapwalkError("not a JSON report: %s" % exc, subject=path,
                                 hint="save one with 'heapwalk report CORE --json > FILE'") from None
+        except RecursionError:
+            raise HeapwalkError("not a usable JSON report: nested too deeply", subject=path,
+                                hint="save one with 'heapwalk report CORE --json > FILE'") from None
+        except MemoryError:
+            raise HeapwalkError("not a usable JSON report: too large to load",
+                                subject=path) from None
         if not isinstance(doc, dict) or doc.get("schema") != render.SCHEMA:
-            raise HeapwalkError("unsupported report schema %r (this heapwalk reads %s)"
-                                % (doc.get("schema") if isinstance(doc, dict) else None,
+            raise HeapwalkError("unsupported report schema %s (this heapwalk reads %s)"
+                                % (_brief(doc.get("schema") if isinstance(doc, dict) else None),
                                    render.SCHEMA), subject=path)
         if doc.get("command", "report") != "report" or "retention" not in doc:
-            raise HeapwalkError("not a 'report --json' document (command %r)"
-                                % doc.get("command"), subject=path,
+            raise HeapwalkError("not a 'report --json' document (command %s)"
+                                % _brief(doc.get("command")), subject=path,
                                 hint="save one with 'heapwalk report CORE --json > FILE'")
+        try:
+            check_report(doc)
+        except HeapwalkError as exc:
+            exc.subject = path
+            exc.hint = "save one with 'heapwalk report CORE --json > FILE'"
+            raise
         return doc, "report"
     import heapwalk  # pylint: disable=import-outside-toplevel
     from .cmd_report import build_report  # pylint: disable=import-outside-toplevel
@@ -198,6 +322,203 @@ def _source(path: str, kind: str, doc: Record) -> Record:
             "has_content_classes": "content_classes" in doc}
 
 
+# -- the diff's own verdict --------------------------------------------------------------------
+
+#: Growth counts as a finding from this share of B's size (cmd_report.footprint) and at least
+#: DIFF_MIN_BYTES: a leak matters long before it is a large part of the process.
+DIFF_MIN_SHARE = 0.01
+DIFF_MIN_BYTES = 256 << 10
+#: The size classes (and arenas) named as where growth is: the largest, until they cover this
+#: share of it (at most DIFF_WHERE_ROWS).
+DIFF_WHERE_SHARE = 0.8
+DIFF_WHERE_ROWS = 3
+
+#: What allocates each NMT category's malloc, and how to find the call site.
+NMT_WHO = {
+    "Other": ("Unsafe.allocateMemory / direct ByteBuffers (ByteBuffer.allocateDirect, Netty's "
+              "direct pools)",
+              "find the Unsafe.allocateMemory / ByteBuffer.allocateDirect caller that never frees "
+              "(Netty: -Dio.netty.leakDetection.level=paranoid, and watch "
+              "PlatformDependent.usedDirectMemory()); -XX:NativeMemoryTracking=detail and jcmd PID "
+              "VM.native_memory detail.diff give the call stack"),
+    "Internal": ("JVM internals (JVMTI, perf data, command-line parsing) and, before JDK 17, "
+                 "Unsafe.allocateMemory",
+                 "jcmd PID VM.native_memory baseline, later detail.diff: the growing call site"),
+    "Class": ("class metadata (class loaders defining classes)",
+              "look for class loaders that are created per request and never released "
+              "(jcmd PID VM.classloader_stats)"),
+    "Thread": ("thread structures (threads started and never ended)",
+               "look for threads that are created and never end (jcmd PID Thread.print)"),
+    "Symbol": ("the symbol table (interned names)",
+               "look for String.intern() or generated class names per request"),
+}
+
+
+def _sz(n: int) -> str:
+    return render.size(abs(n))
+
+
+def _where_rows(rows: List[Record], total: int, key: str) -> List[Record]:
+    out: List[Record] = []
+    got = 0
+    for r in rows:
+        if r[key] <= 0 or len(out) >= DIFF_WHERE_ROWS:
+            break
+        out.append(r)
+        got += r[key]
+        if got >= DIFF_WHERE_SHARE * total:
+            break
+    return out
+
+
+def _delta(doc: Record, what: str) -> int:
+    for t in doc["totals"]:
+        if t["what"] == what:
+            return t["delta"]
+    return 0
+
+
+def growth_verdict(a: Record, b: Record, doc: Record) -> List[Record]:
+    """What grew between A and B, of which kind, where, with its bytes and an action:
+    ``[{"cause", "kind", "bytes", "share", "where", "summary", "evidence", "action"}]``,
+    largest first. Kinds: "leak of in-use memory" (chunks in use grew; NMT-tracked or not),
+    "untracked native" (in-use malloc NMT does not track, or anonymous mappings outside glibc
+    and NMT), "retention" (free memory kept by glibc grew), "fragmentation"."""
+    from .cmd_report import footprint, verdict as report_verdict  # pylint: disable=import-outside-toplevel
+    fp = footprint(b)
+    floor = max(DIFF_MIN_BYTES, DIFF_MIN_SHARE * fp["bytes"])
+    of_b = "%s %s" % (render.size(fp["bytes"]), {"resident": "resident", "committed": "committed",
+                                                 "writable": "writable mapped"}.get(fp["source"], fp["source"]))
+    jvm = b.get("nmt") is not None
+    out: List[Record] = []
+    d_in = _delta(doc, "glibc in use") + _delta(doc, "glibc mmapped chunk bytes")
+    d_free = _delta(doc, "glibc free")
+    d_frag = _delta(doc, "sub-page fragments")
+    d_trim = _delta(doc, "malloc_trim would return")
+    d_untracked = _delta(doc, "malloc not tracked by NMT")
+    growth = doc.get("growth") or []
+    grown_bytes = sum(g["bytes"] for g in growth)
+    if d_in >= floor:
+        sizes = _where_rows(growth, grown_bytes, "bytes")
+        arenas = sorted((r for r in doc["arenas"] if r["delta"]["in_use_bytes"] > 0),
+                        key=lambda r: (-r["delta"]["in_use_bytes"], r["index"]))
+        arenas = [r for r in arenas if r["delta"]["in_use_bytes"] >= 0.1 * d_in][:DIFF_WHERE_ROWS]
+        nmt = sorted((r for r in doc.get("nmt") or [] if r["delta"]["malloc"] > 0),
+                     key=lambda r: (-r["delta"]["malloc"], r["name"]))
+        cat = nmt[0] if nmt and nmt[0]["delta"]["malloc"] >= 0.25 * d_in else None
+        cls = [c for c in doc.get("classes") or [] if c["delta"]["bytes"] >= 0.1 * d_in][:DIFF_WHERE_ROWS]
+        what_sizes = ", ".join("%s chunks of %d B" % ("{:+,}".format(g["count"]), g["size"])
+                               for g in sizes)
+        where = []
+        if arenas:
+            where.append("arena " + ", ".join("#%s%s (%s)" % (r["index"], " main" if r.get("main") else "",
+                                                             _sd(r["delta"]["in_use_bytes"]))
+                                              for r in arenas))
+        if sizes:
+            where.append("size " + ", ".join("%d B x %s" % (g["size"], "{:+,}".format(g["count"]))
+                                             for g in sizes))
+        untracked = jvm and d_untracked >= 0.5 * d_in
+        who = ""
+        action = ""
+        if cat is not None and not untracked:
+            per = ""
+            for c in (cls if len(sizes) == 1 else []):  # one new size: its request size
+                if c.get("name") == "NMT " + cat["name"] and c["delta"]["count"] > 0:
+                    per = " (%s B requested each)" % "{:,}".format(cat["delta"]["malloc"] // c["delta"]["count"])
+            where.append("NMT %s %s%s" % (cat["name"], _sd(cat["delta"]["malloc"]), per))
+            who_act = NMT_WHO.get(cat["name"])
+            who = ", i.e. " + who_act[0] if who_act else ""
+            action = who_act[1] if who_act else (
+                "jcmd PID VM.native_memory baseline, later summary.diff / detail.diff: the call site "
+                "of NMT %s's growth" % cat["name"])
+        elif untracked:
+            where.append("not tracked by NMT %s" % _sd(d_untracked))
+            z = [c for c in cls if c.get("kind") == "zlib"]
+            if z:
+                who = ", i.e. zlib streams (Inflater/Deflater never end()ed)"
+                action = "end() every Inflater/Deflater (try-with-resources / finally)"
+            else:
+                action = ("a native library's malloc, not tracked by NMT: `heapwalk classify` and "
+                          "`heapwalk leaks` on B name what the new chunks hold")
+        else:
+            action = ("`heapwalk leaks` on B (unreferenced chunks) and `heapwalk classify` name "
+                      "what the new chunks hold")
+        if cls:
+            where.append("content " + ", ".join("%s %s" % (c["name"], "{:+,}".format(c["delta"]["count"]))
+                                                for c in cls))
+        kind = "untracked native" if untracked else "leak of in-use memory"
+        not_ret = ("a leak of memory in use, not retention (glibc free %s)" % _sd(d_free)
+                   if d_free < 0.25 * d_in else "with free memory growing too (%s)" % _sd(d_free))
+        summary = "in-use memory grew by %s" % _sz(d_in)
+        if what_sizes:
+            summary += ": %s" % what_sizes
+        if cat is not None and not untracked:
+            summary += ", NMT %s%s" % (cat["name"], who)
+        elif untracked:
+            summary += ", not tracked by NMT%s" % who
+        summary += "; " + not_ret
+        out.append({"cause": "in-use-growth", "kind": kind, "bytes": d_in, "where": "; ".join(where),
+                    "summary": summary,
+                    "evidence": "glibc in use %s (mmapped chunks included), free %s, malloc_trim "
+                                "would return %s more; %s of it in chunk sizes whose count grew"
+                                % (_sd(d_in), _sd(d_free), _sd(d_trim), _sz(grown_bytes)),
+                    "action": action})
+    elif jvm and d_untracked >= floor:
+        out.append({"cause": "untracked-growth", "kind": "untracked native", "bytes": d_untracked,
+                    "where": "malloc not tracked by NMT",
+                    "summary": "in-use malloc not tracked by NMT grew by %s" % _sz(d_untracked),
+                    "evidence": "glibc in use %s" % _sd(d_in),
+                    "action": "`heapwalk classify` on B names what it holds"})
+    if d_free >= floor and d_free > d_in:
+        rv = [v for v in report_verdict(b) if v.get("cause") == "arena-retention"]
+        act = rv[0]["action"] if rv else "malloc_trim(0) / jcmd PID System.trim_native_heap"
+        arenas = sorted((r for r in doc["arenas"] if r["delta"]["free_bytes"] > 0),
+                        key=lambda r: (-r["delta"]["free_bytes"], r["index"]))[:DIFF_WHERE_ROWS]
+        # What was freed: the zlib streams whose stale state B's free chunks hold.
+        stale = sum(c.get("count", 0) for c in b.get("free_content_classes") or []
+                    if c.get("kind") == "zlib" and "(freed" in (c.get("name") or ""))
+        gone = [c for c in doc.get("classes") or [] if c.get("kind") == "zlib" and c["delta"]["count"] < 0]
+        freed = ""
+        if stale:
+            freed = ": %s zlib stream%s %s freed%s and glibc kept the memory" % (
+                "{:,}".format(stale), "" if stale == 1 else "s", "was" if stale == 1 else "were",
+                (" (%s)" % ", ".join("%s %s" % (c["name"], "{:+,}".format(c["delta"]["count"])) for c in gone))
+                if gone else "")
+        shrank = (", as memory in use shrank by %s" % _sz(d_in)) if d_in < 0 else " (in use %s)" % _sd(d_in)
+        out.append({"cause": "retention-growth", "kind": "retention", "bytes": d_free,
+                    "where": "arena " + ", ".join("#%s (%s)" % (r["index"], _sd(r["delta"]["free_bytes"]))
+                                                  for r in arenas),
+                    "summary": "free memory kept by glibc grew by %s%s%s: retention, not a leak%s"
+                               % (_sz(d_free), shrank, freed,
+                                  "; malloc_trim would return %s more" % _sz(d_trim) if d_trim > 0 else ""),
+                    "evidence": rv[0]["evidence"] if rv else "",
+                    "action": act})
+    if d_frag >= floor:
+        out.append({"cause": "fragmentation-growth", "kind": "fragmentation", "bytes": d_frag,
+                    "where": "", "summary": "sub-page fragments grew by %s" % _sz(d_frag),
+                    "evidence": "free pieces smaller than a page between chunks in use",
+                    "action": "fewer arenas (MALLOC_ARENA_MAX), pooling, or another allocator"})
+    anon = [m for m in doc.get("mappings") or [] if m.get("kind") == "anon" and m["delta"]["mapped_bytes"] >= floor]
+    for m in anon:
+        out.append({"cause": "anonymous-growth", "kind": "untracked native", "bytes": m["delta"]["mapped_bytes"],
+                    "where": m["label"],
+                    "summary": "anonymous mappings outside glibc's heaps%s grew by %s"
+                               % (" and NMT" if jvm else "", _sz(m["delta"]["mapped_bytes"])),
+                    "evidence": "%s: %s regions" % (m["label"], _sc(m["delta"]["regions"])),
+                    "action": "a native library's own mmap (not malloc): `heapwalk report` on B "
+                              "lists the mappings"})
+    if not out:
+        out.append({"cause": "no-growth", "kind": "none", "bytes": max(d_in, d_free, 0), "where": "",
+                    "summary": "nothing grew by %s or more (%s of B's %s): in use %s, free %s"
+                               % (render.size(int(floor)), "%.0f %%" % (100 * DIFF_MIN_SHARE), of_b,
+                                  _sd(d_in), _sd(d_free)),
+                    "evidence": "", "action": "nothing to do between these snapshots"})
+    for v in out:
+        v["share"] = round(v["bytes"] / fp["bytes"], 4) if fp.get("bytes") else 0.0
+    out.sort(key=lambda v: (-v["bytes"], v["cause"]))
+    return out
+
+
 def compare(a: Record, b: Record, path_a: str = "A", path_b: str = "B",
             kind_a: str = "report", kind_b: str = "report") -> Record:
     """The ``diff`` document of two report documents."""
@@ -241,6 +562,7 @@ def compare(a: Record, b: Record, path_a: str = "A", path_b: str = "B",
                     "b": [v.get("cause") for v in b.get("verdict") or []]},
         "diagnostics": notes,
     }
+    doc["verdict"]["growth"] = growth_verdict(a, b, doc)
     return render.wrap("diff", doc)
 
 
@@ -323,7 +645,15 @@ def render_diff(doc: Record, style: Style = render.PLAIN) -> List[str]:
                                  Column("B mapped")], rows, style, indent="  "))
     v = doc["verdict"]
     out.append("")
-    out.append("verdict: A %s; B %s" % (", ".join(v["a"]) or "-", ", ".join(v["b"]) or "-"))
+    out.append(style.paint("bold", "verdict") + " (what grew from A to B)")
+    for i, f in enumerate(v.get("growth") or [], 1):
+        out.append("  %d. %s" % (i, f["summary"]))
+        if f.get("where"):
+            out.append("     where: %s" % f["where"])
+        if f.get("evidence"):
+            out.append("     evidence: %s" % f["evidence"])
+        out.append("     action: %s" % f["action"])
+    out.append("  snapshot verdicts: A %s; B %s" % (", ".join(v["a"]) or "-", ", ".join(v["b"]) or "-"))
     return out
 
 
@@ -364,8 +694,8 @@ class Diff(Command):
         for path in (path_a, path_b):
             if not os.path.exists(path):
                 raise HeapwalkError("no such file", subject=path)
-        a, kind_a = load(path_a, sysroot, classes)
-        b, kind_b = load(path_b, sysroot, classes)
+        a, kind_a = _loaded(path_a, sysroot, classes)
+        b, kind_b = _loaded(path_b, sysroot, classes)
         return compare(a, b, path_a, path_b, kind_a, kind_b)
 
     def render(self, document: Record, inv: Invocation) -> List[str]:

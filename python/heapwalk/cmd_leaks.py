@@ -134,7 +134,8 @@ def render_leaks(document: Record, names: Dict[int, str], limited_by_default: bo
         out += render.table(
             [Column("count"), Column("human"), Column("kind", "<"), Column("class", "<")],
             [[str(c.get("count", 0)), render.size(c.get("bytes", 0)), c.get("kind", ""),
-              c.get("name", "") + ("  %r" % c["sample"][:24] if c.get("sample") else "")]
+              c.get("name", "") + ("  '%s'" % render.clip(render.safe(c["sample"]), 24)
+                                   if c.get("sample") else "")]
              for c in classes[:SIZE_ROWS]], style, indent="  ")
     by_arena = leaked.get("arenas", [])
     if len(by_arena) > 1:

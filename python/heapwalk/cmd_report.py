@@ -19,15 +19,20 @@ from .render import Column, Style
 Record = Dict[str, Any]
 
 MiB = 1 << 20
-#: Free memory kept by glibc counts as a cause from this many bytes and this share of the
-#: arenas' system bytes.
-RETENTION_MIN_BYTES = 16 * MiB
-RETENTION_MIN_SHARE = 0.25
-#: Sub-page fragments (free bytes malloc_trim cannot return) count from these.
-FRAGMENT_MIN_BYTES = 16 * MiB
+KiB = 1 << 10
+#: A cause is named from this share of the process's size (its resident bytes live, its
+#: writable mappings in a core: see :func:`footprint`) and at least CAUSE_MIN_BYTES (so a
+#: 1 MiB program's 100 KiB are not a cause). Nothing is absolute beyond that floor.
+CAUSE_MIN_SHARE = 0.05
+CAUSE_MIN_BYTES = 1 * MiB
+#: Sub-page fragments (free bytes malloc_trim cannot return) count from this share of the free
+#: bytes too (they are a cause of their own only when they are a real part of what is free).
 FRAGMENT_MIN_SHARE = 0.2
-#: In-use malloc not tracked by NMT counts from this many bytes.
-UNTRACKED_MIN_BYTES = 64 * MiB
+#: glibc's default M_MMAP_THRESHOLD / M_TRIM_THRESHOLD (malloc.c DEFAULT_MMAP_THRESHOLD_MIN,
+#: DEFAULT_TRIM_THRESHOLD): a larger mmap threshold without no_dyn_threshold is the dynamic one.
+DEFAULT_THRESHOLD = 128 * KiB
+#: Free stale contents count as what the retained memory held from this share of it.
+STALE_MIN_SHARE = 0.5
 #: Text output shows this many mapping groups (the rest are summed on one line).
 TEXT_GROUPS = 14
 TOP_CLASSES = 5
@@ -37,83 +42,274 @@ def _hs(n: Optional[int]) -> str:
     return render.size(n)
 
 
+def _n(n: int) -> str:
+    return "{:,}".format(n)
+
+
+def footprint(doc: Record) -> Record:
+    """What the process's size is taken to be, the measure causes are ranked against:
+    ``{"bytes", "source"}``; live: resident bytes (smaps Rss); a core: its writable mappings
+    less each thread stack's pages below its stack pointer (what it has committed, as far as a
+    core tells: it has no residency); else the mapped total."""
+    maps = doc.get("mappings") or {}
+    glibc = doc.get("glibc") or {}
+    if maps.get("resident_bytes"):
+        return {"bytes": maps["resident_bytes"], "source": "resident"}
+    if maps.get("footprint_bytes"):
+        return {"bytes": maps["footprint_bytes"], "source": "committed"}
+    if maps.get("writable_bytes"):
+        return {"bytes": maps["writable_bytes"], "source": "writable"}
+    if maps.get("mapped_bytes"):
+        return {"bytes": maps["mapped_bytes"], "source": "mapped"}
+    return {"bytes": (glibc.get("system_bytes") or 0) + (glibc.get("mmapped_bytes") or 0),
+            "source": "glibc"}
+
+
+def given_back(fig: Record) -> int:
+    """Free bytes of ``fig`` (the retention totals, an arena or a heap) that are not memory any
+    more: live, the pages pagemap says are not resident (released by an earlier trim, or never
+    touched); in a core, the pages of the same ranges that read as zeros or were not saved."""
+    if fig.get("released_bytes") is not None:
+        return fig["released_bytes"]
+    res = fig.get("residency") or {}
+    n = 0
+    for part in ("trim_ranges", "top_kept_pages"):
+        r = res.get(part) or {}
+        n += (r.get("zero") or 0) + (r.get("unsaved") or 0)
+    return n
+
+
+def _of(fp: Record) -> str:
+    what = {"resident": "resident", "committed": "committed (writable mappings)",
+            "writable": "writable mapped", "mapped": "mapped",
+            "glibc": "from glibc"}.get(fp["source"], fp["source"])
+    return "%s %s" % (_hs(fp["bytes"]), what)
+
+
+def _share(n: int, fp: Record) -> float:
+    return n / fp["bytes"] if fp.get("bytes") else 0.0
+
+
+def _pct(x: float) -> str:
+    return "%.0f %%" % (100 * x) if x >= 0.01 else "<1 %"
+
+
+def _zlib(rows: List[Record], freed: bool) -> Record:
+    """zlib stream classes of ``rows``: live ones (freed=False) or the stale ones of free
+    chunks (freed=True): ``{"count", "bytes", "inflate", "deflate"}`` (counts of streams)."""
+    out = {"count": 0, "bytes": 0, "inflate": 0, "deflate": 0}
+    for c in rows or []:
+        name = c.get("name") or ""
+        if c.get("kind") != "zlib" or ("(freed" in name) != freed:
+            continue
+        out["count"] += c.get("count", 0)
+        out["bytes"] += c.get("bytes", 0)
+        out["inflate" if "inflate" in name else "deflate"] += c.get("count", 0)
+    return out
+
+
+def _streams(z: Record) -> str:
+    parts = []
+    if z["inflate"]:
+        parts.append("%s zlib inflate stream%s" % (_n(z["inflate"]), "" if z["inflate"] == 1 else "s"))
+    if z["deflate"]:
+        parts.append("%s zlib deflate stream%s" % (_n(z["deflate"]), "" if z["deflate"] == 1 else "s"))
+    return " and ".join(parts)
+
+
+def _ender(z: Record) -> str:
+    who = "/".join(w for w, k in (("Inflater", "inflate"), ("Deflater", "deflate")) if z[k]) or "Inflater"
+    return who + "s"
+
+
+def _in_force(params: Record, arenas: int) -> Record:
+    """What of glibc's tuning is already set in the target (``mp_``): arena_max, and whether
+    the thresholds are fixed (``no_dyn_threshold``: set by mallopt, MALLOC_*_ or tunables)."""
+    fixed = params.get("no_dyn_threshold")
+    mmap_t = params.get("mmap_threshold") or 0
+    return {"arena_max": params.get("arena_max") or 0,
+            "fixed_thresholds": bool(fixed),
+            # free() of an mmapped chunk raises the threshold up to 32 MiB unless it is fixed
+            "dynamic_mmap_raised": fixed == 0 and mmap_t > DEFAULT_THRESHOLD,
+            "trim_threshold": params.get("trim_threshold"), "mmap_threshold": mmap_t,
+            "arenas": arenas}
+
+
 def verdict(doc: Record) -> List[Record]:
-    """The causes, largest first: ``{"cause", "bytes", "action", "evidence", "summary"}``."""
+    """The causes, largest first: ``{"cause", "kind", "bytes", "share", "where", "action",
+    "evidence", "summary"}``; ``share`` is of :func:`footprint`. Thresholds are relative to
+    it; actions leave out what the target already has in force (``mp_``)."""
     ret = doc.get("retention") or {}
     pres = doc.get("pressure") or {}
     glibc = doc.get("glibc") or {}
     nmt = doc.get("nmt")
     jvm = nmt is not None
+    fp = footprint(doc)
+    floor = max(CAUSE_MIN_BYTES, CAUSE_MIN_SHARE * fp["bytes"])
     out: List[Record] = []
     system = glibc.get("system_bytes", 0) or 0
-    free = ret.get("free_bytes", 0)
-    trim = ret.get("trimmable_bytes", 0)
+    free = ret.get("free_bytes", 0) or 0
+    trim = ret.get("trimmable_bytes", 0) or 0
+    top = ret.get("top_bytes", 0) or 0
     arenas = pres.get("arenas", 0)
     heaps = pres.get("heaps", 0)
     limit = pres.get("limit")
+    force = _in_force(ret.get("params") or {}, arenas)
+    used_classes = doc.get("content_classes") or doc.get("classes") or []
+    free_classes = doc.get("free_content_classes") or doc.get("free_classes") or []
     trim_how = ("jcmd PID System.trim_native_heap (JDK 17.0.9+; JDK 21+: -XX:TrimNativeHeapInterval)"
                 if jvm else "call malloc_trim(0) (e.g. from gdb: call (int) malloc_trim(0))")
-    if free >= RETENTION_MIN_BYTES and system and free >= RETENTION_MIN_SHARE * system:
-        where = "%d glibc arena%s" % (arenas, "" if arenas == 1 else "s")
+    where_arenas = ", ".join("#%d %s" % (a["index"], _hs(a.get("free_bytes")))
+                             for a in sorted(ret.get("arenas", []), key=lambda a: (-a.get("free_bytes", 0),
+                                                                                   a["index"]))[:3]
+                             if a.get("free_bytes"))
+
+    # What glibc holds: its free bytes less the pages already given back (live: pagemap says
+    # which free pages are not resident any more, e.g. after an earlier malloc_trim; a core: the
+    # pages that read as zeros), so a live target, its snapshot and its gcore agree.
+    held = free - given_back(ret)
+    if held >= floor:
+        stale = _zlib(free_classes, freed=True)
+        zlib_held = stale["count"] and stale["bytes"] >= STALE_MIN_SHARE * free
+        kept = "free memory kept by %d glibc arena%s" % (arenas, "" if arenas == 1 else "s")
         if heaps:
-            where += " (%d heaps of 64 MiB reserved: %s)" % (heaps, _hs(pres.get("heap_reserved_bytes")))
+            kept += " (%d heaps of 64 MiB reserved: %s)" % (heaps, _hs(pres.get("heap_reserved_bytes")))
         evidence = ("%s of %s malloc'd from the system is free (tcache %s, fastbins %s, bins %s, "
                     "tops %s); malloc_trim(0) would return %s now"
                     % (_hs(free), _hs(system), _hs(ret.get("tcache_bytes")),
                        _hs(ret.get("fastbin_bytes")), _hs(ret.get("bin_bytes")),
-                       _hs(ret.get("top_bytes")), _hs(trim)))
+                       _hs(top), _hs(trim)))
         if ret.get("released_bytes"):
             evidence += "; %s of free pages are already given back" % _hs(ret["released_bytes"])
-        action = "%s now" % trim_how
-        if arenas > 4:
-            action += "; cap arenas with MALLOC_ARENA_MAX=4 (or 2)"
-        action += ("; lower M_TRIM_THRESHOLD / M_MMAP_THRESHOLD (MALLOC_TRIM_THRESHOLD_, "
-                   "MALLOC_MMAP_THRESHOLD_) so free() gives memory back, or use jemalloc/tcmalloc")
-        out.append({"cause": "arena-retention", "bytes": free, "action": action,
-                    "evidence": evidence,
-                    "summary": "%s is free memory kept by %s; malloc_trim would return %s now"
-                               % (_hs(free), where, _hs(trim))})
-    frag = ret.get("fragment_bytes", 0)
-    if frag >= FRAGMENT_MIN_BYTES and free and frag >= FRAGMENT_MIN_SHARE * free:
-        out.append({"cause": "fragmentation", "bytes": frag,
-                    "action": "malloc_trim cannot return these: fewer arenas (MALLOC_ARENA_MAX), "
-                              "pooling the allocations, or another allocator",
+        elif free - held:
+            evidence += ("; %s of free pages read as zeros (given back or never touched: not "
+                         "counted as held)" % _hs(free - held))
+        if zlib_held:
+            evidence += ("; the free chunks still hold the state and window of %s (%s): zlib "
+                         "freed them, glibc kept the memory" % (_streams(stale), _hs(stale["bytes"])))
+        elif free_classes:
+            named = [c for c in free_classes if c.get("kind") not in ("size",)][:3]
+            if named:
+                evidence += "; stale contents: " + ", ".join(
+                    "%s %s" % (c.get("name"), _hs(c.get("bytes"))) for c in named)
+        acts: List[str] = []
+        if zlib_held:
+            acts.append("end() %s promptly (try-with-resources / finally), not left to the GC's "
+                        "Cleaner" % _ender(stale))
+        if force["arena_max"]:
+            evidence += "; MALLOC_ARENA_MAX=%d is in force" % force["arena_max"]
+        elif arenas > 2:
+            acts.append("MALLOC_ARENA_MAX=2 (each of the %d arenas keeps its own free memory)" % arenas)
+        pinned = free - top
+        if force["fixed_thresholds"]:
+            evidence += ("; the thresholds are already fixed (M_TRIM_THRESHOLD %s, M_MMAP_THRESHOLD "
+                         "%s): they cannot return the %s that lies in free chunks below chunks "
+                         "in use (a heap shrinks only from its top)"
+                         % (_hs(force["trim_threshold"]), _hs(force["mmap_threshold"]), _hs(pinned)))
+        acts.append("or trim: %s (returns %s now)" % (trim_how, _hs(trim)) if acts else
+                    "trim: %s (returns %s now)" % (trim_how, _hs(trim)))
+        if not force["fixed_thresholds"]:
+            if force["dynamic_mmap_raised"]:
+                acts.append("fix the mmap threshold (MALLOC_MMAP_THRESHOLD_=131072): free() of a "
+                            "large mmapped block raised it to %s, so large blocks now come from "
+                            "the arenas and stay there" % _hs(force["mmap_threshold"]))
+            # Thread arenas' tops shrink on free() from trim_threshold up: only a raised one
+            # (the dynamic threshold doubles it) keeps them.
+            if ((ret.get("top_kept_bytes") or 0) >= floor
+                    and (force["trim_threshold"] or 0) > DEFAULT_THRESHOLD):
+                acts.append("lower M_TRIM_THRESHOLD (MALLOC_TRIM_THRESHOLD_) so free() shrinks "
+                            "the tops that keep %s" % _hs(ret.get("top_kept_bytes")))
+        if pinned >= floor:
+            acts.append("or use jemalloc/tcmalloc (free space below chunks in use stays with glibc)")
+        already = []
+        if force["arena_max"]:
+            already.append("MALLOC_ARENA_MAX=%d" % force["arena_max"])
+        if force["fixed_thresholds"]:
+            already.append("fixed thresholds (trim %s, mmap %s)" % (_hs(force["trim_threshold"]),
+                                                                    _hs(force["mmap_threshold"])))
+            # A trim threshold set high keeps the tops: the one setting to change.
+            if ((ret.get("top_kept_bytes") or 0) >= floor
+                    and (force["trim_threshold"] or 0) > DEFAULT_THRESHOLD):
+                acts.append("lower M_TRIM_THRESHOLD (set to %s; MALLOC_TRIM_THRESHOLD_=131072): "
+                            "the tops keep %s" % (_hs(force["trim_threshold"]),
+                                                  _hs(ret.get("top_kept_bytes"))))
+        if already:
+            acts.insert(0, "%s already in force: what still holds the memory is %s of free "
+                           "chunks below chunks in use, which %s"
+                        % (" and ".join(already), _hs(pinned),
+                           "no threshold returns" if force["fixed_thresholds"] else "fewer arenas do not return"))
+        if zlib_held:
+            summary = ("%s retained by glibc after %s %s freed (in %d arena%s; malloc_trim would "
+                       "return %s now)"
+                       % (_hs(held), _streams(stale), "was" if stale["count"] == 1 else "were",
+                          arenas, "" if arenas == 1 else "s", _hs(trim)))
+        else:
+            summary = "%s is %s; malloc_trim would return %s now" % (_hs(held), kept, _hs(trim))
+        out.append({"cause": "arena-retention", "kind": "retention", "bytes": held,
+                    "where": where_arenas, "action": "; ".join(acts), "evidence": evidence,
+                    "summary": summary})
+    frag = ret.get("fragment_bytes", 0) or 0
+    if frag >= floor and free and frag >= FRAGMENT_MIN_SHARE * free:
+        out.append({"cause": "fragmentation", "kind": "fragmentation", "bytes": frag,
+                    "where": where_arenas,
+                    "action": "malloc_trim cannot return these: %spooling the allocations, or "
+                              "another allocator" % ("" if force["arena_max"] else
+                                                     "fewer arenas (MALLOC_ARENA_MAX=2), "),
                     "evidence": "%s of free chunks lie in pieces smaller than a page between "
                                 "chunks in use" % _hs(frag),
                     "summary": "%s of free memory is fragmented below page size" % _hs(frag)})
-    if limit and arenas >= max(8, limit // 2) and not (ret.get("params") or {}).get("arena_max"):
+    # Each thread arena keeps its own free memory: a cause when that memory is (bytes ranked
+    # like any other), never on the arena count alone.
+    kept_arenas = sum(a.get("free_bytes", 0) - given_back(a) for a in ret.get("arenas", []) if not a.get("main"))
+    if (limit and arenas >= max(8, limit // 2) and not force["arena_max"] and kept_arenas >= floor):
         cores = pres.get("cores")
-        # Its bytes: the free memory the thread arenas keep (each arena keeps its own).
-        kept = sum(a.get("free_bytes", 0) for a in ret.get("arenas", []) if not a.get("main"))
-        out.append({"cause": "arena-count", "bytes": kept,
-                    "action": "MALLOC_ARENA_MAX=4 (each arena keeps its own free memory and 64 MiB heaps)",
-                    "evidence": "%d arenas of a limit of %d (%s)%s; %d threads, up to %d per arena"
+        out.append({"cause": "arena-count", "kind": "arena count", "bytes": kept_arenas,
+                    "where": "%d arenas" % arenas,
+                    "action": "MALLOC_ARENA_MAX=2 (or 4): each arena keeps its own free memory "
+                              "and 64 MiB heaps",
+                    "evidence": "%d arenas of a limit of %d (%s)%s; %d threads, up to %d per "
+                                "arena; the thread arenas keep %s free"
                                 % (arenas, limit, pres.get("limit_source", ""),
                                    "" if cores is None else ", %d cores" % cores,
-                                   pres.get("threads", 0), pres.get("max_threads_per_arena", 0)),
-                    "summary": "%d glibc arenas (limit %d): one per busy thread, each with its "
-                               "own heaps" % (arenas, limit)})
+                                   pres.get("threads", 0), pres.get("max_threads_per_arena", 0),
+                                   _hs(kept_arenas)),
+                    "summary": "%d glibc arenas (limit %d) keep %s free: one per busy thread, "
+                               "each with its own heaps" % (arenas, limit, _hs(kept_arenas))})
     if jvm:
         un = (nmt or {}).get("untracked_malloc") or {}
         ub = un.get("bytes", 0) or 0
-        if ub >= UNTRACKED_MIN_BYTES:
-            top = (doc.get("classes") or [{}])[0] if doc.get("classes") else {}
-            what = (": largest class %s (%d chunks, %s)"
-                    % (top.get("name"), top.get("count", 0), _hs(top.get("bytes")))) if top else ""
-            out.append({"cause": "untracked-malloc", "bytes": ub,
-                        "action": "find the native library allocating it (zlib streams: "
-                                  "Inflater/Deflater.end() not called; see `heapwalk classify`)",
-                        "evidence": "%s in %d malloc chunks carry no NMT header%s"
-                                    % (_hs(ub), un.get("count", 0), what),
+        if ub >= floor:
+            z = _zlib(used_classes, freed=False)
+            if z["count"] and z["bytes"] >= STALE_MIN_SHARE * ub:
+                what = ": %s (%s) held by %s never end()ed" % (_streams(z), _hs(z["bytes"]), _ender(z))
+                action = ("end() every %s (try-with-resources / finally; e.g. Spring Boot before "
+                          "2.0.5's ZipInflaterInputStream, Jetty's gzip Deflater); find the "
+                          "owners with jmap -histo PID | grep -E 'Inflater|Deflater'" % _ender(z)[:-1])
+            else:
+                top1 = (used_classes or [{}])[0]
+                what = (": largest class %s (%d chunks, %s)"
+                        % (top1.get("name"), top1.get("count", 0), _hs(top1.get("bytes")))) if top1 else ""
+                action = ("find the native library allocating it (zlib streams: Inflater/"
+                          "Deflater.end() not called; see `heapwalk classify`)")
+            out.append({"cause": "untracked-malloc", "kind": "untracked native", "bytes": ub,
+                        "where": "malloc not tracked by NMT", "action": action,
+                        "evidence": "%s in %d malloc chunks carry no NMT header"
+                                    % (_hs(ub), un.get("count", 0)),
                         "summary": "%s of in-use malloc is not tracked by NMT%s" % (_hs(ub), what)})
     if not out:
-        out.append({"cause": "in-use", "bytes": ret.get("in_use_bytes", 0),
-                    "action": "nothing retained to give back; see `heapwalk classify` and "
+        out.append({"cause": "in-use", "kind": "in use", "bytes": ret.get("in_use_bytes", 0),
+                    "where": "",
+                    "action": "nothing large retained to give back; see `heapwalk classify` and "
                               "`heapwalk leaks` for what the memory in use holds",
                     "evidence": "glibc keeps %s free of %s; malloc_trim(0) would return %s"
                                 % (_hs(free), _hs(system), _hs(trim)),
-                    "summary": "memory is in use (no retention problem)"})
-    out.sort(key=lambda v: -v["bytes"])
+                    "summary": "no cause reaches %s of the process (%s): %s in use, %s free, "
+                               "malloc_trim(0) would return %s"
+                               % (_pct(CAUSE_MIN_SHARE), _of(fp), _hs(ret.get("in_use_bytes", 0)),
+                                  _hs(free), _hs(trim))})
+    for v in out:
+        v["share"] = round(_share(v["bytes"], fp), 4)
+    out.sort(key=lambda v: (-v["bytes"], v["cause"]))
     return out
 
 
@@ -203,9 +399,12 @@ def render_report(doc: Record, style: Style = render.PLAIN) -> List[str]:
         out.append("  " + "; ".join("%s %s (%d)" % (c.get("name"), _hs(c.get("bytes")), c.get("count", 0))
                                     for c in classes[:TOP_CLASSES]))
     out.append("")
-    out.append(style.paint("bold", "verdict"))
+    fp = doc.get("footprint") or footprint(doc)
+    out.append(style.paint("bold", "verdict") + " (causes by bytes, against the process's %s)"
+               % _of(fp))
     for i, v in enumerate(doc.get("verdict", []), 1):
-        out.append("  %d. %s" % (i, v.get("summary", v.get("cause"))))
+        share = "" if v.get("cause") == "in-use" else " (%s)" % _pct(v.get("share") or 0)
+        out.append("  %d. %s%s" % (i, v.get("summary", v.get("cause")), share))
         out.append("     evidence: %s" % v.get("evidence", ""))
         out.append("     action: %s" % v.get("action", ""))
     return out
@@ -229,15 +428,23 @@ def build_report(target: Any, classes: bool = True) -> Record:
     doc = target.report()
     top: List[Record] = []
     every: Optional[List[Record]] = None
+    stale: Optional[List[Record]] = None
     if classes:
         try:
-            every = target.classify(None, False, SAVED_CLASSES).get("classes", [])
+            got = target.classify(None, True, SAVED_CLASSES)
+            every = got.get("classes", [])
+            stale = got.get("free_classes")
             top = every[:TOP_CLASSES]
         except Exception as exc:  # pylint: disable=broad-except  # classes are optional
             doc.setdefault("diagnostics", []).append(
                 {"kind": "note", "address": None, "arena": None,
                  "detail": "content classes unavailable: %s" % exc})
     doc["classes"] = top
+    if stale is not None:
+        doc["free_classes"] = stale[:TOP_CLASSES]
+        doc["free_content_classes"] = [{"name": c.get("name"), "kind": c.get("kind"),
+                                        "count": c.get("count", 0), "bytes": c.get("bytes", 0)}
+                                       for c in stale]
     if every is not None:
         doc["content_classes"] = [{"name": c.get("name"), "kind": c.get("kind"),
                                    "count": c.get("count", 0), "bytes": c.get("bytes", 0)}
@@ -248,6 +455,7 @@ def build_report(target: Any, classes: bool = True) -> Record:
         doc.setdefault("diagnostics", []).append(
             {"kind": "note", "address": None, "arena": None,
              "detail": "size classes unavailable: %s" % exc})
+    doc["footprint"] = footprint(doc)
     doc["verdict"] = verdict(doc)
     return render.wrap("report", doc)
 

@@ -238,7 +238,7 @@ class Watcher:
 
     def log(self, text: str) -> None:
         if not self.args.quiet:
-            self.err.write("heapwalk watch: %s\n" % text)
+            self.err.write("heapwalk watch: %s\n" % render.safe(text))
             self.err.flush()
 
     # ---- the loop ---------------------------------------------------------------------------

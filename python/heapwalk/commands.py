@@ -363,8 +363,9 @@ def _register_extensions() -> None:
     from .cmd_leaks import Leaks  # pylint: disable=import-outside-toplevel
     from .cmd_report import Report  # pylint: disable=import-outside-toplevel
     from .cmd_snapshot import Snapshot  # pylint: disable=import-outside-toplevel
+    from .cmd_trend import Trend  # pylint: disable=import-outside-toplevel
     from .cmd_watch import Watch  # pylint: disable=import-outside-toplevel
-    for command in (Classify(), Leaks(), Report(), Diff(), Snapshot(), Watch()):
+    for command in (Classify(), Leaks(), Report(), Diff(), Snapshot(), Watch(), Trend()):
         COMMANDS[command.name] = command
 
 
@@ -419,10 +420,14 @@ def execute(command: Command, inv: Invocation) -> Output:
             target.update(info)
     if inv.json:
         return Output(render.to_json(document), command.status(document), document)
-    lines = command.render(document, inv)
+    # Strings in the document come from the target (file names, NMT names, text samples...):
+    # renderers see them escaped, and every line is checked again before it is printed.
+    shown = render.safe_doc(document)
+    lines = command.render(shown, inv)
     if capture is not None:
         lines = lines + ["", capture_line(capture)]
-    notes = render.diagnostics(document.get("diagnostics", []), inv.style)
+    notes = render.diagnostics(shown.get("diagnostics", []), inv.style)
     if notes:
         lines = lines + [""] + notes
-    return Output("\n".join(lines) + "\n", command.status(document), document)
+    text = "\n".join(render.safe_line(line, inv.style) for line in lines)
+    return Output(text + "\n", command.status(document), document)

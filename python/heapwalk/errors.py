@@ -11,6 +11,8 @@ from __future__ import annotations
 import errno
 from typing import Optional, Tuple
 
+from .render import safe
+
 NATIVE_MISSING = "heapwalk's native module is not built: run the README's build"
 
 
@@ -50,6 +52,13 @@ class NoTargetError(HeapwalkError):
 def _one_line(text: str) -> str:
     """Collapse ``text`` to a single line."""
     return " ".join(str(text).split())
+
+
+def _shown(text: str) -> str:
+    """``text`` as an error line may show it: every control and bidi character escaped (a file
+    name or a message may come from a hostile core: a newline in it must not forge a line,
+    an escape sequence must not reach the terminal), then collapsed to one line."""
+    return _one_line(safe(text))
 
 
 def format_address(value: int) -> str:
@@ -132,10 +141,11 @@ def describe_error(exc: BaseException, subject: Optional[str] = None,
         hint = _os_hint(exc, live)
     else:
         message = "%s: %s" % (type(exc).__name__, exc) if str(exc) else type(exc).__name__
-    message = _one_line(message)
+    message = _shown(message)
+    subject = safe(subject) if subject else subject  # a name as it is, but escaped
     # Engine messages are meant to be complete: do not repeat a subject they already name.
     if subject and subject not in message:
         line = "heapwalk: %s: %s" % (subject, message)
     else:
         line = "heapwalk: %s" % message
-    return line, (_one_line(hint) if hint else None)
+    return line, (_shown(hint) if hint else None)

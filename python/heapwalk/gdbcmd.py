@@ -25,6 +25,7 @@ import gdb  # type: ignore[import-not-found]  # pylint: disable=import-error
 
 import heapwalk
 from . import commands as registry
+from . import render
 from .commands import Command, Invocation, ParserExit
 from .errors import HeapwalkError, NoTargetError, UsageError, describe_error
 from .render import Style
@@ -322,7 +323,7 @@ def current_target() -> Target:
     # Progress and Ctrl-C for engine reads of a core or /proc (never for callback targets: their
     # reads go through gdb's API, which only the main thread may use).
     if target.kind in ("core", "live") and sys.stderr.isatty():
-        target.progress_sink = lambda text: gdb.write(text, gdb.STDERR)
+        target.progress_sink = lambda text: gdb.write(text, gdb.STDERR)  # progress.run: safe
     _Cache.key, _Cache.target = (key[:-1] + (_Cache.generation,)), target
     return target
 
@@ -430,7 +431,7 @@ Commands mirror the CLI (python3 -m heapwalk); every command takes --json.
         words = gdb.string_to_argv(argument)
         if words:
             raise gdb.GdbError("heapwalk: unknown command '%s'\nhint: 'heapwalk' lists the "
-                               "commands" % words[0])
+                               "commands" % render.safe(words[0]))
         gdb.write(_listing())
 
 

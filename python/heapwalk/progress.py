@@ -12,6 +12,8 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
+from .render import safe
+
 #: Draw nothing for work that finishes faster than this (seconds; $HEAPWALK_PROGRESS_AFTER).
 QUIET_FOR = float(os.environ.get("HEAPWALK_PROGRESS_AFTER", "0.5"))
 
@@ -45,7 +47,7 @@ def run(call: Callable[[], Any], native: Any, sink: Optional[Callable[[str], Non
             if sink is not None and time.monotonic() - started > QUIET_FOR:
                 phase, done, total = native.progress()
                 pct = " %3d%%" % min(100, done * 100 // total) if total else ""
-                sink("\rheapwalk: %s%s" % (phase or "working", pct))
+                sink("\rheapwalk: %s%s" % (safe(phase or "working"), pct))
                 shown = True
     except KeyboardInterrupt:
         native.cancel(True)

@@ -17,6 +17,8 @@ marks the page rendered (``<body data-rendered="1">``).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -34,7 +36,9 @@ WIDTH = 1000
 
 
 def _e(text: Any) -> str:
-    return html.escape("" if text is None else str(text), quote=True)
+    """HTML-escaped, with control and bidi characters shown as escapes (render.safe): a name
+    from a hostile core must not reorder or hide what the page shows."""
+    return html.escape(render.safe("" if text is None else str(text)), quote=True)
 
 
 def _hs(n: Optional[int]) -> str:
@@ -149,6 +153,8 @@ document.querySelectorAll('svg.chart rect.seg').forEach(function(r){
 document.body.setAttribute('data-rendered','1');
 document.body.setAttribute('data-charts', String(document.querySelectorAll('svg.chart').length));
 """
+#: The CSP allows exactly this script (its hash), not any inline script.
+SCRIPT_HASH = "sha256-" + base64.b64encode(hashlib.sha256(JS.encode()).digest()).decode()
 
 
 def render_html(doc: Record) -> str:
@@ -240,9 +246,9 @@ def render_html(doc: Record) -> str:
                      % "".join("<li>%s: %s</li>" % (_e(d.get("kind")), _e(d.get("detail"))) for d in diags))
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
             "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
-            "style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:\">\n"
+            "style-src 'unsafe-inline'; script-src '%s'; img-src data:\">\n"
             "<title>heapwalk report: %s</title>\n<style>%s</style></head>\n<body>\n%s\n"
-            "<script>%s</script>\n</body></html>\n" % (_e(who), CSS, "\n".join(parts), JS))
+            "<script>%s</script>\n</body></html>\n" % (SCRIPT_HASH, _e(who), CSS, "\n".join(parts), JS))
 
 
 def write(doc: Record, path: str) -> None:

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from hwkit import describe, no_traceback, run_cli
+from hwkit import REPO, describe, heapwalk_env, no_traceback, run_cli
 
 TIMEOUT = 60  # a cycle must not hang the walk
 
@@ -138,3 +140,29 @@ def test_pid_that_does_not_exist(corpora):
     no_traceback(r)
     assert r.returncode == 1, describe(r)
     assert len(error_lines(r.stderr)) == 1, describe(r)
+
+
+SHRINK_SCRIPT = r"""
+import json, os, shutil, sys
+import heapwalk
+src, path = sys.argv[1], sys.argv[2]
+shutil.copyfile(src, path)
+t = heapwalk.open_core(path)          # mapped now
+os.truncate(path, os.path.getsize(path) // 3)  # cut short while mapped
+doc = t.report()
+kinds = [d["kind"] + ": " + d["detail"] for d in doc.get("diagnostics", [])]
+print(json.dumps({"arenas": len(doc.get("retention", {}).get("arenas", [])), "diagnostics": kinds}))
+"""
+
+
+def test_core_truncated_while_mapped_reads_zeros_and_says_so(corpora, tmp_path):
+    """A core cut short while heapwalk has it mapped: no SIGBUS (exit 135), a 'truncated'
+    diagnostic naming the file (issue 14 item 10)."""
+    c = corpora.core("arenas", "1", "0")
+    path = tmp_path / "shrinking.core"
+    r = subprocess.run([sys.executable, "-c", SHRINK_SCRIPT, str(c.core), str(path)], cwd=str(REPO),
+                       env=heapwalk_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, f"{r.returncode}\n{r.stdout}\n{r.stderr}"
+    doc = json.loads(r.stdout.splitlines()[-1])
+    shrunk = [d for d in doc["diagnostics"] if d.startswith("truncated: ") and "shrank while heapwalk read it" in d]
+    assert shrunk and str(path) in shrunk[0], doc["diagnostics"]

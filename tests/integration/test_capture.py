@@ -62,7 +62,9 @@ def test_max_copy_refuses_politely(corpora):
 #: resident pages only), the arena limit from the process's CPU affinity, the capture itself.
 LIVE_ONLY = {"target", "residency", "residency_source", "residency_detail", "resident_bytes",
              "resident_source", "released_bytes", "trimmable_bytes", "cores", "cores_source",
-             "limit", "limit_source", "evidence", "diagnostics"}
+             "limit", "limit_source", "evidence", "diagnostics",
+             # the verdict's measure: resident bytes live, committed bytes in a core (issue 12)
+             "footprint", "share", "summary", "action"}
 #: Mapping groups a gcore cannot tell apart: it records stack guard pages as readable zeros and
 #: leaves [vvar]/[vvar_vclock] out, so on the core they are "other anonymous" (or absent).
 BLURRED = ("thread stacks", "other anonymous", "kernel (vdso, vvar, vsyscall)")

@@ -80,8 +80,9 @@ def test_diff_shows_direct_buffer_growth(snaps):
     assert doc["a"]["kind"] == doc["b"]["kind"] == "core"
     nmt = {r["name"]: r for r in doc["nmt"]}
     other = nmt["Other"]["delta"]
-    # NMT counts the requested sizes: exactly what the program allocated in between.
-    assert other["malloc"] == grown * per_conn, other
+    # NMT counts the requested sizes: what the program allocated in between, plus whatever
+    # the JDK itself put in Other meanwhile (17.0.15: 8 bytes; 17.0.21: none).
+    assert 0 <= other["malloc"] - grown * per_conn < 256, other
     assert other["committed"] == other["malloc"]
     # The category that grew most is Other.
     assert max(doc["nmt"], key=lambda r: r["delta"]["committed"])["name"] == "Other"
