@@ -4,7 +4,6 @@
 #include "hotspot/nmt.h"
 
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -81,25 +80,13 @@ constexpr uint64_t request2size(uint64_t req) { return req + 8 + 15 < 32 ? 32 : 
 
 }  // namespace
 
+/// Reads bytes from the image; when the image lacks them (a core does not save read-only file
+/// mappings), from the module's file, only when its build-id matches the image's
+/// (Target::read_file_backed): a core naming any other file gets nothing from it.
 bool read_image_or_file(target::Target& t, uint64_t addr, void* out, size_t len) {
-  if (t.memory().read(addr, out, len) == len) return true;
-  for (const auto& r : t.memory().regions()) {
-    if (!r.contains(addr) || r.path.empty() || r.path[0] != '/') continue;
-    if (addr + len > r.end) return false;
-    std::string p = target::resolve_under(t.sysroot(), r.path);
-    if (p.empty() || t.overrides().no_files) return false;
-    int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);  // a FIFO must not block
-    if (fd < 0) return false;
-    struct stat st {};
-    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-      ::close(fd);
-      return false;
-    }
-    ssize_t n = ::pread(fd, out, len, static_cast<off_t>(r.file_offset + (addr - r.start)));
-    ::close(fd);
-    return n == static_cast<ssize_t>(len);
-  }
-  return false;
+  size_t got = t.memory().read(addr, out, len);
+  if (got == len) return true;
+  return t.read_file_backed(addr + got, static_cast<uint8_t*>(out) + got, len - got) == len - got;
 }
 
 namespace {

@@ -12,10 +12,10 @@
 
 namespace heapwalk::hotspot {
 
-std::vector<FuncSymbol> read_func_symbols(const std::string& path) {
+std::vector<FuncSymbol> read_func_symbols(const target::ElfFile& file) {
   std::vector<FuncSymbol> out;
   if (elf_version(EV_CURRENT) == EV_NONE) return out;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  int fd = ::dup(file.fd());
   if (fd < 0) return out;
   Elf* e = elf_begin(fd, ELF_C_READ_MMAP, nullptr);
   if (!e) {
@@ -56,19 +56,19 @@ const Symbolizer::Table* Symbolizer::table_for(const target::Module& m) {
   if (it != tables_.end()) return it->second.get();
   auto tab = std::make_unique<Table>();
   auto f = t_.module_file(m);
-  std::string path;
+  std::unique_ptr<target::ElfFile> from;
   uint64_t first = 0;
   if (f) {
     first = f->first_load_vaddr();
-    path = f->path();
     if (!f->has_symtab()) {
       auto d = t_.debug_file(m.build_id.empty() ? f->build_id() : m.build_id);
-      if (d && d->has_symtab()) path = d->path();
+      if (d && d->has_symtab()) from = std::move(d);
     }
+    if (!from) from = std::move(f);
   }
   tab->bias = m.base - first;
-  if (!path.empty()) {
-    for (auto& s : read_func_symbols(path)) tab->funcs.push_back({s.value, s.size, std::move(s.name)});
+  if (from) {
+    for (auto& s : read_func_symbols(*from)) tab->funcs.push_back({s.value, s.size, std::move(s.name)});
   }
   const Table* r = tab.get();
   tables_.emplace(m.path, std::move(tab));

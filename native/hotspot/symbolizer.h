@@ -37,11 +37,12 @@ class Symbolizer {
   std::unordered_map<uint64_t, std::string> memo_;
 };
 
-/// Function symbols (STT_FUNC, defined) of an ELF file, sorted by address; empty on failure.
+/// Function symbols (STT_FUNC, defined) of an open ELF file, sorted by address; empty on failure.
+/// Reads the descriptor `file` holds, never the name again.
 struct FuncSymbol {
   uint64_t value, size;
   std::string name;
 };
-std::vector<FuncSymbol> read_func_symbols(const std::string& path);
+std::vector<FuncSymbol> read_func_symbols(const target::ElfFile& file);
 
 }  // namespace heapwalk::hotspot

@@ -34,9 +34,19 @@ bool load(const uint8_t* base, size_t size, size_t off, T& out) {
 }  // namespace
 
 CoreFile::CoreFile(const std::string& path) : path_(path) {
-  fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);  // a FIFO must not block
-  if (fd_ < 0) throw FormatError(path, std::strerror(errno));
+  // O_PATH first: a device named as the core (/dev/ptmx allocates a pty when opened) or a FIFO
+  // is refused by fstat before anything opens it for reading.
+  int probe = ::open(path.c_str(), O_PATH | O_CLOEXEC);
+  if (probe < 0) throw FormatError(path, std::strerror(errno));
   struct stat st {};
+  if (::fstat(probe, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(probe);
+    throw FormatError(path, "not a regular file");
+  }
+  fd_ = ::open(("/proc/self/fd/" + std::to_string(probe)).c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (fd_ < 0) fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);  // no /proc
+  ::close(probe);
+  if (fd_ < 0) throw FormatError(path, std::strerror(errno));
   if (::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd_);
     throw FormatError(path, "not a regular file");

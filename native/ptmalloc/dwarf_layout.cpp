@@ -10,9 +10,11 @@
 
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <sstream>
+
+#include "target/safe_open.h"
+#include "util/sha256.h"
 
 namespace heapwalk::ptmalloc {
 
@@ -100,8 +102,10 @@ Elf* open_for_types(int fd) {
   return elf;
 }
 
-bool structs_from_dwarf(const std::string& debug_path, Structs& found, bool all_sections = false) {
-  int fd = ::open(debug_path.c_str(), O_RDONLY | O_CLOEXEC);
+bool structs_from_dwarf(int debug_fd, Structs& found, bool all_sections = false) {
+  // The descriptor of the file whose build-id was checked, never its name again (which may by now
+  // name another file).
+  int fd = ::dup(debug_fd);
   if (fd < 0) return false;
   if (elf_version(EV_CURRENT) == EV_NONE) {
     ::close(fd);
@@ -113,7 +117,7 @@ bool structs_from_dwarf(const std::string& debug_path, Structs& found, bool all_
     if (elf) elf_end(elf);
     ::close(fd);
     // Whatever went wrong with the trimmed sections, the whole file is the reference.
-    return all_sections ? false : structs_from_dwarf(debug_path, found, true);
+    return all_sections ? false : structs_from_dwarf(debug_fd, found, true);
   }
   const char* wanted[] = {"malloc_state", "malloc_par", "_heap_info", "tcache_perthread_struct", "tcache_entry"};
   Dwarf_Off off = 0, next = 0;
@@ -146,14 +150,18 @@ bool structs_from_dwarf(const std::string& debug_path, Structs& found, bool all_
   if (found.count("malloc_state") && found.count("malloc_par")) return true;
   if (all_sections) return false;
   found.clear();
-  return structs_from_dwarf(debug_path, found, true);
+  return structs_from_dwarf(debug_fd, found, true);
 }
 
-// The cache: one small text file per build-id, named after it, holding the
-// structures read from DWARF. Its first line names the format and the debug
-// file's size and mtime; any mismatch or unparsable line makes it a miss.
-// Writes go through a temporary file and rename.
-constexpr const char* kCacheMagic = "heapwalk-dwarf-structs 1";
+// The cache: one small text file per debug file, named after its build-id and the SHA-256 of
+// its bytes (its content, never its size or mtime: a planted file with the same build-id note
+// gets its own entry), holding the structures read from DWARF. Its first line names the format
+// and the full hash; any mismatch or unparsable line makes it a miss. The directory is used only
+// when it is owned by the effective user and not writable by group or others; every access is
+// relative to its descriptor; entries are created O_EXCL|O_NOFOLLOW under a fresh name and
+// renamed into place, and read only when they are regular files of ours of bounded size.
+constexpr const char* kCacheMagic = "heapwalk-dwarf-structs 2";
+constexpr off_t kMaxEntry = 64 * 1024;
 
 std::string cache_dir() {
   if (const char* off = std::getenv("HEAPWALK_NO_CACHE"); off && *off && std::strcmp(off, "0") != 0) return {};
@@ -170,17 +178,51 @@ bool valid_build_id(const std::string& id) {
   return true;
 }
 
-std::string stamp_of(const std::string& path) {
+struct Cache {
+  target::Fd dir;
+  std::string path, name, stamp;  // directory, entry name, expected first line
+  std::string refused;            // why the directory is not used
+};
+
+Cache open_cache(const target::ElfFile& debug, const std::string& build_id) {
+  Cache c;
+  c.path = cache_dir();
+  if (c.path.empty() || !valid_build_id(build_id)) return c;
+  for (size_t i = 1; i <= c.path.size(); ++i)  // mkdir -p; what exists is checked below
+    if (i == c.path.size() || c.path[i] == '/') ::mkdir(c.path.substr(0, i).c_str(), 0700);
+  target::Fd d(::open(c.path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return {};
-  return std::string(kCacheMagic) + " " + std::to_string(st.st_size) + " " + std::to_string(st.st_mtim.tv_sec) + "." +
-         std::to_string(st.st_mtim.tv_nsec);
+  if (!d || ::fstat(d.get(), &st) != 0) {
+    c.refused = "cannot open it";
+  } else if (st.st_uid != ::geteuid()) {
+    c.refused = "owned by uid " + std::to_string(st.st_uid) + ", not by uid " + std::to_string(::geteuid());
+  } else if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+    c.refused = "writable by group or others";
+  }
+  if (!c.refused.empty()) return c;
+  c.dir = std::move(d);
+  std::string hash = sha256_hex(debug.bytes(), debug.size());
+  c.name = build_id + "-" + hash.substr(0, 32) + ".dwarf-structs";
+  c.stamp = std::string(kCacheMagic) + " " + build_id + " " + hash;
+  return c;
 }
 
-bool load_cache(const std::string& file, const std::string& stamp, Structs& out) {
-  std::ifstream in(file);
+bool load_cache(const Cache& c, Structs& out) {
+  target::Fd fd(::openat(c.dir.get(), c.name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  struct stat st {};
+  if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != ::geteuid() || st.st_size > kMaxEntry)
+    return false;
+  std::string text(static_cast<size_t>(st.st_size), '\0');
+  size_t got = 0;
+  while (got < text.size()) {
+    ssize_t n = ::read(fd.get(), &text[got], text.size() - got);
+    if (n <= 0) break;
+    got += static_cast<size_t>(n);
+  }
+  text.resize(got);
+  std::istringstream in(text);
   std::string line;
-  if (!in || !std::getline(in, line) || line != stamp) return false;
+  if (!std::getline(in, line) || line != c.stamp) return false;
   Struct* cur = nullptr;
   size_t lines = 0;
   while (std::getline(in, line)) {
@@ -188,11 +230,11 @@ bool load_cache(const std::string& file, const std::string& stamp, Structs& out)
     std::istringstream ls(line);
     std::string kind, name;
     uint64_t a = 0, b = 0;
-    if (!(ls >> kind >> name >> a)) return false;
+    if (!(ls >> kind >> name >> a) || a > (1u << 20)) return false;  // offsets and sizes of small structs
     if (kind == "struct") {
       cur = &out[name];
       cur->size = a;
-    } else if (kind == "member" && cur && (ls >> b)) {
+    } else if (kind == "member" && cur && (ls >> b) && b <= 64) {
       cur->members[name] = Member{a, b};
     } else {
       return false;
@@ -201,45 +243,32 @@ bool load_cache(const std::string& file, const std::string& stamp, Structs& out)
   return out.count("malloc_state") && out.count("malloc_par");
 }
 
-void store_cache(const std::string& dir, const std::string& file, const std::string& stamp, const Structs& s) {
-  for (size_t i = 1; i <= dir.size(); ++i)  // mkdir -p
-    if (i == dir.size() || dir[i] == '/') ::mkdir(dir.substr(0, i).c_str(), 0700);
-  std::string tmp = file + ".tmp" + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    if (!out) return;
-    out << stamp << "\n";
-    for (const auto& [name, st] : s) {
-      out << "struct " << name << " " << st.size << "\n";
-      for (const auto& [m, mem] : st.members)
-        out << "member " << m << " " << mem.offset << " " << mem.elem_size << "\n";
-    }
-    if (!out.flush()) {
-      ::unlink(tmp.c_str());
-      return;
-    }
+bool store_cache(const Cache& c, const Structs& s) {
+  std::ostringstream out;
+  out << c.stamp << "\n";
+  for (const auto& [name, st] : s) {
+    out << "struct " << name << " " << st.size << "\n";
+    for (const auto& [m, mem] : st.members) out << "member " << m << " " << mem.offset << " " << mem.elem_size << "\n";
   }
-  if (::rename(tmp.c_str(), file.c_str()) != 0) ::unlink(tmp.c_str());
+  return target::write_new_file(c.dir.get(), c.name, out.str());
 }
 
 }  // namespace
 
-bool layout_from_dwarf(const std::string& debug_path, const std::string& build_id, Layout& l,
-                       std::vector<std::string>& changed, std::string* cache_state) {
+bool layout_from_dwarf(const target::ElfFile& debug, const std::string& build_id, Layout& l,
+                       std::vector<std::string>& changed, std::string* cache_state, std::vector<std::string>* notes,
+                       bool read_cache) {
   Structs found;
-  std::string dir = valid_build_id(build_id) ? cache_dir() : std::string();
-  std::string stamp = dir.empty() ? std::string() : stamp_of(debug_path);
-  std::string file = stamp.empty() ? std::string() : dir + "/" + build_id + ".dwarf-structs";
-  if (cache_state) *cache_state = file.empty() ? "off" : "miss";
-  if (!file.empty() && load_cache(file, stamp, found)) {
-    if (cache_state) *cache_state = "hit " + file;
+  Cache c = open_cache(debug, build_id);
+  if (!c.refused.empty() && notes)
+    notes->push_back("layout cache directory " + c.path + " " + c.refused + "; not using the cache");
+  if (cache_state) *cache_state = c.dir ? "miss" : "off";
+  if (c.dir && read_cache && load_cache(c, found)) {
+    if (cache_state) *cache_state = "hit " + c.path + "/" + c.name;
   } else {
     found.clear();
-    if (!structs_from_dwarf(debug_path, found)) return false;
-    if (!file.empty()) {
-      store_cache(dir, file, stamp, found);
-      if (cache_state) *cache_state = "stored " + file;
-    }
+    if (!structs_from_dwarf(debug.fd(), found)) return false;
+    if (c.dir && store_cache(c, found) && cache_state) *cache_state = "stored " + c.path + "/" + c.name;
   }
 
   auto set = [&](uint64_t& field, const char* label, const Struct& s, const char* member) {
@@ -313,6 +342,11 @@ bool layout_from_dwarf(const std::string& debug_path, const std::string& build_i
     set(l.te_key, "tcache_entry.key", te, "key");
   }
   return true;
+}
+
+void drop_cached_layout(const target::ElfFile& debug, const std::string& build_id) {
+  Cache c = open_cache(debug, build_id);
+  if (c.dir) ::unlinkat(c.dir.get(), c.name.c_str(), 0);
 }
 
 }  // namespace heapwalk::ptmalloc

@@ -94,11 +94,7 @@ GlibcInfo locate_glibc(target::Target& t, const std::string& version_hint) {
     g.libc_path = libc->path;
     g.libc_base = libc->base;
     g.build_id = libc->build_id;
-    file = t.module_file(*libc);
-    if (file && g.build_id.empty()) {
-      g.build_id = file->build_id();
-      diags.note("libc's build-id is not in the image; trusting " + file->path());
-    }
+    file = t.module_file(*libc);  // only when its build-id is the image's
     debug = t.debug_file(g.build_id);
     if (debug) g.debug_file = debug->path();
   } else if (t.kind() != target::Target::Kind::Callback && t.kind() != target::Target::Kind::Buffer) {
@@ -134,15 +130,13 @@ GlibcInfo locate_glibc(target::Target& t, const std::string& version_hint) {
   }
 
   uint64_t bias = 0;
-  if (libc && file) {
-    bias = libc->base - file->first_load_vaddr();
-  } else if (libc && debug) {
-    // libc's file is missing (--sysroot without it) but its debug file was found by build-id: the
-    // debug file keeps libc's program headers, so its symbols relocate the same way (issue 12:
-    // without this, main_arena was looked for at its unrelocated address and not found).
-    bias = libc->base - debug->first_load_vaddr();
-  }
+  if (libc && file) bias = libc->base - file->first_load_vaddr();
+  // libc's file missing (another mount namespace, a core from elsewhere) but its debug file
+  // present: the debug file keeps the program headers, so the bias is the same.
+  if (libc && !file && debug) bias = libc->base - debug->first_load_vaddr();
+  bool symbols_ok = true;  // false once the symbols proved not to fit the image
   auto lookup = [&](const std::string& name) -> std::optional<target::Symbol> {
+    if (!symbols_ok) return std::nullopt;
     if (debug) {
       if (auto s = debug->symbol(name)) {
         g.how[name] = "debug-symtab";
@@ -186,30 +180,51 @@ GlibcInfo locate_glibc(target::Target& t, const std::string& version_hint) {
     uint64_t first = (*start + l.alignment - 1) & ~(l.alignment - 1);
     return rr.try_u64(first + 8, sz) && tcache_struct_chunk_fits(l, sz & ~uint64_t{7});
   };
-  if (candidates.size() > 1 || g.main_arena == 0) {
-    const bool known = g.main_arena != 0;
-    std::vector<memory::Region> at;
-    if (known) at.push_back({g.main_arena, g.main_arena + 0x1000});
-    int best_score = -1;
-    std::string lowest, highest;  // the version range of every layout that fits equally well
-    for (const Layout* l : candidates) {
-      auto c = find_main_arena(mem, *l, known ? at : data);
-      if (!c) continue;
-      int score = tcache_fits(*l, c->address) ? 2 : 1;
-      if (score > best_score) {
-        best_score = score;
-        g.main_arena = c->address;
-        g.layout = l;
-        if (!known) g.how["main_arena"] = "heuristic:arena-ring";
-        lowest = l->name;
-        highest = l->last;
-      } else if (score == best_score && c->address == g.main_arena) {
-        if (compare_versions(l->name, lowest) < 0) lowest = l->name;
-        if (compare_versions(l->last, highest) > 0) highest = l->last;
+  // With libc's own file the symbol is that build's; from a debug file alone (or a version from
+  // the file name) it is checked against the image like any candidate.
+  if (candidates.size() > 1 || g.main_arena == 0 || !file) {
+    bool known = g.main_arena != 0;
+    auto from_symbols = [&] { return known && g.how["main_arena"] != "override"; };
+    for (int pass = 0; pass < 2; ++pass) {
+      std::vector<memory::Region> at;
+      if (known) at.push_back({g.main_arena, g.main_arena + 0x1000});
+      int best_score = -1;
+      std::string lowest, highest;  // the version range of every layout that fits equally well
+      for (const Layout* l : candidates) {
+        auto c = find_main_arena(mem, *l, known ? at : data);
+        if (!c) continue;
+        int score = tcache_fits(*l, c->address) ? 2 : 1;
+        if (score > best_score) {
+          best_score = score;
+          g.main_arena = c->address;
+          g.layout = l;
+          if (!known) g.how["main_arena"] = "heuristic:arena-ring";
+          lowest = l->name;
+          highest = l->last;
+        } else if (score == best_score && c->address == g.main_arena) {
+          if (compare_versions(l->name, lowest) < 0) lowest = l->name;
+          if (compare_versions(l->last, highest) > 0) highest = l->last;
+        }
       }
+      if (!g.layout && from_symbols() && pass == 0) {
+        // The symbol does not hold an arena ring under any layout (an unrelocated or foreign
+        // symbol): forget the symbols and search libc's data as --no-symbols does.
+        diags.note("main_arena from the symbols (" + hex(g.main_arena) +
+                   ") holds no arena ring; finding glibc's state without symbols");
+        symbols_ok = false;
+        known = false;
+        g.main_arena = 0;
+        g.how.erase("main_arena");
+        if (!ov.mp) {
+          g.mp = 0;
+          g.how.erase("mp_");
+        }
+        continue;
+      }
+      if (!at_least.empty() && !lowest.empty() && compare_versions(lowest, at_least) < 0) lowest = at_least;
+      if (g.version.empty() && g.layout) g.version = lowest == highest ? lowest : lowest + "-" + highest;
+      break;
     }
-    if (!at_least.empty() && !lowest.empty() && compare_versions(lowest, at_least) < 0) lowest = at_least;
-    if (g.version.empty() && g.layout) g.version = lowest == highest ? lowest : lowest + "-" + highest;
   }
   if (!g.layout && candidates.size() == 1) g.layout = candidates.front();
   if (g.main_arena == 0 || !g.layout) {
@@ -219,11 +234,37 @@ GlibcInfo locate_glibc(target::Target& t, const std::string& version_hint) {
                                         (debug ? "" : " (libc6-dbg for build-id " + g.build_id + " would help)"));
   }
   // DWARF from the debug file (matched by build-id) beats the built-in profile.
+  // A layout that contradicts the image (main_arena's ring does not hold under it) is not used:
+  // from the cache, the entry is dropped and DWARF read again; from DWARF itself, the profile stays.
   if (debug) {
+    auto fits = [&](const Layout& l) {
+      std::vector<memory::Region> at{{g.main_arena, g.main_arena + 0x1000}};
+      auto c = find_main_arena(mem, l, at);
+      return c && c->address == g.main_arena;
+    };
+    const bool profile_fits = fits(*g.layout);
     auto dl = std::make_shared<Layout>(*g.layout);
-    std::vector<std::string> changed;
+    std::vector<std::string> changed, notes;
     std::string cache;
-    if (layout_from_dwarf(debug->path(), g.build_id, *dl, changed, &cache)) {
+    bool ok = layout_from_dwarf(*debug, g.build_id, *dl, changed, &cache, &notes);
+    // Judged against the built-in profile: when the image holds main_arena's ring under the
+    // profile but not under the cached layout, the entry is wrong (when neither fits, the image
+    // itself is damaged there, and the corruption checks say so).
+    if (ok && profile_fits && !fits(*dl) && cache.rfind("hit", 0) == 0) {
+      diags.note("cached layout " + cache.substr(4) + " contradicts the image; discarded");
+      drop_cached_layout(*debug, g.build_id);
+      dl = std::make_shared<Layout>(*g.layout);
+      changed.clear();
+      ok = layout_from_dwarf(*debug, g.build_id, *dl, changed, &cache, nullptr, /*read_cache=*/false);
+    }
+    for (const auto& n : notes) diags.note(n);
+    if (ok && profile_fits && !fits(*dl)) {
+      diags.note("DWARF of " + debug->path() + " contradicts the image (no arena ring at main_arena); using profile " +
+                 g.layout->name);
+      if (cache.rfind("stored", 0) == 0) drop_cached_layout(*debug, g.build_id);
+      ok = false;
+    }
+    if (ok) {
       g.dwarf_layout = dl;
       g.layout = dl.get();
       g.how["layout"] = "dwarf";

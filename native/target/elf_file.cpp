@@ -40,47 +40,44 @@ std::string build_id_from_notes(const uint8_t* p, size_t n) {
   return "";
 }
 
-std::string resolve_under(const std::string& sysroot, const std::string& path) {
-  if (sysroot.empty()) return path;
-  char root[PATH_MAX];
-  if (!::realpath(sysroot.c_str(), root)) return "";
-  std::string rt(root);
-  // A core made from outside a chroot (gcore on the host) names files by their host path,
-  // which already lies under the sysroot.
-  bool inside = path.compare(0, rt.size(), rt) == 0 && (path.size() == rt.size() || path[rt.size()] == '/');
-  std::string joined = inside ? path : rt + "/" + path;
-  char real[PATH_MAX];
-  if (!::realpath(joined.c_str(), real)) return "";
-  std::string r(real);
-  if (r.compare(0, rt.size(), rt) != 0 || (r.size() > rt.size() && r[rt.size()] != '/' && rt != "/")) return "";
-  return r;
+std::unique_ptr<ElfFile> ElfFile::open(const std::string& path, std::string* why) {
+  static const Root host("");
+  return open(host, path, why);
 }
 
-std::unique_ptr<ElfFile> ElfFile::open(const std::string& path) {
-  static const bool inited = elf_version(EV_CURRENT) != EV_NONE;
-  if (!inited || path.empty()) return nullptr;
-  // O_NONBLOCK: a FIFO named by a core (or planted in a sysroot) must not block the open; it is
-  // rejected as not a regular file just below.
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) return nullptr;
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < 64) {
-    ::close(fd);
+std::unique_ptr<ElfFile> ElfFile::open(const Root& root, const std::string& path, std::string* why) {
+  if (path.empty()) {
+    if (why) *why = "no file name";
     return nullptr;
   }
+  Fd fd = root.open_regular(path, why);
+  if (!fd) return nullptr;
+  return from_fd(std::move(fd), root.display(path), why);
+}
+
+std::unique_ptr<ElfFile> ElfFile::from_fd(Fd fd, const std::string& name, std::string* why) {
+  static const bool inited = elf_version(EV_CURRENT) != EV_NONE;
+  auto fail = [&](const char* w) -> std::unique_ptr<ElfFile> {
+    if (why) *why = w;
+    return nullptr;
+  };
+  if (!inited || !fd) return fail("cannot open");
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) return fail("not a regular file");
+  if (st.st_size < 64) return fail("not an ELF file");
   std::unique_ptr<ElfFile> f(new ElfFile());
-  f->path_ = path;
-  f->fd_ = fd;
+  f->path_ = name;
+  f->fd_ = fd.release();
   f->size_ = static_cast<size_t>(st.st_size);
-  void* m = ::mmap(nullptr, f->size_, PROT_READ, MAP_PRIVATE, fd, 0);
-  if (m == MAP_FAILED) return nullptr;
+  void* m = ::mmap(nullptr, f->size_, PROT_READ, MAP_PRIVATE, f->fd_, 0);
+  if (m == MAP_FAILED) return fail("cannot map");
   f->map_ = static_cast<const uint8_t*>(m);
-  util::guard_mapping(f->map_, f->size_, path);  // a library replaced while mapped: zeros, not SIGBUS
-  if (std::memcmp(f->map_, ELFMAG, SELFMAG) != 0) return nullptr;
+  util::guard_mapping(f->map_, f->size_, name);  // a library replaced while mapped: zeros, not SIGBUS
+  if (std::memcmp(f->map_, ELFMAG, SELFMAG) != 0) return fail("not an ELF file");
   Elf* e = elf_memory(reinterpret_cast<char*>(const_cast<uint8_t*>(f->map_)), f->size_);
   if (!e || elf_kind(e) != ELF_K_ELF || gelf_getclass(e) != ELFCLASS64) {
     if (e) elf_end(e);
-    return nullptr;
+    return fail("not a 64-bit ELF file");
   }
   f->elf_ = e;
   f->load();

@@ -8,6 +8,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "target/safe_open.h"
+
 namespace heapwalk::target {
 
 struct Symbol {
@@ -25,8 +27,13 @@ struct TlsReloc {
 
 class ElfFile {
  public:
-  /// Returns nullptr (never throws) when `path` is missing or not a readable ELF file.
-  static std::unique_ptr<ElfFile> open(const std::string& path);
+  /// Returns nullptr (never throws) when `path` is missing or not a readable ELF file. Only
+  /// regular files are opened (see Root::open_regular); `why` receives the reason for a refusal.
+  static std::unique_ptr<ElfFile> open(const std::string& path, std::string* why = nullptr);
+  /// `path` resolved inside `root`; `path()` is then the name as shown in messages.
+  static std::unique_ptr<ElfFile> open(const Root& root, const std::string& path, std::string* why = nullptr);
+  /// A descriptor already opened for reading (this object owns it), named `name` in messages.
+  static std::unique_ptr<ElfFile> from_fd(Fd fd, const std::string& name, std::string* why = nullptr);
   ~ElfFile();
   ElfFile(const ElfFile&) = delete;
   ElfFile& operator=(const ElfFile&) = delete;
@@ -43,6 +50,12 @@ class ElfFile {
   size_t read_at(uint64_t offset, void* out, size_t len) const;
   /// Highest GLIBC_2.x version defined by this object (from .gnu.version_d), "" if none.
   const std::string& glibc_verdef() const { return glibc_verdef_; }
+  /// The open descriptor (valid for this object's lifetime): readers that need the file itself
+  /// (libdw) use it instead of reopening the name, which may meanwhile name another file.
+  int fd() const { return fd_; }
+  size_t size() const { return size_; }
+  /// The mapped file bytes (size() of them).
+  const uint8_t* bytes() const { return map_; }
   /// Searches the file's read-only data for `needle` and returns the text up to the next NUL/newline.
   std::string find_text(const std::string& needle) const;
 
@@ -64,8 +77,5 @@ class ElfFile {
 
 /// Parses an NT_GNU_BUILD_ID out of a note area; "" when absent.
 std::string build_id_from_notes(const uint8_t* p, size_t n);
-
-/// Joins `path` under `sysroot` without letting ".." or symlinks leave it; "" if it would.
-std::string resolve_under(const std::string& sysroot, const std::string& path);
 
 }  // namespace heapwalk::target

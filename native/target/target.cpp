@@ -3,6 +3,7 @@
 #include <elf.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 
 #include "memory/capture.h"
@@ -66,7 +67,7 @@ std::unique_ptr<Target> Target::open_core(const std::string& path, const std::st
   auto t = std::unique_ptr<Target>(new Target());
   t->kind_ = Kind::Core;
   t->path_ = path;
-  t->sysroot_ = sysroot;
+  t->set_sysroot(sysroot);
   t->pid_ = core->pid();
   for (const auto& ct : core->threads()) t->threads_.push_back(from_core_thread(ct));
   t->diags_.append(core->diagnostics());
@@ -81,7 +82,7 @@ std::unique_ptr<Target> Target::attach(int pid, std::vector<Thread> threads, con
   auto t = std::unique_ptr<Target>(new Target());
   t->kind_ = Kind::Live;
   t->pid_ = pid;
-  t->sysroot_ = sysroot;
+  t->set_sysroot(sysroot);
   t->path_ = "/proc/" + std::to_string(pid);
   if (freeze) {
     for (const auto& ct : live->threads()) t->threads_.push_back(from_core_thread(ct));
@@ -97,7 +98,7 @@ std::unique_ptr<Target> Target::open_live(int pid, const std::string& sysroot) {
   auto t = std::unique_ptr<Target>(new Target());
   t->kind_ = Kind::Live;
   t->pid_ = pid;
-  t->sysroot_ = sysroot;
+  t->set_sysroot(sysroot);
   t->path_ = "/proc/" + std::to_string(pid);
   t->mem_ = std::make_unique<memory::LiveProcess>(pid, false);
   t->modules_from_regions();
@@ -120,7 +121,7 @@ std::unique_ptr<Target> Target::capture(int pid, std::vector<Thread> threads, co
   auto t = std::unique_ptr<Target>(new Target());
   t->kind_ = Kind::Live;
   t->pid_ = pid;
-  t->sysroot_ = sysroot;
+  t->set_sysroot(sysroot);
   t->path_ = "/proc/" + std::to_string(pid);
   if (threads.empty()) {
     for (const auto& ct : cap->threads()) t->threads_.push_back(from_core_thread(ct));
@@ -190,20 +191,38 @@ const Module* Target::find_module(const std::function<bool(const std::string&)>&
   return nullptr;
 }
 
+void Target::set_sysroot(const std::string& sysroot) {
+  sysroot_ = sysroot;
+  root_ = std::make_shared<Root>(sysroot);
+  if (!root_->error().empty()) diags_.add("symbols", std::nullopt, std::nullopt, root_->error() + "; no file is used");
+}
+
 std::unique_ptr<ElfFile> Target::module_file(const Module& m, bool quiet) {
   if (overrides_.no_files) return nullptr;
-  std::string p = resolve_under(sysroot_, m.path);
-  auto f = ElfFile::open(p);
+  std::string why;
+  auto f = ElfFile::open(*root_, m.path, &why);
   if (!f) {
-    if (!quiet)
-      diags_.add("symbols", m.base, std::nullopt,
-                 m.path + ": file not found" + (sysroot_.empty() ? "" : " under sysroot " + sysroot_));
+    if (!quiet) {
+      std::string where = root_->display(m.path);
+      if (why == std::strerror(ENOENT))
+        diags_.add("symbols", m.base, std::nullopt,
+                   m.path + ": file not found" + (sysroot_.empty() ? "" : " under sysroot " + sysroot_));
+      else
+        diags_.note(where + ": " + why + "; not used");
+    }
     return nullptr;
   }
-  if (!m.build_id.empty() && !f->build_id().empty() && f->build_id() != m.build_id) {
+  if (m.build_id.empty()) {
+    if (!quiet)
+      diags_.note(f->path() + ": the image shows no build-id for " + m.path +
+                  " to check this file against; not using it");
+    return nullptr;
+  }
+  if (f->build_id() != m.build_id) {
     if (!quiet)
       diags_.add("symbols", m.base, std::nullopt,
-                 p + ": build-id " + f->build_id() + " does not match the image's " + m.build_id + "; not using it");
+                 f->path() + ": build-id " + (f->build_id().empty() ? "(none)" : f->build_id()) +
+                     " does not match the image's " + m.build_id + "; not using it");
     return nullptr;
   }
   return f;
@@ -212,15 +231,67 @@ std::unique_ptr<ElfFile> Target::module_file(const Module& m, bool quiet) {
 std::unique_ptr<ElfFile> Target::debug_file(const std::string& build_id) {
   if (overrides_.no_files) return nullptr;
   if (build_id.size() < 4) return nullptr;
+  for (char c : build_id)
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return nullptr;
   std::string rel = "/usr/lib/debug/.build-id/" + build_id.substr(0, 2) + "/" + build_id.substr(2) + ".debug";
-  std::vector<std::string> candidates;
-  if (!sysroot_.empty()) candidates.push_back(resolve_under(sysroot_, rel));
-  candidates.push_back(rel);
-  for (const auto& c : candidates) {
-    auto f = ElfFile::open(c);
-    if (f && (f->build_id().empty() || f->build_id() == build_id)) return f;
+  static const Root host("");
+  std::vector<const Root*> roots;
+  if (!root_->host()) roots.push_back(root_.get());
+  roots.push_back(&host);
+  for (const Root* r : roots) {
+    std::string why;
+    auto f = ElfFile::open(*r, rel, &why);
+    auto note_once = [&](const std::string& text) {
+      for (const auto& d : diags_.items())
+        if (d.detail == text) return;
+      diags_.note(text);
+    };
+    if (!f) {
+      if (why != std::strerror(ENOENT)) note_once(r->display(rel) + ": " + why + "; not used");
+      continue;
+    }
+    if (f->build_id() == build_id) return f;
+    note_once(f->path() +
+              (f->build_id().empty() ? ": debug file without a build-id note"
+                                     : ": debug file with build-id " + f->build_id()) +
+              ", not " + build_id + "; not using it");
   }
   return nullptr;
+}
+
+size_t Target::read_file_backed(uint64_t addr, void* out, size_t len) {
+  if (overrides_.no_files || len == 0) return 0;
+  const memory::Region* reg = nullptr;
+  for (const auto& r : mem_->regions())
+    if (r.contains(addr)) {
+      reg = &r;
+      break;
+    }
+  if (!reg || reg->path.empty() || reg->path[0] != '/') return 0;
+  std::shared_ptr<ElfFile> f;
+  {
+    std::lock_guard<std::mutex> lock(files_mu_);
+    auto it = verified_.find(reg->path);
+    if (it == verified_.end()) {
+      const Module* mod = nullptr;
+      for (const auto& m : modules_)
+        if (m.path == reg->path) mod = &m;
+      std::unique_ptr<ElfFile> got;
+      if (mod) got = module_file(*mod, /*quiet=*/true);
+      if (!got) {
+        std::string why = !mod                    ? "no module"
+                          : mod->build_id.empty() ? "the image shows no build-id to check it against"
+                                                  : "no file with build-id " + mod->build_id;
+        diags_.note(reg->path + ": memory the core did not save is not read from the file (" + why +
+                    "); those bytes are unavailable");
+      }
+      it = verified_.emplace(reg->path, std::shared_ptr<ElfFile>(std::move(got))).first;
+    }
+    f = it->second;
+  }
+  if (!f) return 0;
+  size_t want = static_cast<size_t>(std::min<uint64_t>(len, reg->end - addr));
+  return f->read_at(reg->file_offset + (addr - reg->start), out, want);
 }
 
 }  // namespace heapwalk::target

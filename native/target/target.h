@@ -8,6 +8,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "memory/capture.h"
 #include "memory/memory.h"
 #include "target/elf_file.h"
+#include "target/safe_open.h"
 #include "util/diagnostics.h"
 
 namespace heapwalk::target {
@@ -85,12 +87,20 @@ class Target {
 
   /// The module whose file name starts with `prefix` (e.g. "libc.so"), or nullptr.
   const Module* find_module(const std::function<bool(const std::string& base)>& match) const;
-  /// The module's file on disk (under the sysroot), checked against the image's build-id.
-  /// `quiet`: record no diagnostic when it is missing or does not match (callers that only name
+  /// The module's file on disk (resolved inside the sysroot), used only when its build-id equals
+  /// the one the image shows (an image without a build-id note gives no way to check, so no file).
+  /// `quiet`: record no diagnostic when it is missing or refused (callers that only name
   /// things, e.g. vtables, and report a summary themselves).
   std::unique_ptr<ElfFile> module_file(const Module& m, bool quiet = false);
-  /// The separate debug file for a build-id under <sysroot>/usr/lib/debug/.build-id, then the host's.
+  /// The separate debug file for a build-id under <sysroot>/usr/lib/debug/.build-id, then the host's;
+  /// one whose own build-id note is missing or different is refused with a note.
   std::unique_ptr<ElfFile> debug_file(const std::string& build_id);
+  /// Fills memory the image lacks (a core does not save read-only file mappings) from the file the
+  /// region maps, only when that file is the module's (build-id checked as module_file); else a
+  /// note, once per module, and nothing. Returns how many bytes were copied. Thread-safe.
+  size_t read_file_backed(uint64_t addr, void* out, size_t len);
+  /// The sysroot, held open (host root when none was given).
+  const Root& root() const { return *root_; }
   /// The first truncation finding ("" when the core is complete).
   std::string truncation() const {
     for (const auto& d : diags_.items())
@@ -104,7 +114,11 @@ class Target {
 
  private:
   void modules_from_regions();
+  void set_sysroot(const std::string& sysroot);
   std::unique_ptr<memory::MemorySource> mem_;
+  std::shared_ptr<Root> root_ = std::make_shared<Root>("");
+  std::mutex files_mu_;
+  std::map<std::string, std::shared_ptr<ElfFile>> verified_;  // module path -> file (null: refused)
   Kind kind_ = Kind::Buffer;
   std::string path_, sysroot_;
   int pid_ = 0;
