@@ -400,3 +400,48 @@ def test_report_pid_in_another_root_finds_its_files_through_proc_root(tmp_path):
     finally:
         proc.kill()
         proc.wait(timeout=30)
+
+
+@pytest.mark.skipif(not (JAVA_HOME / "bin" / "javac").exists(), reason="needs openjdk-17-jdk-headless")
+def test_report_pid_on_a_jvm_in_its_own_mount_namespace(tmp_path):
+    """A JVM whose JDK exists only in its own mount namespace (a bind mount the host does not
+    see, at /opt/jdk): --pid finds libjvm (and libc) through /proc/PID/root, with the same NMT
+    figures as an explicit --sysroot /proc/PID/root."""
+    from nmtkit import JVM_FLAGS, LOAD, build_java  # noqa: PLC0415
+    cls = build_java()
+    root = tmp_path / "root"
+    for d in ("proc", "opt/jdk", "cls", "out", "tmp", "lib", "lib64", "usr", "etc"):
+        (root / d).mkdir(parents=True)
+    fifo = root / "out" / "ready.fifo"
+    os.mkfifo(fifo)
+    rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    script = ('set -e; mount --make-rprivate /; for d in lib lib64 usr etc; do mount --bind /$d "$R/$d"; done; '
+              'mount --bind "$J" "$R/opt/jdk"; mount --bind "$C" "$R/cls"; mount -t proc proc "$R/proc"; '
+              'exec chroot "$R" "$@"')
+    env = {**os.environ, "R": str(root), "J": str(JAVA_HOME.resolve()), "C": str(cls)}
+    proc = subprocess.Popen(["unshare", "-m", "sh", "-c", script, "sh", "/opt/jdk/bin/java",
+                             "-XX:NativeMemoryTracking=summary", *JVM_FLAGS, "-cp", "/cls", "NmtLoad", "/out",
+                             "/out/ready.fifo", *LOAD], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        import select  # noqa: PLC0415
+        ready, _, _ = select.select([rfd], [], [], 120)
+        assert ready and os.read(rfd, 1), proc.stderr.read().decode() if proc.poll() is not None else "not ready"
+        os.close(rfd)
+        java = int(subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()[0]) \
+            if not Path(f"/proc/{proc.pid}/exe").resolve().name.startswith("java") else proc.pid
+        maps = Path(f"/proc/{java}/maps").read_text()
+        assert "/opt/jdk/lib/server/libjvm.so" in maps and not Path("/opt/jdk/lib/server/libjvm.so").exists()
+        auto = run_cli("nmt", "--pid", str(java), "--json")
+        explicit = run_cli("nmt", "--pid", str(java), "--json", "--sysroot", f"/proc/{java}/root")
+        assert auto.returncode == 0, describe(auto)
+        assert explicit.returncode == 0, describe(explicit)
+        a, b = json.loads(auto.stdout), json.loads(explicit.stdout)
+        assert a["target"]["sysroot"] == f"/proc/{java}/root"
+        assert a["libjvm"]["path"] == "/opt/jdk/lib/server/libjvm.so"
+        assert a["libjvm"]["symbols"], a["libjvm"]
+        cats_a = {c["name"]: c["committed"] for c in a["categories"]}
+        cats_b = {c["name"]: c["committed"] for c in b["categories"]}
+        assert cats_a and set(cats_a) == set(cats_b)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
