@@ -155,8 +155,9 @@ def test_c_program_oom_killed_in_a_v1_cgroup(tmp_path):
         data.mkdir()
         r, w = os.pipe()
         oom_before = group.oom_kills()
-        # 2 threads x 50 blocks of 1000 bytes every 10 ms: about 10 MB/s, killed in ~15 s.
-        proc = group.spawn([str(grow), str(data), str(w), "1000", "50", "10", "2"], pass_fds=(w,),
+        # 2 threads x 25 blocks of 1000 bytes every 10 ms: about 5 MB/s, killed in ~30 s (slow
+        # enough that a snapshot at 85 % completes before the kill, even under ASan).
+        proc = group.spawn([str(grow), str(data), str(w), "1000", "25", "10", "2"], pass_fds=(w,),
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         os.close(w)
         assert os.read(r, 1) == b"r"
@@ -211,10 +212,10 @@ def test_jvm_oom_killed_in_a_v1_cgroup(tmp_path):
         os.mkfifo(fifo)
         rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
         oom_before = group.oom_kills()
-        # 4 request threads x 100 blocks of 256 bytes every 10 ms: about 10 MB/s of NMT Other.
+        # 4 request threads x 50 blocks of 256 bytes every 10 ms: about 5 MB/s of NMT Other.
         proc = group.spawn([str(JAVA_HOME / "bin" / "java"), "-XX:NativeMemoryTracking=summary", "-Xint",
                             "-XX:+UseSerialGC", "-XX:-UsePerfData", "-Xms16m", "-Xmx16m", "-cp", str(cp),
-                            "OomGrow", str(data), str(fifo), "threads=4", "size=256", "per_step=100",
+                            "OomGrow", str(data), str(fifo), "threads=4", "size=256", "per_step=50",
                             "step_ms=10"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         import select  # noqa: PLC0415
