@@ -53,7 +53,9 @@ def footprint(doc: Record) -> Record:
     core tells: it has no residency); else the mapped total."""
     maps = doc.get("mappings") or {}
     glibc = doc.get("glibc") or {}
-    if maps.get("resident_bytes"):
+    # Live residency only (smaps): a core's "resident" figure (its saved non-zero pages) is a
+    # lower bound shaped by how the core was written, not the process's size.
+    if maps.get("resident_bytes") and not str(maps.get("resident_source") or "").startswith("core"):
         return {"bytes": maps["resident_bytes"], "source": "resident"}
     if maps.get("footprint_bytes"):
         return {"bytes": maps["footprint_bytes"], "source": "committed"}
