@@ -418,7 +418,8 @@ def test_jvm_series_names_nmt_growth(jvm_run) -> None:
     grown = t2["connections"] - t1["connections"]
     per_conn = t1["buffer"] + t1["session"]
     other = [{c["name"]: c for c in p["nmt"]["categories"]}["Other"] for p in pts]
-    assert other[1]["malloc"] - other[0]["malloc"] == grown * per_conn
+    # what the program allocated, plus the JDK's own few bytes in Other (17.0.15: 8; 17.0.21: 0)
+    assert 0 <= other[1]["malloc"] - other[0]["malloc"] - grown * per_conn < 256
     assert doc["nmt_categories"][0] == "Other"
     assert all(p["untracked_bytes"] > 64 << 20 for p in pts)  # the leaked Inflaters
     g = doc["growth"]["sizes"]
@@ -429,8 +430,8 @@ def test_jvm_series_names_nmt_growth(jvm_run) -> None:
     assert all(len(line) <= 80 for line in r.stdout.splitlines()), r.stdout
     assert "NMT committed" in r.stdout and "Other" in r.stdout
     rows = [json.loads(line) for line in trend(d, "--jsonl").stdout.splitlines()]
-    assert rows[1]["nmt_other_committed_bytes"] - rows[0]["nmt_other_committed_bytes"] \
-        == grown * per_conn
+    assert 0 <= rows[1]["nmt_other_committed_bytes"] - rows[0]["nmt_other_committed_bytes"] \
+        - grown * per_conn < 256
     page = d.parent / "t.html"
     assert trend(d, "--html", page).returncode == 0
     text = page.read_text()
