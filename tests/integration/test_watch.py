@@ -136,7 +136,10 @@ def _check_oom_story(group: LimitedGroup, proc: subprocess.Popen, watcher: subpr
     # The summary ends with the diff of the first and the last snapshot: the same as `diff`.
     files = sorted(out.glob("snap-*.json"))
     r = run_cli("diff", str(files[0]), str(files[-1]), "--json")
-    assert r.returncode == 0, describe(r)
+    # 1 when a snapshot carries an error diagnostic: a freeze can stop a thread in the middle
+    # of malloc (av->top moved, the new top's size not yet written: bad_size), which diff
+    # passes on; the growth figures are still there.
+    assert r.returncode in (0, 1), describe(r)
     assert "what changed from %s to %s" % (files[0].name, files[-1].name) in stdout
     return snaps, json.loads(r.stdout)
 
