@@ -1,0 +1,111 @@
+// The allocator-neutral model (issue 16): what every allocator model (ptmalloc, jemalloc,
+// tcmalloc) exposes to the analyses and front ends above it.
+//
+// Each allocator keeps its own precise model beside this one (ptmalloc::Heap, jemalloc::Model,
+// tcmalloc::Model): those carry the allocator's structures and its own statistics under its own
+// names; this interface carries what is common — pools (arenas, page heaps), spans of address
+// space with a state, allocations with a size and state, and per-thread caches — so that
+// `arenas`, `chunks`, `chunk ADDR`, `classify`, `leaks`, `report` and `diff` can work on any of
+// them. Allocator statistics keep the allocator's names (jemalloc `stats.arenas.<i>.dirty`,
+// tcmalloc `generic.heap_size`), exact, in `Pool::stats`.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "target/target.h"
+#include "util/diagnostics.h"
+
+namespace heapwalk::alloc {
+
+/// Which allocator a model reads.
+enum class Kind { Ptmalloc, Jemalloc, Tcmalloc };
+const char* kind_name(Kind k);  ///< "ptmalloc", "jemalloc", "tcmalloc" (the JSON `allocator` field)
+
+/// The state of an allocation or of a span of address space, in allocator-neutral terms.
+enum class State : uint8_t {
+  InUse,     ///< handed to the program and not freed
+  Cached,    ///< freed into a per-thread (or per-CPU) cache: tcache, jemalloc tcache, tcmalloc ThreadCache
+  Free,      ///< freed and kept by the allocator, backed (dirty): bins, dirty extents, free spans
+  Released,  ///< kept as address space but returned to the OS: muzzy/retained extents, unmapped spans
+  Metadata,  ///< the allocator's own bookkeeping
+};
+const char* state_name(State s);  ///< "in-use", "cached", "free", "released", "metadata"
+
+/// One pool: a ptmalloc arena, a jemalloc arena, tcmalloc's page heap.
+struct Pool {
+  unsigned index = 0;
+  uint64_t address = 0;  ///< the pool's structure in the target (arena_t, PageHeap), 0 if none
+  std::string name;      ///< "arena 0", "page heap"
+  /// The allocator's own statistics for this pool, under the allocator's names (jemalloc:
+  /// "allocated", "active", "dirty", "muzzy", "retained", "mapped", "resident", "metadata"...;
+  /// tcmalloc: "system", "free", "unmapped", "committed"...), exact.
+  std::map<std::string, uint64_t> stats;
+  /// Neutral totals, bytes: what the program holds, what the pool keeps backed, what it keeps as
+  /// address space only, and what a purge/trim/release would return to the OS now.
+  uint64_t in_use = 0, cached = 0, free = 0, released = 0, metadata = 0, reclaimable = 0;
+  uint64_t allocations = 0;  ///< in-use allocations counted
+};
+
+/// One allocation (or free slot) as the walk sees it.
+struct Allocation {
+  uint64_t address = 0;  ///< the pointer malloc returned (user pointer), not a header
+  uint64_t size = 0;     ///< usable size of the slot (size class for slab/small objects)
+  State state = State::InUse;
+  int pool = -1;  ///< index into pools(), -1 when none
+};
+/// Return false to stop the walk.
+using AllocationVisitor = std::function<bool(const Allocation&)>;
+
+/// One thread's cache.
+struct ThreadCache {
+  int lwp = 0;           ///< 0 when the owning thread is not known
+  uint64_t address = 0;  ///< tcache_perthread_struct, tcache_t, ThreadCache
+  struct Bin {
+    uint64_t size = 0;   ///< the bin's object size
+    uint64_t count = 0;  ///< objects cached
+  };
+  std::vector<Bin> bins;  ///< non-empty bins only
+  uint64_t bytes = 0;
+};
+
+/// What every allocator model provides. Constructing a model reads the allocator's global
+/// structures; walk() visits allocations in address order. Models record corruption and
+/// surprises as diagnostics and never throw past construction except when the allocator's root
+/// structure itself cannot be found (then detection says why).
+class Model {
+ public:
+  virtual ~Model() = default;
+  virtual Kind kind() const = 0;
+  /// "jemalloc 5.3.0", "gperftools 2.10", "glibc 2.36".
+  virtual std::string version() const = 0;
+  /// Where the layout came from: "dwarf" (debug info), "symbols", "search" (symbol-free).
+  virtual std::string layout_source() const = 0;
+  /// Allocator-wide statistics under the allocator's own names (jemalloc "stats.allocated"...).
+  virtual const std::map<std::string, uint64_t>& stats() const = 0;
+  virtual const std::vector<Pool>& pools() const = 0;
+  virtual const std::vector<ThreadCache>& thread_caches() const = 0;
+  /// Every allocation and free slot the model knows, in address order (a pool's at a time is
+  /// fine as long as each pool's are ordered).
+  virtual void walk(const AllocationVisitor& visit) = 0;
+  /// The allocation containing `address`, if any.
+  virtual std::optional<Allocation> find(uint64_t address) = 0;
+  virtual Diagnostics& diagnostics() = 0;
+};
+
+/// Which allocators the target uses, by its loaded modules (linked or LD_PRELOAD-ed) and, when
+/// a module is ambiguous, by the allocator's own structures. A JVM with jemalloc preloaded uses
+/// both jemalloc and glibc's main arena: both are listed, the malloc owner first.
+struct Detected {
+  Kind kind;
+  std::string module;  ///< the module path that carries it ("" for a static link)
+  bool owns_malloc = false;  ///< whether this allocator answers the process's malloc()
+};
+std::vector<Detected> detect(target::Target& t);
+
+}  // namespace heapwalk::alloc
