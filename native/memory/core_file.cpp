@@ -98,28 +98,52 @@ void CoreFile::parse() {
     if (eh.e_phentsize != sizeof(Elf64_Phdr)) throw FormatError(path, "bad program header size");
     if (eh.e_phoff > size_ || phnum * sizeof(Elf64_Phdr) > size_ - eh.e_phoff)
       throw FormatError(path, "truncated: program headers lie beyond the end of the file");
+    // Every program header, holes of the table skipped unread: a hole reads as zeros, which is
+    // PT_NULL, and a PN_XNUM table of 16 M headers in an 8 KiB sparse file must not cost its
+    // apparent size (issue 14, item 12).
+    auto each_phdr = [&](auto&& f) {
+      off_t data_end = 0;  // the table's bytes below this offset are data (or cannot be told apart)
+      for (uint64_t i = 0; i < phnum; ++i) {
+        auto off = static_cast<off_t>(eh.e_phoff + i * sizeof(Elf64_Phdr));
+        if (fd_ >= 0 && off >= data_end) {
+          off_t d = ::lseek(fd_, off, SEEK_DATA);
+          if (d < 0 && errno == ENXIO) break;  // the rest of the file is a hole
+          if (d < 0) {
+            data_end = static_cast<off_t>(size_);  // no SEEK_DATA: read everything
+          } else {
+            if (d > off) {
+              uint64_t j = (static_cast<uint64_t>(d) - eh.e_phoff) / sizeof(Elf64_Phdr);  // holds d
+              if (j >= phnum) break;
+              i = j;
+              off = static_cast<off_t>(eh.e_phoff + i * sizeof(Elf64_Phdr));
+            }
+            off_t h = ::lseek(fd_, d, SEEK_HOLE);
+            data_end = h < 0 ? static_cast<off_t>(size_) : h;
+          }
+        }
+        Elf64_Phdr ph;
+        std::memcpy(&ph, map_ + off, sizeof ph);
+        f(ph);
+      }
+    };
     uint64_t need = 0;
-    for (uint64_t i = 0; i < phnum; ++i) {
-      Elf64_Phdr ph;
-      std::memcpy(&ph, map_ + eh.e_phoff + i * sizeof ph, sizeof ph);
+    each_phdr([&](const Elf64_Phdr& ph) {
       if (ph.p_filesz && ph.p_offset + ph.p_filesz > need) need = ph.p_offset + ph.p_filesz;
-    }
+    });
     if (need > size_)
       diags_.add("truncated", std::nullopt, std::nullopt,
                  "file has " + std::to_string(size_) + " bytes, its headers describe " + std::to_string(need));
-    for (uint64_t i = 0; i < phnum; ++i) {
-      Elf64_Phdr ph;
-      std::memcpy(&ph, map_ + eh.e_phoff + i * sizeof ph, sizeof ph);
+    each_phdr([&](const Elf64_Phdr& ph) {
       if (ph.p_type == PT_NOTE) {
         if (ph.p_offset >= size_) {
           diags_.add("truncated", std::nullopt, std::nullopt, "note segment beyond end of file");
-          continue;
+          return;
         }
         uint64_t n = std::min<uint64_t>(ph.p_filesz, size_ - ph.p_offset);
         if (n < ph.p_filesz) diags_.add("truncated", std::nullopt, std::nullopt, "note segment cut short");
         parse_notes(map_ + ph.p_offset, n);
       } else if (ph.p_type == PT_LOAD) {
-        if (ph.p_vaddr + ph.p_memsz < ph.p_vaddr) continue;  // wraps: ignore
+        if (ph.p_vaddr + ph.p_memsz < ph.p_vaddr) return;  // wraps: ignore
         Segment s{ph.p_vaddr, ph.p_memsz, ph.p_offset, ph.p_filesz};
         if (s.filesz > s.memsz) s.filesz = s.memsz;
         if (s.filesz && (s.offset >= size_ || s.filesz > size_ - s.offset)) {
@@ -140,7 +164,7 @@ void CoreFile::parse() {
         r.saved_end = s.vaddr + s.filesz;
         regions_.push_back(r);
       }
-    }
+    });
   } catch (...) {
     if (guarded_) util::unguard_mapping(map_);
     ::munmap(const_cast<uint8_t*>(map_), size_);
@@ -355,6 +379,25 @@ const CoreFile::Segment* CoreFile::find(uint64_t addr) const {
   --it;
   if (addr - it->vaddr >= it->memsz) return nullptr;
   return &*it;
+}
+
+std::pair<uint64_t, uint64_t> CoreFile::data_run(uint64_t addr, uint64_t end) {
+  constexpr uint64_t kPage = 4096;
+  const Segment* s = find(addr);
+  if (fd_ < 0 || !s || addr >= end || addr - s->vaddr >= s->filesz) return {addr, end};
+  uint64_t seg_end = s->vaddr + s->filesz;  // saved bytes end here
+  auto off = static_cast<off_t>(s->offset + (addr - s->vaddr));
+  auto off_end = static_cast<off_t>(s->offset + s->filesz);
+  off_t d = ::lseek(fd_, off, SEEK_DATA);
+  if (d < 0 && errno != ENXIO) return {addr, end};  // no SEEK_DATA here: everything may hold data
+  if (d < 0 || d >= off_end) return {std::min(end, seg_end), std::min(end, seg_end)};  // a hole to the segment's end
+  off_t h = ::lseek(fd_, d, SEEK_HOLE);
+  if (h < 0 || h > off_end) h = off_end;
+  auto va = [&](off_t o) { return s->vaddr + (static_cast<uint64_t>(o) - s->offset); };
+  uint64_t first = va(d) & ~(kPage - 1), last = (va(h) + kPage - 1) & ~(kPage - 1);
+  first = std::max(first, addr);
+  if (last < va(h)) last = va(h);  // rounding wrapped near 2^64
+  return {std::min(first, end), std::min(last, end)};
 }
 
 const uint8_t* CoreFile::direct(uint64_t addr, size_t len) {

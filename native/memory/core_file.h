@@ -51,6 +51,7 @@ class CoreFile : public MemorySource {
   /// way they do not count; a resident page of zeros does not count either.
   std::optional<uint64_t> held_bytes(uint64_t start, uint64_t end) override;
   bool nonzero_pages(uint64_t start, uint64_t end, std::vector<uint8_t>& out) override;
+  std::pair<uint64_t, uint64_t> data_run(uint64_t addr, uint64_t end) override;
 
   const std::vector<CoreThread>& threads() const { return threads_; }
   const std::vector<FileMapping>& files() const { return files_; }

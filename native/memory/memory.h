@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "util/errors.h"
@@ -47,6 +48,12 @@ class MemorySource {
   /// One flag per 4 KiB page of [start, end) (page aligned): the source holds the page and it
   /// is not all zero. False when the source cannot tell (then `out` is untouched).
   virtual bool nonzero_pages(uint64_t /*start*/, uint64_t /*end*/, std::vector<uint8_t>& /*out*/) { return false; }
+  /// The first run of [addr, end) that may hold non-zero bytes: [first, run_end), page aligned
+  /// where the source knows pages; first == end when the rest of the range reads as zeros.
+  /// A core file answers from its holes (SEEK_DATA / SEEK_HOLE), so scans over a sparse saved
+  /// range cost what the file holds, not its apparent size (issue 14, item 12). Sources that
+  /// cannot tell answer [addr, end).
+  virtual std::pair<uint64_t, uint64_t> data_run(uint64_t addr, uint64_t end) { return {addr, end}; }
   /// Largest contiguous readable span starting at addr (0 if unreadable); bounded by `max`.
   virtual uint64_t readable_span(uint64_t addr, uint64_t max) const;
 };

@@ -808,6 +808,7 @@ void Heap::scan_mmapped() {
     if (!anon_rw(reg)) continue;
     uint64_t o = (reg.start + kPage - 1) & ~(kPage - 1);
     if (o < reg.start) continue;  // a region in the last page of the address space: rounding wrapped
+    uint64_t run_end = 0;         // [o, run_end) may hold data (MemorySource::data_run)
     // o >= reg.start: a step past the last page of the address space wraps o to a small value.
     while (o >= reg.start && o < reg.end && reg.end - o >= 16) {
       auto ex = std::upper_bound(excluded.begin(), excluded.end(), std::make_pair(o, ~uint64_t{0}));
@@ -816,6 +817,18 @@ void Heap::scan_mmapped() {
         if (next <= o) break;  // a heap "ending" near 2^64 (smashed size): rounding wrapped to 0
         o = next;
         continue;
+      }
+      if (o >= run_end) {
+        // Skip what the source knows reads as zeros (a core's holes) unread: a zero header is
+        // no chunk, and a 16 GiB sparse segment must not cost 16 GiB of page cache.
+        auto run = mem.data_run(o, reg.end);
+        run_end = run.second;
+        if (run.first > o) {
+          o = (run.first + kPage - 1) & ~(kPage - 1);
+          if (o < run.first) break;
+          continue;
+        }
+        if (run_end <= o) run_end = o + kPage;  // the source cannot tell: one page at a time
       }
       const uint8_t* hdr = r.span(o, 16);
       if (!hdr) {
