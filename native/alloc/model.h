@@ -103,7 +103,7 @@ class Model {
 /// both jemalloc and glibc's main arena: both are listed, the malloc owner first.
 struct Detected {
   Kind kind;
-  std::string module;  ///< the module path that carries it ("" for a static link)
+  std::string module;        ///< the module path that carries it ("" for a static link)
   bool owns_malloc = false;  ///< whether this allocator answers the process's malloc()
 };
 std::vector<Detected> detect(target::Target& t);

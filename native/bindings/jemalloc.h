@@ -1,0 +1,20 @@
+// Bindings for the allocator-neutral model and jemalloc (issue 16), kept out of module.cpp.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+#include "target/target.h"
+
+namespace heapwalk::bindings {
+
+/// `Target.allocators()`: alloc::detect's list, malloc owner first: [{allocator, module,
+/// owns_malloc}].
+pybind11::list allocators(target::Target& t);
+
+/// `Target.jemalloc()`: {"allocator": "jemalloc", "version", "module", "layout_source",
+/// "stats": {stats.*}, "arenas": [{index, address, name, stats, in_use, cached, free, released,
+/// metadata, reclaimable, allocations}], "tcaches": [{lwp, address, bytes, bins: [{size,
+/// count}]}], "diagnostics"}. Raises heapwalk Error when the target has no jemalloc.
+pybind11::dict jemalloc(target::Target& t);
+
+}  // namespace heapwalk::bindings
