@@ -4,28 +4,20 @@ namespace heapwalk::alloc {
 
 const char* kind_name(Kind k) {
   switch (k) {
-    case Kind::Ptmalloc:
-      return "ptmalloc";
-    case Kind::Jemalloc:
-      return "jemalloc";
-    case Kind::Tcmalloc:
-      return "tcmalloc";
+    case Kind::Ptmalloc: return "ptmalloc";
+    case Kind::Jemalloc: return "jemalloc";
+    case Kind::Tcmalloc: return "tcmalloc";
   }
   return "unknown";
 }
 
 const char* state_name(State s) {
   switch (s) {
-    case State::InUse:
-      return "in-use";
-    case State::Cached:
-      return "cached";
-    case State::Free:
-      return "free";
-    case State::Released:
-      return "released";
-    case State::Metadata:
-      return "metadata";
+    case State::InUse: return "in-use";
+    case State::Cached: return "cached";
+    case State::Free: return "free";
+    case State::Released: return "released";
+    case State::Metadata: return "metadata";
   }
   return "unknown";
 }

@@ -10,9 +10,9 @@ namespace heapwalk::jemalloc {
 namespace {
 
 // Offsets for jemalloc 5.3.0 built with Debian 12's flags (docs/jemalloc-layouts.md).
-constexpr unsigned kArenaLimit = 4095;  // MALLOCX_ARENA_LIMIT
-constexpr unsigned kNBins = 36;         // SC_NBINS (LG_PAGE 12)
-constexpr unsigned kNLarge = 196;       // SC_NSIZES - SC_NBINS
+constexpr unsigned kArenaLimit = 4095;   // MALLOCX_ARENA_LIMIT
+constexpr unsigned kNBins = 36;          // SC_NBINS (LG_PAGE 12)
+constexpr unsigned kNLarge = 196;        // SC_NSIZES - SC_NBINS
 constexpr unsigned kTcacheBinsMax = 73;  // tcache_t.bins[]
 constexpr uint64_t kPage = 4096;
 constexpr uint64_t kArenaInternal = 24 + 32, kArenaPacMapped = 24 + 88 + 8 + 56, kArenaLstats = 24 + 952;
@@ -47,7 +47,8 @@ uint64_t index2size(unsigned ind) {
   static const std::vector<uint64_t> tab = [] {
     std::vector<uint64_t> v = {8, 16, 32, 48, 64};
     for (unsigned lg = 6; v.size() < 232; ++lg)
-      for (unsigned k = 1; k <= 4 && v.size() < 232; ++k) v.push_back((uint64_t{1} << lg) + k * (uint64_t{1} << (lg - 2)));
+      for (unsigned k = 1; k <= 4 && v.size() < 232; ++k)
+        v.push_back((uint64_t{1} << lg) + k * (uint64_t{1} << (lg - 2)));
     return v;
   }();
   return ind < tab.size() ? tab[ind] : 0;
@@ -62,11 +63,12 @@ std::optional<Globals> find_globals(target::Target& t, const target::Module& m, 
       g.arenas = m.base + s->value - f->first_load_vaddr();
       g.layout_source = "symbols";
       uint32_t n = 0;
-      if (auto nt = f->symbol("narenas_total"); nt && r.try_u32(m.base + nt->value - f->first_load_vaddr(), n) &&
-                                                n <= kArenaLimit)
+      if (auto nt = f->symbol("narenas_total");
+          nt && r.try_u32(m.base + nt->value - f->first_load_vaddr(), n) && n <= kArenaLimit)
         g.narenas = n;
       else
-        d.add("symbols", std::nullopt, std::nullopt, "jemalloc: narenas_total not in " + f->path() + "; arenas counted");
+        d.add("symbols", std::nullopt, std::nullopt,
+              "jemalloc: narenas_total not in " + f->path() + "; arenas counted");
       if (g.narenas == 0) {
         for (unsigned i = 0; i < kArenaLimit; ++i) {
           uint64_t a;
@@ -81,9 +83,14 @@ std::optional<Globals> find_globals(target::Target& t, const target::Module& m, 
   const auto& rs = t.memory().regions();
   for (size_t i = 0; i < rs.size(); ++i) {
     if (rs[i].path != m.path || !rs[i].write) continue;
-    regs.push_back(rs[i]);
+    // Adjacent writable mappings (.data, .bss, and the anonymous spill of .bss) form one span:
+    // je_arenas may straddle the end of the file-backed part.
+    if (!regs.empty() && regs.back().end == rs[i].start)
+      regs.back().end = rs[i].end;
+    else
+      regs.push_back(rs[i]);
     if (i + 1 < rs.size() && rs[i + 1].start == rs[i].end && rs[i + 1].path.empty() && rs[i + 1].write)
-      regs.push_back(rs[i + 1]);
+      regs.back().end = rs[i + 1].end;
   }
   std::vector<Globals> found;
   for (const auto& reg : regs) {
@@ -98,7 +105,8 @@ std::optional<Globals> find_globals(target::Target& t, const target::Module& m, 
       bool ok = true;
       for (unsigned i = 1; i < kArenaLimit && ok; ++i) {
         uint64_t ai;
-        if (!r.try_u64(a + 8 * i, ai)) ok = false;
+        if (!r.try_u64(a + 8 * i, ai))
+          ok = false;
         else if (ai) {
           ok = plausible_arena(r, ai, i);
           g.narenas = i + 1;
@@ -246,7 +254,7 @@ void Model::read_arena(unsigned ind, uint64_t a) {
   p.released = s["muzzy"] + s["retained"];
   p.metadata = s["metadata"];
   p.reclaimable = s["dirty"] + s["muzzy"];  // arena.<i>.purge returns dirty and muzzy pages
-  p.allocations = objects;  // regions and large extents handed out (tcache contents included)
+  p.allocations = objects;                  // regions and large extents handed out (tcache contents included)
   pools_.push_back(std::move(p));
 }
 

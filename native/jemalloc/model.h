@@ -15,8 +15,8 @@ namespace heapwalk::jemalloc {
 
 /// Where jemalloc's globals are in the target.
 struct Globals {
-  uint64_t arenas = 0;         ///< je_arenas: atomic_p_t[MALLOCX_ARENA_LIMIT]
-  unsigned narenas = 0;        ///< arenas slots in use (narenas_total when known, else counted)
+  uint64_t arenas = 0;        ///< je_arenas: atomic_p_t[MALLOCX_ARENA_LIMIT]
+  unsigned narenas = 0;       ///< arenas slots in use (narenas_total when known, else counted)
   std::string layout_source;  ///< "symbols" (the module's .symtab) or "search"
 };
 
