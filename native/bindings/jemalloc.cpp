@@ -38,7 +38,7 @@ py::list allocators(target::Target& t) {
   return out;
 }
 
-py::dict jemalloc(target::Target& t) {
+py::dict jemalloc(target::Target& t, bool allocations) {
   std::unique_ptr<jemalloc::Model> m;
   {
     py::gil_scoped_release nogil;
@@ -84,6 +84,20 @@ py::dict jemalloc(target::Target& t) {
     caches.append(e);
   }
   d["tcaches"] = caches;
+  d["rtree"] = m->rtree();
+  if (allocations) {
+    std::vector<alloc::Allocation> all;
+    {
+      py::gil_scoped_release nogil;
+      m->walk([&](const alloc::Allocation& a) {
+        all.push_back(a);
+        return true;
+      });
+    }
+    py::list l;
+    for (const auto& a : all) l.append(py::make_tuple(a.address, a.size, alloc::state_name(a.state), a.pool));
+    d["allocations"] = l;
+  }
   py::list diags;
   for (const Diagnostics* ds : {&t.diagnostics(), &m->diagnostics()})
     for (const auto& x : ds->items()) {

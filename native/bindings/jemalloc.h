@@ -14,7 +14,8 @@ pybind11::list allocators(target::Target& t);
 /// `Target.jemalloc()`: {"allocator": "jemalloc", "version", "module", "layout_source",
 /// "stats": {stats.*}, "arenas": [{index, address, name, stats, in_use, cached, free, released,
 /// metadata, reclaimable, allocations}], "tcaches": [{lwp, address, bytes, bins: [{size,
-/// count}]}], "diagnostics"}. Raises heapwalk Error when the target has no jemalloc.
-pybind11::dict jemalloc(target::Target& t);
+/// count}]}], "rtree", "diagnostics"}, and with `allocations`, "allocations": [(address, size,
+/// state, pool)] in address order. Raises heapwalk Error when the target has no jemalloc.
+pybind11::dict jemalloc(target::Target& t, bool allocations = false);
 
 }  // namespace heapwalk::bindings

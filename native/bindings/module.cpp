@@ -1258,7 +1258,9 @@ PYBIND11_MODULE(_native, m) {
       .def("retention", &PyTarget::retention, py::arg("residency") = true)
       .def("report", &PyTarget::report, py::arg("residency") = true)
       .def("allocators", [](PyTarget& t) { return bindings::allocators(t.open()); })
-      .def("jemalloc", [](PyTarget& t) { return bindings::jemalloc(t.open()); })
+      .def(
+          "jemalloc", [](PyTarget& t, bool allocations) { return bindings::jemalloc(t.open(), allocations); },
+          py::arg("allocations") = false)
       .def("close", &PyTarget::close)
       .def(
           "__enter__", [](PyTarget& t) -> PyTarget& { return t; }, py::return_value_policy::reference)

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 
 #include "util/errors.h"
 
@@ -146,6 +147,148 @@ Model::Model(target::Target& t) : t_(t) {
     stats_[std::string("stats.") + k] = sum;
   }
   stats_["narenas"] = g_.narenas;
+  find_rtree(*m);
+}
+
+namespace {
+
+constexpr uint64_t kRtreeRoot = 120, kRtreeFanout = uint64_t{1} << 18, kEdataSize = 128;
+
+uint64_t root_index(uint64_t addr) { return (addr >> 30) & (kRtreeFanout - 1); }
+uint64_t leaf_index(uint64_t addr) { return (addr >> 12) & (kRtreeFanout - 1); }
+// rtree_leaf_elm_bits_decode (include/jemalloc/internal/rtree.h, 5.3.0): sign-extend from bit
+// 47, clear the metadata bits below EDATA_ALIGNMENT.
+uint64_t leaf_edata(uint64_t bits) {
+  return static_cast<uint64_t>(static_cast<int64_t>(bits << 16) >> 16) & ~uint64_t{127};
+}
+
+}  // namespace
+
+void Model::find_rtree(const target::Module& m) {
+  memory::Reader r(t_.memory());
+  if (auto f = t_.module_file(m, true); f && f->has_symtab())
+    if (auto s = f->symbol("je_arena_emap_global"); s && s->size == kRtreeRoot + 8 * kRtreeFanout) {
+      rtree_ = m.base + s->value - f->first_load_vaddr();
+      return;
+    }
+  // Symbol-free: a slab some bin of some arena is using (slabcur) is mapped by the tree; the
+  // root is the array in the module's data whose slot for the slab's address leads to a leaf
+  // whose element for it names that slab's edata_t.
+  uint64_t edata = 0, eaddr = 0;
+  for (const auto& p : pools_) {
+    for (unsigned i = 0; i < kNBins && !edata; ++i) {
+      uint64_t e, a;
+      if (r.try_u64(p.address + kArenaBins + kBinSize * i + 192, e) && e && r.try_u64(e + 8, a) && a) {
+        edata = e;
+        eaddr = a;
+      }
+    }
+    if (edata) break;
+  }
+  if (!edata) {
+    diags_.add("symbols", std::nullopt, std::nullopt, "jemalloc: no slab to find the radix tree by");
+    return;
+  }
+  std::vector<uint64_t> found;
+  for (const auto& reg : t_.memory().regions()) {
+    if (reg.path != m.path || !reg.write) continue;
+    uint64_t end = reg.end;
+    for (const auto& n : t_.memory().regions())
+      if (n.start == end && n.path.empty() && n.write) end = n.end;
+    for (uint64_t a = reg.start; a + 8 <= end; a += 8) {
+      uint64_t leaf, bits;
+      if (!r.try_u64(a, leaf) || !leaf || (leaf & 7)) continue;
+      if (a < 8 * root_index(eaddr) + kRtreeRoot + reg.start) continue;
+      if (!r.try_u64(leaf + 8 * leaf_index(eaddr), bits) || leaf_edata(bits) != edata) continue;
+      found.push_back(a - 8 * root_index(eaddr) - kRtreeRoot);
+    }
+  }
+  if (found.size() != 1) {
+    diags_.add("symbols", std::nullopt, std::nullopt,
+               "jemalloc: " + std::to_string(found.size()) + " candidates for the radix tree root");
+    return;
+  }
+  rtree_ = found[0];
+}
+
+void Model::walk(const alloc::AllocationVisitor& visit) {
+  if (!rtree_) return;
+  memory::Reader r(t_.memory(), 4 << 20);
+  std::vector<uint64_t> root(kRtreeFanout), leaf(kRtreeFanout);
+  if (t_.memory().read(rtree_ + kRtreeRoot, root.data(), root.size() * 8) != root.size() * 8) {
+    diags_.add("unreadable", rtree_ + kRtreeRoot, std::nullopt, "jemalloc: the radix tree root");
+    return;
+  }
+  std::unordered_set<uint64_t> seen;
+  std::map<unsigned, int> pool_of;
+  for (size_t i = 0; i < pools_.size(); ++i) pool_of[pools_[i].index] = static_cast<int>(i);
+  for (uint64_t ri = 0; ri < kRtreeFanout; ++ri) {
+    if (!root[ri]) continue;
+    if (t_.memory().read(root[ri], leaf.data(), leaf.size() * 8) != leaf.size() * 8) {
+      diags_.add("unreadable", root[ri], std::nullopt, "jemalloc: a radix tree leaf");
+      continue;
+    }
+    for (uint64_t li = 0; li < kRtreeFanout; ++li) {
+      if (!leaf[li]) continue;
+      uint64_t e = leaf_edata(leaf[li]);
+      if (!e || !seen.insert(e).second) continue;
+      uint8_t ed[kEdataSize];
+      if (!r.try_copy(e, ed, sizeof ed)) {
+        diags_.add("unreadable", e, std::nullopt, "jemalloc: an edata_t the radix tree names");
+        continue;
+      }
+      uint64_t bits, addr, size;
+      std::memcpy(&bits, ed, 8);
+      std::memcpy(&addr, ed + 8, 8);
+      std::memcpy(&size, ed + 16, 8);
+      size &= ~(kPage - 1);
+      unsigned state = (bits >> 17) & 7, szind = (bits >> 20) & 0xff, arena = bits & 0xfff;
+      bool slab = (bits >> 12) & 1;
+      uint64_t page = (ri << 30) | (li << 12);
+      if ((addr & ~(kPage - 1)) != page) {
+        diags_.add("corrupt", e, std::nullopt, "jemalloc: an edata_t's address is not the page that maps it first");
+        continue;
+      }
+      int pool = pool_of.count(arena) ? pool_of[arena] : -1;
+      if (state == 0 && slab) {
+        uint64_t reg = index2size(szind);
+        if (szind >= kNBins || !reg || size / reg > 512) {
+          diags_.add("corrupt", e, std::nullopt, "jemalloc: a slab's size class is not a small class");
+          continue;
+        }
+        uint64_t nregs = size / reg;
+        for (uint64_t k = 0; k < nregs; ++k) {
+          uint64_t word;
+          std::memcpy(&word, ed + 64 + 8 * (k / 64), 8);
+          alloc::Allocation x{addr + k * reg, reg, alloc::State::InUse, pool};
+          if ((word >> (k % 64)) & 1)
+            x.state = alloc::State::Free;  // bitmap_get: a set bit is a free region
+          else if (cached_.count(x.address))
+            x.state = alloc::State::Cached;
+          if (!visit(x)) return;
+        }
+      } else if (state == 0) {
+        alloc::Allocation x{addr, index2size(szind), alloc::State::InUse, pool};
+        if (cached_.count(addr)) x.state = alloc::State::Cached;
+        if (!visit(x)) return;
+      } else if (state <= 3) {
+        alloc::Allocation x{addr, size, state == 1 ? alloc::State::Free : alloc::State::Released, pool};
+        if (!visit(x)) return;
+      }
+    }
+  }
+}
+
+std::optional<alloc::Allocation> Model::find(uint64_t address) {
+  std::optional<alloc::Allocation> out;
+  walk([&](const alloc::Allocation& a) {
+    if (address >= a.address && address - a.address < a.size) {
+      out = a;
+      return false;
+    }
+    return a.address <= address;
+  });
+  return out;
 }
 
 void Model::read_arena(unsigned ind, uint64_t a) {
@@ -237,6 +380,10 @@ void Model::read_arena(unsigned ind, uint64_t a) {
       std::memcpy(&empty, cb + 20, 2);
       if (!head) break;  // bins past nhbins were never initialised
       uint16_t n = static_cast<uint16_t>(empty - static_cast<uint16_t>(head)) / 8;
+      for (uint16_t k = 0; k < n; ++k) {
+        uint64_t obj;
+        if (r.try_u64(head + 8 * k, obj)) cached_.insert(obj);
+      }
       if (n) {
         c.bins.push_back({index2size(i), n});
         c.bytes += n * index2size(i);

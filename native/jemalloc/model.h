@@ -6,6 +6,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "alloc/model.h"
@@ -39,13 +40,19 @@ class Model : public alloc::Model {
   const std::map<std::string, uint64_t>& stats() const override { return stats_; }
   const std::vector<alloc::Pool>& pools() const override { return pools_; }
   const std::vector<alloc::ThreadCache>& thread_caches() const override { return caches_; }
-  void walk(const alloc::AllocationVisitor&) override {}
-  std::optional<alloc::Allocation> find(uint64_t) override { return std::nullopt; }
+  /// Every extent the global radix tree (je_arena_emap_global) maps, in address order: slab
+  /// regions (in use, cached in a tcache, or free by the slab bitmap), large extents, and
+  /// dirty (Free) / muzzy and retained (Released) extents as one free slot each.
+  void walk(const alloc::AllocationVisitor& visit) override;
+  std::optional<alloc::Allocation> find(uint64_t address) override;
+  /// The rtree_t (je_arena_emap_global), 0 when it was not found.
+  uint64_t rtree() const { return rtree_; }
   Diagnostics& diagnostics() override { return diags_; }
   const std::string& module() const { return module_; }
 
  private:
   void read_arena(unsigned ind, uint64_t addr);
+  void find_rtree(const target::Module& m);
   target::Target& t_;
   Globals g_;
   std::string module_;
@@ -53,6 +60,8 @@ class Model : public alloc::Model {
   std::vector<alloc::Pool> pools_;
   std::vector<alloc::ThreadCache> caches_;
   Diagnostics diags_;
+  uint64_t rtree_ = 0;
+  std::unordered_set<uint64_t> cached_;  // pointers in every tcache stack
 };
 
 }  // namespace heapwalk::jemalloc
