@@ -41,6 +41,15 @@ class Target:
             self._arenas = self._call(self._handle.arenas)
         return self._arenas
 
+    def allocators(self) -> List[Record]:
+        """The allocators the target uses (loaded modules), malloc's owner first."""
+        return self._call(self._handle.allocators)
+
+    def jemalloc(self, allocations: bool = False) -> Record:
+        """jemalloc's arenas with its own statistics, thread caches and (``allocations``)
+        every extent's allocations in address order; raises when the target has no jemalloc."""
+        return self._call(self._handle.jemalloc, allocations)
+
     def bins(self, arena: Optional[int] = None) -> Record:
         """Non-empty fastbins and bins and the top chunk, per arena (or of one arena)."""
         return self._call(self._handle.bins, arena)

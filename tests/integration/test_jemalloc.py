@@ -1,0 +1,124 @@
+"""jemalloc 5.3.0 (Debian 12 libjemalloc2): heapwalk's per-arena figures against jemalloc's own
+statistics (mallctl after "epoch", printed by corpora/jemalloc_stats.c before it parks its
+threads), and every allocation the program holds found with its size.
+
+Two libraries: Debian's stripped one (heapwalk finds je_arenas and the radix tree by searching
+the library's data) and a -g build of the same source with Debian's flags
+(scripts/build-jemalloc-debug: its .symtab names them)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hwkit import CACHE, CFLAGS, CORPORA, REPO, gcore, import_heapwalk, source_key, spawn_ready, stop
+
+DEBIAN_LIB = Path("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
+DEBUG_DIR = CACHE / "jemalloc-5.3.0-g" / "lib"
+ARENA_KEYS = ["pactive", "pdirty", "pmuzzy", "mapped", "retained", "resident", "base", "internal",
+              "small.allocated", "large.allocated", "tcache_bytes"]
+
+pytestmark = pytest.mark.skipif(not DEBIAN_LIB.exists() or not Path("/usr/include/jemalloc/jemalloc.h").exists(),
+                                reason="libjemalloc-dev is not installed (scripts/setup)")
+
+
+def _binary() -> Path:
+    out = CACHE / "bin" / f"jemalloc_stats-{source_key('jemalloc_stats', '-ljemalloc')}"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp")
+        subprocess.run(["gcc", *CFLAGS, "-o", str(tmp), str(CORPORA / "jemalloc_stats.c"), "-ljemalloc"],
+                       check=True, capture_output=True)
+        tmp.rename(out)
+    return out
+
+
+def _debug_lib() -> Path:
+    if not (DEBUG_DIR / "libjemalloc.so.2").exists():
+        subprocess.run([str(REPO / "scripts" / "build-jemalloc-debug"), str(DEBUG_DIR.parent)], check=True,
+                       capture_output=True, timeout=1800)
+    return DEBUG_DIR
+
+
+@pytest.fixture(scope="module", params=["stripped", "symbols"])
+def snapshot(request):
+    """(core, truth, variant): a gcore of jemalloc_stats on Debian's library or the -g build."""
+    variant = request.param
+    binary = _binary()
+    key = source_key("jemalloc_stats", "-ljemalloc", variant)
+    outdir = CACHE / f"jemalloc_stats-{key}"
+    core, truth = outdir / "core", outdir / "truth.json"
+    if not core.exists():
+        outdir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        if variant == "symbols":
+            env["LD_LIBRARY_PATH"] = str(_debug_lib())
+        env.pop("LD_PRELOAD", None)
+        r, w = os.pipe()
+        proc = subprocess.Popen([str(binary), str(w), str(outdir)], pass_fds=(w,), env=env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        os.close(w)
+        from hwkit import await_ready  # noqa: PLC0415
+        await_ready(proc, r, 120, "jemalloc_stats")
+        try:
+            gcore(proc.pid, core)
+        finally:
+            stop(proc)
+    return core, json.loads(truth.read_text()), variant
+
+
+def _model(core: Path) -> dict:
+    hw = import_heapwalk()
+    t = hw.open_core(str(core))
+    try:
+        return t.jemalloc(allocations=True)
+    finally:
+        t.close()
+
+
+def test_detects_jemalloc_as_the_malloc_owner(snapshot):
+    core, _, _ = snapshot
+    hw = import_heapwalk()
+    t = hw.open_core(str(core))
+    try:
+        found = t.allocators()
+    finally:
+        t.close()
+    assert found[0]["allocator"] == "jemalloc" and found[0]["owns_malloc"], found
+    assert found[-1]["allocator"] == "ptmalloc" and not found[-1]["owns_malloc"], found
+
+
+def test_per_arena_stats_equal_jemallocs_own(snapshot):
+    core, truth, variant = snapshot
+    doc = _model(core)
+    assert doc["allocator"] == "jemalloc"
+    assert doc["layout_source"] == ("symbols" if variant == "symbols" else "search")
+    assert not [d for d in doc["diagnostics"] if d["severity"] == "error"], doc["diagnostics"]
+    got = {a["index"]: a["stats"] for a in doc["arenas"]}
+    assert sorted(got) == [a["index"] for a in truth["arenas"]]
+    wrong = [(a["index"], k, got[a["index"]].get(k), a[k])
+             for a in truth["arenas"] for k in ARENA_KEYS if got[a["index"]].get(k) != a[k]]
+    assert not wrong, wrong
+    for k, v in truth["stats"].items():
+        assert doc["stats"]["stats." + k] == v, k
+    # The thread caches heapwalk read add up to each arena's tcache_bytes.
+    assert sum(c["bytes"] for c in doc["tcaches"]) == sum(a["tcache_bytes"] for a in truth["arenas"])
+
+
+def test_every_held_allocation_found_with_its_size(snapshot):
+    core, truth, _ = snapshot
+    doc = _model(core)
+    allocs = doc["allocations"]
+    addrs = [a[0] for a in allocs]
+    assert addrs == sorted(addrs)
+    by_addr = {a[0]: a for a in allocs}
+    wrong = [(hex(p), size, by_addr.get(p)) for p, size in truth["held"]
+             if p not in by_addr or by_addr[p][1] != size or by_addr[p][2] != "in-use"]
+    assert not wrong, wrong[:10]
+    # Objects in tcaches are the arenas' tcache_bytes, exactly.
+    cached = sum(a[1] for a in allocs if a[2] == "cached")
+    assert cached == sum(a["tcache_bytes"] for a in truth["arenas"])
