@@ -122,3 +122,15 @@ def test_every_held_allocation_found_with_its_size(snapshot):
     # Objects in tcaches are the arenas' tcache_bytes, exactly.
     cached = sum(a[1] for a in allocs if a[2] == "cached")
     assert cached == sum(a["tcache_bytes"] for a in truth["arenas"])
+
+
+def test_cli_arenas_shows_jemalloc(snapshot):
+    core, truth, _ = snapshot
+    from hwkit import extract_json, run_cli  # noqa: PLC0415
+    r = run_cli("arenas", "--json", str(core))
+    doc = extract_json(r.stdout)
+    assert doc["allocator"] == "jemalloc"
+    je = doc["jemalloc"]
+    assert [a["stats"]["resident"] for a in je["arenas"]] == [a["resident"] for a in truth["arenas"]]
+    text = run_cli("arenas", str(core)).stdout
+    assert "jemalloc 5.3.0" in text and "purge" in text
