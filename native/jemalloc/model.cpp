@@ -360,7 +360,12 @@ void Model::read_arena(unsigned ind, uint64_t a) {
   uint64_t tcache_bytes = 0, first = 0;
   u64(a + kArenaTcacheQl, first);
   uint64_t slow = first;
+  std::unordered_set<uint64_t> visited;
   for (unsigned hop = 0; slow && hop < 65536; ++hop) {
+    if (!visited.insert(slow).second) {
+      diags_.add("corrupt", slow, a, "jemalloc: arena " + std::to_string(ind) + "'s tcache list loops");
+      break;
+    }
     uint64_t tc;
     if (!u64(slow + kSlowTcache, tc)) break;
     alloc::ThreadCache c;

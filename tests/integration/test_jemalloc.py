@@ -134,3 +134,91 @@ def test_cli_arenas_shows_jemalloc(snapshot):
     assert [a["stats"]["resident"] for a in je["arenas"]] == [a["resident"] for a in truth["arenas"]]
     text = run_cli("arenas", str(core)).stdout
     assert "jemalloc 5.3.0" in text and "purge" in text
+
+
+@pytest.mark.parametrize("damage", ["leaves", "arena_slot", "tcache_cycle"])
+def test_corrupt_jemalloc_is_diagnosed_never_fatal(snapshot, damage, tmp_path):
+    """Smashed radix-tree leaves, a je_arenas slot naming garbage, a tcache list that loops:
+    diagnostics (or one clean error), never a crash, hang or traceback."""
+    core, _, variant = snapshot
+    if variant != "stripped":
+        pytest.skip("one library is enough")
+    from corruptkit import derive  # noqa: PLC0415
+    from hwkit import run_cli  # noqa: PLC0415
+    doc = _model(core)
+    rtree = doc["rtree"]
+    arena1 = doc["arenas"][1]["address"]
+
+    def edit(img) -> None:
+        if damage == "leaves":
+            # The first populated root slot's leaf: a few elements now name unmapped edata_t's
+            # and one names the arena itself (not an edata_t).
+            for i in range(1 << 18):
+                leaf = img.u64(rtree + 120 + 8 * i)
+                if leaf:
+                    break
+            elms = [leaf + 8 * j for j in range(1 << 18) if img.u64(leaf + 8 * j)][:6]
+            for k, e in enumerate(elms[:5]):
+                img.put_u64(e, (0x4141414141 << 7) | 1 | (k << 48))
+            img.put_u64(elms[5], arena1 | 1)
+        elif damage == "arena_slot":
+            slots = [a["address"] for a in doc["arenas"]]
+            # The je_arenas slot of arena 1 sits right after arena 0's: find it in the data.
+            img.put_u64(_slot_of(img, doc, slots[1]), 0x4141414141414140)
+        else:
+            first = img.u64(arena1 + 10392)
+            img.put_u64(first, first + 0x100000)  # qre_next into another thread's memory
+            img.put_u64(first + 0x100000, first + 0x100000)
+
+    bad = derive(core, tmp_path / "core", edit)
+    r = run_cli("arenas", "--json", str(bad))
+    assert "Traceback" not in r.stderr, r.stderr
+    assert r.returncode in (0, 1), r.stderr
+    hw = import_heapwalk()
+    t = hw.open_core(str(bad))
+    try:
+        try:
+            got = t.jemalloc(allocations=True)
+        except RuntimeError as exc:
+            assert "jemalloc" in str(exc)
+            return
+    finally:
+        t.close()
+    if damage == "leaves":
+        assert any(d["kind"] in ("unreadable", "corrupt") for d in got["diagnostics"]), got["diagnostics"]
+
+
+def _slot_of(img, doc: dict, value: int) -> int:
+    """The address of the je_arenas slot holding ``value`` (searched near arena 0's slot)."""
+    base = doc["rtree"] - 0xd5aa0 + 0xcd6c0  # je_arenas, docs/jemalloc-layouts.md
+    for i in range(16):
+        if img.u64(base + 8 * i) == value:
+            return base + 8 * i
+    raise AssertionError("je_arenas slot not found")
+
+
+def test_live_process_matches_its_own_stats(tmp_path):
+    """--pid: the live (captured) process on Debian's stripped library."""
+    from hwkit import await_ready  # noqa: PLC0415
+    r, w = os.pipe()
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "LD_LIBRARY_PATH")}
+    proc = subprocess.Popen([str(_binary()), str(w), str(tmp_path)], pass_fds=(w,), env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    os.close(w)
+    try:
+        await_ready(proc, r, 120, "jemalloc_stats")
+        truth = json.loads((tmp_path / "truth.json").read_text())
+        hw = import_heapwalk()
+        t = hw.attach(proc.pid)
+        try:
+            doc = t.jemalloc(allocations=True)
+        finally:
+            t.close()
+    finally:
+        stop(proc)
+    got = {a["index"]: a["stats"] for a in doc["arenas"]}
+    wrong = [(a["index"], k, got[a["index"]].get(k), a[k])
+             for a in truth["arenas"] for k in ARENA_KEYS if got[a["index"]].get(k) != a[k]]
+    assert not wrong, wrong
+    by_addr = {a[0]: a for a in doc["allocations"]}
+    assert all(p in by_addr and by_addr[p][1] == size for p, size in truth["held"])
