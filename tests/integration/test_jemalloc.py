@@ -222,3 +222,16 @@ def test_live_process_matches_its_own_stats(tmp_path):
     assert not wrong, wrong
     by_addr = {a[0]: a for a in doc["allocations"]}
     assert all(p in by_addr and by_addr[p][1] == size for p, size in truth["held"])
+
+
+def test_gdb_arenas_shows_jemalloc(snapshot):
+    core, truth, variant = snapshot
+    if variant != "stripped":
+        pytest.skip("one library is enough")
+    from hwkit import run_gdb  # noqa: PLC0415
+    r = run_gdb(str(_binary()), str(core), commands=["heapwalk arenas --json"])
+    assert "Traceback" not in r.stderr + r.stdout
+    from hwkit import extract_json  # noqa: PLC0415
+    doc = extract_json(r.stdout)
+    assert doc["allocator"] == "jemalloc"
+    assert [a["stats"]["mapped"] for a in doc["jemalloc"]["arenas"]] == [a["mapped"] for a in truth["arenas"]]
