@@ -113,4 +113,50 @@ py::dict jemalloc(target::Target& t, bool allocations) {
   return d;
 }
 
+py::dict jemalloc_chunks(target::Target& t, const std::string& state, std::optional<uint64_t> limit) {
+  if (state != "all" && state != "used" && state != "free")
+    throw py::value_error("state must be 'all', 'used' or 'free', not '" + state + "'");
+  std::unique_ptr<jemalloc::Model> m;
+  std::vector<alloc::Allocation> shown;
+  uint64_t total = 0;
+  {
+    py::gil_scoped_release nogil;
+    m = std::make_unique<jemalloc::Model>(t);
+    m->walk([&](const alloc::Allocation& a) {
+      bool used = a.state == alloc::State::InUse;
+      if (state == "all" || (state == "used") == used) {
+        ++total;
+        if (!limit || shown.size() < *limit) shown.push_back(a);
+      }
+      return true;
+    });
+  }
+  py::list l;
+  for (const auto& a : shown) {
+    py::dict c;
+    c["address"] = a.address;
+    c["size"] = a.size;
+    c["state"] = alloc::state_name(a.state);
+    c["arena"] = a.pool >= 0 ? py::object(py::int_(m->pools()[a.pool].address)) : py::object(py::none());
+    l.append(c);
+  }
+  py::dict d;
+  d["allocator"] = "jemalloc";
+  d["chunks"] = l;
+  d["total"] = total;
+  py::list diags;
+  for (const Diagnostics* ds : {&t.diagnostics(), &m->diagnostics()})
+    for (const auto& x : ds->items()) {
+      py::dict e;
+      e["kind"] = text(x.kind);
+      e["address"] = opt(x.address);
+      e["arena"] = opt(x.arena);
+      e["detail"] = text(x.detail);
+      e["severity"] = severity_name(x.severity);
+      diags.append(e);
+    }
+  d["diagnostics"] = diags;
+  return d;
+}
+
 }  // namespace heapwalk::bindings

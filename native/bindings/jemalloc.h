@@ -3,6 +3,9 @@
 
 #include <pybind11/pybind11.h>
 
+#include <optional>
+#include <string>
+
 #include "target/target.h"
 
 namespace heapwalk::bindings {
@@ -17,5 +20,10 @@ pybind11::list allocators(target::Target& t);
 /// count}]}], "rtree", "diagnostics"}, and with `allocations`, "allocations": [(address, size,
 /// state, pool)] in address order. Raises heapwalk Error when the target has no jemalloc.
 pybind11::dict jemalloc(target::Target& t, bool allocations = false);
+
+/// `Target.jemalloc_chunks(state, limit)`: {"allocator": "jemalloc", "chunks": [{address, size,
+/// state, arena}] in address order, "total"}; state "all", "used" (in-use) or "free" (cached,
+/// free, released); at most `limit` listed (None: all), `total` counts every match.
+pybind11::dict jemalloc_chunks(target::Target& t, const std::string& state, std::optional<uint64_t> limit);
 
 }  // namespace heapwalk::bindings

@@ -1261,6 +1261,12 @@ PYBIND11_MODULE(_native, m) {
       .def(
           "jemalloc", [](PyTarget& t, bool allocations) { return bindings::jemalloc(t.open(), allocations); },
           py::arg("allocations") = false)
+      .def(
+          "jemalloc_chunks",
+          [](PyTarget& t, const std::string& state, std::optional<uint64_t> limit) {
+            return bindings::jemalloc_chunks(t.open(), state, limit);
+          },
+          py::arg("state") = "all", py::arg("limit") = py::none())
       .def("close", &PyTarget::close)
       .def(
           "__enter__", [](PyTarget& t) -> PyTarget& { return t; }, py::return_value_policy::reference)

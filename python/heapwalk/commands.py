@@ -344,8 +344,12 @@ class Chunks(Command):
         return limit or None
 
     def collect(self, inv: Invocation) -> Record:
-        arena = resolve_arena(inv, inv.args.arena)
         state = inv.args.state or "all"
+        owner = [a for a in inv.target.allocators() if a.get("owns_malloc")]
+        if inv.args.arena is None and owner and owner[0]["allocator"] == "jemalloc":
+            # jemalloc answers malloc: its allocations (--arena still names a glibc arena).
+            return render.wrap(self.name, inv.target.jemalloc_chunks(state, self._limit(inv)))
+        arena = resolve_arena(inv, inv.args.arena)
         return render.wrap(self.name, inv.target.chunks(arena, state, self._limit(inv)))
 
     def render(self, document: Record, inv: Invocation) -> List[str]:

@@ -50,6 +50,10 @@ class Target:
         every extent's allocations in address order; raises when the target has no jemalloc."""
         return self._call(self._handle.jemalloc, allocations)
 
+    def jemalloc_chunks(self, state: str = "all", limit: Optional[int] = None) -> Record:
+        """jemalloc's allocations and free slots in address order ("all", "used", "free")."""
+        return self._call(self._handle.jemalloc_chunks, state, limit)
+
     def bins(self, arena: Optional[int] = None) -> Record:
         """Non-empty fastbins and bins and the top chunk, per arena (or of one arena)."""
         return self._call(self._handle.bins, arena)

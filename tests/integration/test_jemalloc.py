@@ -235,3 +235,13 @@ def test_gdb_arenas_shows_jemalloc(snapshot):
     doc = extract_json(r.stdout)
     assert doc["allocator"] == "jemalloc"
     assert [a["stats"]["mapped"] for a in doc["jemalloc"]["arenas"]] == [a["mapped"] for a in truth["arenas"]]
+
+
+def test_cli_chunks_lists_held_allocations(snapshot):
+    core, truth, _ = snapshot
+    from hwkit import extract_json, run_cli  # noqa: PLC0415
+    doc = extract_json(run_cli("chunks", "--used", "--json", str(core)).stdout)
+    assert doc["allocator"] == "jemalloc"
+    got = {c["address"]: c["size"] for c in doc["chunks"]}
+    assert doc["total"] == len(doc["chunks"])
+    assert all(got.get(p) == size for p, size in truth["held"])
