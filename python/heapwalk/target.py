@@ -42,8 +42,10 @@ class Target:
         return self._arenas
 
     def allocators(self) -> List[Record]:
-        """The allocators the target uses (loaded modules), malloc's owner first."""
-        return self._call(self._handle.allocators)
+        """The allocators the target uses (loaded modules), malloc's owner first; [] from an
+        engine without allocator detection (test doubles)."""
+        method = getattr(self._handle, "allocators", None)
+        return self._call(method) if method is not None else []
 
     def jemalloc(self, allocations: bool = False) -> Record:
         """jemalloc's arenas with its own statistics, thread caches and (``allocations``)
