@@ -186,7 +186,7 @@ void Model::find_rtree(const target::Module& m) {
     if (edata) break;
   }
   if (!edata) {
-    diags_.add("symbols", std::nullopt, std::nullopt, "jemalloc: no slab to find the radix tree by");
+    diags_.add("incomplete", std::nullopt, std::nullopt, "jemalloc: no slab to find the radix tree by");
     return;
   }
   std::vector<uint64_t> found;
@@ -204,7 +204,7 @@ void Model::find_rtree(const target::Module& m) {
     }
   }
   if (found.size() != 1) {
-    diags_.add("symbols", std::nullopt, std::nullopt,
+    diags_.add("incomplete", std::nullopt, std::nullopt,
                "jemalloc: " + std::to_string(found.size()) + " candidates for the radix tree root");
     return;
   }
@@ -246,14 +246,14 @@ void Model::walk(const alloc::AllocationVisitor& visit) {
       bool slab = (bits >> 12) & 1;
       uint64_t page = (ri << 30) | (li << 12);
       if ((addr & ~(kPage - 1)) != page) {
-        diags_.add("corrupt", e, std::nullopt, "jemalloc: an edata_t's address is not the page that maps it first");
+        diags_.add("layout", e, std::nullopt, "jemalloc: an edata_t's address is not the page that maps it first");
         continue;
       }
       int pool = pool_of.count(arena) ? pool_of[arena] : -1;
       if (state == 0 && slab) {
         uint64_t reg = index2size(szind);
         if (szind >= kNBins || !reg || size / reg > 512) {
-          diags_.add("corrupt", e, std::nullopt, "jemalloc: a slab's size class is not a small class");
+          diags_.add("layout", e, std::nullopt, "jemalloc: a slab's size class is not a small class");
           continue;
         }
         uint64_t nregs = size / reg;
@@ -300,7 +300,7 @@ void Model::read_arena(unsigned ind, uint64_t a) {
     return false;
   };
   if (!plausible_arena(r, a, ind)) {
-    diags_.add("corrupt", a, a, "jemalloc: je_arenas[" + std::to_string(ind) + "] is not arena " + std::to_string(ind));
+    diags_.add("layout", a, a, "jemalloc: je_arenas[" + std::to_string(ind) + "] is not arena " + std::to_string(ind));
     return;
   }
   alloc::Pool p;
@@ -340,7 +340,7 @@ void Model::read_arena(unsigned ind, uint64_t a) {
     uint64_t nm, nd;
     u64(a + kArenaLstats + 48 * i, nm), u64(a + kArenaLstats + 48 * i + 8, nd);
     if (nd > nm) {
-      diags_.add("corrupt", a + kArenaLstats + 48 * i, a, "jemalloc: large class ndalloc > nmalloc");
+      diags_.add("layout", a + kArenaLstats + 48 * i, a, "jemalloc: large class ndalloc > nmalloc");
       continue;
     }
     large += (nm - nd) * index2size(kNBins + i);
@@ -363,7 +363,7 @@ void Model::read_arena(unsigned ind, uint64_t a) {
   std::unordered_set<uint64_t> visited;
   for (unsigned hop = 0; slow && hop < 65536; ++hop) {
     if (!visited.insert(slow).second) {
-      diags_.add("corrupt", slow, a, "jemalloc: arena " + std::to_string(ind) + "'s tcache list loops");
+      diags_.add("cycle", slow, a, "jemalloc: arena " + std::to_string(ind) + "'s tcache list loops");
       break;
     }
     uint64_t tc;

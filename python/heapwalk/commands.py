@@ -236,7 +236,7 @@ class Arenas(Command):
             try:
                 document = dict(document, allocator="jemalloc", jemalloc=inv.target.jemalloc())
             except RuntimeError as exc:  # the engine's Error: jemalloc's arenas were not found
-                found = {"kind": "corrupt", "address": None, "arena": None, "detail": str(exc),
+                found = {"kind": "layout", "address": None, "arena": None, "detail": str(exc),
                          "severity": "error"}
                 document = dict(document, allocator="jemalloc",
                                 diagnostics=list(document.get("diagnostics", [])) + [found])
