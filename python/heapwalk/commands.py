@@ -229,10 +229,26 @@ class Arenas(Command):
                    "--json prints the engine's report unchanged.")
 
     def collect(self, inv: Invocation) -> Record:
-        return inv.target.arenas()
+        document = inv.target.arenas()
+        owner = [a for a in inv.target.allocators() if a.get("owns_malloc")]
+        if owner and owner[0]["allocator"] == "jemalloc":
+            # New fields only: glibc's arenas stay as they are (its main arena still exists).
+            try:
+                document = dict(document, allocator="jemalloc", jemalloc=inv.target.jemalloc())
+            except RuntimeError as exc:  # the engine's Error: jemalloc's arenas were not found
+                found = {"kind": "layout", "address": None, "arena": None, "detail": str(exc),
+                         "severity": "error"}
+                document = dict(document, allocator="jemalloc",
+                                diagnostics=list(document.get("diagnostics", [])) + [found])
+        return document
 
     def render(self, document: Record, inv: Invocation) -> List[str]:
-        return render.render_arenas(document, inv.style)
+        lines = render.render_arenas(document, inv.style)
+        if "jemalloc" in document:
+            from .render_jemalloc import render_jemalloc  # noqa: PLC0415
+
+            lines = render_jemalloc(document["jemalloc"], inv.style) + ["", "glibc:"] + lines
+        return lines
 
 
 class Heaps(Command):
@@ -328,8 +344,12 @@ class Chunks(Command):
         return limit or None
 
     def collect(self, inv: Invocation) -> Record:
-        arena = resolve_arena(inv, inv.args.arena)
         state = inv.args.state or "all"
+        owner = [a for a in inv.target.allocators() if a.get("owns_malloc")]
+        if inv.args.arena is None and owner and owner[0]["allocator"] == "jemalloc":
+            # jemalloc answers malloc: its allocations (--arena still names a glibc arena).
+            return render.wrap(self.name, inv.target.jemalloc_chunks(state, self._limit(inv)))
+        arena = resolve_arena(inv, inv.args.arena)
         return render.wrap(self.name, inv.target.chunks(arena, state, self._limit(inv)))
 
     def render(self, document: Record, inv: Invocation) -> List[str]:
