@@ -76,30 +76,128 @@ def _connection_type(inferior: Any) -> Optional[str]:
 # -- `set heapwalk ...`: overrides for targets whose glibc heapwalk cannot find by itself -------
 
 class _SetPrefix(gdb.Command):
-    """Settings of heapwalk (overrides for the glibc state it looks for)."""
+    """Settings of heapwalk (overrides for the glibc state it looks for).
+
+'show heapwalk' lists every setting with its value; 'help set heapwalk NAME' describes one."""
 
     def __init__(self, verb: str) -> None:
+        self._verb = verb
         super().__init__("%s heapwalk" % verb, gdb.COMMAND_DATA, prefix=True)
+
+    def invoke(self, argument: str, from_tty: bool) -> None:
+        """``show heapwalk``: every setting and its value; ``set heapwalk``: the list."""
+        if argument.strip():
+            raise gdb.GdbError("heapwalk: no setting %r\nhint: 'show heapwalk' lists them"
+                               % render.safe(argument.strip()))
+        width = max(len(name) for name in _SETTINGS)
+        if self._verb == "set":
+            gdb.write("heapwalk settings ('set heapwalk NAME VALUE'; 'help set heapwalk NAME' "
+                      "describes one):\n")
+            for name, setting in _SETTINGS.items():
+                gdb.write("  %-*s  %s\n" % (width, name, setting.summary))
+            return
+        for name, setting in _SETTINGS.items():
+            gdb.write("heapwalk %-*s  %s\n" % (width + 1, name + ":", setting.shown()))
+
+
+#: name -> (kind, one line, what "auto" / not set means, more help)
+_SETTING_DOCS: Dict[str, Tuple[str, str, str, str]] = {
+    "main-arena": (
+        "string", "the address of glibc's main_arena",
+        "auto (from glibc's symbols, else found in the memory image)",
+        "A number or any gdb expression (e.g. &main_arena); evaluated when a command next "
+        "reads the target. Empty (set heapwalk main-arena) returns to auto."),
+    "mp": (
+        "string", "the address of glibc's mp_ (malloc parameters)",
+        "auto (from glibc's symbols, else found in the memory image)",
+        "A number or any gdb expression (e.g. &mp_). Empty returns to auto."),
+    "glibc": (
+        "string", "the glibc version heapwalk assumes",
+        "auto",
+        "By default (auto) heapwalk reads the version from libc's banner, its file name or "
+        "its version definitions, else from the malloc layout that fits the image. A "
+        "version such as 2.31 forces that version's malloc layout (for a libc heapwalk cannot "
+        "identify). 'set heapwalk glibc' with no value (or \"\") returns to auto."),
+    "sysroot": (
+        "string", "where the target's files (libc, debug symbols) are looked up",
+        "auto (gdb's own sysroot)",
+        "A directory: module paths of the core or process are looked up under it (cores "
+        "from containers or other machines). Empty returns to gdb's sysroot."),
+    "no-symbols": (
+        "boolean", "whether heapwalk ignores every file on disk",
+        "off",
+        "When on, glibc's state is found from the memory image alone (no libc file, no "
+        "debug symbols)."),
+}
 
 
 class _Setting(gdb.Parameter):
     """A heapwalk setting; changing one drops the cached target."""
 
-    def __init__(self, name: str, kind: int, doc: str) -> None:
-        self.__doc__ = doc
-        self.set_doc = doc
-        self.show_doc = doc
-        super().__init__("heapwalk " + name, gdb.COMMAND_DATA, kind)
+    def __init__(self, name: str) -> None:
+        kind, line, auto, more = _SETTING_DOCS[name]
+        self.name = name
+        self.summary = line
+        self.auto = auto
+        self.__doc__ = more
+        self.set_doc = "Set %s." % line
+        self.show_doc = "Show %s." % line
+        super().__init__("heapwalk " + name, gdb.COMMAND_DATA,
+                         gdb.PARAM_BOOLEAN if kind == "boolean" else gdb.PARAM_STRING)
 
     def get_set_string(self) -> str:
         invalidate()
+        if isinstance(self.value, str):
+            text = self.value.strip()
+            if text in ('""', "''"):  # gdb keeps the quotes of `set heapwalk glibc ""`
+                text = ""
+            if text != self.value:
+                self.value = text
+            if not text:
+                return "heapwalk %s: %s" % (self.name, self.shown())
         return ""
 
+    def shown(self) -> str:
+        """The value as ``show`` prints it: the setting, or what auto means now."""
+        value = self.value
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        if value:
+            if self.name == "glibc":
+                return "%s (forced; detection is off)" % render.safe(value)
+            return render.safe(value)
+        if self.name == "glibc":
+            detected = _detected_glibc()
+            return "auto (detected %s)" % detected if detected else "auto"
+        return self.auto
+
     def get_show_string(self, svalue: str) -> str:
-        return svalue or "(not set)"
+        return self.shown()
 
 
 _SETTINGS: Dict[str, Any] = {}
+
+
+def _detected_glibc() -> Optional[str]:
+    """The glibc version of the open target, with how it was found; None without one."""
+    if not (_SETTINGS.get("glibc") is None or not _SETTINGS["glibc"].value):
+        return None
+    try:
+        inferior = gdb.selected_inferior()
+        target = _Cache.target
+        if target is None or target.closed:
+            if _connection_type(inferior) != "core":  # opening a live process copies it
+                return None
+            target = current_target()
+        glibc = target.arenas().get("glibc") or {}
+    except Exception:  # pylint: disable=broad-except  # cosmetic: no target, unreadable core
+        return None
+    version = glibc.get("version")
+    if not version:
+        return None
+    source = glibc.get("version_source")
+    return "%s, from %s" % (render.safe(version), render.safe(source)) if source \
+        else render.safe(version)
 
 
 def _register_settings() -> None:
@@ -107,18 +205,8 @@ def _register_settings() -> None:
         return
     _SetPrefix("set")
     _SetPrefix("show")
-    for name, kind, doc in (
-            ("main-arena", gdb.PARAM_STRING,
-             "Address (or gdb expression) of glibc's main_arena; overrides symbols."),
-            ("mp", gdb.PARAM_STRING,
-             "Address (or gdb expression) of glibc's mp_; overrides symbols."),
-            ("glibc", gdb.PARAM_STRING,
-             "The target's glibc version, e.g. 2.31; overrides detection."),
-            ("sysroot", gdb.PARAM_STRING,
-             "Where the core's files live (defaults to gdb's own sysroot)."),
-            ("no-symbols", gdb.PARAM_BOOLEAN,
-             "Use no file from disk: find glibc's state from the memory image alone.")):
-        _SETTINGS[name] = _Setting(name, kind, doc)
+    for name in _SETTING_DOCS:
+        _SETTINGS[name] = _Setting(name)
 
 
 def _overrides() -> Dict[str, Any]:
