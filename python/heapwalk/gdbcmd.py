@@ -200,6 +200,60 @@ def _detected_glibc() -> Optional[str]:
         else render.safe(version)
 
 
+def _forced_glibc() -> Optional[str]:
+    """The version `set heapwalk glibc` forces, or None (auto)."""
+    setting = _SETTINGS.get("glibc")
+    return setting.value if setting is not None and setting.value else None
+
+
+def _unforced_version(target: Target) -> Optional[str]:
+    """The glibc version heapwalk detects for ``target`` when nothing is forced."""
+    if target.kind == "core":
+        core = _core_path()
+        if core is None:
+            return None
+        overrides = dict(_overrides())
+        overrides.pop("glibc_version", None)
+        try:
+            with heapwalk.open_core(core, sysroot=_sysroot(), overrides=overrides) as probe:
+                return (probe.arenas().get("glibc") or {}).get("version") or None
+        except Exception:  # pylint: disable=broad-except  # cosmetic: the note is left out
+            return None
+    return _gdb_glibc_version()  # a live process: gdb's own symbols, if it has them
+
+
+def _forced_note(target: Target, forced: str) -> Optional[str]:
+    """Once per target: "detected 2.36, you forced 2.17" when they differ."""
+    if getattr(target, "forced_glibc_noted", None) == forced:
+        return None
+    target.forced_glibc_noted = forced  # type: ignore[attr-defined]
+    detected = _unforced_version(target)
+    if not detected or detected == forced:
+        return None
+    return ("heapwalk: detected glibc %s, you forced %s (its malloc layout is what heapwalk "
+            "reads); 'set heapwalk glibc' with no value returns to auto"
+            % (render.safe(detected), render.safe(forced)))
+
+
+_MISALIGNED = re.compile(r"^(?:\x1b\[[0-9;]*m)?(error|warning):(?:\x1b\[[0-9;]*m)? misaligned\b")
+
+
+def _condense_misaligned(text: str, forced: str) -> str:
+    """Under a forced glibc version, many `misaligned` warnings become one summary line."""
+    lines = text.split("\n")
+    hits = [i for i, line in enumerate(lines) if _MISALIGNED.match(line)]
+    if len(hits) < 2:
+        return text
+    first = _MISALIGNED.match(lines[hits[0]])
+    summary = ("%s: misaligned: %d misaligned chunk pointers under the forced glibc %s layout "
+               "(first %s); --json lists every one"
+               % (first.group(1) if first else "error", len(hits), render.safe(forced),
+                  _MISALIGNED.sub("", lines[hits[0]]).lstrip()))
+    drop = set(hits[1:])
+    lines[hits[0]] = summary
+    return "\n".join(line for i, line in enumerate(lines) if i not in drop)
+
+
 def _register_settings() -> None:
     if _SETTINGS:
         return
@@ -576,7 +630,15 @@ class HeapwalkCommand(gdb.Command):
                 raise
             raise _gdb_error(exc, subject) from None
         _set_status(output.status)
-        gdb.write(output.text)
+        text = output.text
+        forced = _forced_glibc()
+        if forced and target is not None:
+            note = _forced_note(target, forced)
+            if note:
+                gdb.write(note + "\n", gdb.STDERR)
+            if not getattr(args, "json", False):
+                text = _condense_misaligned(text, forced)
+        gdb.write(text)
 
     def complete(self, text: str, word: Optional[str]) -> Any:
         """Complete option names; positional words complete as gdb expressions.

@@ -48,7 +48,7 @@ def test_help_set_glibc_says_something_once():
 
 
 def test_show_glibc_says_auto_and_the_detected_version(corpora):
-    c = corpora.core("arenas", "2", "0")
+    c = corpora.core("arenas", "4", "0")
     version = c.truth["glibc"]
     r = run_gdb(c.binary, c.core, commands=["show heapwalk glibc", "show heapwalk"])
     no_traceback(r)
@@ -60,7 +60,7 @@ def test_show_glibc_says_auto_and_the_detected_version(corpora):
 
 
 def test_set_glibc_empty_clears_the_setting(corpora):
-    c = corpora.core("arenas", "2", "0")
+    c = corpora.core("arenas", "4", "0")
     version = c.truth["glibc"]
     r = run_gdb(c.binary, c.core, commands=[
         "set heapwalk glibc 2.17", "show heapwalk glibc", 'set heapwalk glibc ""',
@@ -87,7 +87,7 @@ def _timing(value, path=""):
 
 
 def test_json_documents_of_a_core_are_byte_stable(corpora):
-    c = corpora.core("arenas", "2", "0")
+    c = corpora.core("arenas", "4", "0")
     for argv in (["leaks"], ["arenas"], ["bins"], ["tcache"], ["chunks", "--limit", "20"],
                  ["classify"], ["report"]):
         first = run_cli(argv[0], c.core, *argv[1:], "--json")
@@ -95,3 +95,25 @@ def test_json_documents_of_a_core_are_byte_stable(corpora):
         assert first.returncode == 0, describe(first)
         assert _timing(json.loads(first.stdout)) == [], argv
         assert first.stdout == second.stdout, argv
+
+
+def test_forced_glibc_says_so_once_and_condenses_misaligned(corpora):
+    """`set heapwalk glibc 2.17` on a newer libc: one "detected X, you forced 2.17" line for the
+    target, and the flood of `misaligned` diagnostics (the wrong layout) is one line per
+    command in text; --json still lists every one."""
+    c = corpora.core("arenas", "4", "0")
+    version = c.truth["glibc"]
+    assert version != "2.17"
+    r = run_gdb(c.binary, c.core, commands=[
+        "set heapwalk glibc 2.17", "heapwalk arenas", "heapwalk bins", "heapwalk arenas --json"])
+    no_traceback(r)
+    assert r.stderr.count("detected glibc %s, you forced 2.17" % version) == 1, describe(r)
+    doc = extract_json(r.stdout)
+    n = sum(1 for d in doc["diagnostics"] if d["kind"] == "misaligned")
+    assert n > 1, doc["diagnostics"]
+    text = r.stdout[:r.stdout.index('{\n')]
+    lines = [line for line in text.splitlines()
+             if re.match(r"(error|warning): misaligned", line)]
+    assert len(lines) == 2, text
+    assert all("%d misaligned chunk pointers under the forced glibc 2.17" % n in line
+               for line in lines)
