@@ -579,6 +579,9 @@ Commands mirror the CLI (python3 -m heapwalk); every command takes --json.
     def invoke(self, argument: str, from_tty: bool) -> None:
         """``heapwalk`` alone: list the commands."""
         words = gdb.string_to_argv(argument)
+        if words == ["--version"]:
+            gdb.write("heapwalk %s\n" % heapwalk.__version__)
+            return
         if words:
             raise gdb.GdbError("heapwalk: unknown command '%s'\nhint: 'heapwalk' lists the "
                                "commands" % render.safe(words[0]))

@@ -117,3 +117,12 @@ def test_forced_glibc_says_so_once_and_condenses_misaligned(corpora):
     assert len(lines) == 2, text
     assert all("%d misaligned chunk pointers under the forced glibc 2.17" % n in line
                for line in lines)
+
+
+def test_gdb_heapwalk_version():
+    r = run_gdb(commands=["heapwalk --version"])
+    no_traceback(r)
+    assert r.returncode == 0, describe(r)
+    cli = run_cli("--version")
+    assert cli.returncode == 0 and cli.stdout.startswith("heapwalk ")
+    assert r.stdout.splitlines()[-1] == cli.stdout.strip()
