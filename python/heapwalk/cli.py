@@ -74,6 +74,9 @@ def build_parser() -> Parser:
         target.add_argument("--glibc", metavar="VERSION",
                             help="the target's glibc version, e.g. 2.31 (overrides detection)")
         registry.add_common(p)
+        p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                       help="colour the text: auto (default: on a terminal, unless NO_COLOR "
+                            "is set), always, never; lines fit $COLUMNS or the terminal")
     return parser
 
 
@@ -204,7 +207,7 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     subject = "pid %d" % args.pid if args.pid is not None else args.core
     live = args.pid is not None
     command = registry.COMMANDS[args.command]
-    style = Style(False) if args.json else Style.for_stream(out)
+    style = Style(False) if args.json else Style.for_stream(out, getattr(args, "color", "auto"))
     target: Optional[Target] = None
     try:
         if getattr(command, "needs_target", True):  # diff reads its own two files

@@ -628,9 +628,10 @@ def render_diff(doc: Record, style: Style = render.PLAIN) -> List[str]:
     shrunk = sorted([r for r in doc["size_classes"] if r["delta"]["count"] < 0],
                     key=lambda r: (r["delta"]["bytes"], r["size"]))
     if shrunk:
-        out.append("  shrank: " + ", ".join("%d x%s (%s)" % (r["size"], _sc(r["delta"]["count"]),
-                                                              _sd(r["delta"]["bytes"]))
-                                             for r in shrunk[:6]))
+        out.append("  shrank: " + ", ".join(
+            "size %d: %s chunks (%s)" % (r["size"], _sc(r["delta"]["count"]),
+                                         _sd(r["delta"]["bytes"]))
+            for r in shrunk[:6]))
     if doc["classes"]:
         out.append("")
         out.append(style.paint("bold", "content classes that changed"))

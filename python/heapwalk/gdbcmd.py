@@ -25,7 +25,7 @@ import gdb  # type: ignore[import-not-found]  # pylint: disable=import-error
 
 import heapwalk
 from . import commands as registry
-from . import render
+from . import render, termwidth
 from .commands import Command, Invocation, ParserExit
 from .errors import HeapwalkError, NoTargetError, UsageError, describe_error
 from .render import Style
@@ -128,6 +128,12 @@ _SETTING_DOCS: Dict[str, Tuple[str, str, str, str]] = {
         "off",
         "When on, glibc's state is found from the memory image alone (no libc file, no "
         "debug symbols)."),
+    "color": (
+        "boolean", "whether heapwalk colours its output",
+        "on",
+        "When on (the default), heapwalk colours states, sizes and headings as on a "
+        "terminal, whenever gdb styles its own output (set style enabled; never in batch "
+        "mode, nor with NO_COLOR set). Lines always fit gdb's width (set width)."),
 }
 
 
@@ -146,7 +152,8 @@ class _Setting(gdb.Parameter):
                          gdb.PARAM_BOOLEAN if kind == "boolean" else gdb.PARAM_STRING)
 
     def get_set_string(self) -> str:
-        invalidate()
+        if self.name != "color":  # colour is only how the text looks
+            invalidate()
         if isinstance(self.value, str):
             text = self.value.strip()
             if text in ('""', "''"):  # gdb keeps the quotes of `set heapwalk glibc ""`
@@ -261,6 +268,7 @@ def _register_settings() -> None:
     _SetPrefix("show")
     for name in _SETTING_DOCS:
         _SETTINGS[name] = _Setting(name)
+    _SETTINGS["color"].value = True
 
 
 def _overrides() -> Dict[str, Any]:
@@ -521,14 +529,22 @@ def _split_expression(parser: Any, argv: List[str]) -> List[str]:
 # -- output ------------------------------------------------------------------------------------
 
 def _style() -> Style:
-    """Colour when gdb styling is on (gdb turns it off in batch mode) and stdout is a tty."""
+    """Colour when gdb styling is on (gdb turns it off in batch mode), stdout is a tty and
+    ``set heapwalk color`` is on; lines fit gdb's ``width``."""
     try:
         enabled = bool(gdb.parameter("style enabled"))
     except (gdb.error, RuntimeError):
         enabled = False
     if os.environ.get("NO_COLOR"):
         enabled = False
-    return Style(enabled and os.isatty(1))
+    setting = _SETTINGS.get("color")
+    if setting is not None and not setting.value:
+        enabled = False
+    try:
+        width = termwidth.gdb_width(gdb.parameter("width"))
+    except (gdb.error, RuntimeError):
+        width = None
+    return Style(enabled and os.isatty(1), width)
 
 
 def _set_status(status: int) -> None:

@@ -10,7 +10,7 @@ import re
 
 from hwkit import describe, extract_json, no_traceback, run_cli, run_gdb
 
-SETTINGS = ("main-arena", "mp", "glibc", "sysroot", "no-symbols")
+SETTINGS = ("main-arena", "mp", "glibc", "sysroot", "no-symbols", "color")
 
 
 def _show_lines(text: str) -> dict[str, str]:
