@@ -257,7 +257,8 @@ def table(columns: Sequence[Column], rows: Iterable[Sequence[str]], style: Style
     """Lay out ``rows`` under ``columns``; widths fit the widest cell. Returns lines.
 
     A table wider than ``style.width`` is split into several, one under the other, each
-    repeating the first (key) column."""
+    repeating the first (key) column; a continuation part leaves out the rows it has nothing
+    for."""
     rows = [list(row) for row in rows]
     widths = [len(c.header) for c in columns]
     for row in rows:
@@ -280,7 +281,9 @@ def table(columns: Sequence[Column], rows: Iterable[Sequence[str]], style: Style
         if n:
             out.append("")
         out.append(style.paint("bold", line([c.header for c in columns], which)))
-        out.extend(line(row, which) for row in rows)
+        # A continuation part lists only the rows with something in its columns.
+        out.extend(line(row, which) for row in rows
+                   if not n or any(row[i] for i in which[1:] if i < len(row)))
     return out
 
 
@@ -760,9 +763,8 @@ def render_thread_stacks(ts: Optional[Record]) -> List[str]:
     """The thread stacks' committed bytes computed now next to NMT's record of them."""
     if not ts:
         return []
-    out = ["", "Thread stacks (%d): committed now %s (%d bytes); NMT's record %s (%d bytes)" % (
-        ts["regions"], size(ts["committed"]), ts["committed"], size(ts["committed_nmt"]),
-        ts["committed_nmt"])]
+    out = ["", "Thread stacks (%d): committed now %s; NMT's record %s" % (
+        ts["regions"], exact_size(ts["committed"]), exact_size(ts["committed_nmt"]))]
     out.append("  NMT does not track stack growth: its record is what the last jcmd "
                "VM.native_memory (or each thread's creation: its guard zones, %s) left in the image;"
                % size(ts.get("guard", 0)))

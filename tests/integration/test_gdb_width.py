@@ -39,8 +39,9 @@ def gdb_in_pty(binary: str, core: str, commands: list[str], timeout: float = 240
     framed by ``==NAME==`` markers), ANSI codes removed, CRs dropped."""
     if ASAN_PRELOAD:
         pytest.skip("gdb cannot host the ASan build (it hangs with libasan preloaded)")
-    argv = ["gdb", "-nx", "-q", "-x", str(GDBINIT), "-ex", "set pagination off",
-            "-ex", "set confirm off"]
+    # -iex: before the core is loaded (its thread list would stop at the pager).
+    argv = ["gdb", "-nx", "-q", "-iex", "set pagination off", "-iex", "set confirm off",
+            "-x", str(GDBINIT)]
     for i, c in enumerate(commands):
         argv += ["-ex", "echo ==%d==\\n" % i, "-ex", c]
     argv += ["-ex", "echo ==end==\\n", "-ex", "quit", binary, core]
