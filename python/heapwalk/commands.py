@@ -12,7 +12,7 @@ import argparse
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional
 
-from . import render
+from . import render, termwidth
 from .errors import NotFoundError, UsageError
 from .render import Style
 from .target import Target
@@ -432,6 +432,9 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     """Options every command has."""
     parser.add_argument("--json", action="store_true",
                         help="print a JSON document (schema heapwalk/1) instead of text")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="say where each layout and figure comes from (the profile, the "
+                             "debug info, the glibc source it encodes)")
 
 
 def build_parser(command: Command, prog: str) -> Parser:
@@ -464,6 +467,8 @@ def capture_line(capture: Record) -> str:
 
 def execute(command: Command, inv: Invocation) -> Output:
     """Run ``command``: JSON or text (diagnostics after the text), and its exit status."""
+    if getattr(inv.args, "verbose", False):
+        inv.style.verbose = True
     document = command.collect(inv)
     set_severities(document)
     capture = capture_of(inv) if getattr(command, "needs_target", True) else None
@@ -489,5 +494,6 @@ def execute(command: Command, inv: Invocation) -> Output:
     notes = render.diagnostics(shown.get("diagnostics", []), inv.style)
     if notes:
         lines = lines + [""] + notes
+    lines = termwidth.fit(lines, inv.style.width)  # no line wider than the terminal
     text = "\n".join(render.safe_line(line, inv.style) for line in lines)
     return Output(text + "\n", command.status(document), document)
