@@ -13,8 +13,9 @@
  *   mmapped    a fresh malloc(1 MiB): munmap
  *   badmmap    a malloc(1 MiB) whose prev_size was overwritten with 8
  * For each case a forked child really calls free() on it; the parent records the child's stderr
- * (glibc's abort message) and how it ended. Also writes a text chunk (`text` case: "hello
- * tryfree ..." in a malloc(0x40)) for `chunk`'s hexdump. truth.json holds it all; then the
+ * (glibc's abort message) and how it ended. Also writes a text chunk (`text`: "hello
+ * tryfree ..." in a malloc(0x40)) for `chunk`'s hexdump, below it a freed malloc(0x88) of 'D's
+ * (`dtext`) for classify's samples. truth.json holds it all; then the
  * program signals READY_FD and sleeps until killed.
  */
 #define _GNU_SOURCE
@@ -88,6 +89,11 @@ int main(int argc, char **argv) {
     void *nf = malloc(0x68), *after = malloc(0x68);
     void *mm = malloc(1 << 20);
     size_t *bad = malloc(1 << 20);
+    /* A free chunk of 'D's below a used text chunk: `classify --free` must show each text
+     * class's own example's text (issue 15: a text row once showed another chunk's text). */
+    char *dtext = malloc(0x88);
+    memset(dtext, 'D', 0x87);
+    dtext[0x87] = 0;
     char *text = malloc(0x40);
     strcpy(text, "hello tryfree: the quick brown fox");
 
@@ -95,6 +101,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 7; i++) free(fill[i]);
     free(fast);
     free(big);
+    free(dtext);
     for (int i = 0; i < 7; i++) free(nfill[i]);
     memset(mis, 0, 0x28);
     fake[-1] = 0x11;
@@ -126,10 +133,10 @@ int main(int argc, char **argv) {
     }
     size_t tsize = ((size_t *)text)[-1];
     PUT("}, \"text\": {\"ptr\": %lu, \"chunk\": %lu, \"size\": %lu, \"size_field\": %lu, "
-        "\"content\": \"%s\"}, \"guards\": [%lu, %lu]}\n",
+        "\"content\": \"%s\"}, \"dtext\": %lu, \"guards\": [%lu, %lu]}\n",
         (unsigned long)(uintptr_t)text, (unsigned long)(uintptr_t)(text - 16),
         (unsigned long)(tsize & ~(size_t)7), (unsigned long)tsize, text,
-        (unsigned long)(uintptr_t)fastguard, (unsigned long)(uintptr_t)guard);
+        (unsigned long)(uintptr_t)dtext, (unsigned long)(uintptr_t)fastguard, (unsigned long)(uintptr_t)guard);
     if (write(out, jbuf, n) != (ssize_t)n) return 3;
     close(out);
     int ready = atoi(argv[2]);

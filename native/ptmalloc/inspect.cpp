@@ -202,6 +202,7 @@ class FreeSim {
 
   void run(uint64_t mem, std::optional<int> lwp) {
     v_.mem = mem;
+    if (const ThreadCache* tc = thread_cache(h_, lwp)) v_.lwp = tc->lwp;
     if (mem == 0) {
       v_.action = "nothing";
       v_.notes.push_back("free(NULL) does nothing");
@@ -259,7 +260,10 @@ class FreeSim {
       bool done = false;
       if (!tcache(p, size, lwp, done) || done) return;
     }
-    uint64_t max_fast = 0x80;  // DEFAULT_MXFAST (64 * SIZE_SZ / 4) aligned: set_max_fast(128)
+    // get_max_fast(): global_max_fast when the symbols give it, else its default (set_max_fast
+    // of DEFAULT_MXFAST = 64 * SIZE_SZ / 4: 0x80).
+    max_fast_known_ = h_.glibc().global_max_fast.has_value();
+    uint64_t max_fast = h_.glibc().global_max_fast.value_or(0x80);
     if (l_.has_fastbins && size <= max_fast) return fastbin(p, size, av, arena);
     consolidate(p, sw, av, arena);
   }
@@ -301,27 +305,31 @@ class FreeSim {
       if (suspect) {
         // 2.43 tcache_double_free_verify scans every bin; before, only this one.
         bool all = at_least(h_, "2.43");
+        uint64_t scanned = 0;
         for (uint64_t b = all ? 0 : idx; b < (all ? l_.tcache_bins : idx + 1); ++b) {
           uint64_t tmp = 0, cnt = 0;
           if (!word(tcache + l_.tc_entries + 8 * b, tmp, "tcache->entries[]")) return false;
+          std::string bin = "bin " + std::to_string(b);
           while (tmp) {
-            if (at_least(h_, "2.33") &&
-                !check("tcache bin length < mp_.tcache_count", cnt < h_.params().tcache_count,
-                       "bin " + std::to_string(b) + " has more than " + std::to_string(h_.params().tcache_count),
-                       "free(): too many chunks detected in tcache"))
-              return false;
-            if (at_least(h_, "2.32") && !check("tcache entry aligned", (tmp & (l_.alignment - 1)) == 0,
-                                               "entry " + hex(tmp) + " in bin " + std::to_string(b),
-                                               "free(): unaligned chunk detected in tcache 2"))
-              return false;
-            if (!check("chunk not already in the tcache", tmp != mem,
-                       tmp == mem ? "found in bin " + std::to_string(b) + " at position " + std::to_string(cnt)
-                                  : std::string(),
-                       "free(): double free detected in tcache 2"))
-              return false;
+            // Only a failing check is recorded per entry; the scan is summarised below.
+            if (at_least(h_, "2.33") && cnt >= h_.params().tcache_count)
+              return (void)check("tcache bin length < mp_.tcache_count", false,
+                                 bin + " holds more than " + std::to_string(h_.params().tcache_count) + " entries",
+                                 "free(): too many chunks detected in tcache"),
+                     false;
+            if (at_least(h_, "2.32") && (tmp & (l_.alignment - 1)) != 0)
+              return (void)check("tcache entry aligned", false, "entry " + hex(tmp) + " in " + bin,
+                                 "free(): unaligned chunk detected in tcache 2"),
+                     false;
+            if (tmp == mem)
+              return (void)check("chunk not already in the tcache", false,
+                                 "found in " + bin + " at position " + std::to_string(cnt),
+                                 "free(): double free detected in tcache 2"),
+                     false;
             uint64_t next = 0;
             if (!word(tmp + l_.te_next, next, "tcache_entry.next")) return false;
             tmp = reveal(l_, tmp + l_.te_next, next);
+            ++scanned;
             if (++cnt > 1u << 16) {
               v_.action = "crash";
               v_.aborts = true;
@@ -330,6 +338,8 @@ class FreeSim {
             }
           }
         }
+        v_.checks.push_back({"chunk not already in the tcache", true,
+                             std::to_string(scanned) + " entries scanned, all aligned and different"});
         v_.checks.push_back({"double-free scan", true, "not in the tcache: the key matched by chance"});
         if (all) v_.notes.push_back("2.43: the key is cleared and free() runs again");
       }
@@ -368,8 +378,9 @@ class FreeSim {
                "double free or corruption (fasttop)"))
       return;
     v_.action = "fastbin";
-    v_.notes.push_back("fastbin[" + std::to_string(idx) + "] (size " + hex(size) + "); max_fast assumed " +
-                       "the default 0x80 (M_MXFAST not read)");
+    v_.notes.push_back("fastbin[" + std::to_string(idx) + "] (size " + hex(size) + ")" +
+                       (max_fast_known_ ? std::string()
+                                        : "; global_max_fast assumed the default 0x80 (no symbol for it)"));
   }
 
   /// unlink_chunk(av, c); false when it aborts.
@@ -471,6 +482,7 @@ class FreeSim {
   const Layout& l_;
   memory::Reader r_;
   FreeVerdict& v_;
+  bool max_fast_known_ = false;
 };
 
 }  // namespace
