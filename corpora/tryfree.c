@@ -67,6 +67,13 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: tryfree OUTDIR READY_FD\n");
         return 2;
     }
+    /* First, a chunk of 'D's (freed below) under the used text chunks that follow (setenv's
+     * copy of its string, the text case): `classify --free` must show each text row's own
+     * example's text (issue 15: a text row once showed another chunk's text). */
+    char *dtext = malloc(0x88);
+    memset(dtext, 'D', 0x87);
+    dtext[0x87] = 0;
+    __asm__ volatile("" : : "r"(dtext) : "memory"); /* keep the 'D's: free() follows */
     setenv("LIBC_FATAL_STDERR_", "1", 1);
     char path[4096];
     snprintf(path, sizeof path, "%s/truth.json", argv[1]);
@@ -89,11 +96,6 @@ int main(int argc, char **argv) {
     void *nf = malloc(0x68), *after = malloc(0x68);
     void *mm = malloc(1 << 20);
     size_t *bad = malloc(1 << 20);
-    /* A free chunk of 'D's below a used text chunk: `classify --free` must show each text
-     * class's own example's text (issue 15: a text row once showed another chunk's text). */
-    char *dtext = malloc(0x88);
-    memset(dtext, 'D', 0x87);
-    dtext[0x87] = 0;
     char *text = malloc(0x40);
     strcpy(text, "hello tryfree: the quick brown fox");
 

@@ -206,14 +206,17 @@ def test_classify_examples_are_user_pointers_with_their_own_text(tryfree):
     for row in list(used.values()) + list(free.values()):
         if row["example"]:
             assert row["example_mem"] == row["example"] + 16
-    # The used text row is the program's text chunk (the only used text), its sample that text;
-    # the freed 'D's are a free text row with 'D's (the first bytes are the tcache links).
-    assert used["text"]["example_mem"] == truth["text"]["ptr"], used["text"]
-    assert truth["text"]["content"].startswith(used["text"]["sample"]), used["text"]
+    # Each text row's sample is its own example's text: the used row's example holds it (the
+    # environment string setenv() copied, or the program's text), the free row is the freed
+    # 'D's (the first 16 bytes are the tcache links), though the 'D's come first in the heap.
+    row = used["text"]
+    data = bytes.fromhex(_chunk_json(core, row["example_mem"])["chunk"]["bytes"])
+    assert data.startswith(row["sample"].encode()), (row, data)
+    assert set(row["sample"]) != {"D"}, row
     assert free["text"]["example_mem"] == truth["dtext"], free["text"]
     assert set(free["text"]["sample"]) == {"D"}, free["text"]
     t = run_cli("classify", core)
-    assert "0x%014x" % truth["text"]["ptr"] in t.stdout, describe(t)
+    assert "0x%014x" % row["example_mem"] in t.stdout, describe(t)
 
 
 def test_classify_list(tryfree):
@@ -225,11 +228,14 @@ def test_classify_list(tryfree):
     hit = [c for c in listing["chunks"] if c["mem"] == truth["text"]["ptr"]]
     assert hit and hit[0]["size"] == truth["text"]["size"] and hit[0]["used"], listing
     assert listing["total"] == len(listing["chunks"]) and not listing["truncated"]
-    # The tcache double-free case is a 0x40 chunk freed: with --free, "size 64" lists it.
-    r = run_cli("classify", core, "--free", "--list", "size 64", "--limit", "0", "--json")
+    # With --free, the freed 'D's are listed as free text; --limit bounds the list.
+    r = run_cli("classify", core, "--free", "--list", "text", "--limit", "0", "--json")
     listing = json.loads(r.stdout)["list"]
-    assert any(c["mem"] == truth["cases"]["tcache2"]["ptr"] and not c["used"]
-               for c in listing["chunks"]), listing
+    assert any(c["mem"] == truth["dtext"] and not c["used"] for c in listing["chunks"]), listing
+    r = run_cli("classify", core, "--free", "--list", "text", "--limit", "1", "--json")
+    short = json.loads(r.stdout)["list"]
+    assert len(short["chunks"]) == 1 and short["total"] == listing["total"]
+    assert short["truncated"] is (listing["total"] > 1)
     g = run_gdb(binary, core, commands=["heapwalk classify --list text --limit 1"])
     no_traceback(g)
     assert "of class text" in g.stdout, describe(g)
