@@ -48,7 +48,7 @@ struct ClassifyResult {
   std::vector<ArenaClasses> arenas;
   std::vector<ClassRow> used, free;  ///< totals over the selected arenas
   uint64_t chunks = 0;
-  uint64_t vtables_known = 0;  ///< `_ZTV` symbols available for naming
+  uint64_t vtables_known = 0;       ///< `_ZTV` symbols available for naming
   std::vector<ListedChunk> listed;  ///< ClassifyOptions::list's chunks
   uint64_t listed_total = 0;        ///< how many there are (listed may stop at list_limit)
 };

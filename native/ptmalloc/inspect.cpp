@@ -129,8 +129,8 @@ AddressInfo describe_address(target::Target& t, uint64_t addr) {
       for (const auto& [name, sym] : file->symbols()) {
         if (!sym.value || name.empty()) continue;
         uint64_t at = sym.value >= m.base ? sym.value : m.base + sym.value;
-        if (at <= addr && at >= best && (sym.size == 0 || addr - at < std::max<uint64_t>(sym.size, 1) ||
-                                         a.symbol.empty() || at > best)) {
+        if (at <= addr && at >= best &&
+            (sym.size == 0 || addr - at < std::max<uint64_t>(sym.size, 1) || a.symbol.empty() || at > best)) {
           if (at == best && !a.symbol.empty() && name > a.symbol) continue;  // deterministic
           best = at;
           a.symbol = name;
@@ -298,10 +298,11 @@ class FreeSim {
       bool random = l_.key_kind == TcacheKey::Random;
       std::optional<uint64_t> expect = random ? h_.glibc().tcache_key : std::optional<uint64_t>(tcache);
       bool suspect = expect && key == *expect;
-      v_.checks.push_back({random ? "e->key == tcache_key (double-free suspect)" : "e->key == tcache (double-free suspect)",
-                           true,
-                           "key " + hex(key) + (expect ? (suspect ? " matches" : " differs from " + hex(*expect))
-                                                       : std::string(" (tcache_key unknown: not checked)"))});
+      v_.checks.push_back(
+          {random ? "e->key == tcache_key (double-free suspect)" : "e->key == tcache (double-free suspect)", true,
+           "key " + hex(key) +
+               (expect ? (suspect ? " matches" : " differs from " + hex(*expect))
+                       : std::string(" (tcache_key unknown: not checked)"))});
       if (suspect) {
         // 2.43 tcache_double_free_verify scans every bin; before, only this one.
         bool all = at_least(h_, "2.43");
@@ -374,13 +375,13 @@ class FreeSim {
       return;
     uint64_t idx = (size >> 4) - 2, old = 0;
     if (!word(av + l_.ms_fastbins + 8 * idx, old, "the fastbin head")) return;
-    if (!check("chunk not at the top of its fastbin (fasttop)", old != p, "fastbin[" + std::to_string(idx) + "] = " + hex(old),
-               "double free or corruption (fasttop)"))
+    if (!check("chunk not at the top of its fastbin (fasttop)", old != p,
+               "fastbin[" + std::to_string(idx) + "] = " + hex(old), "double free or corruption (fasttop)"))
       return;
     v_.action = "fastbin";
-    v_.notes.push_back("fastbin[" + std::to_string(idx) + "] (size " + hex(size) + ")" +
-                       (max_fast_known_ ? std::string()
-                                        : "; global_max_fast assumed the default 0x80 (no symbol for it)"));
+    v_.notes.push_back(
+        "fastbin[" + std::to_string(idx) + "] (size " + hex(size) + ")" +
+        (max_fast_known_ ? std::string() : "; global_max_fast assumed the default 0x80 (no symbol for it)"));
   }
 
   /// unlink_chunk(av, c); false when it aborts.
@@ -392,7 +393,8 @@ class FreeSim {
     if (at_least(h_, "2.26") && !check(std::string("unlink ") + which + ": size == next chunk's prev_size", cs == nprev,
                                        "size " + hex(cs) + ", prev_size " + hex(nprev), "corrupted size vs. prev_size"))
       return false;
-    if (!word(c + 16, fd, "fd") || !word(c + 24, bk, "bk") || !word(fd + 24, fdbk, "fd->bk") || !word(bk + 16, bkfd, "bk->fd"))
+    if (!word(c + 16, fd, "fd") || !word(c + 24, bk, "bk") || !word(fd + 24, fdbk, "fd->bk") ||
+        !word(bk + 16, bkfd, "bk->fd"))
       return false;
     if (!check(std::string("unlink ") + which + ": fd->bk == p && bk->fd == p", fdbk == c && bkfd == c,
                "fd " + hex(fd) + " (->bk " + hex(fdbk) + "), bk " + hex(bk) + " (->fd " + hex(bkfd) + ")",
@@ -429,7 +431,8 @@ class FreeSim {
     if (!word(top + 8, topsw, "the top chunk's size")) return;
     bool contiguous = (fl & 2) == 0;  // NONCONTIGUOUS_BIT
     if (!check("next chunk inside the arena (contiguous arenas)", !contiguous || next < top + (topsw & ~uint64_t{7}),
-               "next " + hex(next) + ", top end " + hex(top + (topsw & ~uint64_t{7})), "double free or corruption (out)"))
+               "next " + hex(next) + ", top end " + hex(top + (topsw & ~uint64_t{7})),
+               "double free or corruption (out)"))
       return;
     uint64_t nsw = 0;
     if (!word(next + 8, nsw, "the next chunk's size")) return;
@@ -446,10 +449,9 @@ class FreeSim {
       if (!word(p, prevsize, "prev_size")) return;
       uint64_t prev = p - prevsize;
       if (!word(prev + 8, psw, "the previous chunk's size")) return;
-      if (at_least(h_, "2.29") &&
-          !check("previous chunk's size == prev_size", (psw & ~uint64_t{7}) == prevsize,
-                 "prev_size " + hex(prevsize) + ", size " + hex(psw & ~uint64_t{7}),
-                 "corrupted size vs. prev_size while consolidating"))
+      if (at_least(h_, "2.29") && !check("previous chunk's size == prev_size", (psw & ~uint64_t{7}) == prevsize,
+                                         "prev_size " + hex(prevsize) + ", size " + hex(psw & ~uint64_t{7}),
+                                         "corrupted size vs. prev_size while consolidating"))
         return;
       if (!unlink(prev, "previous chunk")) return;
       total += prevsize;
@@ -475,7 +477,8 @@ class FreeSim {
       v_.notes.push_back("merges into the top chunk");
     }
     v_.notes.push_back("free chunk of " + hex(total) + " bytes");
-    if (total >= 65536) v_.notes.push_back("size >= FASTBIN_CONSOLIDATION_THRESHOLD: malloc_consolidate and a trim may follow");
+    if (total >= 65536)
+      v_.notes.push_back("size >= FASTBIN_CONSOLIDATION_THRESHOLD: malloc_consolidate and a trim may follow");
   }
 
   Heap& h_;
