@@ -111,6 +111,8 @@ class ChunkDetail(Chunk):
                                              dump))
         else:
             info = inv.target.describe_address(document.get("query", 0))
+            if not info:
+                return document
             thread_of = getattr(inv, "gdb_thread_of", None)
             if info.get("kind") == "stack" and callable(thread_of):
                 number = thread_of(info.get("lwp"))

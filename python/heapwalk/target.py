@@ -82,12 +82,16 @@ class Target:
         return self._call(self._handle.chunk, address)
 
     def chunk_fields(self, chunk: int, size: int, state: str, dump: int = 64) -> Record:
-        """A chunk's flag bits, prev_size, decoded fd/bk, tcache key and first bytes."""
-        return self._call(self._handle.chunk_fields, chunk, size, state, dump)
+        """A chunk's flag bits, prev_size, decoded fd/bk, tcache key and first bytes ({} from
+        an engine without it)."""
+        method = getattr(self._handle, "chunk_fields", None)
+        return {} if method is None else self._call(method, chunk, size, state, dump)
 
     def describe_address(self, address: int) -> Record:
-        """What an address in no chunk is: a thread's stack, a module, a mapping, unmapped."""
-        return self._call(self._handle.describe_address, address)
+        """What an address in no chunk is: a thread's stack, a module, a mapping, unmapped
+        (None from an engine without it)."""
+        method = getattr(self._handle, "describe_address", None)
+        return None if method is None else self._call(method, address)
 
     def vis(self, start: Optional[int], arena: Optional[int], count: int,
             per_chunk: int) -> Record:
