@@ -125,17 +125,16 @@ AddressInfo describe_address(target::Target& t, uint64_t addr) {
     if (file) {
       // Symbols of a shared object (and of a PIE) are offsets from its base; a fixed-address
       // executable's are absolute.
+      // The nearest symbol at or below addr (ties: the smallest name, for stable output).
       uint64_t best = 0;
       for (const auto& [name, sym] : file->symbols()) {
         if (!sym.value || name.empty()) continue;
         uint64_t at = sym.value >= m.base ? sym.value : m.base + sym.value;
-        if (at <= addr && at >= best &&
-            (sym.size == 0 || addr - at < std::max<uint64_t>(sym.size, 1) || a.symbol.empty() || at > best)) {
-          if (at == best && !a.symbol.empty() && name > a.symbol) continue;  // deterministic
-          best = at;
-          a.symbol = name;
-          a.symbol_offset = addr - at;
-        }
+        if (at > addr || at < best) continue;
+        if (at == best && !a.symbol.empty() && name >= a.symbol) continue;
+        best = at;
+        a.symbol = name;
+        a.symbol_offset = addr - at;
       }
     }
     break;
@@ -146,11 +145,25 @@ AddressInfo describe_address(target::Target& t, uint64_t addr) {
 std::vector<VisChunk> vis_chunks(Heap& h, target::Target& t, std::optional<uint64_t> from, const Arena* arena,
                                  uint64_t count, uint64_t per_chunk) {
   std::vector<VisChunk> out;
+  count = std::min<uint64_t>(count, 100000);
   if (count == 0) return out;
+  per_chunk = std::min(per_chunk, kMaxDumpBytes);
+  if (from) {  // an mmapped chunk is a run of one
+    for (const auto& m : h.mmapped().chunks) {
+      if (*from < m.address || *from - m.address >= m.size) continue;
+      VisChunk v;
+      v.address = m.address;
+      v.size = m.size;
+      v.state = ChunkState::Mmapped;
+      v.bytes.resize(std::min(per_chunk, m.size));
+      v.bytes.resize(t.memory().read(m.address, v.bytes.data(), v.bytes.size()));
+      out.push_back(std::move(v));
+      return out;
+    }
+  }
   const Arena* a = from ? h.arena_of(*from) : arena;
   if (!a && !from && !h.arenas().empty()) a = &h.arenas().front();
   if (!a) return out;
-  per_chunk = std::min(per_chunk, kMaxDumpBytes);
   bool started = !from;
   h.walk(a, [&](uint64_t c, uint64_t size, ChunkState st, const Arena*, size_t) {
     if (!started) {

@@ -60,27 +60,29 @@ def _width() -> int:
         return shutil.get_terminal_size((80, 24)).columns
 
 
-def _describe(info: Record, query: int) -> str:
-    """What an address in no chunk is."""
+def _describe(info: Record, query: int) -> List[str]:
+    """What an address in no chunk is (lines of at most ~80 columns)."""
     kind = info.get("kind")
-    m = info.get("mapping") or {}
-    where = ""
-    if m:
-        where = "mapping %s-%s %s %s" % (render.addr(m.get("start")), render.addr(m.get("end")),
-                                         m.get("perms", "?"), m.get("path") or "[anonymous]")
+    head = "%s: not inside any heap chunk" % render.addr(query)
+    if kind not in ("stack", "module", "mapping"):
+        return [head + "; not mapped in the target"]
+    out = [head]
     if kind == "stack":
         what = "on the stack of thread LWP %d" % info.get("lwp", 0)
         if info.get("gdb_thread"):
             what += " (gdb thread %d)" % info["gdb_thread"]
+        out.append("  " + what)
     elif kind == "module":
         what = "in %s" % info.get("module", "?")
         if info.get("symbol"):
             what += " at %s+0x%x" % (info["symbol"], info.get("symbol_offset") or 0)
-    elif kind == "mapping":
-        what = "in no heap chunk"
-    else:
-        return "%s: not inside any heap chunk; not mapped in the target" % render.addr(query)
-    return "%s: not inside any heap chunk; %s; %s" % (render.addr(query), what, where)
+        out.append("  " + what)
+    m = info.get("mapping") or {}
+    if m:
+        out.append("  mapping %s-%s %s %s" % (render.addr(m.get("start")),
+                                              render.addr(m.get("end")), m.get("perms", "?"),
+                                              m.get("path") or "[anonymous]"))
+    return out
 
 
 class ChunkDetail(Chunk):
@@ -126,7 +128,7 @@ class ChunkDetail(Chunk):
         if not c:
             info = document.get("address_info")
             if info:
-                return [_describe(info, document.get("query", 0))]
+                return _describe(info, document.get("query", 0))
             return super().render(document, inv)
         lines = super().render(document, inv)
         if "size_field" not in c:
@@ -277,10 +279,14 @@ class TryFree(Command):
                                              document.get("size") or 0))
         for c in document.get("checks", []):
             mark = "ok  " if c.get("passed") else style.paint("error", "FAIL")
-            line = "  %s %s" % (mark, c.get("check", ""))
-            if c.get("detail"):
-                line += ": " + c["detail"]
-            out.append(line)
+            line = "  %s %s" % ("ok  " if c.get("passed") else "FAIL", c.get("check", ""))
+            detail = c.get("detail")
+            if detail and len(line) + 2 + len(detail) <= 80:
+                out.append("  %s %s: %s" % (mark, c.get("check", ""), detail))
+            else:
+                out.append("  %s %s" % (mark, c.get("check", "")))
+                if detail:
+                    out.append("         " + detail)
         for n in document.get("notes", []):
             out.append("  note: %s" % n)
         return out
