@@ -114,12 +114,16 @@ class Classes {
 
 struct Acc {
   std::vector<ClassStats> used, free;
-  void add(std::vector<ClassStats>& v, uint32_t id, uint64_t bytes, uint64_t addr, uint64_t count) {
+  void add(std::vector<ClassStats>& v, uint32_t id, uint64_t bytes, uint64_t addr, uint64_t count,
+           const std::string* sample = nullptr) {
     if (v.size() <= id) v.resize(id + 1);
     ClassStats& s = v[id];
     s.count += count;
     s.bytes += bytes;
-    if (!s.example) s.example = addr;
+    if (!s.example) {
+      s.example = addr;
+      if (sample) s.sample = *sample;  // the example's own text, not another chunk's
+    }
   }
 };
 
@@ -250,7 +254,8 @@ class Classifier {
     size_t i = 0;
     while (i < n && (p[i] >= 0x20 || p[i] == '\t' || p[i] == '\n' || p[i] == '\r') && p[i] != 0x7f) ++i;
     if (i >= 8 && (i == n || p[i] == 0)) {
-      cls_.sample(c_text_, std::string(reinterpret_cast<const char*>(p), std::min<size_t>(i, 40)));
+      last_sample_.assign(reinterpret_cast<const char*>(p), std::min<size_t>(i, 40));
+      cls_.sample(c_text_, last_sample_);
       return c_text_;
     }
     return kNone;
@@ -395,6 +400,7 @@ class Classifier {
     while (mi < members.size() && members[mi].chunk < c) ++mi;
     if (used && mi < members.size() && members[mi].chunk == c) {
       acc.add(acc.used, members[mi].cls, size, c, members[mi].primary ? 1 : 0);
+      note(opt, members[mi].cls, c, size, true);
       return;
     }
     uint64_t mem = c + 16;
@@ -418,6 +424,7 @@ class Classifier {
       if (st == ChunkState::Top) usable = std::min<uint64_t>(usable, 4096);
       if (usable <= skip + 8) {
         acc.add(acc.free, cls_.size_class(size), rest, c, 1);
+        note(opt, cls_.size_class(size), c, size, false);
         return;
       }
       mem += skip;
@@ -469,7 +476,18 @@ class Classifier {
       }
     }
     if (id == kNone) id = cls_.size_class(size);
-    acc.add(used ? acc.used : acc.free, id, rest, c, 1);
+    acc.add(used ? acc.used : acc.free, id, rest, c, 1, id == c_text_ ? &last_sample_ : nullptr);
+    note(opt, id, c, size, used);
+  }
+
+  /// Records chunk `c` when its class is the one ClassifyOptions::list names.
+  void note(const ClassifyOptions& opt, uint32_t id, uint64_t c, uint64_t size, bool used) {
+    if (opt.list.empty()) return;
+    if (list_match_.size() <= id) list_match_.resize(cls_.size() > id ? cls_.size() : id + 1, -1);
+    if (list_match_[id] < 0) list_match_[id] = cls_.name(id) == opt.list ? 1 : 0;
+    if (!list_match_[id]) return;
+    ++listed_total_;
+    if (!opt.list_limit || listed_.size() < opt.list_limit) listed_.push_back({c, size, used});
   }
 
   /// Merges the parts (in walk order) into `out`: their classes by name, the first sample of
@@ -478,6 +496,9 @@ class Classifier {
     std::map<uint64_t, Acc> per_arena;  // arena address (0 = mmapped) -> counts
     for (const auto& part : parts) {
       out.chunks += part->chunks_;
+      out.listed_total += part->listed_total_;
+      for (const auto& l : part->listed_)
+        if (!list_limit_ || out.listed.size() < list_limit_) out.listed.push_back(l);
       std::vector<uint32_t> ids(part->cls_.size());
       for (uint32_t id = 0; id < ids.size(); ++id) {
         ids[id] = cls_.intern(part->cls_.name(id), part->cls_.kind(id));
@@ -492,7 +513,10 @@ class Classifier {
             ClassStats& x = v[ids[id]];
             x.count += f.count;
             x.bytes += f.bytes;
-            if (!x.example) x.example = f.example;
+            if (!x.example) {
+              x.example = f.example;
+              x.sample = f.sample;
+            }
           }
         };
         add(to.used, acc.used);
@@ -503,7 +527,10 @@ class Classifier {
       std::vector<ClassRow> out_rows;
       for (uint32_t id = 0; id < v.size(); ++id) {
         if (!v[id].count && !v[id].bytes) continue;
-        out_rows.push_back({cls_.name(id), cls_.kind(id), cls_.sample_of(id), v[id]});
+        // A text class shows its example's own text (issue 15: the first text seen anywhere
+        // was shown next to an example chunk holding other text).
+        const std::string& sample = v[id].sample.empty() ? cls_.sample_of(id) : v[id].sample;
+        out_rows.push_back({cls_.name(id), cls_.kind(id), sample, v[id]});
       }
       std::sort(out_rows.begin(), out_rows.end(), [](const ClassRow& a, const ClassRow& b) {
         return a.stats.bytes != b.stats.bytes ? a.stats.bytes > b.stats.bytes : a.name < b.name;
@@ -521,14 +548,20 @@ class Classifier {
         if (total.used.size() <= id) total.used.resize(id + 1);
         total.used[id].count += s.count;
         total.used[id].bytes += s.bytes;
-        if (!total.used[id].example) total.used[id].example = s.example;
+        if (!total.used[id].example) {
+          total.used[id].example = s.example;
+          total.used[id].sample = s.sample;
+        }
       }
       for (uint32_t id = 0; id < acc.free.size(); ++id) {
         const auto& s = acc.free[id];
         if (total.free.size() <= id) total.free.resize(id + 1);
         total.free[id].count += s.count;
         total.free[id].bytes += s.bytes;
-        if (!total.free[id].example) total.free[id].example = s.example;
+        if (!total.free[id].example) {
+          total.free[id].example = s.example;
+          total.free[id].sample = s.sample;
+        }
       }
       out.arenas.push_back(std::move(ac));
     }
@@ -550,6 +583,15 @@ class Classifier {
   std::map<uint64_t, Acc> per_arena_;  // arena address (0 = mmapped) -> counts
   size_t mi_ = 0;                      // classify()'s cursor in the sorted members
   Acc* acc_ = nullptr;                 // per_arena_[acc_key_]
+  std::string last_sample_;            // the text content() saw last
+  std::vector<int8_t> list_match_;     // class id -> is ClassifyOptions::list (-1: not known yet)
+  std::vector<ListedChunk> listed_;
+  uint64_t listed_total_ = 0;
+
+ public:
+  uint64_t list_limit_ = 0;  // merge(): ClassifyOptions::list_limit
+
+ private:
   uint64_t acc_key_ = 0;
   uint64_t chunks_ = 0;
   uint32_t c_inflate_, c_inflate_w_, c_deflate_, c_zip_, c_class_, c_gzip_, c_elf_, c_zero_, c_text_, c_ptrs_;
@@ -598,7 +640,9 @@ ClassifyResult classify(ptmalloc::Heap& heap, target::Target& t, const target::M
     parts[k]->release_cache();
   });
   ClassifyResult out;
-  Classifier(heap, t, modules, 1).merge(parts, out);
+  Classifier merger(heap, t, modules, 1);
+  merger.list_limit_ = opt.list_limit;
+  merger.merge(parts, out);
   return out;
 }
 

@@ -14,6 +14,7 @@ namespace heapwalk::analysis {
 struct ClassStats {
   uint64_t count = 0, bytes = 0;
   uint64_t example = 0;  ///< address of one such chunk
+  std::string sample;    ///< text classes: the text of `example` itself (issue 15)
 };
 
 /// One class row: its name, kind ("c++", "zlib", "content", "module", "size") and counts.
@@ -32,13 +33,24 @@ struct ClassifyOptions {
   bool free_chunks = false;                ///< also classify the stale contents of free chunks
   /// Only these chunks (header addresses, sorted), e.g. the leaked set; nullptr: all.
   const std::vector<uint64_t>* only_chunks = nullptr;
+  /// List the chunks of the class named `list` (walk order), at most `list_limit` (0: all).
+  std::string list;
+  uint64_t list_limit = 0;
+};
+
+/// A chunk of the listed class.
+struct ListedChunk {
+  uint64_t chunk = 0, size = 0;
+  bool used = true;
 };
 
 struct ClassifyResult {
   std::vector<ArenaClasses> arenas;
   std::vector<ClassRow> used, free;  ///< totals over the selected arenas
   uint64_t chunks = 0;
-  uint64_t vtables_known = 0;  ///< `_ZTV` symbols available for naming
+  uint64_t vtables_known = 0;       ///< `_ZTV` symbols available for naming
+  std::vector<ListedChunk> listed;  ///< ClassifyOptions::list's chunks
+  uint64_t listed_total = 0;        ///< how many there are (listed may stop at list_limit)
 };
 
 /// Classifies every in-use chunk (and free ones on request). Groups zlib streams (z_stream +

@@ -12,6 +12,7 @@
 #include "analysis/classify.h"
 #include "analysis/reach.h"
 #include "analysis/retention.h"
+#include "bindings/inspect_py.h"
 #include "bindings/jemalloc.h"
 #include "hotspot/nmt.h"
 #include "hotspot/vmstructs.h"
@@ -756,13 +757,15 @@ class PyTarget {
       x["count"] = r.stats.count;
       x["bytes"] = r.stats.bytes;
       x["example"] = r.stats.example;
+      x["example_mem"] = r.stats.example ? py::object(py::int_(r.stats.example + 16)) : py::object(py::none());
       if (!r.sample.empty()) x["sample"] = ustr(r.sample);
       l.append(x);
     }
     return l;
   }
 
-  py::dict classify(std::optional<uint64_t> arena, bool free_chunks, std::optional<uint64_t> top) {
+  py::dict classify(std::optional<uint64_t> arena, bool free_chunks, std::optional<uint64_t> top,
+                    const std::string& list = "", uint64_t list_limit = 0) {
     const auto* only = select(arena);
     auto& h = heap();
     analysis::ClassifyResult res;
@@ -772,6 +775,8 @@ class PyTarget {
       analysis::ClassifyOptions opt;
       opt.arena = only;
       opt.free_chunks = free_chunks;
+      opt.list = list;
+      opt.list_limit = list_limit;
       res = analysis::classify(h, *t_, *modules_, opt);
     }
     py::dict out;
@@ -789,6 +794,65 @@ class PyTarget {
       arenas.append(d);
     }
     out["arenas"] = arenas;
+    if (!list.empty()) {  // issue 15: classify --list CLASS
+      py::list l;
+      for (const auto& c : res.listed) {
+        py::dict x;
+        x["address"] = c.chunk;
+        x["mem"] = c.chunk + 16;
+        x["size"] = c.size;
+        x["used"] = c.used;
+        l.append(x);
+      }
+      py::dict d;
+      d["class"] = ustr(list);
+      d["chunks"] = l;
+      d["total"] = res.listed_total;
+      d["truncated"] = res.listed_total > res.listed.size();
+      out["list"] = d;
+    }
+    out["diagnostics"] = diags();
+    return out;
+  }
+
+  // ---- chunk inspection (issue 15: ptmalloc/inspect.h) ----
+  py::dict chunk_fields(uint64_t chunk, uint64_t size, const std::string& state, uint64_t dump) {
+    auto& h = heap();
+    ptmalloc::ChunkFields f;
+    {
+      py::gil_scoped_release nogil;
+      f = ptmalloc::chunk_fields(h, *t_, chunk, size, bindings::parse_state(state), dump);
+    }
+    return bindings::fields_dict(f);
+  }
+  py::dict describe_address(uint64_t addr) {
+    if (!t_) throw Error("target is closed");
+    return bindings::address_dict(ptmalloc::describe_address(*t_, addr));
+  }
+  py::dict vis(std::optional<uint64_t> from, std::optional<uint64_t> arena, uint64_t count, uint64_t per_chunk) {
+    const auto* only = select(arena);
+    auto& h = heap();
+    std::vector<ptmalloc::VisChunk> v;
+    {
+      py::gil_scoped_release nogil;
+      v = ptmalloc::vis_chunks(h, *t_, from, only, count, per_chunk);
+    }
+    py::dict out;
+    out["schema"] = kSchema;
+    out["chunks"] = bindings::vis_list(v);
+    out["diagnostics"] = diags();
+    return out;
+  }
+  py::dict try_free(uint64_t mem, std::optional<int> lwp) {
+    auto& h = heap();
+    ptmalloc::FreeVerdict v;
+    {
+      py::gil_scoped_release nogil;
+      v = ptmalloc::try_free(h, *t_, mem, lwp);
+    }
+    py::dict out = bindings::free_dict(v);
+    out["schema"] = kSchema;
+    out["glibc"] = ustr(h.glibc().version);
     out["diagnostics"] = diags();
     return out;
   }
@@ -1250,8 +1314,14 @@ PYBIND11_MODULE(_native, m) {
            py::arg("limit") = py::none())
       .def("chunk", &PyTarget::chunk, py::arg("addr"))
       .def("size_classes", &PyTarget::size_classes)
+      .def("chunk_fields", &PyTarget::chunk_fields, py::arg("chunk"), py::arg("size"), py::arg("state"),
+           py::arg("dump") = 64)
+      .def("describe_address", &PyTarget::describe_address, py::arg("addr"))
+      .def("vis", &PyTarget::vis, py::arg("from") = py::none(), py::arg("arena") = py::none(), py::arg("count") = 10,
+           py::arg("per_chunk") = 256)
+      .def("try_free", &PyTarget::try_free, py::arg("mem"), py::arg("lwp") = py::none())
       .def("classify", &PyTarget::classify, py::arg("arena") = py::none(), py::arg("free") = false,
-           py::arg("top") = py::none())
+           py::arg("top") = py::none(), py::arg("list") = "", py::arg("list_limit") = 0)
       .def("leaks", &PyTarget::leaks, py::arg("arena") = py::none(), py::arg("limit") = py::none(),
            py::arg("largest") = false, py::arg("anon_roots") = false)
       .def("nmt", &PyTarget::nmt, py::arg("detail") = false)

@@ -307,6 +307,15 @@ GlibcInfo locate_glibc(target::Target& t, const std::string& version_hint) {
     uint64_t v;
     if (r.try_u64(bias + s->value, v)) g.tcache_key = v;
   }
+  // free()'s fastbin test reads it (try_free); a static, so only .symtab or the debug file has it.
+  if (L.global_max_fast_width == 8 || L.global_max_fast_width == 1) {
+    if (auto s = lookup("global_max_fast")) {
+      uint64_t v;
+      uint32_t w;
+      if (L.global_max_fast_width == 8 && r.try_u64(bias + s->value, v)) g.global_max_fast = v;
+      if (L.global_max_fast_width == 1 && r.try_u32(bias + s->value, w)) g.global_max_fast = w & 0xff;
+    }
+  }
 
   // TLS variables: the TPOFF64 GOT slot that the dynamic linker filled holds the offset from the
   // thread pointer, so it works for any TLS placement without reading ld.so's internals.

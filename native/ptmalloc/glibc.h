@@ -24,8 +24,9 @@ struct GlibcInfo {
   uint64_t main_arena = 0, mp = 0;
   std::optional<int64_t> tcache_tpoff, thread_arena_tpoff;  ///< TLS offsets from the thread pointer
   std::optional<uint64_t> tcache_key;
-  std::optional<uint64_t> tcache_dummy;    ///< 2.43+: address of __tcache_dummy
-  std::map<std::string, std::string> how;  ///< symbol -> "override" | "debug-symtab" | "symtab" | ...
+  std::optional<uint64_t> global_max_fast;  ///< value of the static `global_max_fast` (symbols needed)
+  std::optional<uint64_t> tcache_dummy;     ///< 2.43+: address of __tcache_dummy
+  std::map<std::string, std::string> how;   ///< symbol -> "override" | "debug-symtab" | "symtab" | ...
 };
 
 /// Locates glibc in `t`. Throws SymbolError (one line with a hint) when main_arena or mp_ cannot

@@ -18,6 +18,8 @@ Record = Dict[str, Any]
 
 #: Rows shown in text output unless --top is given.
 DEFAULT_TOP = 25
+#: Chunks ``--list`` shows in text output unless --limit is given.
+DEFAULT_LIST = 100
 
 
 def _rows(rows: List[Record], style: Style, indent: str = "") -> List[str]:
@@ -26,17 +28,38 @@ def _rows(rows: List[Record], style: Style, indent: str = "") -> List[str]:
         name = r.get("name", "?")
         if r.get("sample"):
             name += "  '%s'" % render.clip(render.safe(r["sample"]), 32)
+        example = r.get("example_mem")
+        if example is None and r.get("example"):
+            example = r["example"] + 16  # a report saved before example_mem: chunk + 16
         table_rows.append([str(r.get("count", 0)), render.size(r.get("bytes", 0)),
                            str(r.get("bytes", 0)), r.get("kind", ""), name,
-                           render.addr(r.get("example"))])
+                           render.addr(example)])
+    # The example is a user pointer (chunk + 16): `p *(Rect*)ADDR` shows the object.
     return render.table([Column("count"), Column("size"), Column("bytes"), Column("kind", "<"),
                          Column("class", "<"), Column("example", "<")],
                         table_rows, style, indent=indent)
 
 
+def render_list(listing: Record, style: Style = render.PLAIN) -> List[str]:
+    """Text for ``classify --list CLASS``: every instance, user pointer first."""
+    chunks = listing.get("chunks", [])
+    total = listing.get("total", len(chunks))
+    out = [style.paint("bold", "%s of class %s (user pointers; chunk = pointer - 16)" % (
+        render.plural(total, "chunk"), render.clip(render.safe(listing.get("class", "")), 60)))]
+    rows = [[render.addr(c.get("mem")), str(c.get("size", 0)),
+             "used" if c.get("used", True) else "free"] for c in chunks]
+    out.extend(render.table([Column("pointer", "<"), Column("size"), Column("state", "<")],
+                            rows, style))
+    if listing.get("truncated"):
+        out.append("... %d more (--limit 0 lists all)" % (total - len(chunks)))
+    return out
+
+
 def render_classify(document: Record, names: Dict[int, str], per_arena: bool,
                     style: Style = render.PLAIN) -> List[str]:
     """Text for ``classify``: totals, then (with --per-arena) each arena's rows."""
+    if "list" in document:
+        return render_list(document["list"], style)
     out = [style.paint("bold", "in-use chunks by class (%s chunks walked, %s vtable symbols)"
                        % (document.get("chunks", 0), document.get("vtable_symbols", 0)))]
     out.extend(_rows(document.get("classes", []), style))
@@ -73,7 +96,10 @@ class Classify(Command):
                    "and everything else by chunk size. --free also classifies the stale "
                    "contents of free chunks and tops: zlib streams zlib has freed (state and "
                    "coalesced window; counted as streams), ZIP/JAR and class-file bytes, freed "
-                   "NMT blocks, text, zeros.")
+                   "NMT blocks, text, zeros. Examples are user pointers (chunk + 16: "
+                   "'p *(Rect*)ADDR' shows the object); a text class's sample is its example's "
+                   "own text. --list CLASS lists every chunk of one class (user pointer, size; "
+                   "--limit).")
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--arena", metavar="ARENA", help=ARENA_HELP)
@@ -84,13 +110,25 @@ class Classify(Command):
                                  % DEFAULT_TOP)
         parser.add_argument("--per-arena", action="store_true",
                             help="also break the classes down per arena")
+        parser.add_argument("--list", metavar="CLASS",
+                            help="list every chunk of CLASS (its name as the class column "
+                                 "shows it, e.g. Rect or 'size 48'): user pointers and sizes")
+        parser.add_argument("--limit", metavar="N", type=non_negative,
+                            help="with --list: at most N chunks (0 = all; text default %d, "
+                                 "JSON all)" % DEFAULT_LIST)
 
     def collect(self, inv: Invocation) -> Record:
         arena = resolve_arena(inv, inv.args.arena)
         top: Optional[int] = inv.args.top
         if top is None and not inv.json:
             top = DEFAULT_TOP
-        return render.wrap(self.name, inv.target.classify(arena, bool(inv.args.free), top))
+        if inv.args.list is None:
+            return render.wrap(self.name, inv.target.classify(arena, bool(inv.args.free), top))
+        limit = inv.args.limit
+        if limit is None:
+            limit = 0 if inv.json else DEFAULT_LIST
+        return render.wrap(self.name, inv.target.classify_list(arena, bool(inv.args.free),
+                                                               inv.args.list, limit))
 
     def render(self, document: Record, inv: Invocation) -> List[str]:
         return render_classify(document, inv.names(), bool(inv.args.per_arena), inv.style)

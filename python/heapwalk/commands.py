@@ -417,6 +417,7 @@ COMMANDS: Dict[str, Command] = {c.name: c for c in (Arenas(), Heaps(), Bins(), T
 def _register_extensions() -> None:
     """Commands defined in their own modules (they import this one): called once by the
     package's __init__, after this module is complete, so there is no import cycle."""
+    from .cmd_chunk import commands as chunk_commands  # pylint: disable=import-outside-toplevel
     from .cmd_classify import Classify  # pylint: disable=import-outside-toplevel
     from .cmd_diff import Diff  # pylint: disable=import-outside-toplevel
     from .cmd_leaks import Leaks  # pylint: disable=import-outside-toplevel
@@ -424,7 +425,8 @@ def _register_extensions() -> None:
     from .cmd_snapshot import Snapshot  # pylint: disable=import-outside-toplevel
     from .cmd_trend import Trend  # pylint: disable=import-outside-toplevel
     from .cmd_watch import Watch  # pylint: disable=import-outside-toplevel
-    for command in (Classify(), Leaks(), Report(), Diff(), Snapshot(), Watch(), Trend()):
+    for command in (Classify(), Leaks(), Report(), Diff(), Snapshot(), Watch(), Trend(),
+                    *chunk_commands()):
         COMMANDS[command.name] = command
 
 

@@ -604,6 +604,24 @@ Commands mirror the CLI (python3 -m heapwalk); every command takes --json.
         gdb.write(_listing())
 
 
+def _thread_hooks(inv: Invocation) -> None:
+    """Issue 15: ``try_free`` frees on gdb's selected thread; ``chunk`` names gdb's thread
+    numbers next to LWPs."""
+    try:
+        selected = gdb.selected_thread()
+        setattr(inv, "default_lwp", selected.ptid[1] if selected is not None else None)
+    except gdb.error:
+        pass
+
+    def thread_of(lwp: int) -> Optional[int]:
+        try:
+            return next((t.num for t in gdb.selected_inferior().threads() if t.ptid[1] == lwp),
+                        None)
+        except gdb.error:
+            return None
+    setattr(inv, "gdb_thread_of", thread_of)
+
+
 class HeapwalkCommand(gdb.Command):
     """A ``heapwalk <name>`` subcommand built from a registry entry."""
 
@@ -635,8 +653,9 @@ class HeapwalkCommand(gdb.Command):
         try:
             target = current_target() if getattr(self._command, "needs_target", True) else None
             subject = target.label if target is not None else None
-            output = registry.execute(self._command,
-                                      Invocation(target, args, evaluate, _style()))
+            inv = Invocation(target, args, evaluate, _style())
+            _thread_hooks(inv)
+            output = registry.execute(self._command, inv)
         except gdb.GdbError:
             raise
         except KeyboardInterrupt:

@@ -25,7 +25,9 @@ class Style:
     """ANSI styling that is a no-op unless enabled (only on a terminal, never in batch)."""
 
     _CODES = {"bold": "1", "dim": "2", "warn": "33", "error": "31", "free": "32",
-              "head": "1;4"}
+              "head": "1;4",
+              # vis: one colour per chunk, cycled (cmd_chunk.PALETTE)
+              "c1": "36", "c2": "35", "c3": "33", "c4": "34", "c5": "32"}
 
     def __init__(self, enabled: bool = False, width: Optional[int] = None,
                  verbose: bool = False) -> None:

@@ -96,6 +96,32 @@ class Target:
         """The chunk holding ``address``, with its neighbours."""
         return self._call(self._handle.chunk, address)
 
+    def chunk_fields(self, chunk: int, size: int, state: str, dump: int = 64) -> Record:
+        """A chunk's flag bits, prev_size, decoded fd/bk, tcache key and first bytes ({} from
+        an engine without it)."""
+        method = getattr(self._handle, "chunk_fields", None)
+        return {} if method is None else self._call(method, chunk, size, state, dump)
+
+    def describe_address(self, address: int) -> Record:
+        """What an address in no chunk is: a thread's stack, a module, a mapping, unmapped
+        (None from an engine without it)."""
+        method = getattr(self._handle, "describe_address", None)
+        return None if method is None else self._call(method, address)
+
+    def vis(self, start: Optional[int], arena: Optional[int], count: int,
+            per_chunk: int) -> Record:
+        """``count`` chunks from the one holding ``start`` (None: the arena's first), with bytes."""
+        return self._call(self._handle.vis, start, arena, count, per_chunk)
+
+    def try_free(self, address: int, lwp: Optional[int] = None) -> Record:
+        """What free(address) would do on the target's glibc, check by check."""
+        return self._call(self._handle.try_free, address, lwp)
+
+    def classify_list(self, arena: Optional[int], free: bool, name: str,
+                      limit: int) -> Record:
+        """``classify`` plus every chunk of the class ``name`` (``limit`` 0: all)."""
+        return self._call(self._handle.classify, arena, free, None, name, limit)
+
     def nmt(self, detail: bool = False) -> Record:
         """HotSpot Native Memory Tracking: jcmd's summary, header reconstruction, untracked malloc."""
         return self._call(self._handle.nmt, detail)

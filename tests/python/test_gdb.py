@@ -58,7 +58,7 @@ def test_errors_are_one_line_without_target(tmp_path) -> None:
     assert err[1].startswith("hint: ")
     assert err[2] == "heapwalk: chunks: unrecognized arguments: --bogus"
     assert "Traceback" not in proc.stderr
-    assert "usage: heapwalk chunk [-h] [--json] [-v] ADDR" in proc.stdout
+    assert "usage: heapwalk chunk [-h] [--bytes N] [--json] [-v] ADDR" in proc.stdout
 
 
 def test_completion(tmp_path) -> None:
