@@ -12,6 +12,7 @@
 #include "analysis/classify.h"
 #include "analysis/reach.h"
 #include "analysis/retention.h"
+#include "bindings/tcmalloc_binding.h"
 #include "hotspot/nmt.h"
 #include "hotspot/vmstructs.h"
 #include "memory/capture.h"
@@ -735,6 +736,11 @@ class PyTarget {
     t_.reset();
   }
 
+  target::Target& target() {
+    if (!t_) throw Error("target is closed");
+    return *t_;
+  }
+
   std::unique_ptr<target::Target> t_;
   std::unique_ptr<ptmalloc::Heap> heap_;
   std::unique_ptr<target::ModuleIndex> modules_;
@@ -1252,6 +1258,11 @@ PYBIND11_MODULE(_native, m) {
       .def("retention", &PyTarget::retention, py::arg("residency") = true)
       .def("report", &PyTarget::report, py::arg("residency") = true)
       .def("close", &PyTarget::close)
+      .def("tcmalloc", [](PyTarget& t) { return bindings::tcmalloc_summary(t.target()); })
+      .def(
+          "tcmalloc_allocations",
+          [](PyTarget& t, const std::string& state) { return bindings::tcmalloc_allocations(t.target(), state); },
+          py::arg("state") = "in-use")
       .def(
           "__enter__", [](PyTarget& t) -> PyTarget& { return t; }, py::return_value_policy::reference)
       .def("__exit__", [](PyTarget& t, py::args) {
