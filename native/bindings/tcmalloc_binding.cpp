@@ -13,16 +13,11 @@ namespace {
 
 const char* state_str(alloc::State s) {
   switch (s) {
-    case alloc::State::InUse:
-      return "in-use";
-    case alloc::State::Cached:
-      return "cached";
-    case alloc::State::Free:
-      return "free";
-    case alloc::State::Released:
-      return "released";
-    case alloc::State::Metadata:
-      return "metadata";
+    case alloc::State::InUse: return "in-use";
+    case alloc::State::Cached: return "cached";
+    case alloc::State::Free: return "free";
+    case alloc::State::Released: return "released";
+    case alloc::State::Metadata: return "metadata";
   }
   return "?";
 }

@@ -17,17 +17,17 @@ constexpr unsigned kClassSizesMax = 128;
 constexpr unsigned kMaxPages = 1u << (20 - kPageShift);  // 128 exact-size free lists
 constexpr uint64_t kMaxSize = 256 * 1024;
 // PageHeap (src/page_heap.h)
-constexpr uint64_t kPhPagemap = 524288;    // pagemap_ (TCMalloc_PageMap2<35>), after pagemap_cache_
-constexpr uint64_t kPhFree = 1572968;      // free_[kMaxPages] (SpanList: normal, returned Span)
-constexpr uint64_t kPhStats = 1585256;     // stats_ (11 uint64_t)
+constexpr uint64_t kPhPagemap = 524288;      // pagemap_ (TCMalloc_PageMap2<35>), after pagemap_cache_
+constexpr uint64_t kPhFree = 1572968;        // free_[kMaxPages] (SpanList: normal, returned Span)
+constexpr uint64_t kPhStats = 1585256;       // stats_ (11 uint64_t)
 constexpr uint64_t kPhAggressive = 1585356;  // aggressive_decommit_
 constexpr uint64_t kSpanListSize = 96;
 // TCMalloc_PageMap2<35> (src/pagemap.h): root_[1 << 17] of Leaf*, Leaf = values[1 << 18]
 constexpr unsigned kLeafBits = 18;
 constexpr uint64_t kRootLength = 1ull << 17, kLeafLength = 1ull << kLeafBits;
 // Span (src/span.h)
-constexpr uint64_t kSpanStart = 0, kSpanLength = 8, kSpanNext = 16, kSpanPrev = 24, kSpanObjects = 32,
-                   kSpanBits = 40, kSpanSize = 48;
+constexpr uint64_t kSpanStart = 0, kSpanLength = 8, kSpanNext = 16, kSpanPrev = 24, kSpanObjects = 32, kSpanBits = 40,
+                   kSpanSize = 48;
 // CentralFreeListPadded (src/central_freelist.h): 1168 bytes padded to 1216
 constexpr uint64_t kCfSize = 1216, kCfSizeClass = 8, kCfNumSpans = 112, kCfCounter = 120, kCfSlots = 128,
                    kCfUsedSlots = 1152;
@@ -247,8 +247,9 @@ void Model::read_central() {
       continue;
     }
     if (sc != c.cl || used > kMaxTransferEntries) {
-      diags_.add("layout", a, std::nullopt, "tcmalloc central free list " + std::to_string(c.cl) + " names class " +
-                                                std::to_string(sc) + " with " + std::to_string(used) + " used slots");
+      diags_.add("layout", a, std::nullopt,
+                 "tcmalloc central free list " + std::to_string(c.cl) + " names class " + std::to_string(sc) +
+                     " with " + std::to_string(used) + " used slots");
       continue;
     }
     c.num_spans = spans;
@@ -270,8 +271,39 @@ void Model::read_central() {
   }
 }
 
+void Model::find_thread_heaps() {
+  // Without thread_heaps_'s symbol: the word in the library's data that points at a ThreadCache
+  // heading the list (prev_ null) whose FreeLists carry the SizeMap's object sizes. Other words
+  // (next_memory_steal_) may point at the same head; every such word must agree.
+  memory::Reader r(t_.memory());
+  std::vector<uint8_t> tc(kTcBytes);
+  std::optional<uint64_t> head, var;
+  bool ambiguous = false;
+  for (const auto& d : writable_data(t_, module_)) {
+    for (uint64_t off = 0; off + 8 <= d.bytes.size(); off += 8) {
+      uint64_t p = rd64(d.bytes.data() + off);
+      if (!p || (p & 7) || (p >= d.start && p < d.start + d.bytes.size())) continue;
+      if (!r.try_copy(p, tc.data(), tc.size())) continue;
+      bool ok = rd64(tc.data() + kTcNext + 8) == 0 && classes_.size() > 2;
+      for (size_t cl = 1; cl < classes_.size() && ok; ++cl)
+        ok = rd32(tc.data() + kFlSize * cl + kFlObjSize) == classes_[cl].size;
+      if (!ok) continue;
+      if (head && *head != p) ambiguous = true;
+      if (!head) {
+        head = p;
+        var = d.start + off;
+      }
+    }
+  }
+  if (head && !ambiguous) {
+    globals_["thread_heaps_"] = *var;
+    how_["thread_heaps_"] = "search";
+  }
+}
+
 void Model::read_threads() {
   memory::Reader r(t_.memory());
+  if (!globals_.count("thread_heaps_")) find_thread_heaps();
   auto it = globals_.find("thread_heaps_");
   if (it == globals_.end()) {
     diags_.note(module_ + ": tcmalloc::ThreadCache::thread_heaps_ not found (no symbols); thread caches unknown");
@@ -416,7 +448,8 @@ std::optional<alloc::Allocation> Model::find(uint64_t address) {
   if (it == spans_.begin()) return std::nullopt;
   const SpanInfo& s = *--it;
   if (address >= s.address + s.bytes) return std::nullopt;
-  if (s.location != 0) return alloc::Allocation{s.address, s.bytes, s.location == 1 ? alloc::State::Free : alloc::State::Released, 0};
+  if (s.location != 0)
+    return alloc::Allocation{s.address, s.bytes, s.location == 1 ? alloc::State::Free : alloc::State::Released, 0};
   if (s.sizeclass == 0) return alloc::Allocation{s.address, s.bytes, alloc::State::InUse, 0};
   if (s.sizeclass >= classes_.size() || !classes_[s.sizeclass].size) return std::nullopt;
   uint64_t size = classes_[s.sizeclass].size;
@@ -433,11 +466,12 @@ void Model::summarize() {
   uint64_t ph = globals_["pageheap_"];
   uint64_t st[11] = {};
   if (!r.try_copy(ph + kPhStats, st, sizeof st))
-    throw SymbolError("tcmalloc::Static::pageheap_", module_ + ": PageHeap::stats_ unreadable at " + hex(ph + kPhStats));
-  static const char* const names[11] = {"system_bytes",         "free_bytes",         "unmapped_bytes",
-                                        "committed_bytes",      "scavenge_count",     "commit_count",
-                                        "total_commit_bytes",   "decommit_count",     "total_decommit_bytes",
-                                        "reserve_count",        "total_reserve_bytes"};
+    throw SymbolError("tcmalloc::Static::pageheap_",
+                      module_ + ": PageHeap::stats_ unreadable at " + hex(ph + kPhStats));
+  static const char* const names[11] = {"system_bytes",       "free_bytes",         "unmapped_bytes",
+                                        "committed_bytes",    "scavenge_count",     "commit_count",
+                                        "total_commit_bytes", "decommit_count",     "total_decommit_bytes",
+                                        "reserve_count",      "total_reserve_bytes"};
   alloc::Pool pool;
   pool.address = ph;
   pool.name = "page heap";

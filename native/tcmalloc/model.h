@@ -64,6 +64,7 @@ class Model : public alloc::Model {
   void locate(const target::Module& m);
   void read_sizemap();
   void read_central();
+  void find_thread_heaps();
   void read_threads();
   void read_pagemap();
   void summarize();
