@@ -12,7 +12,7 @@ import argparse
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional
 
-from . import render
+from . import cmd_tcmalloc, render
 from .errors import NotFoundError, UsageError
 from .render import Style
 from .target import Target
@@ -229,10 +229,11 @@ class Arenas(Command):
                    "--json prints the engine's report unchanged.")
 
     def collect(self, inv: Invocation) -> Record:
-        return inv.target.arenas()
+        return cmd_tcmalloc.with_tcmalloc(inv.target, inv.target.arenas())
 
     def render(self, document: Record, inv: Invocation) -> List[str]:
-        return render.render_arenas(document, inv.style)
+        return (render.render_arenas(document, inv.style)
+                + cmd_tcmalloc.render_tcmalloc(document.get("tcmalloc"), inv.style))
 
 
 class Heaps(Command):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from hwkit import CACHE, CORPORA, CFLAGS, REPO, gcore, heapwalk_env, spawn_ready, stop
+from hwkit import CACHE, CFLAGS, CORPORA, REPO, gcore, heapwalk_env, run_cli, spawn_ready, stop
 
 DEBIAN_LIB = Path("/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4")
 G_LIB = Path(os.environ.get("HEAPWALK_TCMALLOC_G", str(REPO / "build" / "tcmalloc-g" / "libtcmalloc.so")))
@@ -177,3 +177,19 @@ def test_live_debian(tmp_path):
         stop(proc)
     _check(model, truth, with_metadata=False)
 
+
+
+def test_cli_arenas_shows_the_page_heap():
+    """``arenas`` (text and JSON) carries tcmalloc's page heap in its own property names."""
+    _need_debian()
+    core, truth = _core("debian")
+    r = run_cli("arenas", "--json", str(core))
+    assert r.stdout, r.stderr
+    doc = json.loads(r.stdout)
+    tc = doc["tcmalloc"]
+    assert tc["allocator"] == "tcmalloc"
+    for name in EXACT:
+        assert tc["stats"][name] == truth["properties"][name], name
+    text = run_cli("arenas", str(core)).stdout
+    assert "gperftools 2.10" in text and "ReleaseFreeMemory() would return" in text
+    assert str(truth["properties"]["generic.heap_size"]) in text
