@@ -45,15 +45,17 @@ def render_tcmalloc(summary: Optional[Record], style: Style = PLAIN) -> List[str
         render.safe(summary.get("layout_source", "")))]
     rows = [[label, render.size(stats.get(key)), str(stats[key]) if key in stats else "-"]
             for label, key in _ROWS]
-    lines += render.table([Column("", "<"), Column("size"), Column("bytes")], rows, style, indent="  ")
+    lines += render.table([Column("", "<"), Column("size"), Column("bytes")], rows, style,
+                          indent="  ")
     caches = summary.get("thread_caches", [])
     if caches:
         lines.append("")
         lines.append("  thread caches: %d" % len(caches))
-        rows = [[str(c["lwp"]) if c.get("lwp") is not None else "-", render.addr(c.get("address")),
-                 render.size(c.get("bytes")), str(sum(n for _, n in c.get("bins", [])))] for c in caches]
-        lines += render.table([Column("lwp"), Column("ThreadCache", "<"), Column("bytes"), Column("objects")],
-                              rows, style, indent="  ")
+        rows = [[str(c["lwp"]) if c.get("lwp") is not None else "-",
+                 render.addr(c.get("address")), render.size(c.get("bytes")),
+                 str(sum(n for _, n in c.get("bins", [])))] for c in caches]
+        columns = [Column("lwp"), Column("ThreadCache", "<"), Column("bytes"), Column("objects")]
+        lines += render.table(columns, rows, style, indent="  ")
     for d in summary.get("diagnostics", []):
         lines.append("  %s: %s" % (render.safe(d.get("kind")), render.safe(d.get("detail"))))
     return lines

@@ -28,7 +28,8 @@ import pytest
 from hwkit import CACHE, CFLAGS, CORPORA, REPO, gcore, heapwalk_env, run_cli, spawn_ready, stop
 
 DEBIAN_LIB = Path("/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4")
-G_LIB = Path(os.environ.get("HEAPWALK_TCMALLOC_G", str(REPO / "build" / "tcmalloc-g" / "libtcmalloc.so")))
+G_LIB = Path(os.environ.get("HEAPWALK_TCMALLOC_G",
+                            str(REPO / "build" / "tcmalloc-g" / "libtcmalloc.so")))
 NTHREADS = "4"
 
 # What the model reads, and prints as JSON, in a separate interpreter (the engine is not loaded
@@ -86,7 +87,8 @@ def _binary(lib: str) -> Path:
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(".tmp")
-        r = subprocess.run(["gcc", *CFLAGS, "-o", str(tmp), str(src), *link], capture_output=True, text=True)
+        r = subprocess.run(["gcc", *CFLAGS, "-o", str(tmp), str(src), *link],
+                           capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
         tmp.rename(out)
     return out
@@ -109,8 +111,8 @@ def _core(lib: str) -> tuple[Path, dict]:
 
 
 def _probe(target: str, mode: str) -> dict:
-    r = subprocess.run([sys.executable, "-c", PROBE, target, mode], env=heapwalk_env(), capture_output=True,
-                       text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-c", PROBE, target, mode], env=heapwalk_env(),
+                       capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
@@ -136,7 +138,8 @@ def _check(model: dict, truth: dict, with_metadata: bool) -> None:
         assert c["bytes"] == sum(size * count for size, count in c["bins"])
     for th in truth["threads"]:
         assert by_lwp.get(th["lwp"]) == th["cache_bytes"], th
-    assert sum(c["bytes"] for c in model["thread_caches"]) == props["tcmalloc.thread_cache_free_bytes"]
+    total = sum(c["bytes"] for c in model["thread_caches"])
+    assert total == props["tcmalloc.thread_cache_free_bytes"]
     # Every allocation the program holds, in use, with tcmalloc's own allocated size.
     in_use = {a: size for a, size, _ in model["allocations"]}
     missing = [h for h in truth["held"] if in_use.get(h[0]) != h[2]]
