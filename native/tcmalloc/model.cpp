@@ -39,6 +39,12 @@ constexpr uint64_t kTcSize = 4096, kTcTid = 4128, kTcNext = 4144, kTcBytes = 416
 constexpr uint64_t kFlSize = 32, kFlLength = 8, kFlObjSize = 24;
 
 constexpr unsigned kMaxThreadCaches = 100000;
+// Bounds against smashed counts: a FreeList never exceeds kMaxDynamicFreeListLength (8192,
+// src/thread_cache.h); a batch is at most kMaxObjectsToMove-ish (SizeMap::NumMoveSize caps at
+// FLAGS_tcmalloc_transfer_num_objects, 32768 max); a heap of 8 TiB has 4096 page map leaves.
+constexpr uint32_t kMaxListLength = 8192;
+constexpr uint64_t kMaxBatch = 32768;
+constexpr uint64_t kMaxLeaves = 4096;
 
 uint64_t rd64(const uint8_t* p) {
   uint64_t v;
@@ -256,7 +262,7 @@ void Model::read_central() {
     c.central_free = counter;
     c.transfer_free = static_cast<uint64_t>(used) * c.batch;
     // Transfer cache slots: each a list of `batch` objects.
-    for (uint32_t s = 0; s < used; ++s) {
+    for (uint32_t s = 0; s < used && c.batch <= kMaxBatch; ++s) {
       uint64_t head = 0;
       if (!r.try_u64(a + kCfSlots + 16 * s, head)) break;
       uint64_t p = head;
@@ -338,6 +344,12 @@ void Model::read_threads() {
       const uint8_t* fl = buf.data() + kFlSize * cl;
       uint32_t len = rd32(fl + kFlLength);
       if (!len) continue;
+      if (len > kMaxListLength) {
+        diags_.add("bad_tcache", tc, std::nullopt,
+                   "tcmalloc thread cache class " + std::to_string(cl) + " claims " + std::to_string(len) +
+                       " objects (more than 8192); read 8192");
+        len = kMaxListLength;
+      }
       c.bins.push_back({static_cast<uint64_t>(rd32(fl + kFlObjSize)), len});
       classes_[cl].thread_cached += len;
       uint64_t p = rd64(fl);
@@ -364,9 +376,14 @@ void Model::read_pagemap() {
     return;
   }
   std::vector<uint64_t> leaf(kLeafLength);
-  std::vector<std::pair<uint64_t, alloc::State>> span_free;
+  uint64_t leaves = 0;
   for (uint64_t i = 0; i < kRootLength; ++i) {
     if (!roots[i]) continue;
+    if (++leaves > kMaxLeaves) {
+      diags_.add("truncated", root, std::nullopt,
+                 "tcmalloc page map has more than 4096 leaves (8 TiB of heap); the rest not read");
+      break;
+    }
     if ((roots[i] & 7) || mem.read(roots[i], leaf.data(), kLeafLength * 8) != kLeafLength * 8) {
       diags_.add("unreadable", roots[i], std::nullopt, "tcmalloc page map leaf " + std::to_string(i));
       continue;
