@@ -79,9 +79,10 @@ def _need_debian() -> None:
 
 def _binary(lib: str) -> Path:
     src = CORPORA / "tcmalloc_stats.c"
-    link = ["-ltcmalloc"] if lib == "debian" else [str(G_LIB), f"-Wl,-rpath,{G_LIB.parent}"]
+    link = {"debian": ["-ltcmalloc"], "minimal": ["-ltcmalloc_minimal"]}.get(
+        lib, [str(G_LIB), f"-Wl,-rpath,{G_LIB.parent}"])
     h = hashlib.sha256(src.read_bytes() + " ".join(CFLAGS + link).encode())
-    if lib != "debian":
+    if lib == "g":
         h.update(G_LIB.read_bytes())
     out = CACHE / "bin" / f"tcmalloc_stats-{lib}-{h.hexdigest()[:16]}"
     if not out.exists():
@@ -149,10 +150,12 @@ def _check(model: dict, truth: dict, with_metadata: bool) -> None:
     assert not [d for d in model["diagnostics"] if d["severity"] == "error"]
 
 
+@pytest.mark.parametrize("lib", ["debian", "minimal"])
 @pytest.mark.parametrize("mode", ["dynsym", "search"])
-def test_core_debian_stripped(mode):
+def test_core_debian_stripped(lib, mode):
+    """libtcmalloc.so.4 (libgoogle-perftools4) and libtcmalloc_minimal.so.4."""
     _need_debian()
-    core, truth = _core("debian")
+    core, truth = _core(lib)
     model = _probe(str(core), mode)
     assert model["layout_source"] == "search"
     if mode == "dynsym":
