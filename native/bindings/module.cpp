@@ -14,6 +14,7 @@
 #include "analysis/retention.h"
 #include "bindings/inspect_py.h"
 #include "bindings/jemalloc.h"
+#include "bindings/tcmalloc_binding.h"
 #include "hotspot/nmt.h"
 #include "hotspot/vmstructs.h"
 #include "memory/capture.h"
@@ -742,6 +743,11 @@ class PyTarget {
     t_.reset();
   }
 
+  target::Target& target() {
+    if (!t_) throw Error("target is closed");
+    return *t_;
+  }
+
   std::unique_ptr<target::Target> t_;
   std::unique_ptr<ptmalloc::Heap> heap_;
   std::unique_ptr<target::ModuleIndex> modules_;
@@ -1338,6 +1344,11 @@ PYBIND11_MODULE(_native, m) {
           },
           py::arg("state") = "all", py::arg("limit") = py::none())
       .def("close", &PyTarget::close)
+      .def("tcmalloc", [](PyTarget& t) { return bindings::tcmalloc_summary(t.target()); })
+      .def(
+          "tcmalloc_allocations",
+          [](PyTarget& t, const std::string& state) { return bindings::tcmalloc_allocations(t.target(), state); },
+          py::arg("state") = "in-use")
       .def(
           "__enter__", [](PyTarget& t) -> PyTarget& { return t; }, py::return_value_policy::reference)
       .def("__exit__", [](PyTarget& t, py::args) {
