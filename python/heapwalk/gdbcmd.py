@@ -27,7 +27,7 @@ import heapwalk
 from . import commands as registry
 from . import render, termwidth
 from .commands import Command, Invocation, ParserExit
-from .errors import HeapwalkError, NoTargetError, UsageError, describe_error
+from .errors import HeapwalkError, NoTargetError, UsageError, describe_error, override_fault
 from .render import Style
 from .target import Target
 
@@ -555,6 +555,12 @@ def _set_status(status: int) -> None:
         pass
 
 
+#: The hint for an address `set heapwalk main-arena|mp` gives that holds nothing.
+_OVERRIDE_HINT = ("'set heapwalk %s' with no value returns to auto (glibc's symbols, else a "
+                  "search of the memory image); 'info symbol ADDR' checks "
+                  "an address ('p &main_arena', 'p &mp_' find the real ones)")
+
+
 def _gdb_error(exc: BaseException, subject: Optional[str]) -> "gdb.GdbError":
     """One ``heapwalk: …`` line plus a hint, as a GdbError (gdb prints no traceback)."""
     try:
@@ -649,7 +655,12 @@ class HeapwalkCommand(gdb.Command):
         except Exception as exc:  # pylint: disable=broad-except
             if os.environ.get("HEAPWALK_DEBUG"):
                 raise
-            raise _gdb_error(exc, subject) from None
+            try:
+                given = _overrides()
+            except UsageError:
+                given = {}
+            raise _gdb_error(override_fault(exc, given, _OVERRIDE_HINT) or exc,
+                             subject) from None
         _set_status(output.status)
         text = output.text
         forced = _forced_glibc()
