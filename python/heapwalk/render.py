@@ -661,8 +661,12 @@ def render_nmt(document: Record, style: Style = PLAIN) -> List[str]:
     libjvm = (n.get("libjvm") or {}).get("path")
     if not libjvm:
         return ["no HotSpot JVM (libjvm.so) in this target"]
+    source = str(n.get("source"))
+    if not style.verbose:  # plain words; -v and JSON keep the engine's word
+        source = {"symtab": "libjvm's NMT counters (found by its symbols)",
+                  "headers": "NMT's malloc headers (no counters found)"}.get(source, source)
     out.append("JVM %s (%s), NMT %s; figures from %s" % (
-        n.get("jdk") or "version unknown", libjvm, level, n.get("source")))
+        n.get("jdk") or "version unknown", libjvm, level, source))
     if n.get("layout") and style.verbose:  # provenance: -v and JSON only
         out.append(style.paint("dim", "layout: %s" % n["layout"]))
     out.append("")
