@@ -16,7 +16,7 @@ from typing import List, Optional, Sequence, TextIO
 
 from . import commands as registry
 from .commands import Invocation, Parser, ParserExit
-from .errors import HeapwalkError, UsageError, describe_error
+from .errors import HeapwalkError, UsageError, describe_error, override_fault
 from .render import Style
 from .target import Target
 
@@ -227,7 +227,13 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
         error_class = _native_error()
         known = isinstance(exc, (HeapwalkError, OSError)) or (
             error_class is not None and isinstance(exc, error_class))
-        if not known:
+        fault = override_fault(exc, {"main_arena": getattr(args, "main_arena", None),
+                                     "mp_": getattr(args, "mp", None)},
+                               "leave out --%s: heapwalk finds it from glibc's symbols, else "
+                               "by searching the memory image")
+        if fault is not None:
+            exc = fault
+        elif not known:
             exc = HeapwalkError("internal error: %s: %s" % (type(exc).__name__, exc),
                                 hint="please report this; HEAPWALK_DEBUG=1 shows the "
                                      "traceback")

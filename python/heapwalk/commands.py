@@ -276,17 +276,29 @@ class Tcache(Command):
     """``tcache [THREAD]``: per-thread tcaches."""
 
     name = "tcache"
-    summary = "each thread's tcache (or one thread's, by LWP)"
-    description = ("Show the tcache of every thread, or of THREAD, with the chunks cached in "
-                   "each size class.")
+    summary = "each thread's tcache (or one thread's)"
+    description = ("Show the tcache of THREAD, with the chunks cached in each size class. In "
+                   "gdb THREAD is gdb's thread number ('info threads', $_thread) and without "
+                   "one it is the selected thread; in the CLI THREAD is an LWP and without one "
+                   "every thread is shown. --all shows every thread, --lwp N one by its LWP.")
     completes_expressions = True
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("thread", nargs="?", metavar="THREAD",
-                            help="a thread's LWP (kernel thread id)")
+                            help="in gdb: gdb's thread number (as 'info threads' numbers them, "
+                                 "$_thread); in the CLI: the thread's LWP")
+        parser.add_argument("--lwp", metavar="LWP",
+                            help="the thread whose LWP (kernel thread id) is LWP")
+        parser.add_argument("--all", action="store_true",
+                            help="every thread (the CLI's default; gdb's is the selected "
+                                 "thread)")
 
     def collect(self, inv: Invocation) -> Record:
-        lwp = None if inv.args.thread is None else inv.evaluate(inv.args.thread)
+        args = inv.args
+        given = [w for w in (args.thread, getattr(args, "lwp", None)) if w is not None]
+        if len(given) > 1 or (given and getattr(args, "all", False)):
+            raise UsageError("give one of THREAD, --lwp LWP or --all")
+        lwp = inv.evaluate(given[0]) if given else None
         document = render.wrap(self.name, inv.target.tcache(lwp))
         if lwp is not None and not document.get("threads"):
             raise NotFoundError("no thread with LWP %d" % lwp,

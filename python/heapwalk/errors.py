@@ -9,7 +9,7 @@ that both the CLI and gdb print.
 from __future__ import annotations
 
 import errno
-from typing import Optional, Tuple
+from typing import Any, Mapping, Optional, Tuple
 
 from .render import safe
 
@@ -149,3 +149,23 @@ def describe_error(exc: BaseException, subject: Optional[str] = None,
     else:
         line = "heapwalk: %s" % message
     return line, (_shown(hint) if hint else None)
+
+
+def override_fault(exc: BaseException, overrides: Mapping[str, Any],
+                   hint: str) -> Optional[HeapwalkError]:
+    """A fault reading at an address the user gave (``--main-arena``, ``set heapwalk
+    main-arena``, the same for mp_) is about that address, not about the core: "0x1234 holds no
+    arena", with ``hint`` (``%s``: the option's name), instead of a coredump_filter hint."""
+    if type(exc).__name__ != "FaultError":
+        return None
+    address = getattr(exc, "address", None)
+    if not isinstance(address, int):
+        return None
+    for key, what, option in (("main_arena", "arena", "main-arena"),
+                              ("mp_", "malloc_par (mp_)", "mp")):
+        given = overrides.get(key)
+        if isinstance(given, int) and given <= address < given + 0x1000:
+            return HeapwalkError("%s holds no %s: nothing is mapped there in the target"
+                                 % (format_address(given), what), subject="",
+                                 hint=hint % option)
+    return None

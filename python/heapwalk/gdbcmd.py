@@ -27,7 +27,7 @@ import heapwalk
 from . import commands as registry
 from . import render, termwidth
 from .commands import Command, Invocation, ParserExit
-from .errors import HeapwalkError, NoTargetError, UsageError, describe_error
+from .errors import HeapwalkError, NoTargetError, UsageError, describe_error, override_fault
 from .render import Style
 from .target import Target
 
@@ -555,6 +555,12 @@ def _set_status(status: int) -> None:
         pass
 
 
+#: The hint for an address `set heapwalk main-arena|mp` gives that holds nothing.
+_OVERRIDE_HINT = ("'set heapwalk %s' with no value returns to auto (glibc's symbols, else a "
+                  "search of the memory image); 'info symbol ADDR' checks "
+                  "an address ('p &main_arena', 'p &mp_' find the real ones)")
+
+
 def _gdb_error(exc: BaseException, subject: Optional[str]) -> "gdb.GdbError":
     """One ``heapwalk: …`` line plus a hint, as a GdbError (gdb prints no traceback)."""
     try:
@@ -653,6 +659,8 @@ class HeapwalkCommand(gdb.Command):
         try:
             target = current_target() if getattr(self._command, "needs_target", True) else None
             subject = target.label if target is not None else None
+            if self._command.name == "tcache":
+                _gdb_thread(args)
             inv = Invocation(target, args, evaluate, _style())
             _thread_hooks(inv)
             output = registry.execute(self._command, inv)
@@ -666,7 +674,12 @@ class HeapwalkCommand(gdb.Command):
         except Exception as exc:  # pylint: disable=broad-except
             if os.environ.get("HEAPWALK_DEBUG"):
                 raise
-            raise _gdb_error(exc, subject) from None
+            try:
+                given = _overrides()
+            except UsageError:
+                given = {}
+            raise _gdb_error(override_fault(exc, given, _OVERRIDE_HINT) or exc,
+                             subject) from None
         _set_status(output.status)
         text = output.text
         forced = _forced_glibc()
@@ -678,6 +691,26 @@ class HeapwalkCommand(gdb.Command):
                 text = _condense_misaligned(text, forced)
         gdb.write(text)
 
+    def _positional_choices(self, text: str) -> Optional[List[str]]:
+        """What the word being completed can be: gdb's thread numbers (tcache THREAD),
+        arena indices (ARENA, --arena), LWPs (--lwp); None for anything else."""
+        words = text.split()
+        if text and not text[-1].isspace():
+            words = words[:-1]
+        previous = words[-1] if words else ""
+        if previous == "--lwp":
+            return [str(lwp) for _, lwp in _gdb_threads()]
+        if previous == "--arena":
+            return _arena_indices()
+        if previous.startswith("-") and previous not in _FLAGS:
+            return None
+        if self._command.name == "tcache":
+            return [str(num) for num, _ in _gdb_threads()]
+        if any(a.dest == "arena" and not a.option_strings
+               for a in self._parser._actions):  # pylint: disable=W0212
+            return _arena_indices()
+        return None
+
     def complete(self, text: str, word: Optional[str]) -> Any:
         """Complete option names; positional words complete as gdb expressions.
 
@@ -688,6 +721,15 @@ class HeapwalkCommand(gdb.Command):
         token = "" if not text or text[-1].isspace() else text.split()[-1]
         options = sorted(s for a in self._parser._actions  # pylint: disable=W0212
                          for s in a.option_strings if s.startswith("--"))
+        if not token or token.isdigit():
+            try:
+                choices = self._positional_choices(text)
+            except Exception:  # pylint: disable=broad-except  # completion never fails
+                choices = None
+            if choices is not None:
+                found = [c for c in choices if c.startswith(word)]
+                value_of = text.split()[-1:] in (["--lwp"], ["--arena"]) and not token
+                return found if token or value_of else found + options
         if token.startswith("-") or not token:
             cut = len(token) - len(word)
             if not token.endswith(word) or cut < 0:
@@ -696,6 +738,50 @@ class HeapwalkCommand(gdb.Command):
         if self._command.completes_expressions:
             return gdb.COMPLETE_EXPRESSION
         return []
+
+
+#: Options that take no value (the word after one is a positional).
+_FLAGS = frozenset(("--json", "-v", "--verbose", "--all", "--free", "--used", "--largest",
+                    "--per-arena", "--detail", "--anon-roots", "--no-classes"))
+
+
+def _gdb_threads() -> List[Tuple[int, int]]:
+    """(gdb's thread number, LWP) of every thread of the selected inferior, in gdb's order."""
+    out = []
+    for thread in gdb.selected_inferior().threads():
+        ptid = thread.ptid
+        out.append((int(thread.num), int(ptid[1] or ptid[0])))
+    return sorted(out)
+
+
+def _gdb_thread(args: Any) -> None:
+    """``heapwalk tcache``: THREAD is gdb's thread number, turned into the LWP the engine
+    knows; without THREAD, --lwp or --all, the selected thread (as pwndbg's tcachebins)."""
+    if getattr(args, "all", False) or getattr(args, "lwp", None) is not None:
+        return
+    threads = dict(_gdb_threads())
+    if args.thread is not None:
+        number = evaluate(args.thread)
+        if number not in threads:
+            raise UsageError("no thread %d" % number, subject=args.thread,
+                             hint="'info threads' lists gdb's thread numbers; --lwp N names "
+                                  "a thread by its LWP, --all shows every thread")
+        args.lwp, args.thread = str(threads[number]), None
+        return
+    selected = gdb.selected_thread()
+    if selected is not None and selected.is_valid():
+        ptid = selected.ptid
+        args.lwp = str(int(ptid[1] or ptid[0]))
+
+
+def _arena_indices() -> List[str]:
+    """Arena indices of the open target (a core is opened; a live one only when cached)."""
+    target = _Cache.target
+    if target is None or target.closed:
+        if _connection_type(gdb.selected_inferior()) != "core":
+            return []
+        target = current_target()
+    return [str(i) for i in sorted(set(target.arena_index().values()))]
 
 
 def _doc(command: Command) -> str:

@@ -25,7 +25,7 @@ class Style:
     """ANSI styling that is a no-op unless enabled (only on a terminal, never in batch)."""
 
     _CODES = {"bold": "1", "dim": "2", "warn": "33", "error": "31", "free": "32",
-              "head": "1;4",
+              "head": "1;4", "addr": "34", "size": "36",
               # vis: one colour per chunk, cycled (cmd_chunk.PALETTE)
               "c1": "36", "c2": "35", "c3": "33", "c4": "34", "c5": "32"}
 
@@ -415,8 +415,9 @@ def render_arenas(report: Record, style: Style = PLAIN) -> List[str]:
     totals = {"system": 0, "max": 0, "heaps": 0, "in_use": [0, 0], "fast": [0, 0],
               "bins": [0, 0], "top": 0, "tcache": [0, 0]}
     for position, a in enumerate(arenas):
-        rows.append([str(a.get("index", position)), addr(a.get("address")),
-                     "main" if a.get("main") else "", size(a.get("system_bytes", 0)),
+        rows.append([str(a.get("index", position)), style.paint("addr", addr(a.get("address"))),
+                     "main" if a.get("main") else "",
+                     style.paint("size", size(a.get("system_bytes", 0))),
                      size(a.get("max_system_bytes", 0)), str(len(a.get("heaps", []))),
                      count_bytes(a.get("in_use")), count_bytes(a.get("fastbins")),
                      count_bytes(a.get("bins")), size(a.get("top_bytes", 0)),
@@ -460,7 +461,7 @@ def render_arenas(report: Record, style: Style = PLAIN) -> List[str]:
         for t in threads:
             tc = t.get("tcache") or {}
             trows.append([str(t.get("lwp")), arena_ref(t.get("arena"), names),
-                          addr(tc.get("address")), count_bytes(tc)])
+                          style.paint("addr", addr(tc.get("address"))), count_bytes(tc)])
         out.extend(table([Column("lwp"), Column("arena", "<"), Column("tcache", "<"),
                           Column("cached")], trows, style, indent="  "))
     glibc = report.get("glibc") or {}
@@ -549,10 +550,12 @@ def render_tcache(document: Record, names: Mapping[int, str],
     """The ``tcache`` text: per thread, its tcache bins."""
     out: List[str] = []
     for t in document.get("threads", []):
-        head = "thread %s: tcache %s, arena %s: %s, %s" % (
-            t.get("lwp"), addr(t.get("address")), arena_ref(t.get("arena"), names),
-            plural(t.get("count", 0), "chunk"), exact_size(t.get("bytes", 0)))
-        out.append(style.paint("bold", head))
+        head = "%s: tcache %s, arena %s: %s, %s" % (
+            style.paint("bold", "thread %s" % t.get("lwp")),
+            style.paint("addr", addr(t.get("address"))), arena_ref(t.get("arena"), names),
+            plural(t.get("count", 0), "chunk"),
+            style.paint("size", exact_size(t.get("bytes", 0))))
+        out.append(head)
         bins = t.get("bins", [])
         if bins:
             out.extend(table(
@@ -660,8 +663,12 @@ def render_nmt(document: Record, style: Style = PLAIN) -> List[str]:
     libjvm = (n.get("libjvm") or {}).get("path")
     if not libjvm:
         return ["no HotSpot JVM (libjvm.so) in this target"]
+    source = str(n.get("source"))
+    if not style.verbose:  # plain words; -v and JSON keep the engine's word
+        source = {"symtab": "libjvm's NMT counters (found by its symbols)",
+                  "headers": "NMT's malloc headers (no counters found)"}.get(source, source)
     out.append("JVM %s (%s), NMT %s; figures from %s" % (
-        n.get("jdk") or "version unknown", libjvm, level, n.get("source")))
+        n.get("jdk") or "version unknown", libjvm, level, source))
     if n.get("layout") and style.verbose:  # provenance: -v and JSON only
         out.append(style.paint("dim", "layout: %s" % n["layout"]))
     out.append("")

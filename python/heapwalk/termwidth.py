@@ -150,6 +150,9 @@ def fit(lines: Sequence[str], width: Optional[int]) -> List[str]:
         return list(lines)
     out: List[str] = []
     for line in lines:
+        if len(line) <= width and "\n" not in line:  # the common case: no regex per line
+            out.append(line)
+            continue
         for part in line.split("\n"):
             out.extend(wrap_line(part, width))
     return out

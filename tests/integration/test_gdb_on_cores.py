@@ -62,7 +62,7 @@ def test_gdb_commands_run_without_traceback(corpora):
         "heapwalk bins",
         "heapwalk bins 1",
         "heapwalk tcache",
-        f"heapwalk tcache {lwp}",
+        f"heapwalk tcache --lwp {lwp}",
         "heapwalk heaps",
         "heapwalk chunks --limit 5",
         "heapwalk chunks --free --limit 5",
@@ -75,7 +75,7 @@ def test_gdb_commands_run_without_traceback(corpora):
         assert r.stdout.strip(), f"{cmd}: no output"
         if cmd.startswith("heapwalk chunk "):
             assert addr in _hexes(r.stdout), f"{cmd}: chunk {addr:#x} not named:\n{r.stdout}"
-        if cmd.startswith("heapwalk tcache "):
+        if cmd.startswith("heapwalk tcache --lwp "):
             assert str(lwp) in r.stdout
 
 

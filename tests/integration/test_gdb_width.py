@@ -34,9 +34,10 @@ def jvms(tmp_path_factory):
     c.close()
 
 
-def gdb_in_pty(binary: str, core: str, commands: list[str], timeout: float = 240.0) -> str:
+def gdb_in_pty(binary: str, core: str, commands: list[str], timeout: float = 240.0,
+               raw: bool = False) -> str:
     """Everything an interactive gdb printed to an 80x24 terminal running ``commands`` (each
-    framed by ``==NAME==`` markers), ANSI codes removed, CRs dropped."""
+    framed by ``==N==`` markers), CRs dropped, ANSI codes removed unless ``raw``."""
     if ASAN_PRELOAD:
         pytest.skip("gdb cannot host the ASan build (it hangs with libasan preloaded)")
     # -iex: before the core is loaded (its thread list would stop at the pager).
@@ -72,7 +73,8 @@ def gdb_in_pty(binary: str, core: str, commands: list[str], timeout: float = 240
             proc.kill()
         proc.wait()
         os.close(master)
-    return _ANSI.sub("", b"".join(chunks).decode("utf-8", "replace")).replace("\r", "")
+    text = b"".join(chunks).decode("utf-8", "replace").replace("\r", "")
+    return text if raw else _ANSI.sub("", text)
 
 
 def _sections(text: str, n: int) -> list[str]:
@@ -146,3 +148,13 @@ def test_nmt_cli_at_80_columns(jvms):
     assert "layout:" not in r.stdout
     v = run_cli("nmt", c.core, "-v", extra_env={"COLUMNS": "400"})
     assert "layout:" in v.stdout, v.stdout
+
+
+def test_gdb_colours_as_on_a_terminal_unless_told_not_to(corpora):
+    c = corpora.core("arenas", "4", "0")
+    text = gdb_in_pty(c.binary, c.core, ["heapwalk arenas", "set heapwalk color off",
+                                         "heapwalk arenas", "show heapwalk color"], raw=True)
+    on, _, off, shown = _sections(text, 4)
+    assert "\x1b[1m#  arena" in on and "\x1b[34m0x" in on, on  # headings, addresses
+    assert not any(code in off for code in ("\x1b[1m", "\x1b[34m", "\x1b[36m")), off
+    assert "off" in _ANSI.sub("", shown)

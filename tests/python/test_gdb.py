@@ -92,7 +92,7 @@ def test_core_target_uses_open_core(tmp_path, true_core) -> None:
 
 def test_live_target_uses_attach_with_threads(tmp_path) -> None:
     proc = gdb(["/bin/true"] + _ex(
-        "starti", FAKE, "heapwalk tcache",
+        "starti", FAKE, "heapwalk tcache --all",
         "python print('CALLS', heapwalk._native.calls[0][:2], "
         "[sorted(t) for t in heapwalk._native.calls[0][2]], "
         "heapwalk._native.calls[0][2][0]['lwp'] == gdb.selected_inferior().pid)"),

@@ -49,7 +49,7 @@ HOSTILE = [
 #: Every character text output must never carry raw (lines are split on "\n" first).
 FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e"
                        "\u2066-\u2069\ud800-\udfff]")
-OWN_SGR = re.compile("\x1b\\[(?:0|1|2|31|32|33|1;4)m")
+OWN_SGR = re.compile("\x1b\\[(?:0|1|2|31|32|33|34|36|1;4)m")
 
 
 def hostile(rng: random.Random) -> str:
