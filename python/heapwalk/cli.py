@@ -187,7 +187,13 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
             target = open_target(args)
         if target is not None and hasattr(err, "isatty") and err.isatty():  # a progress line on a terminal only
             target.progress_sink = lambda text: (err.write(text), err.flush())
-        output = registry.execute(command, Invocation(target, args, style=style))  # type: ignore[arg-type]
+        output = registry.execute(command, Invocation(target, args, style=style),  # type: ignore[arg-type]
+                                  stream=True)
+        if output.pieces is not None:  # a streamed JSON document (chunks, bins)
+            for piece in output.pieces:
+                out.write(piece)
+            out.flush()
+            return command.status(output.document)
         out.write(output.text)
         out.flush()
         return output.status
@@ -200,7 +206,10 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
         error_class = _native_error()
         known = isinstance(exc, (HeapwalkError, OSError)) or (
             error_class is not None and isinstance(exc, error_class))
-        if not known:
+        if isinstance(exc, MemoryError):
+            exc = HeapwalkError("out of memory", hint="the analysis needs more memory than "
+                                "heapwalk may use (ulimit, cgroup)")
+        elif not known:
             exc = HeapwalkError("internal error: %s: %s" % (type(exc).__name__, exc),
                                 hint="please report this; HEAPWALK_DEBUG=1 shows the "
                                      "traceback")

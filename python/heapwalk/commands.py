@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional
+from typing import Any, Callable, Dict, Iterator, List, Mapping, NoReturn, Optional
 
-from . import render
+from . import render, streamed
 from .errors import NotFoundError, UsageError
 from .render import Style
 from .target import Target
@@ -23,6 +23,8 @@ Evaluator = Callable[[str], int]
 
 #: Text output of ``chunks`` shows this many chunks unless ``--limit`` is given.
 DEFAULT_TEXT_LIMIT = 100
+#: Chunks a streamed listing (``chunks --json``, ``bins --json``) holds at a time.
+STREAM_BATCH = 16384
 #: The engine treats smaller ARENA values as ring indices, larger ones as addresses.
 MAX_ARENA_INDEX = 4096
 
@@ -147,6 +149,9 @@ class Output:
     text: str
     status: int
     document: Record
+    #: A streamed JSON document (execute(stream=True)): write these instead of ``text``; the
+    #: status is ``command.status(document)`` once they are written.
+    pieces: Optional[Iterator[str]] = None
 
 
 def problem_status(document: Mapping[str, Any]) -> int:
@@ -269,7 +274,17 @@ class Bins(Command):
 
     def collect(self, inv: Invocation) -> Record:
         arena = resolve_arena(inv, inv.args.arena)
-        return render.wrap(self.name, inv.target.bins(arena))
+        if not inv.json or not inv.target.streams:  # the text shows a few chunks of each list
+            return render.wrap(self.name, inv.target.bins(arena, render.BIN_PREVIEW))
+        document = render.wrap(self.name, inv.target.bins(arena, 0))
+        for a in document.get("arenas", []):
+            for key, fast, encode in (("fastbins", True, streamed.encode_addresses),
+                                      ("bins", False, streamed.encode_sized)):
+                for position, entry in enumerate(a.get(key, [])):
+                    entry["chunks"] = streamed.Stream(
+                        inv.target.free_list_stream(a["address"], fast, position, STREAM_BATCH),
+                        encode)
+        return document
 
     def render(self, document: Record, inv: Invocation) -> List[str]:
         return render.render_bins(document, inv.style)
@@ -330,7 +345,19 @@ class Chunks(Command):
     def collect(self, inv: Invocation) -> Record:
         arena = resolve_arena(inv, inv.args.arena)
         state = inv.args.state or "all"
-        return render.wrap(self.name, inv.target.chunks(arena, state, self._limit(inv)))
+        if not inv.json or not inv.target.streams:
+            return render.wrap(self.name, inv.target.chunks(arena, state, self._limit(inv)))
+        stream = inv.target.chunk_stream(arena, state, self._limit(inv), STREAM_BATCH)
+
+        def diagnostics() -> List[Record]:
+            record = {"diagnostics": stream.diagnostics()}
+            set_severities(record)
+            return record["diagnostics"]
+        return render.wrap(self.name, {
+            "chunks": streamed.Stream(stream, streamed.encode_chunks),
+            "total": streamed.Lazy(lambda: stream.total),
+            "truncated": streamed.Lazy(lambda: stream.total > stream.listed),
+            "diagnostics": streamed.Lazy(diagnostics)})
 
     def render(self, document: Record, inv: Invocation) -> List[str]:
         return render.render_chunks(document, inv.names(), inv.args.limit is None,
@@ -442,8 +469,9 @@ def capture_line(capture: Record) -> str:
                capture.get("copied_mappings", 0), capture.get("mappings", 0)))
 
 
-def execute(command: Command, inv: Invocation) -> Output:
-    """Run ``command``: JSON or text (diagnostics after the text), and its exit status."""
+def execute(command: Command, inv: Invocation, stream: bool = False) -> Output:
+    """Run ``command``: JSON or text (diagnostics after the text), and its exit status.
+    ``stream``: a streamed JSON document comes as ``Output.pieces`` (see :class:`Output`)."""
     document = command.collect(inv)
     set_severities(document)
     capture = capture_of(inv) if getattr(command, "needs_target", True) else None
@@ -458,6 +486,12 @@ def execute(command: Command, inv: Invocation) -> Output:
         target = document.setdefault("target", {})
         if isinstance(target, dict):
             target.update(info)
+    if inv.json and streamed.has_streams(document):
+        pieces = streamed.pieces(document)
+        if stream:
+            return Output("", 0, document, pieces)
+        text = "".join(pieces)
+        return Output(text, command.status(document), document)
     if inv.json:
         return Output(render.to_json(document), command.status(document), document)
     # Strings in the document come from the target (file names, NMT names, text samples...):
