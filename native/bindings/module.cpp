@@ -379,7 +379,7 @@ class PyTarget {
           if (used_only) return st == ptmalloc::ChunkState::Used || st == ptmalloc::ChunkState::Mmapped;
           return true;
         },
-        limit, batch);
+        limit, batch, t_->parallel_reads());
     streams_.push_back(s);
     return s;
   }

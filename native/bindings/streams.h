@@ -5,6 +5,8 @@
 // time. The two threads take turns: the walk fills a batch only while the consumer waits in
 // next(), and is parked in its visitor otherwise, so the heap is never read by two threads at
 // once (the target can be queried between batches). Destroying the stream stops the walk.
+// A target whose memory must be read on the calling thread (gdb's callback targets, see
+// Target::parallel_reads) is walked there instead, whole, at the first next().
 #pragma once
 
 #include <condition_variable>
@@ -34,9 +36,10 @@ class ChunkStream {
 
   /// Chunks of `only` (every arena and the mmapped chunks when nullptr) that `keep` accepts, in
   /// walk order; the first `limit` are listed, all are counted (total()).
-  ChunkStream(ptmalloc::Heap& heap, const ptmalloc::Arena* only, Keep keep, std::optional<uint64_t> limit, size_t batch)
+  ChunkStream(ptmalloc::Heap& heap, const ptmalloc::Arena* only, Keep keep, std::optional<uint64_t> limit, size_t batch,
+              bool threaded)
       : heap_(heap), only_(only), keep_(std::move(keep)), limit_(limit), batch_size_(batch ? batch : 1) {
-    thread_ = std::thread([this] { run(); });
+    if (threaded) thread_ = std::thread([this] { run(); });
   }
   ChunkStream(const ChunkStream&) = delete;
   ChunkStream& operator=(const ChunkStream&) = delete;
@@ -54,6 +57,7 @@ class ChunkStream {
 
   /// The next batch, empty at the end; rethrows what the walk threw (once, after its last batch).
   std::vector<ChunkRow> next() {
+    if (!thread_.joinable() && !done_) return walk_here();
     std::unique_lock<std::mutex> l(m_);
     if (!done_ && !cancel_) {
       want_ = true;
@@ -76,6 +80,20 @@ class ChunkStream {
   uint64_t listed() const { return listed_; }
 
  private:
+  std::vector<ChunkRow> walk_here() {
+    done_ = true;
+    std::vector<ChunkRow> all;
+    heap_.walk(only_, [&](uint64_t addr, uint64_t size, ptmalloc::ChunkState st, const ptmalloc::Arena* a, size_t hi) {
+      if (!keep_(st)) return true;
+      ++total_;
+      if (limit_ && listed_ >= *limit_) return true;
+      ++listed_;
+      all.push_back({addr, size, st, a, hi});
+      return true;
+    });
+    return all;
+  }
+
   void run() {
     {
       std::unique_lock<std::mutex> l(m_);
