@@ -206,7 +206,8 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
         error_class = _native_error()
         known = isinstance(exc, (HeapwalkError, OSError)) or (
             error_class is not None and isinstance(exc, error_class))
-        if isinstance(exc, MemoryError):
+        if isinstance(exc, MemoryError) or isinstance(exc.__cause__ or exc.__context__,
+                                                      MemoryError):
             exc = HeapwalkError("out of memory", hint="the analysis needs more memory than "
                                 "heapwalk may use (ulimit, cgroup)")
         elif not known:
