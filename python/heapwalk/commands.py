@@ -323,6 +323,8 @@ class Chunks(Command):
     description = ("List the chunks of every arena (or of --arena), in address order. "
                    "Text output stops after %d chunks unless --limit is given; JSON lists "
                    "all of them unless --limit is given." % DEFAULT_TEXT_LIMIT)
+    #: (arena, state) of a streamed text listing, between collect() and stream_lines().
+    _query: Any = (None, "all")
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--arena", metavar="ARENA", help=ARENA_HELP)
@@ -345,8 +347,12 @@ class Chunks(Command):
     def collect(self, inv: Invocation) -> Record:
         arena = resolve_arena(inv, inv.args.arena)
         state = inv.args.state or "all"
-        if not inv.json or not inv.target.streams:
+        if not inv.target.streams or (not inv.json and self._limit(inv) is not None):
             return render.wrap(self.name, inv.target.chunks(arena, state, self._limit(inv)))
+        if not inv.json:  # every chunk as text: stream_lines() walks twice
+            self._query = (arena, state)
+            return render.wrap(self.name, {"chunks": streamed.Stream([]), "total": None,
+                                           "truncated": False, "diagnostics": []})
         stream = inv.target.chunk_stream(arena, state, self._limit(inv), STREAM_BATCH)
 
         def diagnostics() -> List[Record]:
@@ -362,6 +368,19 @@ class Chunks(Command):
     def render(self, document: Record, inv: Invocation) -> List[str]:
         return render.render_chunks(document, inv.names(), inv.args.limit is None,
                                     inv.style)
+
+    def stream_lines(self, document: Record, inv: Invocation) -> Iterator[str]:
+        """``render`` of every chunk, line by line (``--limit 0`` text); fills ``document``'s
+        total and diagnostics before its last line."""
+        arena, state = self._query
+
+        def done(stream: Any) -> None:
+            record = {"diagnostics": stream.diagnostics()}
+            set_severities(record)
+            document["total"] = stream.total
+            document["diagnostics"] = record["diagnostics"]
+        return streamed.chunk_table(inv.target, arena, state, inv.names(), inv.style,
+                                    STREAM_BATCH, done)
 
 
 class Chunk(Command):
@@ -494,6 +513,12 @@ def execute(command: Command, inv: Invocation, stream: bool = False) -> Output:
         return Output(text, command.status(document), document)
     if inv.json:
         return Output(render.to_json(document), command.status(document), document)
+    if streamed.has_streams(document):  # every chunk as text
+        pieces = _text_pieces(command, document, inv, capture)
+        if stream:
+            return Output("", 0, document, pieces)
+        text = "".join(pieces)
+        return Output(text, command.status(document), document)
     # Strings in the document come from the target (file names, NMT names, text samples...):
     # renderers see them escaped, and every line is checked again before it is printed.
     shown = render.safe_doc(document)
@@ -505,3 +530,18 @@ def execute(command: Command, inv: Invocation, stream: bool = False) -> Output:
         lines = lines + [""] + notes
     text = "\n".join(render.safe_line(line, inv.style) for line in lines)
     return Output(text + "\n", command.status(document), document)
+
+
+def _text_pieces(command: Command, document: Record, inv: Invocation,
+                 capture: Optional[Record]) -> Iterator[str]:
+    """What :func:`execute` prints for a streamed text listing, line by line."""
+    for line in command.stream_lines(document, inv):  # type: ignore[attr-defined]
+        yield render.safe_line(line, inv.style) + "\n"
+    tail: List[str] = []
+    if capture is not None:
+        tail += ["", capture_line(capture)]
+    notes = render.diagnostics(render.safe_doc(document.get("diagnostics", [])), inv.style)
+    if notes:
+        tail += [""] + notes
+    for line in tail:
+        yield render.safe_line(line, inv.style) + "\n"

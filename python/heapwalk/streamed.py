@@ -10,7 +10,7 @@ the lists before them are written). :func:`pieces` writes such a document as the
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Sequence
 
 from . import render
 
@@ -123,3 +123,53 @@ def _stream(stream: Stream, level: int) -> Iterator[str]:
         yield ("[" if first else ",") + ("\n" + ",\n".join(texts)).replace("\n", inner)
         first = False
     yield "[]" if first else "\n" + "  " * level + "]"
+
+
+# -- text ------------------------------------------------------------------------------------
+
+def chunk_rows(target: Any, arena: Optional[int], state: str, names: Mapping[int, str],
+               style: render.Style, batch: int, holder: List[Any]) -> Iterator[List[List[str]]]:
+    """The rows of the ``chunks`` table (as ``render.render_chunks`` lays them out), a batch
+    at a time; the engine's stream is appended to ``holder``."""
+    stream = target.chunk_stream(arena, state, None, batch)
+    holder.append(stream)
+    addr, size, paint, ref = render.addr, render.size, render._state, render.arena_ref  # pylint: disable=protected-access
+    for rows in stream:
+        yield [[addr(a), str(s), size(s), paint(st, style), ref(ar, names)]
+               for a, s, st, ar, _ in rows]
+
+
+def chunk_table(target: Any, arena: Optional[int], state: str, names: Mapping[int, str],
+                style: render.Style, batch: int, done: Callable[[Any], None]) -> Iterator[str]:
+    """``render.render_chunks`` of every chunk, line by line: two walks, the first for the
+    column widths (the table fits its widest cell). ``done(stream)`` gets the second walk's
+    stream (its total and diagnostics) before the footer."""
+    columns = [render.Column("chunk", "<"), render.Column("size"), render.Column("human"),
+               render.Column("state", "<"), render.Column("arena", "<")]
+    widths = [len(c.header) for c in columns]
+    visible = render.visible_len
+    first: List[Any] = []
+    for rows in chunk_rows(target, arena, state, names, style, batch, first):
+        for row in rows:
+            for i, cell in enumerate(row):
+                n = visible(cell)
+                if n > widths[i]:
+                    widths[i] = n
+
+    def line(cells: Sequence[str]) -> str:
+        parts = []
+        for i, cell in enumerate(cells):
+            pad = " " * (widths[i] - visible(cell))
+            parts.append(cell + pad if columns[i].align == "<" else pad + cell)
+        return "  ".join(parts).rstrip()
+
+    yield style.paint("bold", line([c.header for c in columns]))
+    shown = 0
+    second: List[Any] = []
+    for rows in chunk_rows(target, arena, state, names, style, batch, second):
+        shown += len(rows)
+        for row in rows:
+            yield line(row)
+    stream = second[0]
+    done(stream)
+    yield "%s shown of %d" % (render.plural(shown, "chunk"), stream.total)
