@@ -77,8 +77,16 @@ def _bounded():
     resource.setrlimit(resource.RLIMIT_DATA, (DATA_BOUND, DATA_BOUND))
 
 
-def test_chunks_json_under_a_memory_bound(corpora):
+def test_listings_under_a_memory_bound(corpora):
     c = corpora.core("many", "300000", "4")
+    for argv in (["chunks", "--limit", "0"], ["bins", "--json"]):
+        r = subprocess.run([sys.executable, "-m", "heapwalk", argv[0], str(c.core), *argv[1:]],
+                           cwd=str(REPO), env=heapwalk_env(), capture_output=True, text=True,
+                           timeout=600, preexec_fn=_bounded)
+        no_traceback(r)
+        assert r.returncode == 0, describe(r)
+        assert r.stdout.endswith(" chunks shown of %d\n" % (len(r.stdout.splitlines()) - 2)) \
+            if argv[0] == "chunks" else json.loads(r.stdout)["arenas"]
     r = subprocess.run([sys.executable, "-m", "heapwalk", "chunks", str(c.core), "--limit", "0",
                         "--json"], cwd=str(REPO), env=heapwalk_env(), capture_output=True,
                        text=True, timeout=600, preexec_fn=_bounded)
@@ -96,17 +104,46 @@ def test_chunks_json_under_a_memory_bound(corpora):
     assert states.get("top", 0) == len(arenas["arenas"])
 
 
-def test_out_of_memory_is_one_line(corpora):
-    """A bound too small for the analysis: one line, no `internal error: MemoryError`."""
-    c = corpora.core("many", "300000", "4")
+def _old_cli(argv, monkeypatch):
+    """What heapwalk printed before streaming: the engine's whole documents (Target.streams
+    False takes the non-streaming bindings), rendered in-process."""
+    import_heapwalk()
+    import io  # noqa: PLC0415
 
-    def tiny():
-        resource.setrlimit(resource.RLIMIT_DATA, (48 << 20, 48 << 20))
-    r = subprocess.run([sys.executable, "-m", "heapwalk", "chunks", str(c.core), "--limit", "0"],
-                       cwd=str(REPO), env=heapwalk_env(), capture_output=True, text=True,
-                       timeout=600, preexec_fn=tiny)
+    from heapwalk import cli  # noqa: PLC0415
+    from heapwalk.target import Target  # noqa: PLC0415
+
+    with monkeypatch.context() as m:
+        m.setattr(Target, "streams", property(lambda self: False))
+        out, err = io.StringIO(), io.StringIO()
+        status = cli.run(argv, out, err)
+    assert status == 0, err.getvalue()
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("argv", [["chunks", "--limit", "0"], ["chunks", "--free", "--limit", "0"],
+                                  ["chunks", "--arena", "1", "--limit", "0"], ["bins"],
+                                  ["bins", "1"]], ids="-".join)
+def test_streamed_text_is_the_old_text(core4, argv, monkeypatch):
+    r = run_cli(argv[0], core4.core, *argv[1:])
     no_traceback(r)
-    if r.returncode == 0:
-        pytest.skip("the text listing fitted in 48 MiB")
-    assert "internal error" not in r.stderr and "MemoryError" not in r.stderr, describe(r)
-    assert r.stderr.startswith("heapwalk: "), describe(r)
+    assert r.returncode == 0, describe(r)
+    assert r.stdout == _old_cli([argv[0], str(core4.core)] + argv[1:], monkeypatch)
+
+
+def test_out_of_memory_is_one_line(core4, monkeypatch):
+    """MemoryError anywhere: one line, not `internal error: MemoryError`."""
+    import_heapwalk()
+    import io  # noqa: PLC0415
+
+    from heapwalk import cli  # noqa: PLC0415
+    from heapwalk.target import Target  # noqa: PLC0415
+
+    def no_memory(*_args, **_kwargs):
+        raise MemoryError()
+    monkeypatch.setattr(Target, "chunk_stream", no_memory)
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.run(["chunks", str(core4.core), "--limit", "0", "--json"], out, err) == 1
+    lines = err.getvalue().splitlines()
+    assert lines[0] == "heapwalk: %s: out of memory" % core4.core, lines
+    assert len(lines) == 2 and lines[1].startswith("hint: "), lines
