@@ -189,7 +189,7 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
             target.progress_sink = lambda text: (err.write(text), err.flush())
         output = registry.execute(command, Invocation(target, args, style=style),  # type: ignore[arg-type]
                                   stream=True)
-        if output.pieces is not None:  # a streamed JSON document (chunks, bins)
+        if output.pieces is not None:  # a streamed listing (chunks, bins --json)
             for piece in output.pieces:
                 out.write(piece)
             out.flush()

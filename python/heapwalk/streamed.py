@@ -133,7 +133,8 @@ def chunk_rows(target: Any, arena: Optional[int], state: str, names: Mapping[int
     at a time; the engine's stream is appended to ``holder``."""
     stream = target.chunk_stream(arena, state, None, batch)
     holder.append(stream)
-    addr, size, paint, ref = render.addr, render.size, render._state, render.arena_ref  # pylint: disable=protected-access
+    paint = render._state  # pylint: disable=protected-access
+    addr, size, ref = render.addr, render.size, render.arena_ref
     for rows in stream:
         yield [[addr(a), str(s), size(s), paint(st, style), ref(ar, names)]
                for a, s, st, ar, _ in rows]
