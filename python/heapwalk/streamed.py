@@ -5,6 +5,7 @@
 ``Target.free_list_stream()``) and :class:`Lazy` ones (``total``, ``diagnostics``: known once
 the lists before them are written). :func:`pieces` writes such a document as the same bytes as
 ``render.to_json`` would for the whole document, holding one batch at a time.
+:func:`chunk_table` does the same for the ``chunks --limit 0`` text table.
 """
 
 from __future__ import annotations
