@@ -379,8 +379,14 @@ class Chunks(Command):
             set_severities(record)
             document["total"] = stream.total
             document["diagnostics"] = record["diagnostics"]
+
+        def whole() -> List[str]:
+            full = render.wrap(self.name, inv.target.chunks(arena, state, None))
+            set_severities(full)
+            document.update(total=full["total"], diagnostics=full["diagnostics"])
+            return render.render_chunks(render.safe_doc(full), inv.names(), False, inv.style)
         return streamed.chunk_table(inv.target, arena, state, inv.names(), inv.style,
-                                    STREAM_BATCH, done)
+                                    STREAM_BATCH, done, whole)
 
 
 class Chunk(Command):

@@ -142,10 +142,13 @@ def chunk_rows(target: Any, arena: Optional[int], state: str, names: Mapping[int
 
 
 def chunk_table(target: Any, arena: Optional[int], state: str, names: Mapping[int, str],
-                style: render.Style, batch: int, done: Callable[[Any], None]) -> Iterator[str]:
+                style: render.Style, batch: int, done: Callable[[Any], None],
+                whole: Callable[[], List[str]]) -> Iterator[str]:
     """``render.render_chunks`` of every chunk, line by line: two walks, the first for the
     column widths (the table fits its widest cell). ``done(stream)`` gets the second walk's
-    stream (its total and diagnostics) before the footer."""
+    stream (its total and diagnostics) before the footer. A table too wide for the terminal
+    (``style.width``), which ``render.table`` splits into parts, comes from ``whole()``: the
+    lines rendered from the whole document."""
     columns = [render.Column("chunk", "<"), render.Column("size"), render.Column("human"),
                render.Column("state", "<"), render.Column("arena", "<")]
     widths = [len(c.header) for c in columns]
@@ -157,6 +160,15 @@ def chunk_table(target: Any, arena: Optional[int], state: str, names: Mapping[in
                 n = visible(cell)
                 if n > widths[i]:
                     widths[i] = n
+    width = getattr(style, "width", 0)
+    if width:
+        try:
+            from .termwidth import column_groups  # pylint: disable=import-outside-toplevel
+        except ImportError:
+            column_groups = None
+        if column_groups is not None and len(column_groups(widths, width, indent=0)) > 1:
+            yield from whole()
+            return
 
     def line(cells: Sequence[str]) -> str:
         parts = []
