@@ -12,6 +12,7 @@
 #include "analysis/classify.h"
 #include "analysis/reach.h"
 #include "analysis/retention.h"
+#include "bindings/jemalloc.h"
 #include "bindings/streams.h"
 #include "hotspot/nmt.h"
 #include "hotspot/vmstructs.h"
@@ -103,6 +104,11 @@ class PyTarget {
       heap_->summarize();
     }
     return *heap_;
+  }
+  /// The target, or Error when closed (for the bindings in other files).
+  target::Target& open() {
+    if (!t_) throw Error("target is closed");
+    return *t_;
   }
   py::list diags() { return diagnostics({&t_->diagnostics(), heap_ ? &heap_->diagnostics() : &empty_}); }
 
@@ -1388,6 +1394,16 @@ PYBIND11_MODULE(_native, m) {
       .def("nmt", &PyTarget::nmt, py::arg("detail") = false)
       .def("retention", &PyTarget::retention, py::arg("residency") = true)
       .def("report", &PyTarget::report, py::arg("residency") = true)
+      .def("allocators", [](PyTarget& t) { return bindings::allocators(t.open()); })
+      .def(
+          "jemalloc", [](PyTarget& t, bool allocations) { return bindings::jemalloc(t.open(), allocations); },
+          py::arg("allocations") = false)
+      .def(
+          "jemalloc_chunks",
+          [](PyTarget& t, const std::string& state, std::optional<uint64_t> limit) {
+            return bindings::jemalloc_chunks(t.open(), state, limit);
+          },
+          py::arg("state") = "all", py::arg("limit") = py::none())
       .def("close", &PyTarget::close)
       .def(
           "__enter__", [](PyTarget& t) -> PyTarget& { return t; }, py::return_value_policy::reference)

@@ -21,6 +21,9 @@ from .target import Target
 
 __all__ = ["Target", "HeapwalkError", "open_core", "attach", "from_gdb", "native"]
 
+#: The release, as CMakeLists.txt's ``project(heapwalk VERSION …)`` (a test keeps them equal).
+__version__ = "0.1.0"
+
 
 def native() -> ModuleType:
     """Return ``heapwalk._native``, importing it on first use.

@@ -31,6 +31,9 @@ def build_parser() -> Parser:
     """The CLI parser: one subparser per registered command, plus target options."""
     parser = Parser(prog=PROG, description="Walk glibc malloc arenas in an ELF core file "
                     "or a live process.", epilog=EPILOG)
+    import heapwalk  # pylint: disable=import-outside-toplevel
+    parser.add_argument("--version", action="version",
+                        version="%s %s" % (PROG, heapwalk.__version__))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     sub.required = True
     for command in registry.COMMANDS.values():
@@ -71,6 +74,9 @@ def build_parser() -> Parser:
         target.add_argument("--glibc", metavar="VERSION",
                             help="the target's glibc version, e.g. 2.31 (overrides detection)")
         registry.add_common(p)
+        p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                       help="colour the text: auto (default: on a terminal, unless NO_COLOR "
+                            "is set), always, never; lines fit $COLUMNS or the terminal")
     return parser
 
 
@@ -97,6 +103,15 @@ def _fix_positionals(parser: Parser, args: argparse.Namespace) -> None:
         return
     if args.pid is None:
         if args.core is None:
+            # `heapwalk chunk CORE`: argparse put CORE into ADDR; name what is missing.
+            for action in sub._actions:  # pylint: disable=protected-access
+                value = getattr(args, action.dest, None)
+                if action.option_strings or action.dest == "core" or action.nargs is not None \
+                        or not isinstance(value, str):
+                    continue
+                if os.path.exists(value) or not _is_number(value):
+                    sub.error("the following arguments are required: %s"
+                              % (action.metavar or action.dest.upper()))
             sub.error(getattr(registry.COMMANDS[args.command], "missing_core",
                               "give a CORE file or --pid PID"))
         # `heapwalk bins 1 CORE`: accept the core after the command's own argument.
@@ -116,6 +131,15 @@ def _fix_positionals(parser: Parser, args: argparse.Namespace) -> None:
     args.core = None
     for dest, value in zip(own, values):
         setattr(args, dest, value)
+
+
+def _is_number(text: str) -> bool:
+    """True when ``text`` reads as an ADDR/ARENA number (0x hex or decimal)."""
+    try:
+        registry.parse_int(text)
+    except UsageError:
+        return False
+    return True
 
 
 def open_target(args: argparse.Namespace) -> Target:
@@ -166,7 +190,10 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     parser = build_parser()
     try:
         with contextlib.redirect_stdout(out):  # --help goes to `out`
-            args = parser.parse_args(list(argv))
+            args, extra = parser.parse_known_args(list(argv))
+        if extra:  # the command's usage, not the top-level one (`arenas CORE --bogus`)
+            _subparser(parser, args.command).error(
+                "unrecognized arguments: %s" % " ".join(extra))
         _fix_positionals(parser, args)
     except ParserExit as exc:
         if exc.message:
@@ -180,7 +207,7 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
     subject = "pid %d" % args.pid if args.pid is not None else args.core
     live = args.pid is not None
     command = registry.COMMANDS[args.command]
-    style = Style(False) if args.json else Style.for_stream(out)
+    style = Style(False) if args.json else Style.for_stream(out, getattr(args, "color", "auto"))
     target: Optional[Target] = None
     try:
         if getattr(command, "needs_target", True):  # diff reads its own two files

@@ -115,6 +115,23 @@ def _loaded(path: str, sysroot: Optional[str], classes: bool) -> Tuple[Record, s
                                  "traceback") from None
 
 
+def _live_report(args: Any, classes: bool) -> Record:
+    """The report of the live process ``args.pid`` now (copied as ``report --pid`` copies it:
+    the target options --sysroot, --max-copy, --copy-to, overrides apply)."""
+    from .cli import open_target  # pylint: disable=import-outside-toplevel
+    from .cmd_report import build_report  # pylint: disable=import-outside-toplevel
+    target = open_target(args)
+    try:
+        doc = build_report(target, classes=classes)
+    finally:
+        target.close()
+    tgt = doc.setdefault("target", {})
+    if isinstance(tgt, dict):
+        tgt.setdefault("kind", "live")
+        tgt.setdefault("pid", args.pid)
+    return doc
+
+
 def _figure(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and -MAX_FIGURE <= value <= MAX_FIGURE
 
@@ -628,9 +645,10 @@ def render_diff(doc: Record, style: Style = render.PLAIN) -> List[str]:
     shrunk = sorted([r for r in doc["size_classes"] if r["delta"]["count"] < 0],
                     key=lambda r: (r["delta"]["bytes"], r["size"]))
     if shrunk:
-        out.append("  shrank: " + ", ".join("%d x%s (%s)" % (r["size"], _sc(r["delta"]["count"]),
-                                                              _sd(r["delta"]["bytes"]))
-                                             for r in shrunk[:6]))
+        out.append("  shrank: " + ", ".join(
+            "size %d: %s chunks (%s)" % (r["size"], _sc(r["delta"]["count"]),
+                                         _sd(r["delta"]["bytes"]))
+            for r in shrunk[:6]))
     if doc["classes"]:
         out.append("")
         out.append(style.paint("bold", "content classes that changed"))
@@ -690,7 +708,9 @@ class Diff(Command):
                    "arena (system, in use, free, trimmable, top), each NMT category "
                    "(reserved, committed, malloc), each content class, each in-use chunk size "
                    "(the sizes whose count grew, by bytes grown) and the mapping groups. "
-                   "Usage: heapwalk diff A B.")
+                   "Usage: heapwalk diff A B, or heapwalk diff A --pid PID: a saved snapshot "
+                   "against the live process now (B is a report of it, taken as 'report "
+                   "--pid' takes one).")
     #: The CLI opens no target for this command: it reads its two files itself.
     needs_target = False
 
@@ -699,26 +719,39 @@ class Diff(Command):
         if not any(a.dest == "core" for a in parser._actions):  # pylint: disable=protected-access
             parser.add_argument("a", metavar="A",
                                 help="the earlier snapshot: a core or a saved 'report --json' file")
-        parser.add_argument("b", metavar="B",
+        parser.add_argument("b", metavar="B", nargs="?",
                             help="the later snapshot: a core or a saved 'report --json' file "
-                                 "(A, the earlier one, is the first file)")
+                                 "(A, the earlier one, is the first file); with --pid PID, "
+                                 "B is the live process now")
         parser.add_argument("--no-classes", action="store_true",
                             help="for cores: skip the content classification (faster)")
 
     def collect(self, inv: Invocation) -> Record:
         args = inv.args
-        path_a = getattr(args, "core", None) or getattr(args, "a", None)
-        path_b = args.b
-        if getattr(args, "pid", None) is not None or not path_a:
-            raise UsageError("diff compares two files: heapwalk diff A B (cores or saved "
-                             "'report --json' documents)")
+        pid = getattr(args, "pid", None)
+        # With --pid the CLI moves its CORE word into B: A is whichever file was named.
+        named = [p for p in (getattr(args, "core", None), getattr(args, "a", None), args.b) if p]
+        if pid is not None:
+            if len(named) != 1:
+                raise UsageError("with --pid, diff takes one snapshot: heapwalk diff A --pid PID "
+                                 "(A: a core or a saved 'report --json' document)")
+            path_a, path_b = named[0], None
+        elif len(named) != 2:
+            raise UsageError("diff compares two snapshots: heapwalk diff A B, or heapwalk diff "
+                             "A --pid PID (cores or saved 'report --json' documents)")
+        else:
+            path_a, path_b = named
         sysroot = getattr(args, "sysroot", None)
         classes = not getattr(args, "no_classes", False)
         for path in (path_a, path_b):
-            if not os.path.exists(path):
+            if path is not None and not os.path.exists(path):
                 raise HeapwalkError("no such file", subject=path)
         a, kind_a = _loaded(path_a, sysroot, classes)
-        b, kind_b = _loaded(path_b, sysroot, classes)
+        if path_b is None:
+            b, kind_b = _live_report(args, classes), "live"
+            path_b = "pid %d" % pid
+        else:
+            b, kind_b = _loaded(path_b, sysroot, classes)
         doc = compare(a, b, path_a, path_b, kind_a, kind_b)
         doc.setdefault("diagnostics", []).extend(
             inherited_diagnostics("A", a) + inherited_diagnostics("B", b))

@@ -78,6 +78,8 @@ class Leaks(Command):
         arena = resolve_arena(inv, inv.args.arena)
         document = query(inv.target, arena, self._limit(inv), bool(inv.args.largest),
                          bool(inv.args.anon_roots))
+        # No timing in a document: the same core gives byte-identical JSON (issue 15).
+        document.pop("seconds", None)
         return render.wrap(self.name, document)
 
     def render(self, document: Record, inv: Invocation) -> List[str]:

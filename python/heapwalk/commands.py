@@ -12,7 +12,7 @@ import argparse
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, NoReturn, Optional
 
-from . import render, streamed
+from . import render, streamed, termwidth
 from .errors import NotFoundError, UsageError
 from .render import Style
 from .target import Target
@@ -234,10 +234,26 @@ class Arenas(Command):
                    "--json prints the engine's report unchanged.")
 
     def collect(self, inv: Invocation) -> Record:
-        return inv.target.arenas()
+        document = inv.target.arenas()
+        owner = [a for a in inv.target.allocators() if a.get("owns_malloc")]
+        if owner and owner[0]["allocator"] == "jemalloc":
+            # New fields only: glibc's arenas stay as they are (its main arena still exists).
+            try:
+                document = dict(document, allocator="jemalloc", jemalloc=inv.target.jemalloc())
+            except RuntimeError as exc:  # the engine's Error: jemalloc's arenas were not found
+                found = {"kind": "layout", "address": None, "arena": None, "detail": str(exc),
+                         "severity": "error"}
+                document = dict(document, allocator="jemalloc",
+                                diagnostics=list(document.get("diagnostics", [])) + [found])
+        return document
 
     def render(self, document: Record, inv: Invocation) -> List[str]:
-        return render.render_arenas(document, inv.style)
+        lines = render.render_arenas(document, inv.style)
+        if "jemalloc" in document:
+            from .render_jemalloc import render_jemalloc  # noqa: PLC0415
+
+            lines = render_jemalloc(document["jemalloc"], inv.style) + ["", "glibc:"] + lines
+        return lines
 
 
 class Heaps(Command):
@@ -345,8 +361,12 @@ class Chunks(Command):
         return limit or None
 
     def collect(self, inv: Invocation) -> Record:
-        arena = resolve_arena(inv, inv.args.arena)
         state = inv.args.state or "all"
+        owner = [a for a in inv.target.allocators() if a.get("owns_malloc")]
+        if inv.args.arena is None and owner and owner[0]["allocator"] == "jemalloc":
+            # jemalloc answers malloc: its allocations (--arena still names a glibc arena).
+            return render.wrap(self.name, inv.target.jemalloc_chunks(state, self._limit(inv)))
+        arena = resolve_arena(inv, inv.args.arena)
         if not inv.target.streams or (not inv.json and self._limit(inv) is not None):
             return render.wrap(self.name, inv.target.chunks(arena, state, self._limit(inv)))
         if not inv.json:  # every chunk as text: stream_lines() walks twice
@@ -464,6 +484,9 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     """Options every command has."""
     parser.add_argument("--json", action="store_true",
                         help="print a JSON document (schema heapwalk/1) instead of text")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="say where each layout and figure comes from (the profile, the "
+                             "debug info, the glibc source it encodes)")
 
 
 def build_parser(command: Command, prog: str) -> Parser:
@@ -497,6 +520,8 @@ def capture_line(capture: Record) -> str:
 def execute(command: Command, inv: Invocation, stream: bool = False) -> Output:
     """Run ``command``: JSON or text (diagnostics after the text), and its exit status.
     ``stream``: a streamed JSON document comes as ``Output.pieces`` (see :class:`Output`)."""
+    if getattr(inv.args, "verbose", False):
+        inv.style.verbose = True
     document = command.collect(inv)
     set_severities(document)
     capture = capture_of(inv) if getattr(command, "needs_target", True) else None
@@ -534,6 +559,7 @@ def execute(command: Command, inv: Invocation, stream: bool = False) -> Output:
     notes = render.diagnostics(shown.get("diagnostics", []), inv.style)
     if notes:
         lines = lines + [""] + notes
+    lines = termwidth.fit(lines, inv.style.width)  # no line wider than the terminal
     text = "\n".join(render.safe_line(line, inv.style) for line in lines)
     return Output(text + "\n", command.status(document), document)
 
@@ -541,13 +567,15 @@ def execute(command: Command, inv: Invocation, stream: bool = False) -> Output:
 def _text_pieces(command: Command, document: Record, inv: Invocation,
                  capture: Optional[Record]) -> Iterator[str]:
     """What :func:`execute` prints for a streamed text listing, line by line."""
+    width = inv.style.width
     for line in command.stream_lines(document, inv):  # type: ignore[attr-defined]
-        yield render.safe_line(line, inv.style) + "\n"
+        for part in termwidth.fit([line], width):  # no line wider than the terminal
+            yield render.safe_line(part, inv.style) + "\n"
     tail: List[str] = []
     if capture is not None:
         tail += ["", capture_line(capture)]
     notes = render.diagnostics(render.safe_doc(document.get("diagnostics", [])), inv.style)
     if notes:
         tail += [""] + notes
-    for line in tail:
+    for line in termwidth.fit(tail, width):
         yield render.safe_line(line, inv.style) + "\n"

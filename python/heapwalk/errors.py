@@ -63,7 +63,7 @@ def _shown(text: str) -> str:
 
 def format_address(value: int) -> str:
     """The canonical ``0x`` address form used in messages (same as render.addr)."""
-    return "0x%014x" % value if value >= 0 else "-0x%x" % -value
+    return "0x%x" % value if value >= 0 else "-0x%x" % -value
 
 
 def _engine_subject(exc: BaseException, default: Optional[str]) -> Optional[str]:

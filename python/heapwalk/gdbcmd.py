@@ -25,7 +25,7 @@ import gdb  # type: ignore[import-not-found]  # pylint: disable=import-error
 
 import heapwalk
 from . import commands as registry
-from . import render
+from . import render, termwidth
 from .commands import Command, Invocation, ParserExit
 from .errors import HeapwalkError, NoTargetError, UsageError, describe_error
 from .render import Style
@@ -76,30 +76,189 @@ def _connection_type(inferior: Any) -> Optional[str]:
 # -- `set heapwalk ...`: overrides for targets whose glibc heapwalk cannot find by itself -------
 
 class _SetPrefix(gdb.Command):
-    """Settings of heapwalk (overrides for the glibc state it looks for)."""
+    """Settings of heapwalk (overrides for the glibc state it looks for).
+
+'show heapwalk' lists every setting with its value; 'help set heapwalk NAME' describes one."""
 
     def __init__(self, verb: str) -> None:
+        self._verb = verb
         super().__init__("%s heapwalk" % verb, gdb.COMMAND_DATA, prefix=True)
+
+    def invoke(self, argument: str, from_tty: bool) -> None:
+        """``show heapwalk``: every setting and its value; ``set heapwalk``: the list."""
+        if argument.strip():
+            raise gdb.GdbError("heapwalk: no setting %r\nhint: 'show heapwalk' lists them"
+                               % render.safe(argument.strip()))
+        width = max(len(name) for name in _SETTINGS)
+        if self._verb == "set":
+            gdb.write("heapwalk settings ('set heapwalk NAME VALUE'; 'help set heapwalk NAME' "
+                      "describes one):\n")
+            for name, setting in _SETTINGS.items():
+                gdb.write("  %-*s  %s\n" % (width, name, setting.summary))
+            return
+        for name, setting in _SETTINGS.items():
+            gdb.write("heapwalk %-*s  %s\n" % (width + 1, name + ":", setting.shown()))
+
+
+#: name -> (kind, one line, what "auto" / not set means, more help)
+_SETTING_DOCS: Dict[str, Tuple[str, str, str, str]] = {
+    "main-arena": (
+        "string", "the address of glibc's main_arena",
+        "auto (from glibc's symbols, else found in the memory image)",
+        "A number or any gdb expression (e.g. &main_arena); evaluated when a command next "
+        "reads the target. Empty (set heapwalk main-arena) returns to auto."),
+    "mp": (
+        "string", "the address of glibc's mp_ (malloc parameters)",
+        "auto (from glibc's symbols, else found in the memory image)",
+        "A number or any gdb expression (e.g. &mp_). Empty returns to auto."),
+    "glibc": (
+        "string", "the glibc version heapwalk assumes",
+        "auto",
+        "By default (auto) heapwalk reads the version from libc's banner, its file name or "
+        "its version definitions, else from the malloc layout that fits the image. A "
+        "version such as 2.31 forces that version's malloc layout (for a libc heapwalk cannot "
+        "identify). 'set heapwalk glibc' with no value (or \"\") returns to auto."),
+    "sysroot": (
+        "string", "where the target's files (libc, debug symbols) are looked up",
+        "auto (gdb's own sysroot)",
+        "A directory: module paths of the core or process are looked up under it (cores "
+        "from containers or other machines). Empty returns to gdb's sysroot."),
+    "no-symbols": (
+        "boolean", "whether heapwalk ignores every file on disk",
+        "off",
+        "When on, glibc's state is found from the memory image alone (no libc file, no "
+        "debug symbols)."),
+    "color": (
+        "boolean", "whether heapwalk colours its output",
+        "on",
+        "When on (the default), heapwalk colours states, sizes and headings as on a "
+        "terminal, whenever gdb styles its own output (set style enabled; never in batch "
+        "mode, nor with NO_COLOR set). Lines always fit gdb's width (set width)."),
+}
 
 
 class _Setting(gdb.Parameter):
     """A heapwalk setting; changing one drops the cached target."""
 
-    def __init__(self, name: str, kind: int, doc: str) -> None:
-        self.__doc__ = doc
-        self.set_doc = doc
-        self.show_doc = doc
-        super().__init__("heapwalk " + name, gdb.COMMAND_DATA, kind)
+    def __init__(self, name: str) -> None:
+        kind, line, auto, more = _SETTING_DOCS[name]
+        self.name = name
+        self.summary = line
+        self.auto = auto
+        self.__doc__ = more
+        self.set_doc = "Set %s." % line
+        self.show_doc = "Show %s." % line
+        super().__init__("heapwalk " + name, gdb.COMMAND_DATA,
+                         gdb.PARAM_BOOLEAN if kind == "boolean" else gdb.PARAM_STRING)
 
     def get_set_string(self) -> str:
-        invalidate()
+        if self.name != "color":  # colour is only how the text looks
+            invalidate()
+        if isinstance(self.value, str):
+            text = self.value.strip()
+            if text in ('""', "''"):  # gdb keeps the quotes of `set heapwalk glibc ""`
+                text = ""
+            if text != self.value:
+                self.value = text
+            if not text:
+                return "heapwalk %s: %s" % (self.name, self.shown())
         return ""
 
+    def shown(self) -> str:
+        """The value as ``show`` prints it: the setting, or what auto means now."""
+        value = self.value
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        if value:
+            if self.name == "glibc":
+                return "%s (forced; detection is off)" % render.safe(value)
+            return render.safe(value)
+        if self.name == "glibc":
+            detected = _detected_glibc()
+            return "auto (detected %s)" % detected if detected else "auto"
+        return self.auto
+
     def get_show_string(self, svalue: str) -> str:
-        return svalue or "(not set)"
+        return self.shown()
 
 
 _SETTINGS: Dict[str, Any] = {}
+
+
+def _detected_glibc() -> Optional[str]:
+    """The glibc version of the open target, with how it was found; None without one."""
+    if not (_SETTINGS.get("glibc") is None or not _SETTINGS["glibc"].value):
+        return None
+    try:
+        inferior = gdb.selected_inferior()
+        target = _Cache.target
+        if target is None or target.closed:
+            if _connection_type(inferior) != "core":  # opening a live process copies it
+                return None
+            target = current_target()
+        glibc = target.arenas().get("glibc") or {}
+    except Exception:  # pylint: disable=broad-except  # cosmetic: no target, unreadable core
+        return None
+    version = glibc.get("version")
+    if not version:
+        return None
+    source = glibc.get("version_source")
+    return "%s, from %s" % (render.safe(version), render.safe(source)) if source \
+        else render.safe(version)
+
+
+def _forced_glibc() -> Optional[str]:
+    """The version `set heapwalk glibc` forces, or None (auto)."""
+    setting = _SETTINGS.get("glibc")
+    return setting.value if setting is not None and setting.value else None
+
+
+def _unforced_version(target: Target) -> Optional[str]:
+    """The glibc version heapwalk detects for ``target`` when nothing is forced."""
+    if target.kind == "core":
+        core = _core_path()
+        if core is None:
+            return None
+        overrides = dict(_overrides())
+        overrides.pop("glibc_version", None)
+        try:
+            with heapwalk.open_core(core, sysroot=_sysroot(), overrides=overrides) as probe:
+                return (probe.arenas().get("glibc") or {}).get("version") or None
+        except Exception:  # pylint: disable=broad-except  # cosmetic: the note is left out
+            return None
+    return _gdb_glibc_version()  # a live process: gdb's own symbols, if it has them
+
+
+def _forced_note(target: Target, forced: str) -> Optional[str]:
+    """Once per target: "detected 2.36, you forced 2.17" when they differ."""
+    if getattr(target, "forced_glibc_noted", None) == forced:
+        return None
+    target.forced_glibc_noted = forced  # type: ignore[attr-defined]
+    detected = _unforced_version(target)
+    if not detected or detected == forced:
+        return None
+    return ("heapwalk: detected glibc %s, you forced %s (its malloc layout is what heapwalk "
+            "reads); 'set heapwalk glibc' with no value returns to auto"
+            % (render.safe(detected), render.safe(forced)))
+
+
+_MISALIGNED = re.compile(r"^(?:\x1b\[[0-9;]*m)?(error|warning):(?:\x1b\[[0-9;]*m)? misaligned\b")
+
+
+def _condense_misaligned(text: str, forced: str) -> str:
+    """Under a forced glibc version, many `misaligned` warnings become one summary line."""
+    lines = text.split("\n")
+    hits = [i for i, line in enumerate(lines) if _MISALIGNED.match(line)]
+    if len(hits) < 2:
+        return text
+    first = _MISALIGNED.match(lines[hits[0]])
+    summary = ("%s: misaligned: %d misaligned chunk pointers under the forced glibc %s layout "
+               "(first %s); --json lists every one"
+               % (first.group(1) if first else "error", len(hits), render.safe(forced),
+                  _MISALIGNED.sub("", lines[hits[0]]).lstrip()))
+    drop = set(hits[1:])
+    lines[hits[0]] = summary
+    return "\n".join(line for i, line in enumerate(lines) if i not in drop)
 
 
 def _register_settings() -> None:
@@ -107,18 +266,9 @@ def _register_settings() -> None:
         return
     _SetPrefix("set")
     _SetPrefix("show")
-    for name, kind, doc in (
-            ("main-arena", gdb.PARAM_STRING,
-             "Address (or gdb expression) of glibc's main_arena; overrides symbols."),
-            ("mp", gdb.PARAM_STRING,
-             "Address (or gdb expression) of glibc's mp_; overrides symbols."),
-            ("glibc", gdb.PARAM_STRING,
-             "The target's glibc version, e.g. 2.31; overrides detection."),
-            ("sysroot", gdb.PARAM_STRING,
-             "Where the core's files live (defaults to gdb's own sysroot)."),
-            ("no-symbols", gdb.PARAM_BOOLEAN,
-             "Use no file from disk: find glibc's state from the memory image alone.")):
-        _SETTINGS[name] = _Setting(name, kind, doc)
+    for name in _SETTING_DOCS:
+        _SETTINGS[name] = _Setting(name)
+    _SETTINGS["color"].value = True
 
 
 def _overrides() -> Dict[str, Any]:
@@ -379,14 +529,22 @@ def _split_expression(parser: Any, argv: List[str]) -> List[str]:
 # -- output ------------------------------------------------------------------------------------
 
 def _style() -> Style:
-    """Colour when gdb styling is on (gdb turns it off in batch mode) and stdout is a tty."""
+    """Colour when gdb styling is on (gdb turns it off in batch mode), stdout is a tty and
+    ``set heapwalk color`` is on; lines fit gdb's ``width``."""
     try:
         enabled = bool(gdb.parameter("style enabled"))
     except (gdb.error, RuntimeError):
         enabled = False
     if os.environ.get("NO_COLOR"):
         enabled = False
-    return Style(enabled and os.isatty(1))
+    setting = _SETTINGS.get("color")
+    if setting is not None and not setting.value:
+        enabled = False
+    try:
+        width = termwidth.gdb_width(gdb.parameter("width"))
+    except (gdb.error, RuntimeError):
+        width = None
+    return Style(enabled and os.isatty(1), width)
 
 
 def _set_status(status: int) -> None:
@@ -437,6 +595,9 @@ Commands mirror the CLI (python3 -m heapwalk); every command takes --json.
     def invoke(self, argument: str, from_tty: bool) -> None:
         """``heapwalk`` alone: list the commands."""
         words = gdb.string_to_argv(argument)
+        if words == ["--version"]:
+            gdb.write("heapwalk %s\n" % heapwalk.__version__)
+            return
         if words:
             raise gdb.GdbError("heapwalk: unknown command '%s'\nhint: 'heapwalk' lists the "
                                "commands" % render.safe(words[0]))
@@ -488,7 +649,15 @@ class HeapwalkCommand(gdb.Command):
                 raise
             raise _gdb_error(exc, subject) from None
         _set_status(output.status)
-        gdb.write(output.text)
+        text = output.text
+        forced = _forced_glibc()
+        if forced and target is not None:
+            note = _forced_note(target, forced)
+            if note:
+                gdb.write(note + "\n", gdb.STDERR)
+            if not getattr(args, "json", False):
+                text = _condense_misaligned(text, forced)
+        gdb.write(text)
 
     def complete(self, text: str, word: Optional[str]) -> Any:
         """Complete option names; positional words complete as gdb expressions.

@@ -12,8 +12,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 Record = Mapping[str, Any]
 
-#: Addresses are printed with this many hex digits (user space fits in 47 bits).
-ADDRESS_DIGITS = 14
+#: Addresses are printed as gdb prints them (``0x7faa907217d0``); 0 would be zero-padded widths.
+ADDRESS_DIGITS = 0
 #: How many chunk addresses a bin line shows before "… +N".
 BIN_PREVIEW = 4
 SCHEMA = "heapwalk/1"
@@ -27,8 +27,13 @@ class Style:
     _CODES = {"bold": "1", "dim": "2", "warn": "33", "error": "31", "free": "32",
               "head": "1;4"}
 
-    def __init__(self, enabled: bool = False) -> None:
+    def __init__(self, enabled: bool = False, width: Optional[int] = None,
+                 verbose: bool = False) -> None:
         self.enabled = enabled
+        #: The terminal's width (lines and tables are fitted to it); None: no limit.
+        self.width = width
+        #: ``-v``: provenance (which layout, from where) next to the figures.
+        self.verbose = verbose
 
     def paint(self, kind: str, text: str) -> str:
         """Wrap ``text`` in the ANSI code for ``kind`` when enabled."""
@@ -37,15 +42,20 @@ class Style:
         return "\x1b[%sm%s\x1b[0m" % (self._CODES[kind], text)
 
     @staticmethod
-    def for_stream(stream: Any) -> "Style":
-        """Colour iff ``stream`` is a terminal and neither NO_COLOR nor TERM=dumb is set."""
+    def for_stream(stream: Any, color: str = "auto") -> "Style":
+        """Colour iff ``stream`` is a terminal and neither NO_COLOR nor TERM=dumb is set
+        (``color`` "always"/"never" decide instead); the width is the terminal's."""
+        from .termwidth import stream_width  # pylint: disable=import-outside-toplevel
+        width = stream_width(stream)
+        if color in ("always", "never"):
+            return Style(color == "always", width)
         if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
-            return Style(False)
+            return Style(False, width)
         isatty = getattr(stream, "isatty", None)
         try:
-            return Style(bool(isatty and isatty()))
+            return Style(bool(isatty and isatty()), width)
         except (OSError, ValueError):
-            return Style(False)
+            return Style(False, width)
 
 
 PLAIN = Style(False)
@@ -184,7 +194,7 @@ def safe_line(line: str, style: Optional["Style"] = None) -> str:
 # -- scalars ---------------------------------------------------------------------------------
 
 def addr(value: Optional[int]) -> str:
-    """``0x``-prefixed fixed-width address, or ``-`` for None."""
+    """``0x``-prefixed address as gdb prints it (``0x7faa907217d0``), or ``-`` for None."""
     if value is None:
         return "-"
     return "0x%0*x" % (ADDRESS_DIGITS, value)
@@ -205,10 +215,11 @@ def size(nbytes: Optional[int]) -> str:
 
 
 def exact_size(nbytes: int) -> str:
-    """Human and exact: ``1.5 MiB (1572864 bytes)``; small sizes only once."""
+    """Human and exact, in :func:`size`'s units: ``1.5 MiB (1572864 B)``; small sizes only
+    once (``704 B``)."""
     if abs(nbytes) < 1024:
-        return "%d bytes" % nbytes
-    return "%s (%d bytes)" % (size(nbytes), nbytes)
+        return "%d B" % nbytes
+    return "%s (%d B)" % (size(nbytes), nbytes)
 
 
 def count_bytes(record: Optional[Record]) -> str:
@@ -243,22 +254,36 @@ class Column:
 
 def table(columns: Sequence[Column], rows: Iterable[Sequence[str]], style: Style = PLAIN,
           indent: str = "") -> List[str]:
-    """Lay out ``rows`` under ``columns``; widths fit the widest cell. Returns lines."""
+    """Lay out ``rows`` under ``columns``; widths fit the widest cell. Returns lines.
+
+    A table wider than ``style.width`` is split into several, one under the other, each
+    repeating the first (key) column; a continuation part leaves out the rows it has nothing
+    for."""
     rows = [list(row) for row in rows]
     widths = [len(c.header) for c in columns]
     for row in rows:
         for i, cell in enumerate(row):
             widths[i] = max(widths[i], visible_len(cell))
 
-    def line(cells: Sequence[str]) -> str:
+    def line(cells: Sequence[str], which: Sequence[int]) -> str:
         parts = []
-        for i, cell in enumerate(cells):
+        for i in which:
+            cell = cells[i] if i < len(cells) else ""
             pad = " " * (widths[i] - visible_len(cell))
             parts.append(cell + pad if columns[i].align == "<" else pad + cell)
         return (indent + "  ".join(parts)).rstrip()
 
-    out = [style.paint("bold", line([c.header for c in columns]))]
-    out.extend(line(row) for row in rows)
+    from .termwidth import column_groups  # pylint: disable=import-outside-toplevel
+    groups = ([list(range(len(columns)))] if not style.width
+              else column_groups(widths, style.width, indent=len(indent)))
+    out: List[str] = []
+    for n, which in enumerate(groups):
+        if n:
+            out.append("")
+        out.append(style.paint("bold", line([c.header for c in columns], which)))
+        # A continuation part lists only the rows with something in its columns.
+        out.extend(line(row, which) for row in rows
+                   if not n or any(row[i] for i in which[1:] if i < len(row)))
     return out
 
 
@@ -414,12 +439,12 @@ def render_arenas(report: Record, style: Style = PLAIN) -> List[str]:
     out = table(columns, rows, style)
     free = totals["fast"][1] + totals["bins"][1] + totals["top"] + totals["tcache"][1]
     out.append("")
-    out.append("%s: system %s, in use %s in %s, free %s (fastbins %d, bins %d, top %d, "
-               "tcache %d bytes)" % (style.paint("bold", "totals"), exact_size(totals["system"]),
-                                     exact_size(totals["in_use"][1]),
-                                     plural(totals["in_use"][0], "chunk"), exact_size(free),
-                                     totals["fast"][1], totals["bins"][1], totals["top"],
-                                     totals["tcache"][1]))
+    out.append("%s: system %s, in use %s in %s, free %s: fastbins %s, bins %s, top %s, "
+               "tcache %s" % (style.paint("bold", "totals"), exact_size(totals["system"]),
+                              exact_size(totals["in_use"][1]),
+                              plural(totals["in_use"][0], "chunk"), exact_size(free),
+                              size(totals["fast"][1]), size(totals["bins"][1]),
+                              size(totals["top"]), size(totals["tcache"][1])))
     mmapped = report.get("mmapped") or {}
     out.append("%s: %s, %s" % (style.paint("bold", "mmapped"),
                                plural(mmapped.get("count", 0), "chunk"),
@@ -438,9 +463,23 @@ def render_arenas(report: Record, style: Style = PLAIN) -> List[str]:
                           Column("cached")], trows, style, indent="  "))
     glibc = report.get("glibc") or {}
     out.append("")
+    source = str(glibc.get("layout_source", "?"))
     out.append("glibc %s (layout: %s)" % (glibc.get("version", "?"),
-                                         glibc.get("layout_source", "?")))
+                                         source if style.verbose else layout_words(source)))
     return out
+
+
+#: The first word of the engine's ``layout_source`` in plain words (the rest, its profile and
+#: the glibc source it encodes, is for ``-v`` and JSON).
+_LAYOUT_WORDS = {"dwarf": "from glibc's debug info", "symtab": "from glibc's symbols",
+                 "override": "from the addresses you gave",
+                 "heuristic": "found by searching memory"}
+
+
+def layout_words(source: str) -> str:
+    """``dwarf (profile 2.35: glibc-2.35 malloc/malloc.c …)`` -> ``from glibc's debug info``."""
+    word = source.split(" ", 1)[0]
+    return _LAYOUT_WORDS.get(word, word or "?")
 
 
 def render_heaps(document: Record, style: Style = PLAIN) -> List[str]:
@@ -621,7 +660,7 @@ def render_nmt(document: Record, style: Style = PLAIN) -> List[str]:
         return ["no HotSpot JVM (libjvm.so) in this target"]
     out.append("JVM %s (%s), NMT %s; figures from %s" % (
         n.get("jdk") or "version unknown", libjvm, level, n.get("source")))
-    if n.get("layout"):
+    if n.get("layout") and style.verbose:  # provenance: -v and JSON only
         out.append(style.paint("dim", "layout: %s" % n["layout"]))
     out.append("")
     cats = n.get("categories") or []
@@ -724,9 +763,8 @@ def render_thread_stacks(ts: Optional[Record]) -> List[str]:
     """The thread stacks' committed bytes computed now next to NMT's record of them."""
     if not ts:
         return []
-    out = ["", "Thread stacks (%d): committed now %s (%d bytes); NMT's record %s (%d bytes)" % (
-        ts["regions"], size(ts["committed"]), ts["committed"], size(ts["committed_nmt"]),
-        ts["committed_nmt"])]
+    out = ["", "Thread stacks (%d): committed now %s; NMT's record %s" % (
+        ts["regions"], exact_size(ts["committed"]), exact_size(ts["committed_nmt"]))]
     out.append("  NMT does not track stack growth: its record is what the last jcmd "
                "VM.native_memory (or each thread's creation: its guard zones, %s) left in the image;"
                % size(ts.get("guard", 0)))

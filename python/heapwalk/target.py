@@ -41,6 +41,21 @@ class Target:
             self._arenas = self._call(self._handle.arenas)
         return self._arenas
 
+    def allocators(self) -> List[Record]:
+        """The allocators the target uses (loaded modules), malloc's owner first; [] from an
+        engine without allocator detection (test doubles)."""
+        method = getattr(self._handle, "allocators", None)
+        return self._call(method) if method is not None else []
+
+    def jemalloc(self, allocations: bool = False) -> Record:
+        """jemalloc's arenas with its own statistics, thread caches and (``allocations``)
+        every extent's allocations in address order; raises when the target has no jemalloc."""
+        return self._call(self._handle.jemalloc, allocations)
+
+    def jemalloc_chunks(self, state: str = "all", limit: Optional[int] = None) -> Record:
+        """jemalloc's allocations and free slots in address order ("all", "used", "free")."""
+        return self._call(self._handle.jemalloc_chunks, state, limit)
+
     def bins(self, arena: Optional[int] = None, chunks: Optional[int] = None) -> Record:
         """Non-empty fastbins and bins and the top chunk, per arena (or of one arena);
         ``chunks``: list at most that many chunks of each list (None: all)."""

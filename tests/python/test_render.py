@@ -15,13 +15,13 @@ def test_size(n: int, text: str) -> None:
 
 
 def test_exact_size_shows_both() -> None:
-    assert render.exact_size(1572864) == "1.5 MiB (1572864 bytes)"
-    assert render.exact_size(100) == "100 bytes"
+    assert render.exact_size(1572864) == "1.5 MiB (1572864 B)"
+    assert render.exact_size(100) == "100 B"
 
 
 def test_addresses_are_fixed_width() -> None:
-    assert render.addr(0x10) == "0x00000000000010"
-    assert render.addr(0x7FFFF7E19C80) == "0x007ffff7e19c80"
+    assert render.addr(0x10) == "0x10"
+    assert render.addr(0x7FFFF7E19C80) == "0x7ffff7e19c80"
     assert render.addr(None) == "-"
 
 
@@ -36,7 +36,7 @@ def test_diagnostic_lines() -> None:
         {"kind": "cycle", "address": 0x555555559300, "arena": None,
          "detail": "fastbin 0 loops\nback"},
         {"kind": "note", "address": None, "arena": None, "detail": "using heuristics"}])
-    assert lines == ["error: cycle at 0x00555555559300: fastbin 0 loops back",
+    assert lines == ["error: cycle at 0x555555559300: fastbin 0 loops back",
                      "note: using heuristics"]
     assert render.diagnostics([{"kind": "symbols", "address": None, "arena": None,
                                 "detail": "libc.so.6: file not found", "severity": "warning"}]) == [
@@ -48,32 +48,32 @@ def test_arenas_text(fake, core, run) -> None:
     lines = out.splitlines()
     assert lines[0].split() == ["#", "arena", "main", "system", "max", "system", "heaps",
                                 "in", "use", "fastbins", "bins", "top", "tcache"]
-    assert lines[1].split()[:3] == ["0", "0x007ffff7e19c80", "main"]
-    assert any(l.startswith("totals: system 396.0 KiB (405504 bytes)") for l in lines)
-    assert "mmapped: 1 chunk, 1.5 MiB (1576960 bytes)" in lines
+    assert lines[1].split()[:3] == ["0", "0x7ffff7e19c80", "main"]
+    assert any(l.startswith("totals: system 396.0 KiB (405504 B)") for l in lines)
+    assert "mmapped: 1 chunk, 1.5 MiB (1576960 B)" in lines
     assert "glibc 2.36 (layout: symbols+profile)" in lines
-    assert any(l.split()[:3] == ["1001", "0x007ffff0000030", "(#1)"] for l in lines)
+    assert any(l.split()[:3] == ["1001", "0x7ffff0000030", "(#1)"] for l in lines)
     assert "\x1b[" not in out  # not a terminal
 
 
 def test_bins_text(fake, core, run) -> None:
     out = run("bins", core, "0")[1]
-    assert out.splitlines()[0] == "arena #0 (main) 0x007ffff7e19c80"
-    assert "… +2" in out and "top: 0x00555555561000, 117.2 KiB (120000 bytes)" in out
+    assert out.splitlines()[0] == "arena #0 (main) 0x7ffff7e19c80"
+    assert "… +2" in out and "top: 0x555555561000, 117.2 KiB (120000 B)" in out
 
 
 def test_tcache_text(fake, core, run) -> None:
     out = run("tcache", core, "1002")[1]
-    assert out.splitlines()[0] == "thread 1002: tcache -, arena -: 0 chunks, 0 bytes"
+    assert out.splitlines()[0] == "thread 1002: tcache -, arena -: 0 chunks, 0 B"
 
 
 def test_chunk_text(fake, core, run) -> None:
     lines = run("chunk", core, "0x7ffff0000048")[1].splitlines()
-    assert lines[0] == ("0x007ffff0000048: in chunk 0x007ffff0000020 "
+    assert lines[0] == ("0x7ffff0000048: in chunk 0x7ffff0000020 "
                         "(24 bytes into the user data)")
     assert "  state  tcache" in lines
-    assert "  arena  0x007ffff0000030 (#1)" in lines
-    assert lines[-1] == "  next   0x007ffff0000040  size 96 bytes  fastbin"
+    assert "  arena  0x7ffff0000030 (#1)" in lines
+    assert lines[-1] == "  next   0x7ffff0000040  size 96 B  fastbin"
     assert run("chunk", core, "0x7ffff0000021")[1].splitlines()[0].endswith(
         "(in the chunk header, 15 bytes before the user data)")
 

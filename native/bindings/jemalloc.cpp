@@ -1,0 +1,162 @@
+#include "bindings/jemalloc.h"
+
+#include "alloc/model.h"
+#include "jemalloc/model.h"
+
+namespace py = pybind11;
+
+namespace heapwalk::bindings {
+
+namespace {
+
+// Text the target supplied (module paths, diagnostic details): never assumed UTF-8.
+py::str text(const std::string& s) {
+  PyObject* o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "backslashreplace");
+  if (!o) throw py::error_already_set();
+  return py::reinterpret_steal<py::str>(o);
+}
+
+py::object opt(const std::optional<uint64_t>& v) { return v ? py::object(py::int_(*v)) : py::object(py::none()); }
+
+py::dict stats_dict(const std::map<std::string, uint64_t>& m) {
+  py::dict d;
+  for (const auto& [k, v] : m) d[text(k)] = v;
+  return d;
+}
+
+}  // namespace
+
+py::list allocators(target::Target& t) {
+  py::list out;
+  for (const auto& d : alloc::detect(t)) {
+    py::dict e;
+    e["allocator"] = alloc::kind_name(d.kind);
+    e["module"] = text(d.module);
+    e["owns_malloc"] = d.owns_malloc;
+    out.append(e);
+  }
+  return out;
+}
+
+py::dict jemalloc(target::Target& t, bool allocations) {
+  std::unique_ptr<jemalloc::Model> m;
+  {
+    py::gil_scoped_release nogil;
+    m = std::make_unique<jemalloc::Model>(t);
+  }
+  py::dict d;
+  d["allocator"] = alloc::kind_name(m->kind());
+  d["version"] = m->version();
+  d["module"] = text(m->module());
+  d["layout_source"] = m->layout_source();
+  d["stats"] = stats_dict(m->stats());
+  py::list arenas;
+  for (const auto& p : m->pools()) {
+    py::dict a;
+    a["index"] = p.index;
+    a["address"] = p.address;
+    a["name"] = text(p.name);
+    a["stats"] = stats_dict(p.stats);
+    a["in_use"] = p.in_use;
+    a["cached"] = p.cached;
+    a["free"] = p.free;
+    a["released"] = p.released;
+    a["metadata"] = p.metadata;
+    a["reclaimable"] = p.reclaimable;
+    a["allocations"] = p.allocations;
+    arenas.append(a);
+  }
+  d["arenas"] = arenas;
+  py::list caches;
+  for (const auto& c : m->thread_caches()) {
+    py::dict e;
+    e["lwp"] = c.lwp;
+    e["address"] = c.address;
+    e["bytes"] = c.bytes;
+    py::list bins;
+    for (const auto& b : c.bins) {
+      py::dict x;
+      x["size"] = b.size;
+      x["count"] = b.count;
+      bins.append(x);
+    }
+    e["bins"] = bins;
+    caches.append(e);
+  }
+  d["tcaches"] = caches;
+  d["rtree"] = m->rtree();
+  if (allocations) {
+    std::vector<alloc::Allocation> all;
+    {
+      py::gil_scoped_release nogil;
+      m->walk([&](const alloc::Allocation& a) {
+        all.push_back(a);
+        return true;
+      });
+    }
+    py::list l;
+    for (const auto& a : all) l.append(py::make_tuple(a.address, a.size, alloc::state_name(a.state), a.pool));
+    d["allocations"] = l;
+  }
+  py::list diags;
+  for (const Diagnostics* ds : {&t.diagnostics(), &m->diagnostics()})
+    for (const auto& x : ds->items()) {
+      py::dict e;
+      e["kind"] = text(x.kind);
+      e["address"] = opt(x.address);
+      e["arena"] = opt(x.arena);
+      e["detail"] = text(x.detail);
+      e["severity"] = severity_name(x.severity);
+      diags.append(e);
+    }
+  d["diagnostics"] = diags;
+  return d;
+}
+
+py::dict jemalloc_chunks(target::Target& t, const std::string& state, std::optional<uint64_t> limit) {
+  if (state != "all" && state != "used" && state != "free")
+    throw py::value_error("state must be 'all', 'used' or 'free', not '" + state + "'");
+  std::unique_ptr<jemalloc::Model> m;
+  std::vector<alloc::Allocation> shown;
+  uint64_t total = 0;
+  {
+    py::gil_scoped_release nogil;
+    m = std::make_unique<jemalloc::Model>(t);
+    m->walk([&](const alloc::Allocation& a) {
+      bool used = a.state == alloc::State::InUse;
+      if (state == "all" || (state == "used") == used) {
+        ++total;
+        if (!limit || shown.size() < *limit) shown.push_back(a);
+      }
+      return true;
+    });
+  }
+  py::list l;
+  for (const auto& a : shown) {
+    py::dict c;
+    c["address"] = a.address;
+    c["size"] = a.size;
+    c["state"] = alloc::state_name(a.state);
+    c["arena"] = a.pool >= 0 ? py::object(py::int_(m->pools()[a.pool].address)) : py::object(py::none());
+    l.append(c);
+  }
+  py::dict d;
+  d["allocator"] = "jemalloc";
+  d["chunks"] = l;
+  d["total"] = total;
+  py::list diags;
+  for (const Diagnostics* ds : {&t.diagnostics(), &m->diagnostics()})
+    for (const auto& x : ds->items()) {
+      py::dict e;
+      e["kind"] = text(x.kind);
+      e["address"] = opt(x.address);
+      e["arena"] = opt(x.arena);
+      e["detail"] = text(x.detail);
+      e["severity"] = severity_name(x.severity);
+      diags.append(e);
+    }
+  d["diagnostics"] = diags;
+  return d;
+}
+
+}  // namespace heapwalk::bindings
