@@ -131,6 +131,15 @@ def test_streamed_text_is_the_old_text(core4, argv, monkeypatch):
     assert r.stdout == _old_cli([argv[0], str(core4.core)] + argv[1:], monkeypatch)
 
 
+@pytest.mark.parametrize("columns", ["40", "200"])
+def test_streamed_text_fits_the_width_as_before(core4, columns, monkeypatch):
+    """$COLUMNS 40 splits the chunks table (it then comes from the whole document), 200 not."""
+    r = run_cli("chunks", core4.core, "--limit", "0", extra_env={"COLUMNS": columns})
+    assert r.returncode == 0, describe(r)
+    monkeypatch.setenv("COLUMNS", columns)
+    assert r.stdout == _old_cli(["chunks", str(core4.core), "--limit", "0"], monkeypatch)
+
+
 def test_out_of_memory_is_one_line(core4, monkeypatch):
     """MemoryError anywhere: one line, not `internal error: MemoryError`."""
     import_heapwalk()
