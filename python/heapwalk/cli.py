@@ -16,7 +16,7 @@ from typing import List, Optional, Sequence, TextIO
 
 from . import commands as registry
 from .commands import Invocation, Parser, ParserExit
-from .errors import HeapwalkError, UsageError, describe_error
+from .errors import HeapwalkError, UsageError, describe_error, out_of_memory
 from .render import Style
 from .target import Target
 
@@ -233,10 +233,8 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
         error_class = _native_error()
         known = isinstance(exc, (HeapwalkError, OSError)) or (
             error_class is not None and isinstance(exc, error_class))
-        if isinstance(exc, MemoryError) or isinstance(exc.__cause__ or exc.__context__,
-                                                      MemoryError):
-            exc = HeapwalkError("out of memory", hint="the analysis needs more memory than "
-                                "heapwalk may use (ulimit, cgroup)")
+        if out_of_memory(exc) is not None:
+            exc = out_of_memory(exc)  # type: ignore[assignment]
         elif not known:
             exc = HeapwalkError("internal error: %s: %s" % (type(exc).__name__, exc),
                                 hint="please report this; HEAPWALK_DEBUG=1 shows the "
