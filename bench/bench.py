@@ -42,6 +42,17 @@ OPS = {
     "nmt-headers": ("t = N.open_core(CORE, None, OV); t.arenas()", "t.nmt(False)"),
     "leaks": ("t = N.open_core(CORE, None, OV); t.arenas()", "t.leaks(limit=0)"),
     "report": ("t = N.open_core(CORE, None, OV); t.arenas()", "t.report() if hasattr(t, 'report') else None"),
+    # Issue 15 listings: the streamed CLI documents (chunks/bins --json, written a batch at a
+    # time) against the same documents built whole (the pre-streaming way); compare the rows'
+    # seconds and peak memory (e.g. --ops chunks-json,chunks-json-whole).
+    "chunks-json": ("import os; from heapwalk import cli",
+                    "cli.run(['chunks', CORE, '--json', '--limit', '0'], open(os.devnull, 'w'), sys.stderr)"),
+    "chunks-json-whole": ("from heapwalk import render as R; t = N.open_core(CORE, None, OV)",
+                          "R.to_json(R.wrap('chunks', t.chunks(None, 'all', None)))"),
+    "bins-json": ("import os; from heapwalk import cli",
+                  "cli.run(['bins', CORE, '--json'], open(os.devnull, 'w'), sys.stderr)"),
+    "bins-json-whole": ("from heapwalk import render as R; t = N.open_core(CORE, None, OV)",
+                        "R.to_json(R.wrap('bins', t.bins(None)))"),
 }
 
 
@@ -170,7 +181,8 @@ def main() -> int:
     ap.add_argument("--no-gdb-walker", action="store_true")
     ap.add_argument("--gdb-styles", default="gef,value,raw",
                     help="gdb-API walkers to run on the first core (gef: ~265 s per 1 M chunks)")
-    ap.add_argument("--ops", default=",".join(OPS))
+    ap.add_argument("--ops", default=",".join(o for o in OPS if "json" not in o),
+                    help="operations (also: chunks-json, chunks-json-whole, bins-json, bins-json-whole)")
     ap.add_argument("--json", metavar="FILE")
     ap.add_argument("--live", action="store_true", help="the live rows only (bench/bench_live.py)")
     ap.add_argument("--live-threads", type=int, default=4, help="threads of the live target")

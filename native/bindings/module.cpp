@@ -14,6 +14,7 @@
 #include "analysis/retention.h"
 #include "bindings/inspect_py.h"
 #include "bindings/jemalloc.h"
+#include "bindings/streams.h"
 #include "bindings/tcmalloc_binding.h"
 #include "hotspot/nmt.h"
 #include "hotspot/vmstructs.h"
@@ -282,8 +283,14 @@ class PyTarget {
     return l;
   }
 
-  py::dict bins(std::optional<uint64_t> arena) {
+  /// `chunks`: list at most this many chunks of each list (None: all).
+  py::dict bins(std::optional<uint64_t> arena, std::optional<uint64_t> chunks) {
     const auto* only = select(arena);
+    auto listed = [&](const ptmalloc::Arena& a, const ptmalloc::FreeList& fl) {
+      if (!chunks) return h_list(a, fl);
+      ptmalloc::ListCursor at;
+      return heap().list_chunks(a, fl, at, static_cast<size_t>(*chunks));
+    };
     auto& h = heap();
     py::list arenas;
     for (const auto& a : h.arenas()) {
@@ -299,7 +306,7 @@ class PyTarget {
         x["size"] = fl.count ? (fl.index + 2) * h.layout().alignment : 0;
         x["count"] = fl.count;
         x["bytes"] = fl.bytes;
-        x["chunks"] = chunk_list(h.list_chunks(a, fl), false);
+        x["chunks"] = chunk_list(listed(a, fl), false);
         fb.append(x);
       }
       for (const auto& fl : a.bins) {
@@ -308,7 +315,7 @@ class PyTarget {
         x["kind"] = ptmalloc::state_name(fl.kind);
         x["count"] = fl.count;
         x["bytes"] = fl.bytes;
-        x["chunks"] = chunk_list(h.list_chunks(a, fl), true);
+        x["chunks"] = chunk_list(listed(a, fl), true);
         bs.append(x);
       }
       d["fastbins"] = fb;
@@ -361,6 +368,37 @@ class PyTarget {
     out["diagnostics"] = diags();
     return out;
   }
+
+  std::vector<ptmalloc::FreeChunk> h_list(const ptmalloc::Arena& a, const ptmalloc::FreeList& fl) {
+    return heap().list_chunks(a, fl);
+  }
+
+  // ---- streamed listings (issue 15): bindings/streams.h; the classes are bound below ----
+  std::shared_ptr<bindings::ChunkStream> chunk_stream(std::optional<uint64_t> arena, const std::string& state,
+                                                      std::optional<uint64_t> limit, size_t batch) {
+    if (state != "all" && state != "free" && state != "used")
+      throw Error("state must be all, free or used, not " + state);
+    const auto* only = select(arena);
+    bool free_only = state == "free", used_only = state == "used";
+    auto s = std::make_shared<bindings::ChunkStream>(
+        heap(), only,
+        [free_only, used_only](ptmalloc::ChunkState st) {
+          if (free_only) return ptmalloc::is_free(st);
+          if (used_only) return st == ptmalloc::ChunkState::Used || st == ptmalloc::ChunkState::Mmapped;
+          return true;
+        },
+        limit, batch, t_->parallel_reads());
+    streams_.push_back(s);
+    return s;
+  }
+  /// The arena (by address or index) and its `position`-th non-empty fastbin or bin.
+  std::pair<const ptmalloc::Arena*, const ptmalloc::FreeList*> free_list(uint64_t arena, bool fast, size_t position) {
+    const auto* a = select(arena);
+    const auto& lists = fast ? a->fastbins : a->bins;
+    if (position >= lists.size()) throw Error("no such list");
+    return {a, &lists[position]};
+  }
+  bool closed() const { return !t_; }
 
   static py::dict chunk_rec(uint64_t addr, uint64_t size, ptmalloc::ChunkState st, const ptmalloc::Arena* a,
                             size_t heap_index) {
@@ -737,6 +775,9 @@ class PyTarget {
   }
 
   void close() {
+    for (auto& w : streams_)
+      if (auto s = w.lock()) s->stop();
+    streams_.clear();
     modules_.reset();
     heap_.reset();
     if (t_) t_->close();
@@ -1176,6 +1217,73 @@ class PyTarget {
   }
   std::string version_hint_;
   Diagnostics empty_;
+  std::vector<std::weak_ptr<bindings::ChunkStream>> streams_;
+};
+
+/// `Target.chunk_stream()`: batches of (address, size, state, arena, heap) tuples.
+struct PyChunkStream {
+  std::shared_ptr<bindings::ChunkStream> s;
+  PyTarget* t;
+  bool ended = false;
+
+  py::list next() {
+    if (ended) throw py::stop_iteration();
+    if (t->closed()) throw Error("target is closed");
+    std::vector<bindings::ChunkRow> rows;
+    {
+      py::gil_scoped_release nogil;
+      rows = s->next();
+    }
+    if (rows.empty()) {
+      ended = true;
+      throw py::stop_iteration();
+    }
+    static const ptmalloc::ChunkState kStates[] = {
+        ptmalloc::ChunkState::Used,     ptmalloc::ChunkState::Tcache,  ptmalloc::ChunkState::Fastbin,
+        ptmalloc::ChunkState::Unsorted, ptmalloc::ChunkState::Small,   ptmalloc::ChunkState::Large,
+        ptmalloc::ChunkState::Top,      ptmalloc::ChunkState::Mmapped, ptmalloc::ChunkState::Fencepost};
+    py::object names[std::size(kStates)];
+    for (size_t i = 0; i < std::size(kStates); ++i) names[i] = py::str(ptmalloc::state_name(kStates[i]));
+    py::list out(rows.size());
+    const ptmalloc::Arena* last_arena = nullptr;
+    py::object arena_obj = py::none();
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const auto& r = rows[i];
+      if (r.arena != last_arena || i == 0) {
+        last_arena = r.arena;
+        arena_obj = r.arena ? py::object(py::int_(r.arena->address)) : py::object(py::none());
+      }
+      py::object heap_obj = r.arena && r.heap < r.arena->heaps.size()
+                                ? py::object(py::int_(r.arena->heaps[r.heap].address))
+                                : py::object(py::none());
+      out[i] = py::make_tuple(r.address, r.size, names[static_cast<size_t>(r.state)], arena_obj, heap_obj);
+    }
+    return out;
+  }
+};
+
+/// `Target.free_list_stream()`: one fastbin's (addresses) or bin's ((address, size) tuples) chunks.
+struct PyFreeListStream {
+  PyTarget* t;
+  const ptmalloc::Arena* arena;
+  const ptmalloc::FreeList* list;
+  bool fast;
+  size_t batch;
+  ptmalloc::ListCursor at;
+
+  py::list next() {
+    if (t->closed()) throw Error("target is closed");
+    std::vector<ptmalloc::FreeChunk> cs;
+    {
+      py::gil_scoped_release nogil;
+      cs = t->heap().list_chunks(*arena, *list, at, batch);
+    }
+    if (cs.empty()) throw py::stop_iteration();
+    py::list out(cs.size());
+    for (size_t i = 0; i < cs.size(); ++i)
+      out[i] = fast ? py::object(py::int_(cs[i].address)) : py::object(py::make_tuple(cs[i].address, cs[i].size));
+    return out;
+  }
 };
 
 void apply_overrides(target::Target& t, const std::optional<py::dict>& ov) {
@@ -1311,10 +1419,39 @@ PYBIND11_MODULE(_native, m) {
     }
   });
 
+  py::class_<PyChunkStream>(m, "ChunkStream")
+      .def(
+          "__iter__", [](PyChunkStream& s) -> PyChunkStream& { return s; }, py::return_value_policy::reference)
+      .def("__next__", &PyChunkStream::next)
+      .def_property_readonly("total", [](const PyChunkStream& s) { return s.s->total(); })
+      .def_property_readonly("listed", [](const PyChunkStream& s) { return s.s->listed(); })
+      .def("diagnostics", [](PyChunkStream& s) {
+        if (s.t->closed()) throw Error("target is closed");
+        return s.t->diags();
+      });
+  py::class_<PyFreeListStream>(m, "FreeListStream")
+      .def(
+          "__iter__", [](PyFreeListStream& s) -> PyFreeListStream& { return s; }, py::return_value_policy::reference)
+      .def("__next__", &PyFreeListStream::next);
   py::class_<PyTarget>(m, "Target")
       .def("describe", &PyTarget::describe)
       .def("arenas", &PyTarget::arenas)
-      .def("bins", &PyTarget::bins, py::arg("arena") = py::none())
+      .def("bins", &PyTarget::bins, py::arg("arena") = py::none(), py::arg("chunks") = py::none())
+      .def(
+          "chunk_stream",
+          [](PyTarget& t, std::optional<uint64_t> arena, const std::string& state, std::optional<uint64_t> limit,
+             size_t batch) {
+            return PyChunkStream{t.chunk_stream(arena, state, limit, batch), &t};
+          },
+          py::arg("arena") = py::none(), py::arg("state") = "all", py::arg("limit") = py::none(),
+          py::arg("batch") = 16384, py::keep_alive<0, 1>())
+      .def(
+          "free_list_stream",
+          [](PyTarget& t, uint64_t arena, bool fast, size_t position, size_t batch) {
+            auto [a, fl] = t.free_list(arena, fast, position);
+            return PyFreeListStream{&t, a, fl, fast, batch ? batch : 1, {}};
+          },
+          py::arg("arena"), py::arg("fast"), py::arg("position"), py::arg("batch") = 16384, py::keep_alive<0, 1>())
       .def("tcache", &PyTarget::tcache, py::arg("lwp") = py::none())
       .def("chunks", &PyTarget::chunks, py::arg("arena") = py::none(), py::arg("state") = "all",
            py::arg("limit") = py::none())

@@ -615,20 +615,45 @@ const Arena* Heap::arena_of(uint64_t address) const {
   return address < it->end ? &arenas_[it->arena] : nullptr;
 }
 
-std::vector<FreeChunk> Heap::list_chunks(const Arena&, const FreeList& fl) const {
-  if (fl.kind == ChunkState::Tcache) return fl.chunks;
+std::vector<FreeChunk> Heap::list_chunks(const Arena& a, const FreeList& fl) const {
+  ListCursor at;
+  return list_chunks(a, fl, at, SIZE_MAX);
+}
+
+std::vector<FreeChunk> Heap::list_chunks(const Arena&, const FreeList& fl, ListCursor& at, size_t max) const {
+  std::vector<FreeChunk> out;
+  if (at.done) return out;
+  if (fl.kind == ChunkState::Tcache) {
+    size_t from = static_cast<size_t>(std::min<uint64_t>(at.taken, fl.chunks.size()));
+    size_t n = std::min(max, fl.chunks.size() - from);
+    out.assign(fl.chunks.begin() + static_cast<std::ptrdiff_t>(from),
+               fl.chunks.begin() + static_cast<std::ptrdiff_t>(from + n));
+    at.taken += n;
+    at.done = at.taken >= fl.chunks.size();
+    return out;
+  }
   // Follow the list as read_fastbins/read_bins did: they stopped at the first chunk they could
   // not take, so the first `count` distinct chunks along it are the ones counted.
+  if (!at.started) {
+    at.started = true;
+    at.p = fl.head;
+  }
   memory::Reader r(t_.memory());
-  std::vector<FreeChunk> out;
-  out.reserve(static_cast<size_t>(std::min<uint64_t>(fl.count, 1u << 20)));
-  std::unordered_set<uint64_t> seen;
-  uint64_t p = fl.head;
-  for (uint64_t steps = 0; out.size() < fl.count && steps <= 2 * fl.count + 2; ++steps) {
+  out.reserve(static_cast<size_t>(std::min<uint64_t>({fl.count - std::min(at.taken, fl.count), max, 1u << 20})));
+  while (out.size() < max) {
     uint64_t size_word = 0, fd = 0;
-    if (!r.try_u64(p + 8, size_word) || !r.try_u64(p + 16, fd)) break;
-    if (!fl.cycle || seen.insert(p).second) out.push_back({p, size_word & ~uint64_t{7}});
-    p = fl.kind == ChunkState::Fastbin ? reveal(p + 16, fd) : fd;
+    if (at.taken >= fl.count || at.steps > 2 * fl.count + 2 || !r.try_u64(at.p + 8, size_word) ||
+        !r.try_u64(at.p + 16, fd)) {
+      at.done = true;
+      at.seen.clear();
+      break;
+    }
+    if (!fl.cycle || at.seen.insert(at.p).second) {
+      out.push_back({at.p, size_word & ~uint64_t{7}});
+      ++at.taken;
+    }
+    at.p = fl.kind == ChunkState::Fastbin ? reveal(at.p + 16, fd) : fd;
+    ++at.steps;
   }
   return out;
 }

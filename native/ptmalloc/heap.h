@@ -6,6 +6,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "ptmalloc/glibc.h"
@@ -113,6 +114,14 @@ struct Params {
 using ChunkVisitor =
     std::function<bool(uint64_t address, uint64_t size, ChunkState state, const Arena* arena, size_t heap)>;
 
+/// Where Heap::list_chunks stopped following a list, so a list of millions of chunks can be
+/// listed a batch at a time (`bins --json`) or only as far as it is shown (`bins`).
+struct ListCursor {
+  uint64_t p = 0, steps = 0, taken = 0;
+  bool started = false, done = false;
+  std::unordered_set<uint64_t> seen;  ///< cyclic lists only: the chunks already taken
+};
+
 class Heap {
  public:
   /// Builds the model: arena ring, heaps, bins, tcaches, mmapped chunks. Throws SymbolError or
@@ -136,6 +145,8 @@ class Heap {
   /// The chunks of one of `arena`'s fastbins or bins (tcache bins: their own `chunks`), in list
   /// order, read again from the target: the same `count` chunks the summary counted.
   std::vector<FreeChunk> list_chunks(const Arena& arena, const FreeList& list) const;
+  /// The next (at most) `max` chunks of `list` after `at`, which it advances; `at.done` at the end.
+  std::vector<FreeChunk> list_chunks(const Arena& arena, const FreeList& list, ListCursor& at, size_t max) const;
   /// Which arena does `selector` name: a ring index or an arena address.
   const Arena* find_arena(uint64_t selector) const;
   const Layout& layout() const { return *glibc_.layout; }

@@ -16,7 +16,7 @@ from typing import List, Optional, Sequence, TextIO
 
 from . import commands as registry
 from .commands import Invocation, Parser, ParserExit
-from .errors import HeapwalkError, UsageError, describe_error, override_fault
+from .errors import HeapwalkError, UsageError, describe_error, out_of_memory, override_fault
 from .render import Style
 from .target import Target
 
@@ -214,7 +214,13 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
             target = open_target(args)
         if target is not None and hasattr(err, "isatty") and err.isatty():  # a progress line on a terminal only
             target.progress_sink = lambda text: (err.write(text), err.flush())
-        output = registry.execute(command, Invocation(target, args, style=style))  # type: ignore[arg-type]
+        output = registry.execute(command, Invocation(target, args, style=style),  # type: ignore[arg-type]
+                                  stream=True)
+        if output.pieces is not None:  # a streamed listing (chunks, bins --json)
+            for piece in output.pieces:
+                out.write(piece)
+            out.flush()
+            return command.status(output.document)
         out.write(output.text)
         out.flush()
         return output.status
@@ -233,6 +239,8 @@ def run(argv: Sequence[str], out: TextIO, err: TextIO) -> int:
                                "by searching the memory image")
         if fault is not None:
             exc = fault
+        if out_of_memory(exc) is not None:
+            exc = out_of_memory(exc)  # type: ignore[assignment]
         elif not known:
             exc = HeapwalkError("internal error: %s: %s" % (type(exc).__name__, exc),
                                 hint="please report this; HEAPWALK_DEBUG=1 shows the "

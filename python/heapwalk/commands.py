@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional
+from typing import Any, Callable, Dict, Iterator, List, Mapping, NoReturn, Optional
 
-from . import cmd_tcmalloc, render, termwidth
+from . import cmd_tcmalloc, render, streamed, termwidth
 from .errors import NotFoundError, UsageError
 from .render import Style
 from .target import Target
@@ -23,6 +23,8 @@ Evaluator = Callable[[str], int]
 
 #: Text output of ``chunks`` shows this many chunks unless ``--limit`` is given.
 DEFAULT_TEXT_LIMIT = 100
+#: Chunks a streamed listing (``chunks --json``, ``bins --json``) holds at a time.
+STREAM_BATCH = 16384
 #: The engine treats smaller ARENA values as ring indices, larger ones as addresses.
 MAX_ARENA_INDEX = 4096
 
@@ -147,6 +149,9 @@ class Output:
     text: str
     status: int
     document: Record
+    #: A streamed JSON document (execute(stream=True)): write these instead of ``text``; the
+    #: status is ``command.status(document)`` once they are written.
+    pieces: Optional[Iterator[str]] = None
 
 
 def problem_status(document: Mapping[str, Any]) -> int:
@@ -266,7 +271,17 @@ class Bins(Command):
 
     def collect(self, inv: Invocation) -> Record:
         arena = resolve_arena(inv, inv.args.arena)
-        return render.wrap(self.name, inv.target.bins(arena))
+        if not inv.json or not inv.target.streams:  # the text shows a few chunks of each list
+            return render.wrap(self.name, inv.target.bins(arena, render.BIN_PREVIEW))
+        document = render.wrap(self.name, inv.target.bins(arena, 0))
+        for a in document.get("arenas", []):
+            for key, fast, encode in (("fastbins", True, streamed.encode_addresses),
+                                      ("bins", False, streamed.encode_sized)):
+                for position, entry in enumerate(a.get(key, [])):
+                    entry["chunks"] = streamed.Stream(
+                        inv.target.free_list_stream(a["address"], fast, position, STREAM_BATCH),
+                        encode)
+        return document
 
     def render(self, document: Record, inv: Invocation) -> List[str]:
         return render.render_bins(document, inv.style)
@@ -317,6 +332,8 @@ class Chunks(Command):
     description = ("List the chunks of every arena (or of --arena), in address order. "
                    "Text output stops after %d chunks unless --limit is given; JSON lists "
                    "all of them unless --limit is given." % DEFAULT_TEXT_LIMIT)
+    #: (arena, state) of a streamed text listing, between collect() and stream_lines().
+    _query: Any = (None, "all")
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--arena", metavar="ARENA", help=ARENA_HELP)
@@ -343,11 +360,46 @@ class Chunks(Command):
             # jemalloc answers malloc: its allocations (--arena still names a glibc arena).
             return render.wrap(self.name, inv.target.jemalloc_chunks(state, self._limit(inv)))
         arena = resolve_arena(inv, inv.args.arena)
-        return render.wrap(self.name, inv.target.chunks(arena, state, self._limit(inv)))
+        if not inv.target.streams or (not inv.json and self._limit(inv) is not None):
+            return render.wrap(self.name, inv.target.chunks(arena, state, self._limit(inv)))
+        if not inv.json:  # every chunk as text: stream_lines() walks twice
+            self._query = (arena, state)
+            return render.wrap(self.name, {"chunks": streamed.Stream([]), "total": None,
+                                           "truncated": False, "diagnostics": []})
+        stream = inv.target.chunk_stream(arena, state, self._limit(inv), STREAM_BATCH)
+
+        def diagnostics() -> List[Record]:
+            record = {"diagnostics": stream.diagnostics()}
+            set_severities(record)
+            return record["diagnostics"]
+        return render.wrap(self.name, {
+            "chunks": streamed.Stream(stream, streamed.encode_chunks),
+            "total": streamed.Lazy(lambda: stream.total),
+            "truncated": streamed.Lazy(lambda: stream.total > stream.listed),
+            "diagnostics": streamed.Lazy(diagnostics)})
 
     def render(self, document: Record, inv: Invocation) -> List[str]:
         return render.render_chunks(document, inv.names(), inv.args.limit is None,
                                     inv.style)
+
+    def stream_lines(self, document: Record, inv: Invocation) -> Iterator[str]:
+        """``render`` of every chunk, line by line (``--limit 0`` text); fills ``document``'s
+        total and diagnostics before its last line."""
+        arena, state = self._query
+
+        def done(stream: Any) -> None:
+            record = {"diagnostics": stream.diagnostics()}
+            set_severities(record)
+            document["total"] = stream.total
+            document["diagnostics"] = record["diagnostics"]
+
+        def whole() -> List[str]:
+            full = render.wrap(self.name, inv.target.chunks(arena, state, None))
+            set_severities(full)
+            document.update(total=full["total"], diagnostics=full["diagnostics"])
+            return render.render_chunks(render.safe_doc(full), inv.names(), False, inv.style)
+        return streamed.chunk_table(inv.target, arena, state, inv.names(), inv.style,
+                                    STREAM_BATCH, done, whole)
 
 
 class Chunk(Command):
@@ -460,8 +512,9 @@ def capture_line(capture: Record) -> str:
                capture.get("copied_mappings", 0), capture.get("mappings", 0)))
 
 
-def execute(command: Command, inv: Invocation) -> Output:
-    """Run ``command``: JSON or text (diagnostics after the text), and its exit status."""
+def execute(command: Command, inv: Invocation, stream: bool = False) -> Output:
+    """Run ``command``: JSON or text (diagnostics after the text), and its exit status.
+    ``stream``: a streamed JSON document comes as ``Output.pieces`` (see :class:`Output`)."""
     if getattr(inv.args, "verbose", False):
         inv.style.verbose = True
     document = command.collect(inv)
@@ -478,8 +531,20 @@ def execute(command: Command, inv: Invocation) -> Output:
         target = document.setdefault("target", {})
         if isinstance(target, dict):
             target.update(info)
+    if inv.json and streamed.has_streams(document):
+        pieces = streamed.pieces(document)
+        if stream:
+            return Output("", 0, document, pieces)
+        text = "".join(pieces)
+        return Output(text, command.status(document), document)
     if inv.json:
         return Output(render.to_json(document), command.status(document), document)
+    if streamed.has_streams(document):  # every chunk as text
+        pieces = _text_pieces(command, document, inv, capture)
+        if stream:
+            return Output("", 0, document, pieces)
+        text = "".join(pieces)
+        return Output(text, command.status(document), document)
     # Strings in the document come from the target (file names, NMT names, text samples...):
     # renderers see them escaped, and every line is checked again before it is printed.
     shown = render.safe_doc(document)
@@ -492,3 +557,20 @@ def execute(command: Command, inv: Invocation) -> Output:
     lines = termwidth.fit(lines, inv.style.width)  # no line wider than the terminal
     text = "\n".join(render.safe_line(line, inv.style) for line in lines)
     return Output(text + "\n", command.status(document), document)
+
+
+def _text_pieces(command: Command, document: Record, inv: Invocation,
+                 capture: Optional[Record]) -> Iterator[str]:
+    """What :func:`execute` prints for a streamed text listing, line by line."""
+    width = inv.style.width
+    for line in command.stream_lines(document, inv):  # type: ignore[attr-defined]
+        for part in termwidth.fit([line], width):  # no line wider than the terminal
+            yield render.safe_line(part, inv.style) + "\n"
+    tail: List[str] = []
+    if capture is not None:
+        tail += ["", capture_line(capture)]
+    notes = render.diagnostics(render.safe_doc(document.get("diagnostics", [])), inv.style)
+    if notes:
+        tail += [""] + notes
+    for line in termwidth.fit(tail, width):
+        yield render.safe_line(line, inv.style) + "\n"

@@ -116,6 +116,16 @@ def _os_hint(exc: OSError, live: bool) -> Optional[str]:
     return None
 
 
+def out_of_memory(exc: BaseException) -> Optional[HeapwalkError]:
+    """``exc`` as a one-line "out of memory" error when memory ran out (a MemoryError, or an
+    exception raised while handling one), else None."""
+    if isinstance(exc, MemoryError) or isinstance(exc.__cause__ or exc.__context__,
+                                                  MemoryError):
+        return HeapwalkError("out of memory", hint="the analysis needs more memory than "
+                             "heapwalk may use (ulimit, cgroup)")
+    return None
+
+
 def describe_error(exc: BaseException, subject: Optional[str] = None,
                    native_error: Optional[type] = None,
                    live: bool = False) -> Tuple[str, Optional[str]]:

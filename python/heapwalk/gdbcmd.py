@@ -27,7 +27,8 @@ import heapwalk
 from . import commands as registry
 from . import render, termwidth
 from .commands import Command, Invocation, ParserExit
-from .errors import HeapwalkError, NoTargetError, UsageError, describe_error, override_fault
+from .errors import (HeapwalkError, NoTargetError, UsageError, describe_error, out_of_memory,
+                     override_fault)
 from .render import Style
 from .target import Target
 
@@ -569,7 +570,9 @@ def _gdb_error(exc: BaseException, subject: Optional[str]) -> "gdb.GdbError":
         native_error = None
     known = isinstance(exc, (HeapwalkError, OSError)) or (
         native_error is not None and isinstance(exc, native_error))
-    if not known:
+    if out_of_memory(exc) is not None:
+        exc = out_of_memory(exc)  # type: ignore[assignment]
+    elif not known:
         exc = HeapwalkError("internal error: %s: %s" % (type(exc).__name__, exc),
                             hint="please report this; HEAPWALK_DEBUG=1 shows the traceback")
     line, hint = describe_error(exc, subject, native_error)

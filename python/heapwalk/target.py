@@ -56,9 +56,31 @@ class Target:
         """jemalloc's allocations and free slots in address order ("all", "used", "free")."""
         return self._call(self._handle.jemalloc_chunks, state, limit)
 
-    def bins(self, arena: Optional[int] = None) -> Record:
-        """Non-empty fastbins and bins and the top chunk, per arena (or of one arena)."""
-        return self._call(self._handle.bins, arena)
+    def bins(self, arena: Optional[int] = None, chunks: Optional[int] = None) -> Record:
+        """Non-empty fastbins and bins and the top chunk, per arena (or of one arena);
+        ``chunks``: list at most that many chunks of each list (None: all)."""
+        if chunks is None or not self.streams:
+            return self._call(self._handle.bins, arena)
+        return self._call(self._handle.bins, arena, chunks)
+
+    @property
+    def streams(self) -> bool:
+        """Does the engine list in batches (:meth:`chunk_stream`, :meth:`free_list_stream`)?"""
+        return hasattr(self._handle, "chunk_stream")
+
+    def free_list_stream(self, arena: int, fast: bool, position: int,
+                         batch: int = 16384) -> Any:
+        """The chunks of arena ``arena``'s ``position``-th listed fastbin (``fast``) or bin,
+        in batches: lists of addresses (fastbin) or ``(address, size)`` tuples (bin)."""
+        return self._handle.free_list_stream(arena, fast, position, batch)
+
+    def chunk_stream(self, arena: Optional[int] = None, state: str = "all",
+                     limit: Optional[int] = None, batch: int = 16384) -> Any:
+        """:meth:`chunks` in batches of ``(address, size, state, arena, heap)`` tuples; after
+        the last one the stream's ``total``, ``listed`` and ``diagnostics()`` are final."""
+        if state not in STATES:
+            raise ValueError("state must be one of %s" % ", ".join(STATES))
+        return self._handle.chunk_stream(arena, state, limit, batch)
 
     def tcache(self, lwp: Optional[int] = None) -> Record:
         """Each thread's tcache (or one thread's, by LWP)."""

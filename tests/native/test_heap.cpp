@@ -134,6 +134,17 @@ TEST(Heap, FastbinCycleIsReportedNotLooped) {
   EXPECT_EQ(chunks[0].address, a);
   EXPECT_EQ(chunks[1].address, b);
   EXPECT_EQ(chunks[1].size, 0x20u);
+  // In pieces (a ListCursor, as `bins --json` follows a list a batch at a time): the same chunks.
+  ptmalloc::ListCursor at;
+  auto first = h.list_chunks(h.arenas()[0], h.arenas()[0].fastbins[0], at, 1);
+  auto second = h.list_chunks(h.arenas()[0], h.arenas()[0].fastbins[0], at, 1);
+  auto rest = h.list_chunks(h.arenas()[0], h.arenas()[0].fastbins[0], at, 1);
+  ASSERT_EQ(first.size(), 1u);
+  ASSERT_EQ(second.size(), 1u);
+  EXPECT_EQ(first[0].address, a);
+  EXPECT_EQ(second[0].address, b);
+  EXPECT_TRUE(rest.empty());
+  EXPECT_TRUE(at.done);
 }
 
 TEST(Heap, BrokenBackLinkIsReported) {
