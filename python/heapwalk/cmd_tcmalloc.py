@@ -27,7 +27,10 @@ _ROWS = [
 def with_tcmalloc(target: Any, report: Record) -> Record:
     """``report`` plus ``"tcmalloc"`` (``{"allocator": "tcmalloc", ...}``) when the target uses
     tcmalloc; the report itself is not modified."""
-    summary = target._call(target._handle.tcmalloc)
+    handle = getattr(target, "_handle", None)
+    if getattr(handle, "tcmalloc", None) is None:  # an engine (or a test double) without it
+        return report
+    summary = target._call(handle.tcmalloc)
     if summary is None:
         return report
     out = dict(report)

@@ -234,7 +234,27 @@ class Arenas(Command):
                    "--json prints the engine's report unchanged.")
 
     def collect(self, inv: Invocation) -> Record:
-from . import cmd_tcmalloc, render, termwidth
+        document = inv.target.arenas()
+        owner = [a for a in inv.target.allocators() if a.get("owns_malloc")]
+        if owner and owner[0]["allocator"] == "jemalloc":
+            # New fields only: glibc's arenas stay as they are (its main arena still exists).
+            try:
+                document = dict(document, allocator="jemalloc", jemalloc=inv.target.jemalloc())
+            except RuntimeError as exc:  # the engine's Error: jemalloc's arenas were not found
+                found = {"kind": "layout", "address": None, "arena": None, "detail": str(exc),
+                         "severity": "error"}
+                document = dict(document, allocator="jemalloc",
+                                diagnostics=list(document.get("diagnostics", [])) + [found])
+        return cmd_tcmalloc.with_tcmalloc(inv.target, document)
+
+    def render(self, document: Record, inv: Invocation) -> List[str]:
+        lines = (render.render_arenas(document, inv.style)
+                 + cmd_tcmalloc.render_tcmalloc(document.get("tcmalloc"), inv.style))
+        if "jemalloc" in document:
+            from .render_jemalloc import render_jemalloc  # noqa: PLC0415
+
+            lines = render_jemalloc(document["jemalloc"], inv.style) + ["", "glibc:"] + lines
+        return lines
 
 
 class Heaps(Command):
