@@ -277,6 +277,25 @@ class Heaps(Command):
         return render.render_heaps(document, inv.style)
 
 
+def add_show(parser: argparse.ArgumentParser) -> None:
+    """``--show N``: chunk addresses per free list in the text (issue 15: the rest of ``… +N``)."""
+    parser.add_argument("--show", metavar="N", type=_show_count, default=render.BIN_PREVIEW,
+                        help="chunk addresses shown per list in the text (default %d; 'all' or "
+                             "0: every one; --json always lists every one)" % render.BIN_PREVIEW)
+
+
+def _show_count(text: str) -> int:
+    if text == "all":
+        return 0
+    try:
+        n = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a count: %r" % text) from None
+    if n < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more, not %d" % n)
+    return n
+
+
 class Bins(Command):
     """``bins [ARENA]``: free lists of one or every arena."""
 
@@ -288,11 +307,14 @@ class Bins(Command):
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("arena", nargs="?", metavar="ARENA", help=ARENA_HELP)
+        add_show(parser)
 
     def collect(self, inv: Invocation) -> Record:
         arena = resolve_arena(inv, inv.args.arena)
+        show = getattr(inv.args, "show", render.BIN_PREVIEW)
+        inv.style.preview = show
         if not inv.json or not inv.target.streams:  # the text shows a few chunks of each list
-            return render.wrap(self.name, inv.target.bins(arena, render.BIN_PREVIEW))
+            return render.wrap(self.name, inv.target.bins(arena, show or None))
         document = render.wrap(self.name, inv.target.bins(arena, 0))
         for a in document.get("arenas", []):
             for key, fast, encode in (("fastbins", True, streamed.encode_addresses),
@@ -327,9 +349,11 @@ class Tcache(Command):
         parser.add_argument("--all", action="store_true",
                             help="every thread (the CLI's default; gdb's is the selected "
                                  "thread)")
+        add_show(parser)
 
     def collect(self, inv: Invocation) -> Record:
         args = inv.args
+        inv.style.preview = getattr(args, "show", render.BIN_PREVIEW)
         given = [w for w in (args.thread, getattr(args, "lwp", None)) if w is not None]
         if len(given) > 1 or (given and getattr(args, "all", False)):
             raise UsageError("give one of THREAD, --lwp LWP or --all")

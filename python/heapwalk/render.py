@@ -36,6 +36,8 @@ class Style:
         self.width = width
         #: ``-v``: provenance (which layout, from where) next to the figures.
         self.verbose = verbose
+        #: How many chunk addresses a free list's line shows before ``… +N`` (0: every one).
+        self.preview = BIN_PREVIEW
 
     def paint(self, kind: str, text: str) -> str:
         """Wrap ``text`` in the ANSI code for ``kind`` when enabled."""
@@ -393,11 +395,12 @@ def arena_title(arena: Record, position: int) -> str:
     return "arena #%d%s %s" % (index, main, addr(arena.get("address")))
 
 
-def preview(addresses: Sequence[int], total: Optional[int] = None) -> str:
-    """The first few addresses of a list and ``… +N`` for the rest."""
-    shown = ", ".join(addr(a) for a in addresses[:BIN_PREVIEW])
-    remaining = (total if total is not None else len(addresses)) - min(len(addresses),
-                                                                       BIN_PREVIEW)
+def preview(addresses: Sequence[int], total: Optional[int] = None,
+            limit: int = BIN_PREVIEW) -> str:
+    """The first ``limit`` addresses of a list (0: all) and ``… +N`` for the rest."""
+    limit = limit if limit > 0 else len(addresses)
+    shown = ", ".join(addr(a) for a in addresses[:limit])
+    remaining = (total if total is not None else len(addresses)) - min(len(addresses), limit)
     if remaining > 0:
         shown += (", " if shown else "") + "… +%d" % remaining
     return shown
@@ -520,7 +523,8 @@ def render_bins(document: Record, style: Style = PLAIN) -> List[str]:
                 [Column("bin"), Column("size"), Column("count"), Column("bytes"),
                  Column("chunks", "<")],
                 [[str(f.get("index")), str(f.get("size")), str(f.get("count", 0)),
-                  size(f.get("bytes", 0)), preview(f.get("chunks", []), f.get("count"))]
+                  size(f.get("bytes", 0)), preview(f.get("chunks", []), f.get("count"),
+                                                         getattr(style, "preview", BIN_PREVIEW))]
                  for f in fast], style, indent="    "))
         else:
             out.append("  fastbins: empty")
@@ -532,7 +536,8 @@ def render_bins(document: Record, style: Style = PLAIN) -> List[str]:
                 [[str(b.get("index")), str(b.get("kind", "")), str(b.get("count", 0)),
                   size(b.get("bytes", 0)),
                   preview([c["address"] if isinstance(c, Mapping) else c
-                           for c in b.get("chunks", [])], b.get("count"))]
+                           for c in b.get("chunks", [])], b.get("count"),
+                          getattr(style, "preview", BIN_PREVIEW))]
                  for b in bins], style, indent="    "))
         else:
             out.append("  bins: empty")
@@ -563,7 +568,8 @@ def render_tcache(document: Record, names: Mapping[int, str],
                  Column("chunks", "<")],
                 [[str(b.get("index")), str(b.get("size")), str(b.get("count", 0)),
                   size(b.get("bytes", b.get("size", 0) * b.get("count", 0))),
-                  preview(b.get("chunks", []), b.get("count"))]
+                  preview(b.get("chunks", []), b.get("count"),
+                                                         getattr(style, "preview", BIN_PREVIEW))]
                  for b in bins], style, indent="  "))
         elif t.get("address") is None:
             out.append("  no tcache (thread never called malloc, or tcache disabled)")
