@@ -24,7 +24,7 @@ from nmtkit import JAVA, JvmCorpora, have_jdk
 
 WIDTH = 80
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\x1b[=>]")
-COMMANDS = ("arenas", "report", "tcache")
+COMMANDS = ("arenas", "report", "tcache", "bins")
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def _too_wide(text: str) -> list[str]:
     return [line for line in text.splitlines() if len(line) > WIDTH]
 
 
-def test_gdb_at_80_columns_arenas_report_tcache(corpora):
+def test_gdb_at_80_columns_arenas_report_tcache_bins(corpora):
     c = corpora.core("arenas", "4", "0")
     text = gdb_in_pty(c.binary, c.core, ["heapwalk %s" % name for name in COMMANDS]
                       + ["show width"])
@@ -118,7 +118,7 @@ def test_gdb_at_80_columns_nmt(jvms):
 
 def test_cli_at_80_columns(corpora):
     c = corpora.core("arenas", "4", "0")
-    for name in COMMANDS + ("bins", "heaps", "chunks"):
+    for name in COMMANDS + ("heaps", "chunks"):
         r = run_cli(name, c.core, extra_env={"COLUMNS": str(WIDTH)})
         assert r.returncode == 0, describe(r)
         if name in COMMANDS:
