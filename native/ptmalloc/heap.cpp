@@ -243,6 +243,15 @@ void Heap::read_arena(Arena& a, std::vector<uint8_t>& ms) {
   a.system_mem = rd64(ms.data(), l.ms_system_mem);
   a.max_system_mem = rd64(ms.data(), l.ms_max_system_mem);
   uint64_t top_word;
+  if (a.main && a.top == 0 && a.system_mem == 0 && a.max_system_mem == 0 && params_.sbrk_base == 0) {
+    // ptmalloc_init never ran (main_arena's top is set by the first malloc_consolidate): no
+    // malloc reached glibc's allocator, e.g. jemalloc or tcmalloc answers malloc. An idle arena,
+    // not an unreadable one.
+    a.diags.note(
+        "main_arena was never used: no malloc() reached glibc's allocator (another "
+        "allocator answers malloc)");
+    return;
+  }
   if (r.try_u64(a.top + 8, top_word)) {
     a.top_size = top_word & ~uint64_t{7};
   } else {
