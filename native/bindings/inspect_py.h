@@ -5,17 +5,14 @@
 
 #include <string>
 
+#include "bindings/pytext.h"
 #include "ptmalloc/inspect.h"
 
 namespace heapwalk::bindings {
 
 namespace py = pybind11;
 
-inline py::str inspect_str(const std::string& s) {
-  PyObject* o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "backslashreplace");
-  if (!o) throw py::error_already_set();
-  return py::reinterpret_steal<py::str>(o);
-}
+inline py::str inspect_str(const std::string& s) { return ustr(s); }
 
 inline py::object inspect_opt(const std::optional<uint64_t>& v) {
   return v ? py::object(py::int_(*v)) : py::object(py::none());

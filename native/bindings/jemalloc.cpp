@@ -1,6 +1,7 @@
 #include "bindings/jemalloc.h"
 
 #include "alloc/model.h"
+#include "bindings/pytext.h"
 #include "jemalloc/model.h"
 
 namespace py = pybind11;
@@ -9,20 +10,9 @@ namespace heapwalk::bindings {
 
 namespace {
 
-// Text the target supplied (module paths, diagnostic details): never assumed UTF-8.
-py::str text(const std::string& s) {
-  PyObject* o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "backslashreplace");
-  if (!o) throw py::error_already_set();
-  return py::reinterpret_steal<py::str>(o);
-}
+py::str text(const std::string& s) { return ustr(s); }
 
 py::object opt(const std::optional<uint64_t>& v) { return v ? py::object(py::int_(*v)) : py::object(py::none()); }
-
-py::dict stats_dict(const std::map<std::string, uint64_t>& m) {
-  py::dict d;
-  for (const auto& [k, v] : m) d[text(k)] = v;
-  return d;
-}
 
 }  // namespace
 
@@ -51,21 +41,7 @@ py::dict jemalloc(target::Target& t, bool allocations) {
   d["layout_source"] = m->layout_source();
   d["stats"] = stats_dict(m->stats());
   py::list arenas;
-  for (const auto& p : m->pools()) {
-    py::dict a;
-    a["index"] = p.index;
-    a["address"] = p.address;
-    a["name"] = text(p.name);
-    a["stats"] = stats_dict(p.stats);
-    a["in_use"] = p.in_use;
-    a["cached"] = p.cached;
-    a["free"] = p.free;
-    a["released"] = p.released;
-    a["metadata"] = p.metadata;
-    a["reclaimable"] = p.reclaimable;
-    a["allocations"] = p.allocations;
-    arenas.append(a);
-  }
+  for (const auto& p : m->pools()) arenas.append(pool_dict(p));
   d["arenas"] = arenas;
   py::list caches;
   for (const auto& c : m->thread_caches()) {

@@ -14,6 +14,7 @@
 #include "analysis/retention.h"
 #include "bindings/inspect_py.h"
 #include "bindings/jemalloc.h"
+#include "bindings/pytext.h"
 #include "bindings/streams.h"
 #include "bindings/tcmalloc_binding.h"
 #include "hotspot/nmt.h"
@@ -33,19 +34,7 @@ namespace {
 
 constexpr const char* kSchema = "heapwalk/1";
 
-/// A Python str from bytes the target supplied (file names, libc's directory, the JDK version,
-/// NMT category names, symbols, text samples, messages naming any of them): never assumed to be
-/// UTF-8. pybind11's implicit std::string -> str decodes strictly and throws UnicodeDecodeError on
-/// one stray byte (a Latin-1 sample, a UTF-8 string cut mid-character, `\xff` in an NT_FILE
-/// name); here invalid bytes become `\xNN` escapes (backslashreplace), so every conversion
-/// succeeds and the text stays printable. Control characters are escaped later, by the renderers
-/// (python/heapwalk/render.py `safe`).
-py::str ustr(const std::string& s) {
-  PyObject* o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "backslashreplace");
-  if (!o) throw py::error_already_set();
-  return py::reinterpret_steal<py::str>(o);
-}
-py::str ustr(const char* s) { return ustr(std::string(s ? s : "")); }
+using heapwalk::bindings::ustr;
 /// ustr, or None for an empty string.
 py::object ustr_or_none(const std::string& s) { return s.empty() ? py::object(py::none()) : py::object(ustr(s)); }
 

@@ -2,6 +2,7 @@
 
 #include <memory>
 
+#include "bindings/pytext.h"
 #include "tcmalloc/model.h"
 #include "util/errors.h"
 
@@ -11,22 +12,7 @@ namespace heapwalk::bindings {
 
 namespace {
 
-const char* state_str(alloc::State s) {
-  switch (s) {
-    case alloc::State::InUse: return "in-use";
-    case alloc::State::Cached: return "cached";
-    case alloc::State::Free: return "free";
-    case alloc::State::Released: return "released";
-    case alloc::State::Metadata: return "metadata";
-  }
-  return "?";
-}
-
-py::str text(const std::string& s) {
-  PyObject* o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "backslashreplace");
-  if (!o) throw py::error_already_set();
-  return py::reinterpret_steal<py::str>(o);
-}
+py::str text(const std::string& s) { return ustr(s); }
 
 std::unique_ptr<tcmalloc::Model> open_model(target::Target& t) {
   const target::Module* m = tcmalloc::tcmalloc_module(t);
@@ -58,21 +44,7 @@ py::object tcmalloc_summary(target::Target& t) {
   d["how"] = how;
   d["stats"] = dict_of(model->stats());
   py::list pools;
-  for (const auto& p : model->pools()) {
-    py::dict x;
-    x["index"] = p.index;
-    x["address"] = p.address;
-    x["name"] = text(p.name);
-    x["stats"] = dict_of(p.stats);
-    x["in_use"] = p.in_use;
-    x["cached"] = p.cached;
-    x["free"] = p.free;
-    x["released"] = p.released;
-    x["metadata"] = p.metadata;
-    x["reclaimable"] = p.reclaimable;
-    x["allocations"] = p.allocations;
-    pools.append(x);
-  }
+  for (const auto& p : model->pools()) pools.append(pool_dict(p));
   d["pools"] = pools;
   py::list classes;
   for (const auto& c : model->size_classes()) {
@@ -138,12 +110,12 @@ py::list tcmalloc_allocations(target::Target& t, const std::string& state) {
   {
     py::gil_scoped_release nogil;
     model->walk([&](const alloc::Allocation& a) {
-      if (state == "all" || state == state_str(a.state)) out.push_back(a);
+      if (state == "all" || state == alloc::state_name(a.state)) out.push_back(a);
       return true;
     });
   }
   py::list l;
-  for (const auto& a : out) l.append(py::make_tuple(a.address, a.size, state_str(a.state)));
+  for (const auto& a : out) l.append(py::make_tuple(a.address, a.size, alloc::state_name(a.state)));
   return l;
 }
 

@@ -285,15 +285,8 @@ def add_show(parser: argparse.ArgumentParser) -> None:
 
 
 def _show_count(text: str) -> int:
-    if text == "all":
-        return 0
-    try:
-        n = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError("not a count: %r" % text) from None
-    if n < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more, not %d" % n)
-    return n
+    """argparse type for ``--show``: a count, 0 or ``all`` for every one."""
+    return 0 if text == "all" else _limit(text)
 
 
 class Bins(Command):

@@ -47,4 +47,4 @@ def test_show_n_addresses_per_list(core, cmd, show):
 
 def test_show_negative_is_a_usage_error(core):
     r = run_cli("bins", core, "--show", "-1")
-    assert r.returncode == 2 and "must be 0 or more" in r.stderr, describe(r)
+    assert r.returncode == 2 and "must be 0 (no limit) or more" in r.stderr, describe(r)
