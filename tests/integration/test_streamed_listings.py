@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from hwkit import REPO, describe, heapwalk_env, import_heapwalk, no_traceback, run_cli
+from hwkit import ASAN_PRELOAD, REPO, describe, heapwalk_env, import_heapwalk, no_traceback, run_cli
 
 #: RLIMIT_DATA for the bounded run (the core is mmapped read-only, which the bound leaves
 #: out): the old document of the 300k-chunk core alone took ~540 MiB of Python objects.
@@ -77,6 +77,8 @@ def _bounded():
     resource.setrlimit(resource.RLIMIT_DATA, (DATA_BOUND, DATA_BOUND))
 
 
+@pytest.mark.skipif(bool(ASAN_PRELOAD), reason="ASan's shadow and quarantine do not fit an "
+                    "RLIMIT_DATA bound; the plain run checks the bound")
 def test_listings_under_a_memory_bound(corpora):
     c = corpora.core("many", "300000", "4")
     for argv in (["chunks", "--limit", "0"], ["bins", "--json"]):
