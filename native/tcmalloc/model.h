@@ -80,7 +80,6 @@ class Model : public alloc::Model {
   std::vector<SpanInfo> spans_;
   /// Objects not in use inside small-object spans, sorted by address: (address, state).
   std::vector<std::pair<uint64_t, alloc::State>> kept_;
-  uint64_t walked_in_use_ = 0, walked_allocations_ = 0;
   Diagnostics diags_;
 };
 
