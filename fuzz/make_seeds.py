@@ -12,6 +12,10 @@ For each core it writes
 and OUTDIR/elf/ gets a small shared object compiled on the spot (TLS, versions, symtab).
 With --nmt-core (a JDK 17 NMT detail core) OUTDIR/nmt/ also gets a seed for fuzz_nmt's flag 4:
 libjvm's NMT statics and the C-heap windows their lists and chains point into.
+With --alloc-fuzzers DIR (a fuzz build: DIR/fuzz_jemalloc, DIR/fuzz_tcmalloc) every core that
+loads libjemalloc or libtcmalloc also gives OUTDIR/jemalloc/<name> or OUTDIR/tcmalloc/<name>: the
+target itself runs its model over the core with every read recorded (HEAPWALK_FUZZ_SEED, see
+fuzz/fuzz_alloc.h) and writes what it read as its sparse image (and a -nodirect copy).
 The committed seeds in fuzz/corpus/ were made with the defaults; scripts/test and the long runs
 make bigger ones at run time into build-fuzz/corpus/.
 """
@@ -250,6 +254,24 @@ def with_flags(img: bytes, bits: int) -> bytes:
     return bytes(out)
 
 
+def alloc_seeds(core: Path, fuzzers: Path, outdir: Path) -> None:
+    """The jemalloc / tcmalloc seed of `core` when it loads that allocator (fuzz_alloc.h)."""
+    name = core.parent.name.rsplit("-", 1)[0] if core.name == "core" else core.name
+    for which in ("jemalloc", "tcmalloc"):
+        binary = fuzzers / f"fuzz_{which}"
+        if not binary.exists():
+            continue
+        (outdir / which).mkdir(parents=True, exist_ok=True)
+        dest = outdir / which / name
+        env = dict(os.environ, HEAPWALK_FUZZ_SEED=f"{core}:{dest}",
+                   ASAN_OPTIONS="detect_leaks=0")
+        r = subprocess.run([str(binary)], env=env, capture_output=True, text=True, timeout=600)
+        if r.returncode != 0 or not dest.exists():
+            continue  # the core does not use that allocator
+        img = dest.read_bytes()
+        (outdir / which / (name + "-nodirect")).write_bytes(bytes([img[0] | 0x80]) + img[1:])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("outdir", type=Path)
@@ -260,7 +282,12 @@ def main() -> None:
                     help="a JDK 17 NMT detail core: an NMT seed with libjvm's statics (flag 4)")
     ap.add_argument("--nmt-window", type=int, default=WINDOW, help="bytes of each C-heap window of an NMT seed")
     ap.add_argument("--libjvm", type=Path, default=Path("/usr/lib/jvm/java-17-openjdk-amd64/lib/server/libjvm.so"))
+    ap.add_argument("--alloc-fuzzers", type=Path, default=None,
+                    help="a fuzz build directory: jemalloc/tcmalloc seeds made by its fuzz_jemalloc/fuzz_tcmalloc")
     o = ap.parse_intermixed_args()
+    if o.alloc_fuzzers:
+        for core in o.cores:
+            alloc_seeds(core, o.alloc_fuzzers, o.outdir)
     for t in ("core", "elf", "heap", "nmt"):
         (o.outdir / t).mkdir(parents=True, exist_ok=True)
     elf_seed(o.outdir / "elf" / "small.so")

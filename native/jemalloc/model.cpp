@@ -24,6 +24,24 @@ constexpr uint64_t kBinCurregs = 112 + 24, kBinNmalloc = 112, kBinNdalloc = 120,
 constexpr uint64_t kBaseAllocated = 3880, kBaseResident = 3888, kBaseMapped = 3896;
 constexpr uint64_t kSlowTcache = 168, kTcacheBins = 8, kCacheBinSize = 24, kTsdTcache = 856;
 
+/// Whether [addr, addr + len) lies in the target's mappings (adjacent ones joined); true when the
+/// target lists no mappings (a gdb callback).
+bool mapped(const std::vector<memory::Region>& rs, uint64_t addr, uint64_t len) {
+  if (rs.empty()) return true;
+  if (addr + len < addr) return false;
+  auto it =
+      std::upper_bound(rs.begin(), rs.end(), addr, [](uint64_t a, const memory::Region& r) { return a < r.start; });
+  if (it == rs.begin()) return false;
+  --it;
+  uint64_t end = addr + len;
+  while (it != rs.end() && it->start <= addr && addr < it->end) {
+    if (end <= it->end) return true;
+    addr = it->end;
+    ++it;
+  }
+  return false;
+}
+
 bool is_jemalloc_module(const std::string& path) {
   std::string base = path.substr(path.rfind('/') + 1);
   return base.rfind("libjemalloc.so", 0) == 0;
@@ -219,11 +237,36 @@ void Model::walk(const alloc::AllocationVisitor& visit) {
     diags_.add("unreadable", rtree_ + kRtreeRoot, std::nullopt, "jemalloc: the radix tree root");
     return;
   }
+  // Leaves are separate 2 MiB allocations: one named twice, or overlapping another, is corrupt
+  // (and would make the walk read the same memory over and over).
+  std::vector<uint64_t> sorted;
+  for (uint64_t x : root)
+    if (x) sorted.push_back(x);
+  std::sort(sorted.begin(), sorted.end());
+  std::unordered_set<uint64_t> overlapping;
+  for (size_t k = 1; k < sorted.size(); ++k)
+    if (sorted[k] - sorted[k - 1] < kRtreeFanout * 8) overlapping.insert(sorted[k]);
+  // The tcache contents, sorted: the walk is in address order, so one cursor marks them.
+  std::vector<uint64_t> cached(cached_.begin(), cached_.end());
+  std::sort(cached.begin(), cached.end());
+  size_t ck = 0;
+  auto is_cached = [&](uint64_t a) {
+    while (ck < cached.size() && cached[ck] < a) ++ck;
+    return ck < cached.size() && cached[ck] == a;
+  };
+  const auto& regions = t_.memory().regions();
   std::unordered_set<uint64_t> seen;
-  std::map<unsigned, int> pool_of;
-  for (size_t i = 0; i < pools_.size(); ++i) pool_of[pools_[i].index] = static_cast<int>(i);
+  std::vector<int> pool_of(kArenaLimit + 1, -1);
+  for (size_t i = 0; i < pools_.size(); ++i)
+    if (pools_[i].index <= kArenaLimit) pool_of[pools_[i].index] = static_cast<int>(i);
+  uint64_t next = 0, last_e = 0;  // extents do not overlap: the first byte after the last one
   for (uint64_t ri = 0; ri < kRtreeFanout; ++ri) {
     if (!root[ri]) continue;
+    if (overlapping.count(root[ri])) {
+      diags_.add("layout", root[ri], std::nullopt,
+                 "jemalloc: radix tree leaf " + hex(root[ri]) + " overlaps another leaf; not read");
+      continue;
+    }
     if (t_.memory().read(root[ri], leaf.data(), leaf.size() * 8) != leaf.size() * 8) {
       diags_.add("unreadable", root[ri], std::nullopt, "jemalloc: a radix tree leaf");
       continue;
@@ -231,7 +274,9 @@ void Model::walk(const alloc::AllocationVisitor& visit) {
     for (uint64_t li = 0; li < kRtreeFanout; ++li) {
       if (!leaf[li]) continue;
       uint64_t e = leaf_edata(leaf[li]);
-      if (!e || !seen.insert(e).second) continue;
+      if (!e || e == last_e) continue;  // the pages of one extent name the same edata_t
+      last_e = e;
+      if (!seen.insert(e).second) continue;
       uint8_t ed[kEdataSize];
       if (!r.try_copy(e, ed, sizeof ed)) {
         diags_.add("unreadable", e, std::nullopt, "jemalloc: an edata_t the radix tree names");
@@ -249,7 +294,37 @@ void Model::walk(const alloc::AllocationVisitor& visit) {
         diags_.add("layout", e, std::nullopt, "jemalloc: an edata_t's address is not the page that maps it first");
         continue;
       }
-      int pool = pool_of.count(arena) ? pool_of[arena] : -1;
+      if (page < next) {
+        diags_.add("layout", e, std::nullopt,
+                   "jemalloc: the extent at " + hex(addr) + " overlaps the one before it; skipped");
+        continue;
+      }
+      if (size == 0 || addr + size < addr || (addr + size) >> 48) {
+        diags_.add("layout", e, std::nullopt,
+                   "jemalloc: the extent at " + hex(addr) + " has an impossible size " + hex(size) + "; skipped");
+        continue;
+      }
+      // emap registers an extent's last page too (emap_register_boundary): it must name the
+      // same edata_t, or the size is smashed.
+      uint64_t lastp = addr + size - kPage, tail = 0;
+      if (root_index(lastp) == ri)
+        tail = leaf[leaf_index(lastp)];
+      else if (root_index(lastp) < kRtreeFanout && root[root_index(lastp)])
+        (void)r.try_u64(root[root_index(lastp)] + 8 * leaf_index(lastp), tail);
+      if (leaf_edata(tail) != e) {
+        diags_.add("layout", e, std::nullopt,
+                   "jemalloc: the extent at " + hex(addr) + " of " + std::to_string(size) +
+                       " bytes: the radix tree does not map its last page to it; skipped");
+        continue;
+      }
+      if (state == 0 && !mapped(regions, addr, size)) {
+        diags_.add("outside_heap", e, std::nullopt,
+                   "jemalloc: the active extent at " + hex(addr) + " (" + std::to_string(size) +
+                       " bytes) lies outside the target's memory; skipped");
+        continue;
+      }
+      next = addr + size;
+      int pool = arena <= kArenaLimit ? pool_of[arena] : -1;
       if (state == 0 && slab) {
         uint64_t reg = index2size(szind);
         if (szind >= kNBins || !reg || size / reg > 512) {
@@ -263,13 +338,13 @@ void Model::walk(const alloc::AllocationVisitor& visit) {
           alloc::Allocation x{addr + k * reg, reg, alloc::State::InUse, pool};
           if ((word >> (k % 64)) & 1)
             x.state = alloc::State::Free;  // bitmap_get: a set bit is a free region
-          else if (cached_.count(x.address))
+          else if (is_cached(x.address))
             x.state = alloc::State::Cached;
           if (!visit(x)) return;
         }
       } else if (state == 0) {
         alloc::Allocation x{addr, index2size(szind), alloc::State::InUse, pool};
-        if (cached_.count(addr)) x.state = alloc::State::Cached;
+        if (is_cached(addr)) x.state = alloc::State::Cached;
         if (!visit(x)) return;
       } else if (state <= 3) {
         alloc::Allocation x{addr, size, state == 1 ? alloc::State::Free : alloc::State::Released, pool};
@@ -385,9 +460,16 @@ void Model::read_arena(unsigned ind, uint64_t a) {
       std::memcpy(&empty, cb + 20, 2);
       if (!head) break;  // bins past nhbins were never initialised
       uint16_t n = static_cast<uint16_t>(empty - static_cast<uint16_t>(head)) / 8;
-      for (uint16_t k = 0; k < n; ++k) {
-        uint64_t obj;
-        if (r.try_u64(head + 8 * k, obj)) cached_.insert(obj);
+      if (n) {
+        std::vector<uint64_t> objs(n);
+        if (r.try_copy(head, objs.data(), objs.size() * 8)) {
+          cached_.insert(objs.begin(), objs.end());
+        } else {
+          diags_.add("unreadable", head, a,
+                     "jemalloc: tcache " + hex(tc) + " bin " + std::to_string(i) + ": its stack of " +
+                         std::to_string(n) + " cached pointers");
+          continue;
+        }
       }
       if (n) {
         c.bins.push_back({index2size(i), n});

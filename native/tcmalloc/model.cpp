@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <unordered_set>
 
 #include "ptmalloc/finder.h"
 #include "util/errors.h"
@@ -55,6 +56,24 @@ uint32_t rd32(const uint8_t* p) {
   uint32_t v;
   std::memcpy(&v, p, 4);
   return v;
+}
+
+/// Whether [addr, addr + len) lies in the target's mappings (adjacent ones joined); true when the
+/// target lists no mappings (a gdb callback).
+bool mapped(const std::vector<memory::Region>& rs, uint64_t addr, uint64_t len) {
+  if (rs.empty()) return true;
+  if (addr + len < addr) return false;
+  auto it =
+      std::upper_bound(rs.begin(), rs.end(), addr, [](uint64_t a, const memory::Region& r) { return a < r.start; });
+  if (it == rs.begin()) return false;
+  --it;
+  uint64_t end = addr + len;
+  while (it != rs.end() && it->start <= addr && addr < it->end) {
+    if (end <= it->end) return true;
+    addr = it->end;
+    ++it;
+  }
+  return false;
 }
 
 struct Data {
@@ -265,14 +284,8 @@ void Model::read_central() {
     for (uint32_t s = 0; s < used && c.batch <= kMaxBatch; ++s) {
       uint64_t head = 0;
       if (!r.try_u64(a + kCfSlots + 16 * s, head)) break;
-      uint64_t p = head;
-      for (uint64_t k = 0; k < c.batch && p; ++k) {
-        kept_.emplace_back(p, alloc::State::Free);
-        if (!r.try_u64(p, p)) {
-          diags_.add("unreadable", p, std::nullopt, "tcmalloc transfer cache list of class " + std::to_string(c.cl));
-          break;
-        }
-      }
+      follow(r, head, c.batch, alloc::State::Free, 0, ~uint64_t{0},
+             "transfer cache list of class " + std::to_string(c.cl));
     }
   }
 }
@@ -285,15 +298,24 @@ void Model::find_thread_heaps() {
   std::vector<uint8_t> tc(kTcBytes);
   std::optional<uint64_t> head, var;
   bool ambiguous = false;
+  std::unordered_set<uint64_t> tried, accepted;
   for (const auto& d : writable_data(t_, module_)) {
     for (uint64_t off = 0; off + 8 <= d.bytes.size(); off += 8) {
       uint64_t p = rd64(d.bytes.data() + off);
       if (!p || (p & 7) || (p >= d.start && p < d.start + d.bytes.size())) continue;
+      // Cheap rejections first (each pointer value once; class 1's object size), then the copy.
+      if (!tried.insert(p).second) {
+        if (head && *head != p && accepted.count(p)) ambiguous = true;
+        continue;
+      }
+      uint32_t size1 = 0;
+      if (classes_.size() <= 2 || !r.try_u32(p + kFlSize + kFlObjSize, size1) || size1 != classes_[1].size) continue;
       if (!r.try_copy(p, tc.data(), tc.size())) continue;
       bool ok = rd64(tc.data() + kTcNext + 8) == 0 && classes_.size() > 2;
       for (size_t cl = 1; cl < classes_.size() && ok; ++cl)
         ok = rd32(tc.data() + kFlSize * cl + kFlObjSize) == classes_[cl].size;
       if (!ok) continue;
+      accepted.insert(p);
       if (head && *head != p) ambiguous = true;
       if (!head) {
         head = p;
@@ -325,9 +347,14 @@ void Model::read_threads() {
     if (th.fs_base) lwp_of[th.fs_base] = th.lwp;
   std::vector<uint8_t> buf(kTcBytes);
   unsigned count = 0;
+  std::unordered_set<uint64_t> seen;
   while (tc) {
     if (++count > kMaxThreadCaches) {
       diags_.add("cycle", tc, std::nullopt, "tcmalloc thread cache list does not end");
+      break;
+    }
+    if (!seen.insert(tc).second) {
+      diags_.add("cycle", tc, std::nullopt, "tcmalloc thread cache list loops back to " + hex(tc));
       break;
     }
     if ((tc & 7) || !r.try_copy(tc, buf.data(), buf.size())) {
@@ -352,14 +379,8 @@ void Model::read_threads() {
       }
       c.bins.push_back({static_cast<uint64_t>(rd32(fl + kFlObjSize)), len});
       classes_[cl].thread_cached += len;
-      uint64_t p = rd64(fl);
-      for (uint32_t k = 0; k < len && p; ++k) {
-        kept_.emplace_back(p, alloc::State::Cached);
-        if (!r.try_u64(p, p)) {
-          diags_.add("unreadable", p, std::nullopt, "tcmalloc thread cache list of class " + std::to_string(cl));
-          break;
-        }
-      }
+      follow(r, rd64(fl), len, alloc::State::Cached, 0, ~uint64_t{0},
+             "thread cache " + hex(tc) + " list of class " + std::to_string(cl));
     }
     caches_.push_back(std::move(c));
     tc = rd64(buf.data() + kTcNext);
@@ -377,12 +398,28 @@ void Model::read_pagemap() {
   }
   std::vector<uint64_t> leaf(kLeafLength);
   uint64_t leaves = 0;
+  // Leaves are separate 2 MiB allocations: a root naming one twice, or overlapping ones, is
+  // corrupt (and would make the walk read the same memory over and over).
+  std::vector<uint64_t> sorted;
+  for (uint64_t i = 0; i < kRootLength; ++i)
+    if (roots[i]) sorted.push_back(roots[i]);
+  std::sort(sorted.begin(), sorted.end());
+  std::unordered_set<uint64_t> overlapping;
+  for (size_t k = 1; k < sorted.size(); ++k)
+    if (sorted[k] - sorted[k - 1] < kLeafLength * 8) overlapping.insert(sorted[k]);
+  const auto& regions = mem.regions();
+  uint64_t next_page = 0;  // spans do not overlap: the first page after the last span
   for (uint64_t i = 0; i < kRootLength; ++i) {
     if (!roots[i]) continue;
     if (++leaves > kMaxLeaves) {
       diags_.add("truncated", root, std::nullopt,
                  "tcmalloc page map has more than 4096 leaves (8 TiB of heap); the rest not read");
       break;
+    }
+    if (overlapping.count(roots[i])) {
+      diags_.add("layout", roots[i], std::nullopt,
+                 "tcmalloc page map leaf " + std::to_string(i) + " overlaps another leaf; not read");
+      continue;
     }
     if ((roots[i] & 7) || mem.read(roots[i], leaf.data(), kLeafLength * 8) != kLeafLength * 8) {
       diags_.add("unreadable", roots[i], std::nullopt, "tcmalloc page map leaf " + std::to_string(i));
@@ -413,27 +450,94 @@ void Model::read_pagemap() {
       info.refcount = bits & 0xffff;
       info.sizeclass = (bits >> 16) & 0xff;
       info.location = (bits >> 24) & 3;
+      if (page < next_page) {
+        diags_.add("layout", s, std::nullopt,
+                   "tcmalloc Span " + hex(s) + " at " + hex(info.address) + " overlaps the span before it; skipped");
+        ++j;
+        continue;
+      }
+      if (info.location == 0 && info.sizeclass && info.sizeclass < classes_.size() &&
+          length != classes_[info.sizeclass].pages) {
+        diags_.add("layout", s, std::nullopt,
+                   "tcmalloc Span " + hex(s) + " of class " + std::to_string(info.sizeclass) + " claims " +
+                       std::to_string(length) + " pages (the class has " +
+                       std::to_string(classes_[info.sizeclass].pages) + "); skipped");
+        ++j;
+        continue;
+      }
+      if (info.location == 0 && !mapped(regions, info.address, info.bytes)) {
+        diags_.add("outside_heap", s, std::nullopt,
+                   "tcmalloc Span " + hex(s) + " in use at " + hex(info.address) + " (" + std::to_string(length) +
+                       " pages) lies outside the target's memory; skipped");
+        ++j;
+        continue;
+      }
+      next_page = page + length;
       if (info.sizeclass && info.sizeclass < classes_.size() && info.location == 0) {
         ++classes_[info.sizeclass].spans_seen;
         // The span's own free list (objects the central free list holds).
         uint64_t size = classes_[info.sizeclass].size;
         uint64_t max = size ? info.bytes / size : 0;
-        uint64_t p = rd64(sp + kSpanObjects);
-        for (uint64_t k = 0; p && k <= max; ++k) {
-          if (p < info.address || p >= info.address + info.bytes) {
-            diags_.add("outside_heap", p, std::nullopt, "tcmalloc span " + hex(info.address) + " free list leaves it");
-            break;
-          }
-          kept_.emplace_back(p, alloc::State::Free);
-          if (!r.try_u64(p, p)) break;
-          if (k == max) diags_.add("cycle", info.address, std::nullopt, "tcmalloc span free list does not end");
-        }
+        follow(r, rd64(sp + kSpanObjects), max, alloc::State::Free, info.address, info.address + info.bytes,
+               "span " + hex(info.address) + " free list");
       }
       spans_.push_back(info);
       j += std::min<uint64_t>(length, kLeafLength - j);
     }
   }
   std::sort(kept_.begin(), kept_.end());
+  // An object on two lists (or twice on one) is corrupt: the first state wins (sort order).
+  size_t before = kept_.size();
+  kept_.erase(std::unique(kept_.begin(), kept_.end(), [](const auto& a, const auto& b) { return a.first == b.first; }),
+              kept_.end());
+  if (kept_.size() != before)
+    diags_.add("double_free", std::nullopt, std::nullopt,
+               "tcmalloc: " + std::to_string(before - kept_.size()) + " objects on more than one free list");
+}
+
+void Model::follow(memory::Reader& r, uint64_t p, uint64_t max, alloc::State st, uint64_t lo, uint64_t hi,
+                   const std::string& what) {
+  if (!budget_) {
+    uint64_t bytes = 0;
+    for (const auto& reg : t_.memory().regions()) bytes += reg.end - reg.start;
+    budget_ = bytes ? bytes / 8 : uint64_t{1} << 28;
+  }
+  size_t first = kept_.size();
+  for (uint64_t k = 0; p && k < max; ++k) {
+    if (p < lo || p >= hi) {
+      diags_.add("outside_heap", p, std::nullopt, "tcmalloc " + what + " leaves its span at " + hex(p));
+      break;
+    }
+    if (kept_.size() >= budget_) {
+      diags_.add("truncated", p, std::nullopt,
+                 "tcmalloc " + what + ": more free objects than the target has words; the rest not read");
+      break;
+    }
+    kept_.emplace_back(p, st);
+    if (!r.try_u64(p, p)) {
+      diags_.add("unreadable", kept_.back().first, std::nullopt, "tcmalloc " + what);
+      break;
+    }
+    if (k + 1 == max && p && lo)
+      diags_.add("cycle", lo, std::nullopt,
+                 "tcmalloc " + what + " does not end after " + std::to_string(max) + " objects");
+  }
+  // A list that loops visits an object twice: keep each once and say where.
+  if (kept_.size() - first > 1) {
+    std::vector<uint64_t> a;
+    a.reserve(kept_.size() - first);
+    for (size_t k = first; k < kept_.size(); ++k) a.push_back(kept_[k].first);
+    std::sort(a.begin(), a.end());
+    auto dup = std::adjacent_find(a.begin(), a.end());
+    if (dup != a.end()) {
+      diags_.add("cycle", *dup, std::nullopt, "tcmalloc " + what + " loops at " + hex(*dup));
+      std::unordered_set<uint64_t> seen;
+      size_t out = first;
+      for (size_t k = first; k < kept_.size(); ++k)
+        if (seen.insert(kept_[k].first).second) kept_[out++] = kept_[k];
+      kept_.resize(out);
+    }
+  }
 }
 
 void Model::walk(const alloc::AllocationVisitor& visit) {
@@ -504,7 +608,12 @@ void Model::summarize() {
   uint64_t sys = st[0], fr = st[1], un = st[2];
   auto& s = stats_;
   s["generic.heap_size"] = sys;
-  s["generic.current_allocated_bytes"] = sys - thread - central - transfer - fr - un;
+  uint64_t kept = thread + central + transfer + fr + un;
+  if (kept > sys)
+    diags_.add("layout", ph + kPhStats, std::nullopt,
+               "tcmalloc: free, cached and unmapped bytes (" + std::to_string(kept) + ") exceed the heap size (" +
+                   std::to_string(sys) + ")");
+  s["generic.current_allocated_bytes"] = kept > sys ? 0 : sys - kept;
   s["tcmalloc.slack_bytes"] = fr + un;
   s["tcmalloc.central_cache_free_bytes"] = central;
   s["tcmalloc.transfer_cache_free_bytes"] = transfer;

@@ -68,6 +68,10 @@ class Model : public alloc::Model {
   void read_threads();
   void read_pagemap();
   void summarize();
+  /// Follows a free list of at most `max` objects from `p` (each inside [lo, hi)) into kept_ as
+  /// `st`, stopping at a loop, an unreadable link or the target's size; diagnostics name `what`.
+  void follow(memory::Reader& r, uint64_t p, uint64_t max, alloc::State st, uint64_t lo, uint64_t hi,
+              const std::string& what);
 
   target::Target& t_;
   std::string module_, source_ = "search";
@@ -81,6 +85,7 @@ class Model : public alloc::Model {
   /// Objects not in use inside small-object spans, sorted by address: (address, state).
   std::vector<std::pair<uint64_t, alloc::State>> kept_;
   Diagnostics diags_;
+  uint64_t budget_ = 0;  ///< most objects kept_ may hold: the target's memory in words
 };
 
 }  // namespace heapwalk::tcmalloc

@@ -1,8 +1,9 @@
 """gperftools tcmalloc 2.10 (issue 16): heapwalk's tcmalloc model against tcmalloc's own figures.
 
 corpora/tcmalloc_stats.c runs on Debian 12's libtcmalloc (stripped: `.dynsym` only) and, when a
-``-g`` build of gperftools 2.10 is at ``$HEAPWALK_TCMALLOC_G`` (default
-``build/tcmalloc-g/libtcmalloc.so``; scripts/tcmalloc-g makes it), on that build too. The
+``-g`` build of gperftools 2.10 (default ``build/test-cache/tcmalloc-2.10-g/libtcmalloc.so``, or
+``$HEAPWALK_TCMALLOC_G``): scripts/tcmalloc-g builds Debian's source package with Debian's flags
+when it is missing, about 4 minutes once), on that build too. The
 program reads every MallocExtension_GetNumericProperty value into memory before it parks its
 threads, records each thread's MallocExtension_GetThreadCacheSize() and the allocations it holds
 (address, MallocExtension_GetAllocatedSize) in truth.json: the oracles. Cores are made with gcore;
@@ -28,8 +29,7 @@ import pytest
 from hwkit import CACHE, CFLAGS, CORPORA, REPO, gcore, heapwalk_env, run_cli, spawn_ready, stop
 
 DEBIAN_LIB = Path("/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4")
-G_LIB = Path(os.environ.get("HEAPWALK_TCMALLOC_G",
-                            str(REPO / "build" / "tcmalloc-g" / "libtcmalloc.so")))
+G_LIB = Path(os.environ.get("HEAPWALK_TCMALLOC_G", str(CACHE / "tcmalloc-2.10-g" / "libtcmalloc.so")))
 NTHREADS = "4"
 
 # What the model reads, and prints as JSON, in a separate interpreter (the engine is not loaded
@@ -163,10 +163,21 @@ def test_core_debian_stripped(lib, mode):
     _check(model, truth, with_metadata=False)
 
 
+def _g_lib() -> Path:
+    """The -g build of Debian's gperftools 2.10, built (scripts/tcmalloc-g) when missing."""
+    if not G_LIB.exists() and "HEAPWALK_TCMALLOC_G" not in os.environ:
+        r = subprocess.run([str(REPO / "scripts" / "tcmalloc-g"), str(G_LIB.parent)],
+                           capture_output=True, text=True, timeout=3600)
+        assert r.returncode == 0 and G_LIB.exists(), r.stdout + r.stderr
+    if not G_LIB.exists():
+        pytest.skip(f"no -g build of gperftools 2.10 at {G_LIB}")
+    return G_LIB
+
+
 @pytest.mark.parametrize("mode", ["symbols", "search"])
 def test_core_g_build(mode):
-    if not G_LIB.exists():
-        pytest.skip(f"no -g build of gperftools 2.10 at {G_LIB} (scripts/tcmalloc-g)")
+    _need_debian()
+    _g_lib()
     core, truth = _core("g")
     model = _probe(str(core), mode)
     assert model["layout_source"] == ("symbols" if mode == "symbols" else "search")

@@ -1,0 +1,54 @@
+// libFuzzer target: the jemalloc 5.3.0 model (native/jemalloc/model.h) on a sparse process image
+// (fuzz_alloc.h) whose module regions are named libjemalloc.so.2; no files, so je_arenas and the
+// radix tree are found by the symbol-free search as on Debian's stripped library. The model, its
+// arenas' statistics and tcaches, a whole walk of the radix tree, and find() on a few addresses.
+// Flag 0x80 (fuzz::kNoDirect): read through the Reader's cache, as for a live process.
+// HEAPWALK_FUZZ_SEED=CORE:OUT makes a seed from a core (fuzz_alloc.h).
+#include <cstdint>
+
+#include "fuzz_alloc.h"
+#include "jemalloc/model.h"
+#include "util/errors.h"
+
+using namespace heapwalk;
+
+namespace {
+
+uint64_t exercise(target::Target& t) {
+  uint64_t sum = 0;
+  try {
+    jemalloc::Model m(t);
+    for (const auto& p : m.pools()) sum += p.in_use + p.free + p.stats.size();
+    for (const auto& c : m.thread_caches()) sum += c.bytes + c.bins.size();
+    uint64_t prev = 0, n = 0, probe[3] = {};
+    m.walk([&](const alloc::Allocation& a) {
+      sum += a.address ^ a.size ^ static_cast<uint64_t>(a.state);
+      if (a.pool >= static_cast<int>(m.pools().size())) __builtin_trap();
+      if (n < 3) probe[n] = a.address + a.size / 2;
+      ++n;
+      prev = a.address;
+      return n < (1u << 22);
+    });
+    for (uint64_t a : probe)
+      if (auto f = m.find(a)) sum += f->size;
+    (void)m.find(prev);
+    sum += m.rtree() + m.diagnostics().items().size();
+  } catch (const Error&) {
+  }
+  return sum;
+}
+
+bool is_jemalloc(const target::Module& m) { return m.path.find("libjemalloc.so") != std::string::npos; }
+
+}  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  fuzz::make_alloc_seed(is_jemalloc, [](target::Target& t) { (void)exercise(t); });
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  auto im = fuzz::parse_alloc_image(data, size, "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2");
+  auto t = fuzz::alloc_target(im);
+  return exercise(*t) == 1 ? 1 : 0;
+}

@@ -1,0 +1,60 @@
+// libFuzzer target: the gperftools 2.10 tcmalloc model (native/tcmalloc/model.h) on a sparse
+// process image (fuzz_alloc.h) whose module regions are named libtcmalloc.so.4; no files, so the
+// SizeMap, central cache, page heap and thread_heaps_ are found by the symbol-free search. The
+// model (size map, central and transfer caches, thread caches, page map), a whole walk, and
+// find() on a few addresses. Flag 0x80 (fuzz::kNoDirect): read through the Reader's cache.
+// HEAPWALK_FUZZ_SEED=CORE:OUT makes a seed from a core (fuzz_alloc.h).
+#include <cstdint>
+
+#include "fuzz_alloc.h"
+#include "tcmalloc/model.h"
+#include "util/errors.h"
+
+using namespace heapwalk;
+
+namespace {
+
+uint64_t exercise(target::Target& t) {
+  uint64_t sum = 0;
+  const target::Module* mod = tcmalloc::tcmalloc_module(t);
+  if (!mod) return 0;
+  try {
+    tcmalloc::Model m(t, *mod);
+    for (const auto& p : m.pools()) sum += p.in_use + p.free + p.stats.size();
+    for (const auto& c : m.thread_caches()) sum += c.bytes + c.bins.size();
+    for (const auto& c : m.size_classes()) sum += c.size + c.in_use;
+    uint64_t prev = 0, n = 0, probe[3] = {};
+    m.walk([&](const alloc::Allocation& a) {
+      sum += a.address ^ a.size ^ static_cast<uint64_t>(a.state);
+      if (a.address < prev) __builtin_trap();  // the walk is in address order
+      if (n < 3) probe[n] = a.address + a.size / 2;
+      ++n;
+      prev = a.address;
+      return n < (1u << 22);
+    });
+    for (uint64_t a : probe)
+      if (auto f = m.find(a)) sum += f->size;
+    (void)m.find(prev);
+    sum += m.spans().size() + m.diagnostics().items().size();
+  } catch (const Error&) {
+  }
+  return sum;
+}
+
+bool is_tcmalloc(const target::Module& m) {
+  std::string base = m.path.substr(m.path.rfind('/') + 1);
+  return base.rfind("libtcmalloc", 0) == 0 && base.find(".so") != std::string::npos;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  fuzz::make_alloc_seed(is_tcmalloc, [](target::Target& t) { (void)exercise(t); });
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  auto im = fuzz::parse_alloc_image(data, size, "/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4");
+  auto t = fuzz::alloc_target(im);
+  return exercise(*t) == 1 ? 1 : 0;
+}
