@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
 """heapwalk benchmark (issue 7): cores of 1 M, 10 M and 50 M chunks (and one with 64+ arenas),
+and (issue 16) a 10 M-allocation core per other allocator (corpora/many.c with Debian's
+libjemalloc.so.2 or libtcmalloc.so.4 preloaded: the model's construction and whole walk, against
+the floor over the extents / spans the allocator maps),
 each engine operation timed in a fresh process with its peak anonymous memory, against the floor
 (reading the walked heap bytes once through a fresh mmap) measured in the same run, and a
 gdb-API Python walker (how gef/pwndbg walk) as the reference point.
 
     /usr/bin/python3 bench/bench.py [--sizes 1M,10M] [--arenas 0|70] [--no-gdb-walker]
+                                    [--allocators jemalloc,tcmalloc] [--allocator-size 10M]
                                     [--repeat N] [--json FILE]
     /usr/bin/python3 bench/bench.py --live [--sizes 10M] [--live-threads 4] [--repeat N] [--json FILE]
 
@@ -53,7 +57,15 @@ OPS = {
                   "cli.run(['bins', CORE, '--json'], open(os.devnull, 'w'), sys.stderr)"),
     "bins-json-whole": ("from heapwalk import render as R; t = N.open_core(CORE, None, OV)",
                         "R.to_json(R.wrap('bins', t.bins(None)))"),
+    # Issue 16: the jemalloc / tcmalloc model built and walked whole (je_arenas and the radix
+    # tree found by search on Debian's stripped library; tcmalloc's page map, lists and the walk
+    # that sums what is in use), one small document out.
+    "jemalloc-walk": ("t = N.open_core(CORE, None, OV)", "t.jemalloc_chunks('used', 1)"),
+    "tcmalloc-walk": ("t = N.open_core(CORE, None, OV)", "t.tcmalloc()"),
 }
+
+ALLOCATORS = {"jemalloc": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
+              "tcmalloc": "/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4"}
 
 
 def log(msg: str) -> None:
@@ -68,8 +80,8 @@ def build(name: str, src: Path, extra: list[str]) -> Path:
     return out
 
 
-def make_core(chunks: int, threads: int, arena_max: int) -> Path:
-    d = CACHE / "cores" / f"many-{chunks}-{threads}-{arena_max}"
+def make_core(chunks: int, threads: int, arena_max: int, preload: str = "") -> Path:
+    d = CACHE / "cores" / (f"many-{chunks}-{threads}-{arena_max}" + (f"-{Path(preload).name}" if preload else ""))
     core = d / "core"
     many_bin = CACHE / "bin" / "many"
     # A core older than the program binary cannot be read by gdb (its r_debug moved): remade.
@@ -81,6 +93,8 @@ def make_core(chunks: int, threads: int, arena_max: int) -> Path:
     env = dict(os.environ)
     if arena_max:
         env["GLIBC_TUNABLES"] = f"glibc.malloc.arena_max={arena_max}"
+    if preload:
+        env["LD_PRELOAD"] = preload
     r, w = os.pipe()
     log(f"making a core of {chunks:,} chunks, {threads} threads ...")
     proc = subprocess.Popen([str(many), str(chunks), str(w), str(threads)], pass_fds=(w,), env=env)
@@ -124,6 +138,71 @@ def floor(core: Path, ranges: list[tuple[int, int]], helper: Path) -> float:
                 args.append(f"{off + lo - vaddr}:{hi - lo}")
     out = subprocess.run([str(helper), str(core), *args], capture_output=True, text=True, check=True)
     return float(out.stdout.split()[0])
+
+
+class CoreMemory:
+    """Reads target memory from a core's PT_LOAD segments (for the floor's ranges)."""
+
+    def __init__(self, core: Path):
+        import mmap  # noqa: PLC0415
+        self.f = open(core, "rb")
+        self.m = mmap.mmap(self.f.fileno(), 0, prot=mmap.PROT_READ)
+        self.segs = sorted(segments(core))
+
+    def read(self, addr: int, n: int) -> bytes:
+        import bisect  # noqa: PLC0415
+        i = bisect.bisect_right(self.segs, (addr, 1 << 64, 0)) - 1
+        if i >= 0:
+            vaddr, off, size = self.segs[i]
+            if vaddr <= addr and addr + n <= vaddr + size:
+                return self.m[off + addr - vaddr:off + addr - vaddr + n]
+        return b""
+
+    def u64s(self, addr: int, n: int) -> list[int]:
+        import array  # noqa: PLC0415
+        a = array.array("Q")
+        a.frombytes(self.read(addr, 8 * n))
+        return a.tolist()
+
+
+def merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[list[int]] = []
+    for s, e in sorted(ranges):
+        if out and s <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e])
+    return [(s, e) for s, e in out]
+
+
+def allocator_ranges(core: Path, which: str, doc: dict) -> list[tuple[int, int]]:
+    """The address ranges the allocator maps as heap: jemalloc's extents (every edata_t its
+    radix tree names) or tcmalloc's spans (every span head of its page map), layouts from
+    docs/jemalloc-layouts.md and docs/tcmalloc-layouts.md."""
+    mem = CoreMemory(core)
+    out = []
+    if which == "jemalloc":
+        seen = set()
+        for ri, leaf in enumerate(mem.u64s(doc["rtree"] + 120, 1 << 18)):
+            if not leaf:
+                continue
+            for v in mem.u64s(leaf, 1 << 18):
+                e = (v & ((1 << 48) - 1)) & ~127
+                if e and e not in seen:
+                    seen.add(e)
+                    addr, size = mem.u64s(e + 8, 2) or (0, 0)
+                    out.append((addr, addr + (size & ~4095)))
+    else:
+        root = doc["globals"]["pageheap_"] + 524288
+        for i, leaf in enumerate(mem.u64s(root, 1 << 17)):
+            if not leaf:
+                continue
+            for j, s in enumerate(mem.u64s(leaf, 1 << 18)):
+                if s:
+                    start, length = mem.u64s(s, 2) or (0, 0)
+                    if start == (i << 18) | j:
+                        out.append((start << 13, (start + length) << 13))
+    return merge(out)
 
 
 def run_op(core: Path, op: str, overrides: dict, cold: bool = False) -> tuple[float, int]:
@@ -183,6 +262,9 @@ def main() -> int:
                     help="gdb-API walkers to run on the first core (gef: ~265 s per 1 M chunks)")
     ap.add_argument("--ops", default=",".join(o for o in OPS if "json" not in o),
                     help="operations (also: chunks-json, chunks-json-whole, bins-json, bins-json-whole)")
+    ap.add_argument("--allocators", default="jemalloc,tcmalloc",
+                    help="other allocators preloaded into many for their own core ('' : none)")
+    ap.add_argument("--allocator-size", default="10M", help="allocations per allocator core")
     ap.add_argument("--json", metavar="FILE")
     ap.add_argument("--live", action="store_true", help="the live rows only (bench/bench_live.py)")
     ap.add_argument("--live-threads", type=int, default=4, help="threads of the live target")
@@ -201,6 +283,29 @@ def main() -> int:
     if args.arenas:
         configs.append((f"{args.arenas} arenas", 2_000_000, args.arenas, 128))
     results = []
+    for which in filter(None, args.allocators.split(",")):
+        n = parse_size(args.allocator_size)
+        core = make_core(n, 4, 0, ALLOCATORS[which])
+        t = N.open_core(str(core))
+        doc = t.jemalloc() if which == "jemalloc" else t.tcmalloc()
+        t.close()
+        ranges = allocator_ranges(core, which, doc)
+        row = {"core": f"{args.allocator_size} {which}", "core_bytes": core.stat().st_size, "chunks": n,
+               "arenas": len(doc.get("arenas", doc.get("pools", []))),
+               "heap_bytes": sum(e - s for s, e in ranges), "ops": {}}
+        row["floor_seconds"] = min(floor(core, ranges, helper) for _ in range(args.repeat))
+        for method, ov in (("symbols", {}), ("no-symbols", {"no_files": True})):
+            op = f"{which}-walk"
+            try:
+                runs = [run_op(core, op, ov) for _ in range(args.repeat)]
+            except RuntimeError as e:
+                row["ops"][f"{op} ({method})"] = {"error": str(e)}
+                continue
+            secs = min(r[0] for r in runs)
+            row["ops"][f"{op} ({method})"] = {"seconds": round(secs, 4), "peak_anon_bytes": max(r[1] for r in runs),
+                                              "chunks_per_second": int(n / secs) if secs else None}
+        results.append(row)
+        log(f"{which}: done")
     for label, n, threads, amax in configs:
         core = make_core(n, threads, amax)
         t = N.open_core(str(core))

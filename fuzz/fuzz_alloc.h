@@ -6,6 +6,9 @@
 //   u64 module_base, u64 module_end
 //   nregions × {u64 address, u32 length (<= 8 MiB), u8 bits (bit 0: the allocator's module maps it)}
 //   nthreads × {u64 fs_base, u32 lwp}
+//   u8 nmapped (0..64), nmapped × {u64 start, u64 end}: mappings the image declares without bytes
+//   (a core's unsaved segments: the models check that an extent or span lies in the target's
+//   mappings)
 //   patches to the end: {u8 region, u32 offset, u16 length, length bytes}
 //
 // Every region starts zero-filled (at most 48 MiB in all; overlapping regions are dropped); the
@@ -27,8 +30,51 @@ namespace fuzz {
 
 constexpr uint64_t kMaxAllocRegion = 8 << 20, kMaxAllocImage = 48 << 20;
 
+/// The image's bytes (a BufferSource) plus mappings declared without bytes: regions() lists the
+/// union of both (module regions as they are), read() serves the bytes only.
+class AllocSource : public memory::MemorySource {
+ public:
+  explicit AllocSource(std::unique_ptr<memory::MemorySource> inner, std::vector<std::pair<uint64_t, uint64_t>> mapped)
+      : inner_(std::move(inner)) {
+    std::vector<std::pair<uint64_t, uint64_t>> spans = std::move(mapped);
+    for (const auto& r : inner_->regions())
+      if (r.path.empty()) spans.emplace_back(r.start, r.end);
+    std::sort(spans.begin(), spans.end());
+    std::vector<std::pair<uint64_t, uint64_t>> merged;
+    for (auto [a, e] : spans) {
+      if (e <= a) continue;
+      if (!merged.empty() && a <= merged.back().second)
+        merged.back().second = std::max(merged.back().second, e);
+      else
+        merged.emplace_back(a, e);
+    }
+    for (const auto& r : inner_->regions())
+      if (!r.path.empty()) regions_.push_back(r);
+    for (auto [a, e] : merged) {
+      bool clash = false;  // a declared mapping may not cover a module's region
+      for (const auto& r : inner_->regions())
+        if (!r.path.empty() && r.start < e && a < r.end) clash = true;
+      if (clash) continue;
+      memory::Region r;
+      r.start = a;
+      r.end = r.saved_end = e;
+      r.read = r.write = true;
+      regions_.push_back(r);
+    }
+    std::sort(regions_.begin(), regions_.end(),
+              [](const memory::Region& x, const memory::Region& y) { return x.start < y.start; });
+  }
+  size_t read(uint64_t addr, void* out, size_t len) override { return inner_->read(addr, out, len); }
+  const std::vector<memory::Region>& regions() const override { return regions_; }
+
+ private:
+  std::unique_ptr<memory::MemorySource> inner_;
+  std::vector<memory::Region> regions_;
+};
+
 struct AllocImage {
   uint8_t flags = 0;
+  std::vector<std::pair<uint64_t, uint64_t>> mapped;
   std::unique_ptr<memory::BufferSource> mem = std::make_unique<memory::BufferSource>();
   std::vector<target::Thread> threads;
   target::Module module;
@@ -72,6 +118,11 @@ inline AllocImage parse_alloc_image(const uint8_t* data, size_t size, const std:
     t.lwp = static_cast<int>(b.get<uint32_t>() & 0x3fffffff);
     im.threads.push_back(t);
   }
+  unsigned nmapped = b.get<uint8_t>() % 65;
+  for (unsigned i = 0; i < nmapped; ++i) {
+    uint64_t a = b.get<uint64_t>(), e = b.get<uint64_t>();
+    im.mapped.emplace_back(a, e);
+  }
   while (b.left() >= 7) {
     uint8_t ri = b.get<uint8_t>();
     uint32_t off = b.get<uint32_t>();
@@ -92,6 +143,7 @@ inline std::unique_ptr<target::Target> alloc_target(AllocImage& im) {
     src = std::make_unique<ReadOnlySource>(std::move(im.mem));
   else
     src = std::move(im.mem);
+  if (!im.mapped.empty()) src = std::make_unique<AllocSource>(std::move(src), std::move(im.mapped));
   auto t = target::Target::from_source(std::move(src), {im.module}, im.threads);
   t->overrides().no_files = true;
   return t;
@@ -161,25 +213,46 @@ inline bool make_alloc_seed(const std::function<bool(const target::Module&)>& is
     if (a >= cr.end) continue;
     e = std::min(e, cr.end);
     bool module = cr.path == mod->path;
-    if (!outs.empty() && outs.back().end >= a && a - outs.back().start < kMaxAllocRegion &&
-        outs.back().start >= cr.start) {
-      outs.back().end = std::max(outs.back().end, e);
-    } else if (!outs.empty() && a - outs.back().end < (64 << 10) && outs.back().start >= cr.start &&
-               e - outs.back().start <= kMaxAllocRegion) {
+    // Within one core region, reads join into one image region of at most 8 MiB (the gaps
+    // are zero-filled: memory, not input bytes).
+    if (!outs.empty() && outs.back().start >= cr.start && e - outs.back().start <= kMaxAllocRegion) {
       outs.back().end = std::max(outs.back().end, e);
     } else {
-      outs.push_back({a, e, module});
+      outs.push_back({a, std::min(e, a + kMaxAllocRegion), module});
     }
   }
+  // At most 32 regions and 48 MiB: the module's own (and what adjoins them: .bss) first, then
+  // the biggest.
+  auto near_module = [&](const Out& o) {
+    for (const auto& r : cregs)
+      if (r.path == mod->path && (r.end == o.start || (o.start >= r.start && o.start < r.end + (4 << 20)))) return true;
+    return o.module;
+  };
+  std::stable_sort(outs.begin(), outs.end(), [&](const Out& x, const Out& y) {
+    bool mx = near_module(x), my = near_module(y);
+    if (mx != my) return mx;
+    return x.end - x.start > y.end - y.start;
+  });
   uint64_t total = 0;
   std::vector<Out> kept;
-  for (auto& o : outs) {
-    o.end = std::min(o.end, o.start + kMaxAllocRegion);
+  for (auto& o : outs)
     if (kept.size() < 32 && total + (o.end - o.start) <= kMaxAllocImage) {
       kept.push_back(o);
       total += o.end - o.start;
     }
+  std::sort(kept.begin(), kept.end(), [](const Out& x, const Out& y) { return x.start < y.start; });
+  // The core's other mappings, declared without bytes (the biggest 64, joined when adjacent).
+  std::vector<std::pair<uint64_t, uint64_t>> declared;
+  for (const auto& r : cregs) {
+    if (r.path == mod->path) continue;
+    if (!declared.empty() && declared.back().second == r.start)
+      declared.back().second = r.end;
+    else
+      declared.emplace_back(r.start, r.end);
   }
+  std::stable_sort(declared.begin(), declared.end(),
+                   [](const auto& x, const auto& y) { return x.second - x.first > y.second - y.first; });
+  if (declared.size() > 64) declared.resize(64);
   std::vector<uint8_t> img;
   put<uint8_t>(img, 0);
   put<uint8_t>(img, static_cast<uint8_t>(kept.size() - 1));
@@ -195,6 +268,11 @@ inline bool make_alloc_seed(const std::function<bool(const target::Module&)>& is
   for (const auto& th : threads) {
     put<uint64_t>(img, th.fs_base);
     put<uint32_t>(img, static_cast<uint32_t>(th.lwp));
+  }
+  put<uint8_t>(img, static_cast<uint8_t>(declared.size()));
+  for (const auto& [a, e] : declared) {
+    put<uint64_t>(img, a);
+    put<uint64_t>(img, e);
   }
   // Patches: the non-zero 8-byte words, runs joined across gaps shorter than 16 bytes.
   for (size_t ri = 0; ri < kept.size(); ++ri) {

@@ -5,6 +5,8 @@
 // Flag 0x80 (fuzz::kNoDirect): read through the Reader's cache, as for a live process.
 // HEAPWALK_FUZZ_SEED=CORE:OUT makes a seed from a core (fuzz_alloc.h).
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 
 #include "fuzz_alloc.h"
 #include "jemalloc/model.h"
@@ -32,8 +34,16 @@ uint64_t exercise(target::Target& t) {
     for (uint64_t a : probe)
       if (auto f = m.find(a)) sum += f->size;
     (void)m.find(prev);
+    if (std::getenv("HEAPWALK_FUZZ_VERBOSE"))  // what a seed reaches: fuzz/README.md
+      std::fprintf(stderr, "%zu pools, %zu thread caches, %llu allocations, %zu diagnostics\n", m.pools().size(),
+                   m.thread_caches().size(), static_cast<unsigned long long>(n), m.diagnostics().items().size());
+    if (std::getenv("HEAPWALK_FUZZ_VERBOSE"))
+      for (size_t i = 0; i < m.diagnostics().items().size() && i < 5; ++i)
+        std::fprintf(stderr, "  %s: %s\n", m.diagnostics().items()[i].kind.c_str(),
+                     m.diagnostics().items()[i].detail.c_str());
     sum += m.rtree() + m.diagnostics().items().size();
-  } catch (const Error&) {
+  } catch (const Error& e) {
+    if (std::getenv("HEAPWALK_FUZZ_VERBOSE")) std::fprintf(stderr, "error: %s\n", e.what());
   }
   return sum;
 }

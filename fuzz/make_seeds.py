@@ -256,7 +256,7 @@ def with_flags(img: bytes, bits: int) -> bytes:
 
 def alloc_seeds(core: Path, fuzzers: Path, outdir: Path) -> None:
     """The jemalloc / tcmalloc seed of `core` when it loads that allocator (fuzz_alloc.h)."""
-    name = core.parent.name.rsplit("-", 1)[0] if core.name == "core" else core.name
+    name = core.parent.name if core.name == "core" else core.name
     for which in ("jemalloc", "tcmalloc"):
         binary = fuzzers / f"fuzz_{which}"
         if not binary.exists():

@@ -299,14 +299,17 @@ void Model::walk(const alloc::AllocationVisitor& visit) {
                    "jemalloc: the extent at " + hex(addr) + " overlaps the one before it; skipped");
         continue;
       }
-      if (size == 0 || addr + size < addr || (addr + size) >> 48) {
+      // A large extent's address is randomised within its first page (cache-oblivious large
+      // allocations, edata_addr_randomize; its size has the page of padding): its pages start
+      // at `page`.
+      if (size == 0 || page + size < page || (page + size) >> 48) {
         diags_.add("layout", e, std::nullopt,
                    "jemalloc: the extent at " + hex(addr) + " has an impossible size " + hex(size) + "; skipped");
         continue;
       }
       // emap registers an extent's last page too (emap_register_boundary): it must name the
       // same edata_t, or the size is smashed.
-      uint64_t lastp = addr + size - kPage, tail = 0;
+      uint64_t lastp = page + size - kPage, tail = 0;
       if (root_index(lastp) == ri)
         tail = leaf[leaf_index(lastp)];
       else if (root_index(lastp) < kRtreeFanout && root[root_index(lastp)])
@@ -317,13 +320,13 @@ void Model::walk(const alloc::AllocationVisitor& visit) {
                        " bytes: the radix tree does not map its last page to it; skipped");
         continue;
       }
-      if (state == 0 && !mapped(regions, addr, size)) {
+      if (state == 0 && !mapped(regions, page, size)) {
         diags_.add("outside_heap", e, std::nullopt,
                    "jemalloc: the active extent at " + hex(addr) + " (" + std::to_string(size) +
                        " bytes) lies outside the target's memory; skipped");
         continue;
       }
-      next = addr + size;
+      next = page + size;
       int pool = arena <= kArenaLimit ? pool_of[arena] : -1;
       if (state == 0 && slab) {
         uint64_t reg = index2size(szind);

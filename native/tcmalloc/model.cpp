@@ -528,14 +528,18 @@ void Model::follow(memory::Reader& r, uint64_t p, uint64_t max, alloc::State st,
     a.reserve(kept_.size() - first);
     for (size_t k = first; k < kept_.size(); ++k) a.push_back(kept_[k].first);
     std::sort(a.begin(), a.end());
-    auto dup = std::adjacent_find(a.begin(), a.end());
-    if (dup != a.end()) {
-      diags_.add("cycle", *dup, std::nullopt, "tcmalloc " + what + " loops at " + hex(*dup));
+    if (std::adjacent_find(a.begin(), a.end()) != a.end()) {
+      // The first object seen twice, in list order, is where the list loops back to.
       std::unordered_set<uint64_t> seen;
       size_t out = first;
+      uint64_t entry = 0;
       for (size_t k = first; k < kept_.size(); ++k)
-        if (seen.insert(kept_[k].first).second) kept_[out++] = kept_[k];
+        if (seen.insert(kept_[k].first).second)
+          kept_[out++] = kept_[k];
+        else if (!entry)
+          entry = kept_[k].first;
       kept_.resize(out);
+      diags_.add("cycle", entry, std::nullopt, "tcmalloc " + what + " loops back to " + hex(entry));
     }
   }
 }

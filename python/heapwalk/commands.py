@@ -156,8 +156,14 @@ class Output:
 
 def problem_status(document: Mapping[str, Any]) -> int:
     """1 when the document carries an error diagnostic (the result is incomplete or may be
-    wrong), else 0: notes and warnings leave a complete, exact result."""
-    return 1 if any(render.is_problem(d) for d in document.get("diagnostics", [])) else 0
+    wrong), else 0: notes and warnings leave a complete, exact result. The allocator sections
+    (``jemalloc``, ``tcmalloc``: their models' own diagnostics) count too."""
+    items = list(document.get("diagnostics", []))
+    for key in ("jemalloc", "tcmalloc"):
+        section = document.get(key)
+        if isinstance(section, Mapping):
+            items += section.get("diagnostics", [])
+    return 1 if any(render.is_problem(d) for d in items) else 0
 
 
 def set_severities(document: Any) -> None:
