@@ -284,8 +284,7 @@ void Model::read_central() {
     for (uint32_t s = 0; s < used && c.batch <= kMaxBatch; ++s) {
       uint64_t head = 0;
       if (!r.try_u64(a + kCfSlots + 16 * s, head)) break;
-      follow(r, head, c.batch, alloc::State::Free, 0, ~uint64_t{0},
-             "transfer cache list of class " + std::to_string(c.cl));
+      if (head) pending_.push_back({head, c.batch, 0, ~uint64_t{0}, alloc::State::Free, 1, 0, c.cl});
     }
   }
 }
@@ -379,8 +378,7 @@ void Model::read_threads() {
       }
       c.bins.push_back({static_cast<uint64_t>(rd32(fl + kFlObjSize)), len});
       classes_[cl].thread_cached += len;
-      follow(r, rd64(fl), len, alloc::State::Cached, 0, ~uint64_t{0},
-             "thread cache " + hex(tc) + " list of class " + std::to_string(cl));
+      if (uint64_t head = rd64(fl)) pending_.push_back({head, len, 0, ~uint64_t{0}, alloc::State::Cached, 2, tc, cl});
     }
     caches_.push_back(std::move(c));
     tc = rd64(buf.data() + kTcNext);
@@ -408,7 +406,8 @@ void Model::read_pagemap() {
   for (size_t k = 1; k < sorted.size(); ++k)
     if (sorted[k] - sorted[k - 1] < kLeafLength * 8) overlapping.insert(sorted[k]);
   const auto& regions = mem.regions();
-  uint64_t next_page = 0;  // spans do not overlap: the first page after the last span
+  uint64_t next_page = 0;                // spans do not overlap: the first page after the last span
+  std::vector<PendingList> spans_lists;  // the in-use small-object spans' free lists, in address order
   for (uint64_t i = 0; i < kRootLength; ++i) {
     if (!roots[i]) continue;
     if (++leaves > kMaxLeaves) {
@@ -477,14 +476,32 @@ void Model::read_pagemap() {
         ++classes_[info.sizeclass].spans_seen;
         // The span's own free list (objects the central free list holds).
         uint64_t size = classes_[info.sizeclass].size;
-        uint64_t max = size ? info.bytes / size : 0;
-        follow(r, rd64(sp + kSpanObjects), max, alloc::State::Free, info.address, info.address + info.bytes,
-               "span " + hex(info.address) + " free list");
+        if (uint64_t objects = rd64(sp + kSpanObjects); objects && size)
+          spans_lists.push_back(
+              {objects, info.bytes / size, info.address, info.address + info.bytes, alloc::State::Free, 0, 0, 0});
       }
       spans_.push_back(info);
       j += std::min<uint64_t>(length, kLeafLength - j);
     }
   }
+  // The spans' free lists: their objects are spread over the whole heap, so the pages are
+  // populated in bulk first (one madvise per run of spans, not one fault per page), then chased.
+  for (size_t k = 0; k < spans_lists.size();) {
+    uint64_t start = spans_lists[k].lo, end = spans_lists[k].hi;
+    size_t n = k + 1;
+    while (n < spans_lists.size() && spans_lists[n].lo == end) end = spans_lists[n++].hi;
+    mem.prefetch(start, end - start);
+    k = n;
+  }
+  // Every free list at once: the thread caches', the transfer caches' and the spans'.
+  pending_.insert(pending_.end(), spans_lists.begin(), spans_lists.end());
+  uint64_t expect = 0;
+  for (const auto& c : classes_) expect += c.central_free + c.transfer_free + c.thread_cached;
+  set_budget();
+  kept_.reserve(std::min<uint64_t>(expect, budget_) + 1024);
+  follow_lists(r, pending_);
+  pending_.clear();
+  pending_.shrink_to_fit();
   std::sort(kept_.begin(), kept_.end());
   // An object on two lists (or twice on one) is corrupt: the first state wins (sort order).
   size_t before = kept_.size();
@@ -495,53 +512,110 @@ void Model::read_pagemap() {
                "tcmalloc: " + std::to_string(before - kept_.size()) + " objects on more than one free list");
 }
 
-void Model::follow(memory::Reader& r, uint64_t p, uint64_t max, alloc::State st, uint64_t lo, uint64_t hi,
-                   const std::string& what) {
-  if (!budget_) {
-    uint64_t bytes = 0;
-    for (const auto& reg : t_.memory().regions()) bytes += reg.end - reg.start;
-    budget_ = bytes ? bytes / 8 : uint64_t{1} << 28;
+void Model::set_budget() {
+  if (budget_) return;
+  uint64_t bytes = 0;
+  for (const auto& reg : t_.memory().regions()) bytes += reg.end - reg.start;
+  budget_ = bytes ? bytes / 8 : uint64_t{1} << 28;
+}
+
+std::string Model::PendingList::what() const {
+  if (kind == 0) return "span " + hex(lo) + " free list";
+  if (kind == 1) return "transfer cache list of class " + std::to_string(b);
+  return "thread cache " + hex(a) + " list of class " + std::to_string(b);
+}
+
+void Model::follow_lists(memory::Reader& r, const std::vector<PendingList>& lists) {
+  // The lists are chased 16 at a time, one hop of each per round: their loads are independent,
+  // so the CPU overlaps the cache misses a single chase would wait for one by one.
+  set_budget();
+  constexpr size_t kLanes = 16;
+  struct Lane {
+    size_t list = 0;
+    uint64_t p = 0, k = 0;
+    std::vector<uint64_t> objs;
+    bool live = false;
+  };
+  std::vector<Lane> lanes(kLanes);
+  size_t next = 0, live = 0;
+  auto start = [&](Lane& l) {
+    l.live = next < lists.size();
+    if (!l.live) return;
+    l.list = next++;
+    l.p = lists[l.list].head;
+    l.k = 0;
+    l.objs.clear();
+    ++live;
+  };
+  auto finish = [&](Lane& l) {
+    keep(l.objs, lists[l.list].st, lists[l.list].what());
+    --live;
+    start(l);
+  };
+  for (auto& l : lanes) start(l);
+  uint64_t kept = kept_.size();
+  while (live) {
+    for (auto& l : lanes) {
+      if (!l.live) continue;
+      const PendingList& s = lists[l.list];
+      if (!l.p) {
+        finish(l);
+        continue;
+      }
+      if (l.k >= s.max) {
+        if (s.kind == 0)  // a span's list holds at most its objects; the caches' stop at their counts
+          diags_.add("cycle", s.lo, std::nullopt,
+                     "tcmalloc " + s.what() + " does not end after " + std::to_string(s.max) + " objects");
+        finish(l);
+        continue;
+      }
+      if (l.p < s.lo || l.p >= s.hi) {
+        diags_.add("outside_heap", l.p, std::nullopt, "tcmalloc " + s.what() + " leaves its span at " + hex(l.p));
+        finish(l);
+        continue;
+      }
+      if (++kept > budget_) {
+        diags_.add("truncated", l.p, std::nullopt,
+                   "tcmalloc free lists: more free objects than the target has words; the rest not read");
+        l.p = 0;
+        finish(l);
+        continue;
+      }
+      l.objs.push_back(l.p);
+      uint64_t n;
+      if (!r.try_u64(l.p, n)) {
+        diags_.add("unreadable", l.p, std::nullopt, "tcmalloc " + s.what());
+        finish(l);
+        continue;
+      }
+      r.prefetch(n);
+      l.p = n;
+      ++l.k;
+    }
   }
-  size_t first = kept_.size();
-  for (uint64_t k = 0; p && k < max; ++k) {
-    if (p < lo || p >= hi) {
-      diags_.add("outside_heap", p, std::nullopt, "tcmalloc " + what + " leaves its span at " + hex(p));
-      break;
-    }
-    if (kept_.size() >= budget_) {
-      diags_.add("truncated", p, std::nullopt,
-                 "tcmalloc " + what + ": more free objects than the target has words; the rest not read");
-      break;
-    }
-    kept_.emplace_back(p, st);
-    if (!r.try_u64(p, p)) {
-      diags_.add("unreadable", kept_.back().first, std::nullopt, "tcmalloc " + what);
-      break;
-    }
-    if (k + 1 == max && p && lo)
-      diags_.add("cycle", lo, std::nullopt,
-                 "tcmalloc " + what + " does not end after " + std::to_string(max) + " objects");
-  }
+}
+
+void Model::keep(const std::vector<uint64_t>& objs, alloc::State st, const std::string& what) {
   // A list that loops visits an object twice: keep each once and say where.
-  if (kept_.size() - first > 1) {
-    std::vector<uint64_t> a;
-    a.reserve(kept_.size() - first);
-    for (size_t k = first; k < kept_.size(); ++k) a.push_back(kept_[k].first);
+  bool dup = false;
+  if (objs.size() > 1) {
+    std::vector<uint64_t> a(objs);
     std::sort(a.begin(), a.end());
-    if (std::adjacent_find(a.begin(), a.end()) != a.end()) {
-      // The first object seen twice, in list order, is where the list loops back to.
-      std::unordered_set<uint64_t> seen;
-      size_t out = first;
-      uint64_t entry = 0;
-      for (size_t k = first; k < kept_.size(); ++k)
-        if (seen.insert(kept_[k].first).second)
-          kept_[out++] = kept_[k];
-        else if (!entry)
-          entry = kept_[k].first;
-      kept_.resize(out);
-      diags_.add("cycle", entry, std::nullopt, "tcmalloc " + what + " loops back to " + hex(entry));
-    }
+    dup = std::adjacent_find(a.begin(), a.end()) != a.end();
   }
+  if (!dup) {
+    for (uint64_t p : objs) kept_.emplace_back(p, st);
+    return;
+  }
+  // The first object seen twice, in list order, is where the list loops back to.
+  std::unordered_set<uint64_t> seen;
+  uint64_t entry = 0;
+  for (uint64_t p : objs)
+    if (seen.insert(p).second)
+      kept_.emplace_back(p, st);
+    else if (!entry)
+      entry = p;
+  diags_.add("cycle", entry, std::nullopt, "tcmalloc " + what + " loops back to " + hex(entry));
 }
 
 void Model::walk(const alloc::AllocationVisitor& visit) {

@@ -68,10 +68,22 @@ class Model : public alloc::Model {
   void read_threads();
   void read_pagemap();
   void summarize();
-  /// Follows a free list of at most `max` objects from `p` (each inside [lo, hi)) into kept_ as
-  /// `st`, stopping at a loop, an unreadable link or the target's size; diagnostics name `what`.
-  void follow(memory::Reader& r, uint64_t p, uint64_t max, alloc::State st, uint64_t lo, uint64_t hi,
-              const std::string& what);
+  /// A free list still to follow: at most `max` objects from `head`, each inside [lo, hi), kept
+  /// as `st`; kind 0 a span's, 1 a transfer cache slot's (b: class), 2 a thread cache's (a: the
+  /// ThreadCache, b: class), for the diagnostics' wording.
+  struct PendingList {
+    uint64_t head, max, lo, hi;
+    alloc::State st;
+    unsigned kind;
+    uint64_t a, b;
+    std::string what() const;
+  };
+  /// Follows every list at once (interleaved chases) into kept_, stopping each at a loop, an
+  /// unreadable link, its bounds or the target's size.
+  void follow_lists(memory::Reader& r, const std::vector<PendingList>& lists);
+  /// Appends one list's objects to kept_ as `st`, each once (a loop is diagnosed).
+  void keep(const std::vector<uint64_t>& objs, alloc::State st, const std::string& what);
+  void set_budget();
 
   target::Target& t_;
   std::string module_, source_ = "search";
@@ -85,7 +97,9 @@ class Model : public alloc::Model {
   /// Objects not in use inside small-object spans, sorted by address: (address, state).
   std::vector<std::pair<uint64_t, alloc::State>> kept_;
   Diagnostics diags_;
-  uint64_t budget_ = 0;  ///< most objects kept_ may hold: the target's memory in words
+  uint64_t budget_ = 0;
+  std::vector<PendingList> pending_;  ///< the caches' lists, followed with the spans' (read_pagemap)  ///< most objects
+                                      ///< kept_ may hold: the target's memory in words
 };
 
 }  // namespace heapwalk::tcmalloc
