@@ -222,7 +222,7 @@ inline bool make_alloc_seed(const std::function<bool(const target::Module&)>& is
     }
   }
   // At most 32 regions and 48 MiB: the module's own (and what adjoins them: .bss) first, then
-  // the biggest.
+  // the smallest (the allocator's structures; heaps last).
   auto near_module = [&](const Out& o) {
     for (const auto& r : cregs)
       if (r.path == mod->path && (r.end == o.start || (o.start >= r.start && o.start < r.end + (4 << 20)))) return true;
@@ -231,7 +231,7 @@ inline bool make_alloc_seed(const std::function<bool(const target::Module&)>& is
   std::stable_sort(outs.begin(), outs.end(), [&](const Out& x, const Out& y) {
     bool mx = near_module(x), my = near_module(y);
     if (mx != my) return mx;
-    return x.end - x.start > y.end - y.start;
+    return x.end - x.start < y.end - y.start;  // structures (small) before heaps
   });
   uint64_t total = 0;
   std::vector<Out> kept;
@@ -274,8 +274,20 @@ inline bool make_alloc_seed(const std::function<bool(const target::Module&)>& is
     put<uint64_t>(img, a);
     put<uint64_t>(img, e);
   }
-  // Patches: the non-zero 8-byte words, runs joined across gaps shorter than 16 bytes.
-  for (size_t ri = 0; ri < kept.size(); ++ri) {
+  // Patches: the non-zero 8-byte words, runs joined across gaps shorter than 16 bytes; the
+  // module's regions first, and with HEAPWALK_FUZZ_SEED_MAX=N no more once the image has N bytes
+  // (small committed seeds; the rest of the image stays zero).
+  const char* max_env = std::getenv("HEAPWALK_FUZZ_SEED_MAX");
+  size_t max_bytes = max_env ? std::strtoull(max_env, nullptr, 0) : ~size_t{0};
+  std::vector<size_t> order(kept.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t x, size_t y) {
+    bool mx = near_module(kept[x]), my = near_module(kept[y]);
+    if (mx != my) return mx;
+    return kept[x].end - kept[x].start < kept[y].end - kept[y].start;  // structures before heaps
+  });
+  for (size_t ri : order) {
+    if (img.size() >= max_bytes) break;
     std::vector<uint8_t> bytes(kept[ri].end - kept[ri].start);
     size_t got = core->memory().read(kept[ri].start, bytes.data(), bytes.size());
     bytes.resize(got & ~size_t{7});

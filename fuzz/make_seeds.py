@@ -254,7 +254,7 @@ def with_flags(img: bytes, bits: int) -> bytes:
     return bytes(out)
 
 
-def alloc_seeds(core: Path, fuzzers: Path, outdir: Path) -> None:
+def alloc_seeds(core: Path, fuzzers: Path, outdir: Path, max_bytes: int = 0) -> None:
     """The jemalloc / tcmalloc seed of `core` when it loads that allocator (fuzz_alloc.h)."""
     name = core.parent.name if core.name == "core" else core.name
     for which in ("jemalloc", "tcmalloc"):
@@ -265,6 +265,8 @@ def alloc_seeds(core: Path, fuzzers: Path, outdir: Path) -> None:
         dest = outdir / which / name
         env = dict(os.environ, HEAPWALK_FUZZ_SEED=f"{core}:{dest}",
                    ASAN_OPTIONS="detect_leaks=0")
+        if max_bytes:
+            env["HEAPWALK_FUZZ_SEED_MAX"] = str(max_bytes)
         r = subprocess.run([str(binary)], env=env, capture_output=True, text=True, timeout=600)
         if r.returncode != 0 or not dest.exists():
             continue  # the core does not use that allocator
@@ -284,10 +286,12 @@ def main() -> None:
     ap.add_argument("--libjvm", type=Path, default=Path("/usr/lib/jvm/java-17-openjdk-amd64/lib/server/libjvm.so"))
     ap.add_argument("--alloc-fuzzers", type=Path, default=None,
                     help="a fuzz build directory: jemalloc/tcmalloc seeds made by its fuzz_jemalloc/fuzz_tcmalloc")
+    ap.add_argument("--alloc-max-bytes", type=int, default=0,
+                    help="cap each jemalloc/tcmalloc seed near this size (the module's bytes first)")
     o = ap.parse_intermixed_args()
     if o.alloc_fuzzers:
         for core in o.cores:
-            alloc_seeds(core, o.alloc_fuzzers, o.outdir)
+            alloc_seeds(core, o.alloc_fuzzers, o.outdir, o.alloc_max_bytes)
     for t in ("core", "elf", "heap", "nmt"):
         (o.outdir / t).mkdir(parents=True, exist_ok=True)
     elf_seed(o.outdir / "elf" / "small.so")
