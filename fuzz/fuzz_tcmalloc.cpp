@@ -37,6 +37,20 @@ uint64_t exercise(target::Target& t) {
     // find() on one of the first allocations and on the last (jemalloc's walks the tree again).
     if (auto f = m.find(probe[n % 3])) sum += f->size;
     (void)m.find(prev);
+    if (std::getenv("HEAPWALK_FUZZ_CHECK_FIND")) {  // find() agrees with the walk (intact seeds)
+      uint64_t bad = 0;
+      m.walk([&](const alloc::Allocation& a) {
+        auto f = m.find(a.address + a.size / 2);
+        if (!f || f->address != a.address || f->size != a.size || f->state != a.state) {
+          if (bad++ < 4)
+            std::fprintf(stderr, "walk %llx %llu %d find %llx %llu %d\n", (unsigned long long)a.address,
+                         (unsigned long long)a.size, (int)a.state, f ? (unsigned long long)f->address : 0ull,
+                         f ? (unsigned long long)f->size : 0ull, f ? (int)f->state : -1);
+        }
+        return true;
+      });
+      std::fprintf(stderr, "find disagrees with the walk on %llu allocations\n", static_cast<unsigned long long>(bad));
+    }
     if (std::getenv("HEAPWALK_FUZZ_VERBOSE"))  // what a seed reaches: fuzz/README.md
       std::fprintf(stderr, "%zu pools, %zu thread caches, %llu allocations, %zu diagnostics\n", m.pools().size(),
                    m.thread_caches().size(), static_cast<unsigned long long>(n), m.diagnostics().items().size());

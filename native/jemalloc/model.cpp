@@ -358,15 +358,63 @@ void Model::walk(const alloc::AllocationVisitor& visit) {
 }
 
 std::optional<alloc::Allocation> Model::find(uint64_t address) {
-  std::optional<alloc::Allocation> out;
-  walk([&](const alloc::Allocation& a) {
-    if (address >= a.address && address - a.address < a.size) {
-      out = a;
-      return false;
-    }
-    return a.address <= address;
-  });
-  return out;
+  // One lookup, as jemalloc's emap does: the radix tree's element for the address's page names
+  // the extent; the same checks as the walk.
+  if (!rtree_ || address >> 48) return std::nullopt;
+  memory::Reader r(t_.memory());
+  uint64_t page = address & ~(kPage - 1), leaf = 0, elm = 0;
+  if (!r.try_u64(rtree_ + kRtreeRoot + 8 * root_index(page), leaf) || !leaf) return std::nullopt;
+  // A large extent's interior pages are not in the tree (emap_register_boundary: its first and
+  // last only): the nearest mapped page at or before the address's, within its leaf, names it
+  // (an element naming an extent that does not hold the address is stale: look further back).
+  uint8_t ed[kEdataSize];
+  uint64_t bits = 0, addr = 0, size = 0, first = 0;
+  bool found = false;
+  for (uint64_t j = leaf_index(page) + 1; j-- > 0 && !found;) {
+    if (!r.try_u64(leaf + 8 * j, elm)) return std::nullopt;
+    uint64_t e = leaf_edata(elm);
+    if (!e) continue;
+    if (!r.try_copy(e, ed, sizeof ed)) return std::nullopt;
+    std::memcpy(&bits, ed, 8);
+    std::memcpy(&addr, ed + 8, 8);
+    std::memcpy(&size, ed + 16, 8);
+    size &= ~(kPage - 1);
+    first = addr & ~(kPage - 1);
+    if (!size || first + size < first) return std::nullopt;
+    if (page >= first && page - first < size)
+      found = true;
+    else if (first + size <= page)
+      return std::nullopt;  // the extent before the address ends before it
+  }
+  if (!found) return std::nullopt;
+  unsigned state = (bits >> 17) & 7, szind = (bits >> 20) & 0xff, arena = bits & 0xfff;
+  bool slab = (bits >> 12) & 1;
+  int pool = -1;
+  for (size_t i = 0; i < pools_.size(); ++i)
+    if (pools_[i].index == arena) pool = static_cast<int>(i);
+  if (state == 0 && slab) {
+    uint64_t reg = index2size(szind);
+    if (szind >= kNBins || !reg || size / reg > 512 || address < addr) return std::nullopt;
+    uint64_t k = (address - addr) / reg;
+    if (k >= size / reg) return std::nullopt;  // the slab's tail
+    uint64_t word;
+    std::memcpy(&word, ed + 64 + 8 * (k / 64), 8);
+    alloc::Allocation x{addr + k * reg, reg, alloc::State::InUse, pool};
+    if ((word >> (k % 64)) & 1)
+      x.state = alloc::State::Free;
+    else if (cached_.count(x.address))
+      x.state = alloc::State::Cached;
+    return x;
+  }
+  if (state == 0) {
+    uint64_t usize = index2size(szind);
+    if (address < addr || address - addr >= usize) return std::nullopt;  // the random offset or padding
+    alloc::Allocation x{addr, usize, alloc::State::InUse, pool};
+    if (cached_.count(addr)) x.state = alloc::State::Cached;
+    return x;
+  }
+  if (state <= 3) return alloc::Allocation{addr, size, state == 1 ? alloc::State::Free : alloc::State::Released, pool};
+  return std::nullopt;
 }
 
 void Model::read_arena(unsigned ind, uint64_t a) {
