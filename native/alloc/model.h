@@ -16,6 +16,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "target/target.h"
@@ -58,6 +59,11 @@ struct Allocation {
   uint64_t size = 0;     ///< usable size of the slot (size class for slab/small objects)
   State state = State::InUse;
   int pool = -1;  ///< index into pools(), -1 when none
+  /// Allocators with a header per allocation (ptmalloc): where the block starts (the chunk),
+  /// its length from there (the chunk size) and the allocator's own state (ptmalloc::ChunkState).
+  /// 0 for the others: the block is [address, address + size).
+  uint64_t chunk = 0, chunk_size = 0;
+  uint8_t detail = 0;
 };
 /// Return false to stop the walk.
 using AllocationVisitor = std::function<bool(const Allocation&)>;
@@ -96,6 +102,26 @@ class Model {
   /// The allocation containing `address`, if any.
   virtual std::optional<Allocation> find(uint64_t address) = 0;
   virtual Diagnostics& diagnostics() = 0;
+
+  // Parts of walk(), for analyses that walk in parallel (classify, leaks): walking parts
+  // 0..parts()-1 in turn visits what walk() visits, in the same order. Parts may be walked
+  // concurrently where the target can be read from several threads (Target::parallel_reads).
+  virtual size_t parts() { return 1; }
+  virtual void walk_part(size_t k, const AllocationVisitor& visit) {
+    if (k == 0) walk(visit);
+  }
+  /// The pool whose allocations part k holds, -1 when several or none (ptmalloc's mmapped chunks).
+  virtual int part_pool(size_t /*k*/) const { return -1; }
+  /// How many allocations and free slots part k probably holds (a reserve hint; 0: unknown).
+  virtual uint64_t part_hint(size_t /*k*/) const { return 0; }
+  /// The pool of the allocation at `address` (an address walk() gave), -1 when none.
+  virtual int pool_of(uint64_t address) {
+    auto a = find(address);
+    return a ? a->pool : -1;
+  }
+  /// Address ranges the allocator owns beyond its allocations (heap headers, metadata such as
+  /// jemalloc's base blocks): never roots for the leak pass. Sorted or not.
+  virtual std::vector<std::pair<uint64_t, uint64_t>> owned_ranges() { return {}; }
 };
 
 /// Which allocators the target uses, by its loaded modules (linked or LD_PRELOAD-ed) and, when
