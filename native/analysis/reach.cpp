@@ -10,6 +10,7 @@
 #include <queue>
 #include <thread>
 
+#include "ptmalloc/heap_model.h"
 #include "util/errors.h"
 #include "util/parallel.h"
 #include "util/progress.h"
@@ -125,8 +126,15 @@ struct RootRange {
 
 class Pass {
  public:
-  Pass(ptmalloc::Heap& h, target::Target& t, const ReachOptions& o, ReachResult& r)
-      : h_(h), t_(t), opt_(o), res_(r), seq_(t.memory(), 4 << 20), rnd_(t.memory(), 0) {}
+  Pass(alloc::Model& m, target::Target& t, const ReachOptions& o, ReachResult& r)
+      : m_(m),
+        headers_(m.kind() == alloc::Kind::Ptmalloc),
+        hdr_(headers_ ? 16 : 0),
+        t_(t),
+        opt_(o),
+        res_(r),
+        seq_(t.memory(), 4 << 20),
+        rnd_(t.memory(), 0) {}
 
   void run() {
     build_index();
@@ -135,7 +143,7 @@ class Pass {
       return;
     }
     build_lookup();
-    lo_ = (e_.front() & ~kFlags) + 16;
+    lo_ = (e_.front() & ~kFlags) + hdr_;
     span_ = (e_.back() & ~kFlags) - lo_;
     work_.reserve(e_.size());  // each node is pushed at most once
     scan_roots();
@@ -180,19 +188,11 @@ class Pass {
     // arenas' walks one after the other, then the mmapped chunks: the parts are walked in
     // parallel where the heap's own walks are (cores, live processes), then joined as if walked
     // in one go, ordered by address and deduplicated.
-    h_.summarize();
-    const auto& arenas = h_.arenas();
-    std::vector<Part> parts(arenas.size() + 1);
-    for (size_t k = 0; k < arenas.size(); ++k) {
-      const auto& a = arenas[k];
-      // Used chunks and fenceposts as counted by the first walk, at most every free chunk, a
-      // gap a heap: enough unless the walk resynchronised (then the vector just grows).
-      parts[k].e.reserve(a.in_use.count + a.fenceposts.count + a.free_index.size() + 2 * a.heaps.size() + 2);
-    }
-    parts.back().e.reserve(2 * h_.mmapped().chunks.size());
+    std::vector<Part> parts(m_.parts());
+    for (size_t k = 0; k < parts.size(); ++k) parts[k].e.reserve(m_.part_hint(k));
     auto walk_part = [&](size_t k) {
       Part p = std::move(parts[k]);  // a local: parts[k] shares cache lines with its neighbours
-      auto visit = [&p](uint64_t addr, uint64_t size, ChunkState st) {
+      auto visit = [&p](uint64_t addr, uint64_t size, uint64_t f) {
         if ((addr & kFlags) || size == 0) {
           ++p.misaligned;
           return;
@@ -203,23 +203,29 @@ class Pass {
         } else if (p.last_end && p.last_end != addr) {
           p.push(p.last_end | kGap);
         }
-        uint64_t f = 0;
-        if (st == ChunkState::Used) f = kNode;
-        if (st == ChunkState::Mmapped) f = kNode | kMmapped;
         p.push(addr | f);
         p.last_end = (addr + size) & ~kFlags;
       };
-      if (k < arenas.size()) {
-        h_.walk(&arenas[k], [&](uint64_t addr, uint64_t size, ChunkState st, const ptmalloc::Arena*, size_t) {
-          visit(addr, size, st);
-          return true;
-        });
-      } else {
-        for (const auto& c : h_.mmapped().chunks) visit(c.address, c.size, ChunkState::Mmapped);
-        // Their contents are scanned later (reached or not): map them now, alongside the arenas'
-        // walks, as Heap did for the heaps.
-        for (const auto& c : h_.mmapped().chunks) t_.memory().prefetch(c.address, c.size);
-      }
+      m_.walk_part(k, [&](const alloc::Allocation& a) {
+        if (headers_) {
+          // ptmalloc: chunks (header included); nodes are the in-use and mmapped chunks.
+          const auto st = static_cast<ChunkState>(a.detail);
+          uint64_t f = 0;
+          if (st == ChunkState::Used) f = kNode;
+          if (st == ChunkState::Mmapped) {
+            f = kNode | kMmapped;
+            // Their contents are scanned later (reached or not): map them now, alongside the
+            // arenas' walks, as Heap did for the heaps.
+            t_.memory().prefetch(a.chunk, a.chunk_size);
+          }
+          visit(a.chunk, a.chunk_size, f);
+        } else {
+          // Slots without headers: nodes are the in-use ones; cached, free and released slots
+          // only bound them.
+          visit(a.address, a.size, a.state == alloc::State::InUse ? kNode : 0);
+        }
+        return true;
+      });
       parts[k] = std::move(p);
     };
     run_parallel(parts.size(), walk_part);
@@ -299,7 +305,8 @@ class Pass {
     if (total) runs.emplace_back(run_begin, total);
     if (misaligned)
       res_.diagnostics.add("misaligned", std::nullopt, std::nullopt,
-                           std::to_string(misaligned) + " chunks not 16-aligned were left out of the leak pass");
+                           std::to_string(misaligned) + (headers_ ? " chunks" : " slots (8-byte classes)") +
+                               " not 16-aligned were left out of the leak pass");
 
     // Element i of the joined sequence, and copies of its ranges.
     std::vector<size_t> offsets;  // of each piece
@@ -454,6 +461,7 @@ class Pass {
   uint32_t resolve(uint64_t v, const uint64_t* base) const {
     uint64_t e = *base;
     uint64_t s = e & ~kFlags;
+    if (!headers_) return (e & kNode) ? static_cast<uint32_t>(base - e_.data()) : kNone;  // [s, next)
     if (v < s + 8) {
       // The first word of a chunk (prev_size) is the last usable word of the in-use chunk
       // before it, e.g. a pointer to the last byte of a 40-byte block in a 0x30 chunk. Not
@@ -533,6 +541,7 @@ class Pass {
   /// chunk's user data when the next chunk follows directly.
   std::pair<uint64_t, uint64_t> body(uint32_t i) const {
     uint64_t s = start(i), end = start(i + 1);
+    if (!headers_) return {s, end};
     if (!(e_[i] & kMmapped) && !is_gap(e_[i + 1])) end += 8;
     return {s + 16, end};
   }
@@ -547,8 +556,8 @@ class Pass {
       if (n > 2 * kAhead) {
         __builtin_prefetch(&e_[work_[n - 1 - 2 * kAhead]]);
         uint64_t c = start(work_[n - 1 - kAhead]);
-        rnd_.prefetch(c + 16);
-        rnd_.prefetch(c + 80);
+        rnd_.prefetch(c + hdr_);
+        rnd_.prefetch(c + hdr_ + 64);
       }
       uint32_t i = work_.back();
       work_.pop_back();
@@ -682,8 +691,17 @@ class Pass {
       ex.emplace_back(run, start(i));
       if (i + 1 < e_.size()) run = start(i + 1);
     }
-    for (const auto& a : h_.arenas())
-      for (const auto& hr : a.heaps) ex.emplace_back(hr.address, std::max(hr.walk_end, hr.address + hr.size));
+    for (const auto& r : m_.owned_ranges()) ex.push_back(r);
+    if (!headers_) {
+      // The allocator's metadata (jemalloc's base blocks: arena_t, edata_t with each extent's
+      // address, the radix tree's leaves) is anonymous memory, and a mapping right after a
+      // module's counts as that module's data: the anonymous mappings holding a pool's own
+      // structure are never roots, or every extent an edata_t names would be reachable.
+      for (const auto& pool : m_.pools()) {
+        const memory::Region* r = pool.address ? region_of(pool.address) : nullptr;
+        if (r && (r->path.empty() || r->path[0] != '/')) ex.emplace_back(r->start, r->end);
+      }
+    }
     std::sort(ex.begin(), ex.end());
     std::vector<RootRange> pieces;
     for (const auto& rr : ranges) {
@@ -734,10 +752,11 @@ class Pass {
       uint64_t e = e_[i];
       if (!(e & kNode)) continue;
       uint64_t c = start(i), size = start(i + 1) - c;
-      const ptmalloc::Arena* a = nullptr;
-      bool need_arena = opt_.arena || !(e & kReached);
-      if (need_arena && !(e & kMmapped)) a = h_.arena_of(c);
-      if (opt_.arena && a != opt_.arena) continue;
+      int pool = -1;
+      bool need_arena = opt_.pool >= 0 || !(e & kReached);
+      if (need_arena && !(e & kMmapped)) pool = m_.pool_of(c);
+      if (opt_.pool >= 0 && pool != opt_.pool) continue;
+      const uint64_t arena = pool >= 0 && static_cast<size_t>(pool) < m_.pools().size() ? m_.pools()[pool].address : 0;
       res_.nodes.add(size);
       if (e & kReached) {
         res_.reachable.add(size);
@@ -746,13 +765,13 @@ class Pass {
       res_.leaked.add(size);
       if (opt_.all_leaked) opt_.all_leaked->push_back(c);
       leaked_sizes[size].add(size);
-      res_.leaked_by_arena[a ? a->address : 0].add(size);
+      res_.leaked_by_arena[arena].add(size);
       bool unref = !(e & kRef);
       if (unref) {
         res_.unreferenced.add(size);
         unref_sizes[size].add(size);
       }
-      LeakedChunk lc{c, size, a ? a->address : 0, unref, (e & kMmapped) != 0};
+      LeakedChunk lc{c, size, arena, unref, (e & kMmapped) != 0};
       if (opt_.largest) {
         top.push(lc);
         if (opt_.limit && top.size() > opt_.limit) top.pop();
@@ -781,7 +800,9 @@ class Pass {
     res_.unreferenced_sizes = hist(unref_sizes);
   }
 
-  ptmalloc::Heap& h_;
+  alloc::Model& m_;
+  const bool headers_;  // ptmalloc: chunks with a 16-byte header (else slots [address, + size))
+  const uint64_t hdr_;  // 16 or 0: user pointer - block start
   target::Target& t_;
   uint64_t holes_ = 0, steps_ = 0;
   const ReachOptions& opt_;
@@ -798,10 +819,21 @@ class Pass {
 
 }  // namespace
 
-ReachResult find_leaks(ptmalloc::Heap& heap, target::Target& t, const ReachOptions& opt) {
+ReachResult find_leaks(alloc::Model& model, target::Target& t, const ReachOptions& opt) {
   auto t0 = std::chrono::steady_clock::now();
   ReachResult r;
-  Pass(heap, t, opt, r).run();
+  Pass(model, t, opt, r).run();
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+ReachResult find_leaks(ptmalloc::Heap& heap, target::Target& t, const ReachOptions& opt) {
+  auto t0 = std::chrono::steady_clock::now();
+  ptmalloc::HeapModel model(heap);
+  ReachOptions o = opt;
+  if (opt.arena) o.pool = model.pool_index(opt.arena);
+  ReachResult r;
+  Pass(model, t, o, r).run();
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
 }

@@ -58,7 +58,8 @@ void HeapModel::walk_part(size_t k, const alloc::AllocationVisitor& visit) {
 
 void HeapModel::walk(const alloc::AllocationVisitor& visit) {
   bool more = true;
-  for (size_t k = 0; more && k < parts(); ++k) walk_part(k, [&](const alloc::Allocation& a) {
+  for (size_t k = 0; more && k < parts(); ++k)
+    walk_part(k, [&](const alloc::Allocation& a) {
       more = visit(a);
       return more;
     });
@@ -68,7 +69,7 @@ int HeapModel::part_pool(size_t k) const { return k < heap_.arenas().size() ? st
 
 uint64_t HeapModel::part_hint(size_t k) const {
   const auto& arenas = heap_.arenas();
-  if (k == arenas.size()) return heap_.mmapped().chunks.size();
+  if (k == arenas.size()) return 2 * heap_.mmapped().chunks.size();  // a gap after each, at most
   if (k > arenas.size()) return 0;
   // Used chunks and fenceposts as counted by the first walk, at most every free chunk, a gap
   // a heap: enough unless the walk resynchronised.
@@ -87,7 +88,8 @@ std::vector<std::pair<uint64_t, uint64_t>> HeapModel::owned_ranges() {
 
 std::optional<alloc::Allocation> HeapModel::find(uint64_t address) {
   for (const auto& m : heap_.mmapped().chunks)
-    if (address >= m.address && address - m.address < m.size) return allocation(m.address, m.size, ChunkState::Mmapped, -1);
+    if (address >= m.address && address - m.address < m.size)
+      return allocation(m.address, m.size, ChunkState::Mmapped, -1);
   const Arena* a = heap_.arena_of(address);
   if (!a) return std::nullopt;
   std::optional<alloc::Allocation> out;
