@@ -67,6 +67,8 @@ struct Allocation {
 };
 /// Return false to stop the walk.
 using AllocationVisitor = std::function<bool(const Allocation&)>;
+/// A batch of allocations, in walk order (walk_part_batched); return false to stop the walk.
+using AllocationBatchVisitor = std::function<bool(const Allocation* first, size_t n)>;
 
 /// One thread's cache.
 struct ThreadCache {
@@ -110,6 +112,24 @@ class Model {
   virtual void walk_part(size_t k, const AllocationVisitor& visit) {
     if (k == 0) walk(visit);
   }
+  /// walk_part() a batch at a time: one call per batch instead of one per allocation, for the
+  /// analyses' tight loops (a model with a callback walk of its own overrides it to fill the
+  /// batches directly).
+  virtual void walk_part_batched(size_t k, const AllocationBatchVisitor& visit) {
+    std::vector<Allocation> batch;
+    batch.reserve(kBatch);
+    bool more = true;
+    walk_part(k, [&](const Allocation& a) {
+      batch.push_back(a);
+      if (batch.size() == kBatch) {
+        more = visit(batch.data(), batch.size());
+        batch.clear();
+      }
+      return more;
+    });
+    if (more && !batch.empty()) visit(batch.data(), batch.size());
+  }
+  static constexpr size_t kBatch = 1024;
   /// The pool whose allocations part k holds, -1 when several or none (ptmalloc's mmapped chunks).
   virtual int part_pool(size_t /*k*/) const { return -1; }
   /// How many allocations and free slots part k probably holds (a reserve hint; 0: unknown).

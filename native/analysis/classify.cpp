@@ -632,20 +632,30 @@ ClassifyResult classify(alloc::Model& model, target::Target& t, const target::Mo
     if (opt.pool < 0 || pp == opt.pool || (pp < 0 && !headers)) sources.push_back(k);
   }
   const size_t n = sources.size();
+  auto* heap_model = dynamic_cast<ptmalloc::HeapModel*>(&model);
   auto walk = [&](size_t k, auto&& visit) {
-    model.walk_part(sources[k], [&](const alloc::Allocation& a) {
-      if (opt.pool >= 0 && a.pool != opt.pool) return true;
-      const uint64_t pool = a.pool >= 0 && static_cast<size_t>(a.pool) < pool_address.size() ? pool_address[a.pool] : 0;
-      if (headers) {
-        visit(a.chunk, a.chunk_size, static_cast<ChunkState>(a.detail), pool);
-      } else {
-        // Slots without headers as chunk states: in use; cached and free (stale contents with
-        // --free); address space returned to the OS and metadata are never classified.
-        ChunkState st = a.state == alloc::State::InUse    ? ChunkState::Used
-                        : a.state == alloc::State::Cached ? ChunkState::Tcache
-                        : a.state == alloc::State::Free   ? ChunkState::Small
-                                                          : ChunkState::Fencepost;
-        visit(a.address, a.size, st, pool);
+    if (heap_model) {
+      heap_model->walk_chunks(sources[k], [&](uint64_t c, uint64_t size, ChunkState st, int pool) {
+        if (opt.pool < 0 || pool == opt.pool) visit(c, size, st, pool >= 0 ? pool_address[pool] : 0);
+      });
+      return;
+    }
+    model.walk_part_batched(sources[k], [&](const alloc::Allocation* b, size_t count) {
+      for (const alloc::Allocation* a = b; a != b + count; ++a) {
+        if (opt.pool >= 0 && a->pool != opt.pool) continue;
+        const uint64_t pool =
+            a->pool >= 0 && static_cast<size_t>(a->pool) < pool_address.size() ? pool_address[a->pool] : 0;
+        if (headers) {
+          visit(a->chunk, a->chunk_size, static_cast<ChunkState>(a->detail), pool);
+        } else {
+          // Slots without headers as chunk states: in use; cached and free (stale contents
+          // with --free); address space returned to the OS and metadata are never classified.
+          ChunkState st = a->state == alloc::State::InUse    ? ChunkState::Used
+                          : a->state == alloc::State::Cached ? ChunkState::Tcache
+                          : a->state == alloc::State::Free   ? ChunkState::Small
+                                                             : ChunkState::Fencepost;
+          visit(a->address, a->size, st, pool);
+        }
       }
       return true;
     });

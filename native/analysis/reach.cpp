@@ -206,23 +206,43 @@ class Pass {
         p.push(addr | f);
         p.last_end = (addr + size) & ~kFlags;
       };
-      m_.walk_part(k, [&](const alloc::Allocation& a) {
-        if (headers_) {
-          // ptmalloc: chunks (header included); nodes are the in-use and mmapped chunks.
-          const auto st = static_cast<ChunkState>(a.detail);
+      if (auto* heap_model = dynamic_cast<ptmalloc::HeapModel*>(&m_)) {
+        // ptmalloc's fast path (no Allocation per chunk): nodes are the in-use and mmapped
+        // chunks, header included.
+        heap_model->walk_chunks(k, [&](uint64_t c, uint64_t size, ChunkState st, int) {
           uint64_t f = 0;
           if (st == ChunkState::Used) f = kNode;
           if (st == ChunkState::Mmapped) {
             f = kNode | kMmapped;
             // Their contents are scanned later (reached or not): map them now, alongside the
             // arenas' walks, as Heap did for the heaps.
-            t_.memory().prefetch(a.chunk, a.chunk_size);
+            t_.memory().prefetch(c, size);
           }
-          visit(a.chunk, a.chunk_size, f);
-        } else {
-          // Slots without headers: nodes are the in-use ones; cached, free and released slots
-          // only bound them.
-          visit(a.address, a.size, a.state == alloc::State::InUse ? kNode : 0);
+          visit(c, size, f);
+        });
+        parts[k] = std::move(p);
+        return;
+      }
+      m_.walk_part_batched(k, [&](const alloc::Allocation* b, size_t count) {
+        for (size_t x = 0; x < count; ++x) {
+          const alloc::Allocation& a = b[x];
+          if (headers_) {
+            // ptmalloc: chunks (header included); nodes are the in-use and mmapped chunks.
+            const auto st = static_cast<ChunkState>(a.detail);
+            uint64_t f = 0;
+            if (st == ChunkState::Used) f = kNode;
+            if (st == ChunkState::Mmapped) {
+              f = kNode | kMmapped;
+              // Their contents are scanned later (reached or not): map them now, alongside the
+              // arenas' walks, as Heap did for the heaps.
+              t_.memory().prefetch(a.chunk, a.chunk_size);
+            }
+            visit(a.chunk, a.chunk_size, f);
+          } else {
+            // Slots without headers: nodes are the in-use ones; cached, free and released slots
+            // only bound them.
+            visit(a.address, a.size, a.state == alloc::State::InUse ? kNode : 0);
+          }
         }
         return true;
       });

@@ -12,6 +12,7 @@
 #include "analysis/classify.h"
 #include "analysis/reach.h"
 #include "analysis/retention.h"
+#include "bindings/alloc_analysis.h"
 #include "bindings/inspect_py.h"
 #include "bindings/jemalloc.h"
 #include "bindings/pytext.h"
@@ -1469,6 +1470,21 @@ PYBIND11_MODULE(_native, m) {
             return bindings::jemalloc_chunks(t.open(), state, limit);
           },
           py::arg("state") = "all", py::arg("limit") = py::none())
+      .def(
+          "alloc_classify",
+          [](PyTarget& t, const std::string& allocator, bool free, std::optional<uint64_t> top, const std::string& list,
+             uint64_t list_limit) {
+            return bindings::alloc_classify(t.open(), t.modules_, allocator, free, top, list, list_limit);
+          },
+          py::arg("allocator"), py::arg("free") = false, py::arg("top") = py::none(), py::arg("list") = "",
+          py::arg("list_limit") = 0)
+      .def(
+          "alloc_leaks",
+          [](PyTarget& t, const std::string& allocator, std::optional<uint64_t> limit, bool largest, bool anon_roots) {
+            return bindings::alloc_leaks(t.open(), t.modules_, allocator, limit, largest, anon_roots);
+          },
+          py::arg("allocator"), py::arg("limit") = py::none(), py::arg("largest") = false,
+          py::arg("anon_roots") = false)
       .def("close", &PyTarget::close)
       .def("tcmalloc", [](PyTarget& t) { return bindings::tcmalloc_summary(t.target()); })
       .def(

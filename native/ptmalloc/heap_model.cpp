@@ -56,6 +56,30 @@ void HeapModel::walk_part(size_t k, const alloc::AllocationVisitor& visit) {
   }
 }
 
+void HeapModel::walk_part_batched(size_t k, const alloc::AllocationBatchVisitor& visit) {
+  const auto& arenas = heap_.arenas();
+  alloc::Allocation batch[kBatch];
+  size_t n = 0;
+  bool more = true;
+  auto add = [&](uint64_t c, uint64_t size, ChunkState st, int pool) {
+    batch[n++] = allocation(c, size, st, pool);
+    if (n == kBatch) {
+      more = visit(batch, n);
+      n = 0;
+    }
+    return more;
+  };
+  if (k < arenas.size()) {
+    const int pool = static_cast<int>(k);
+    heap_.walk(&arenas[k],
+               [&](uint64_t c, uint64_t size, ChunkState st, const Arena*, size_t) { return add(c, size, st, pool); });
+  } else if (k == arenas.size()) {
+    for (const auto& m : heap_.mmapped().chunks)
+      if (!add(m.address, m.size, ChunkState::Mmapped, -1)) break;
+  }
+  if (more && n) visit(batch, n);
+}
+
 void HeapModel::walk(const alloc::AllocationVisitor& visit) {
   bool more = true;
   for (size_t k = 0; more && k < parts(); ++k)

@@ -35,12 +35,29 @@ class HeapModel : public alloc::Model {
 
   size_t parts() override { return heap_.arenas().size() + 1; }
   void walk_part(size_t k, const alloc::AllocationVisitor& visit) override;
+  void walk_part_batched(size_t k, const alloc::AllocationBatchVisitor& visit) override;
   int part_pool(size_t k) const override;
   uint64_t part_hint(size_t k) const override;
   int pool_of(uint64_t address) override;
   /// The heaps (heap_info headers included, up to the end of the walk).
   std::vector<std::pair<uint64_t, uint64_t>> owned_ranges() override;
 
+  /// Part k's chunks as Heap::walk gives them, f(chunk, chunk size, state, pool index): the
+  /// analyses' fast path when the model is ptmalloc's (no Allocation per chunk; a 1 M-chunk
+  /// classify spends a quarter more time building them).
+  template <class F>
+  void walk_chunks(size_t k, F&& f) {
+    const auto& arenas = heap_.arenas();
+    if (k < arenas.size()) {
+      const int pool = static_cast<int>(k);
+      heap_.walk(&arenas[k], [&](uint64_t c, uint64_t size, ChunkState st, const Arena*, size_t) {
+        f(c, size, st, pool);
+        return true;
+      });
+    } else if (k == arenas.size()) {
+      for (const auto& m : heap_.mmapped().chunks) f(m.address, m.size, ChunkState::Mmapped, -1);
+    }
+  }
   Heap& heap() { return heap_; }
   /// The pool index of an arena of this heap (its ring position), -1 for nullptr.
   int pool_index(const Arena* a) const { return a ? static_cast<int>(a - heap_.arenas().data()) : -1; }
