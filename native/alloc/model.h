@@ -142,6 +142,10 @@ class Model {
   /// Address ranges the allocator owns beyond its allocations (heap headers, metadata such as
   /// jemalloc's base blocks): never roots for the leak pass. Sorted or not.
   virtual std::vector<std::pair<uint64_t, uint64_t>> owned_ranges() { return {}; }
+  /// Addresses inside in-use allocations the allocator made for itself (jemalloc: each tcache's
+  /// bin stacks, whose stale slots still name objects handed out since): those allocations are
+  /// its metadata, neither nodes nor scanned by the leak pass.
+  virtual std::vector<uint64_t> internal_addresses() const { return {}; }
 };
 
 /// Which allocators the target uses, by its loaded modules (linked or LD_PRELOAD-ed) and, when

@@ -252,6 +252,13 @@ class Pass {
     if (join(parts)) dedupe();
     if (!e_.empty() && !is_gap(e_.back())) e_.push_back(((e_.back() & ~kFlags) + 16) | kGap);
     if (e_.size() >= kNone) throw Error("too many chunks for the leak pass (" + std::to_string(e_.size()) + ")");
+    // The allocator's own allocations (jemalloc's tcache stacks): not the program's, not nodes.
+    for (uint64_t x : m_.internal_addresses()) {
+      auto it = std::upper_bound(e_.begin(), e_.end(), x | kFlags);
+      if (it == e_.begin() || it == e_.end()) continue;
+      --it;
+      if ((*it & kNode) && x < (*std::next(it) & ~kFlags)) *it &= ~(kNode | kMmapped);
+    }
   }
 
   /// Equal starts (a run's end sentinel meeting the next run's first chunk): keep the chunk.

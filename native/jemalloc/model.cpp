@@ -384,6 +384,7 @@ void Model::read_arena(unsigned ind, uint64_t a) {
       std::memcpy(&head, cb, 8);
       std::memcpy(&empty, cb + 20, 2);
       if (!head) break;  // bins past nhbins were never initialised
+      stack_heads_.push_back(head);
       uint16_t n = static_cast<uint16_t>(empty - static_cast<uint16_t>(head)) / 8;
       for (uint16_t k = 0; k < n; ++k) {
         uint64_t obj;
