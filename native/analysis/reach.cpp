@@ -137,6 +137,7 @@ class Pass {
         rnd_(t.memory(), 0) {}
 
   void run() {
+    if (!headers_) find_allocator_module();
     build_index();
     if (e_.size() < 2) {
       collect();
@@ -153,6 +154,23 @@ class Pass {
   }
 
  private:
+  /// The allocator's library ("libjemalloc.so.2", "libtcmalloc.so.4"; not an executable it is
+  /// linked into): its data is metadata, and objects whose first word points into it (C++
+  /// objects it made for itself, such as tcmalloc's MallocExtension) are not the program's.
+  void find_allocator_module() {
+    for (const auto& d : alloc::detect(t_)) {
+      if (d.kind != m_.kind() || d.module.empty()) continue;
+      const std::string b = d.module.substr(d.module.rfind('/') + 1);
+      if (b.rfind("libjemalloc", 0) != 0 && b.rfind("libtcmalloc", 0) != 0) continue;
+      for (const auto& mod : t_.modules())
+        if (mod.path == d.module) {
+          amod_lo_ = mod.base;
+          amod_hi_ = mod.end;
+        }
+      return;
+    }
+  }
+
   // ---- the index ---------------------------------------------------------------------------
   /// A segment of lookup()'s table (see build_lookup()).
   struct Segment {
@@ -330,10 +348,12 @@ class Pass {
       append(&gaps.back(), 1, nullptr, 0);
     }
     if (total) runs.emplace_back(run_begin, total);
-    if (misaligned)
+    if (misaligned && headers_)
       res_.diagnostics.add("misaligned", std::nullopt, std::nullopt,
-                           std::to_string(misaligned) + (headers_ ? " chunks" : " slots (8-byte classes)") +
-                               " not 16-aligned were left out of the leak pass");
+                           std::to_string(misaligned) + " chunks not 16-aligned were left out of the leak pass");
+    else if (misaligned)  // 8-byte slots at odd 8-byte addresses (jemalloc, tcmalloc)
+      res_.diagnostics.note(std::to_string(misaligned) +
+                            " 8-byte slots not 16-aligned are not nodes of the leak pass (nor leak candidates)");
 
     // Element i of the joined sequence, and copies of its ranges.
     std::vector<size_t> offsets;  // of each piece
@@ -547,12 +567,24 @@ class Pass {
       for (uint64_t i = 0; i < n; i += 8) {
         uint64_t v;
         std::memcpy(&v, p + i, 8);
-        f(v);
+        f(v, a + i);
       }
       res_.words_scanned += n / 8;
       a += n;
     }
     return unreadable;
+  }
+
+  /// Allocators without headers: a buffer's one-past-the-end pointer is the start of the slot
+  /// after it. glibc's FILE keeps one to its buffer (a slot of its own): _IO_buf_end, right
+  /// after _IO_buf_base, 0x40 bytes into a FILE whose _flags carry _IO_MAGIC (libio.h). Such a
+  /// word (at `at`) is not an edge to the next slot. Only values at a slot's start whose slot
+  /// before is in use are checked.
+  bool end_pointer(uint64_t v, uint32_t j, uint64_t at) const {
+    if (j == 0 || start(j) != v || (e_[j - 1] & (kNode | kMmapped)) != kNode || at < 0x40) return false;
+    uint64_t f[9];
+    if (t_.memory().read(at - 0x40, f, sizeof f) != sizeof f) return false;
+    return (f[0] & 0xffff0000u) == 0xfbad0000u && f[7] == start(j - 1) && f[8] == v;
   }
 
   void reach(uint32_t j) {
@@ -597,14 +629,14 @@ class Pass {
           std::memcpy(&v, p + k, 8);
           if (v - lo >= span) continue;
           uint32_t j = find(v);
-          if (j != kNone && j != i) reach(j);
+          if (j != kNone && j != i && (headers_ || !end_pointer(v, j, a + k))) reach(j);
         }
         res_.words_scanned += (b - a) / 8;
         continue;
       }
-      uint64_t bad = scan(rnd_, a, b, [&](uint64_t v) {
+      uint64_t bad = scan(rnd_, a, b, [&](uint64_t v, uint64_t at) {
         uint32_t j = lookup(v);
-        if (j != kNone && j != i) reach(j);
+        if (j != kNone && j != i && (headers_ || !end_pointer(v, j, at))) reach(j);
       });
       if (bad) unreadable_chunk(start(i), bad);
     }
@@ -615,9 +647,9 @@ class Pass {
       if ((i & 0xffff) == 0) Progress::check();
       if ((e_[i] & (kNode | kReached)) != kNode) continue;
       auto [a, b] = body(i);
-      uint64_t bad = scan(seq_, a, b, [&](uint64_t v) {
+      uint64_t bad = scan(seq_, a, b, [&](uint64_t v, uint64_t at) {
         uint32_t j = lookup(v);
-        if (j != kNone && j != i) e_[j] |= kRef;
+        if (j != kNone && j != i && (headers_ || !end_pointer(v, j, at))) e_[j] |= kRef;
       });
       if (bad) unreadable_chunk(start(i), bad);
     }
@@ -719,6 +751,13 @@ class Pass {
       if (i + 1 < e_.size()) run = start(i + 1);
     }
     for (const auto& r : m_.owned_ranges()) ex.push_back(r);
+    if (!headers_ && amod_hi_) {
+      // The allocator library's own writable data (its globals: tcmalloc's central and
+      // transfer caches, whose stale slots name objects handed out since) is its metadata.
+      ex.emplace_back(amod_lo_, amod_hi_);
+      const memory::Region* r = region_of(amod_hi_);
+      if (r && r->start == amod_hi_ && r->path.empty()) ex.emplace_back(r->start, r->end);
+    }
     if (!headers_) {
       // The allocator's metadata (jemalloc's base blocks: arena_t, edata_t with each extent's
       // address, the radix tree's leaves) is anonymous memory, and a mapping right after a
@@ -754,9 +793,9 @@ class Pass {
       auto& rs = res_.roots[p.kind];
       ++rs.ranges;
       rs.bytes += p.end - p.start;
-      rs.unreadable += scan(seq_, p.start, p.end, [&](uint64_t v) {
+      rs.unreadable += scan(seq_, p.start, p.end, [&](uint64_t v, uint64_t at) {
         uint32_t j = lookup(v);
-        if (j != kNone) reach(j);
+        if (j != kNone && (headers_ || !end_pointer(v, j, at))) reach(j);
       });
       drain();
     }
@@ -779,6 +818,9 @@ class Pass {
       uint64_t e = e_[i];
       if (!(e & kNode)) continue;
       uint64_t c = start(i), size = start(i + 1) - c;
+      uint64_t w0 = 0;
+      if (!(e & kReached) && amod_hi_ && t_.memory().read(c, &w0, 8) == 8 && w0 >= amod_lo_ && w0 < amod_hi_)
+        continue;  // the allocator's own object (find_allocator_module)
       int pool = -1;
       bool need_arena = opt_.pool >= 0 || !(e & kReached);
       if (need_arena && !(e & kMmapped)) pool = m_.pool_of(c);
@@ -828,8 +870,9 @@ class Pass {
   }
 
   alloc::Model& m_;
-  const bool headers_;  // ptmalloc: chunks with a 16-byte header (else slots [address, + size))
-  const uint64_t hdr_;  // 16 or 0: user pointer - block start
+  const bool headers_;                  // ptmalloc: chunks with a 16-byte header (else slots [address, + size))
+  const uint64_t hdr_;                  // 16 or 0: user pointer - block start
+  uint64_t amod_lo_ = 0, amod_hi_ = 0;  // the allocator library's mappings (find_allocator_module)
   target::Target& t_;
   uint64_t holes_ = 0, steps_ = 0;
   const ReachOptions& opt_;
