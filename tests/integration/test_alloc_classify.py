@@ -92,7 +92,8 @@ def _cli(*args: str) -> dict:
     no_traceback(r)
     if r.returncode != 0 and "tcmalloc" in r.stderr and "no PageHeap" in r.stderr:
         # The tcmalloc model's own search (native/tcmalloc, not this test's subject).
-        pytest.xfail("the tcmalloc model did not find the PageHeap: " + r.stderr.strip().splitlines()[0])
+        pytest.xfail("the tcmalloc model did not find the PageHeap: "
+                     + r.stderr.strip().splitlines()[0])
     assert r.returncode == 0, describe(r)
     return json.loads(r.stdout)
 
@@ -101,7 +102,8 @@ def _check_classes(doc: dict, truth: dict, allocator: str) -> None:
     assert doc["allocator"] == allocator
     got = {c["name"]: c["count"] for c in doc["classes"] if c["kind"] == "c++"}
     for name, expected in truth["classes"].items():
-        assert got.get(name) == expected, f"{name}: expected {expected}, got {got.get(name)} ({allocator})"
+        assert got.get(name) == expected, (
+            f"{name}: expected {expected}, got {got.get(name)} ({allocator})")
     invented = sorted(n for n in got if n.startswith("app::") and n not in truth["classes"])
     assert not invented, invented
 
@@ -153,7 +155,8 @@ def test_core_cxx_classes_exact(allocator):
     doc = _cli("classify", str(core), "--list", "app::Leaf")
     listing = doc["list"]
     assert listing["total"] == truth["classes"]["app::Leaf"] == len(listing["chunks"])
-    assert all(c["used"] and c["mem"] == c["address"] and c["mem"] % 16 == 0 for c in listing["chunks"])
+    assert all(c["used"] and c["mem"] == c["address"] and c["mem"] % 16 == 0
+               for c in listing["chunks"])
     assert len({c["mem"] for c in listing["chunks"]}) == listing["total"]
 
 
@@ -190,7 +193,8 @@ def test_live_leaks_and_classify(allocator, tmp_path):
         try:
             truth = json.loads((d / "truth.json").read_text())
             if program == "leaks":
-                bad = _check_leaks(_cli("leaks", "--pid", str(proc.pid), "--limit", "0"), truth, allocator)
+                doc = _cli("leaks", "--pid", str(proc.pid), "--limit", "0")
+                bad = _check_leaks(doc, truth, allocator)
                 assert not bad, "\n".join(bad)
             else:
                 _check_zlib(_cli("classify", "--pid", str(proc.pid)), truth, allocator)
