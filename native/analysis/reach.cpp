@@ -43,6 +43,12 @@ constexpr size_t kAhead = 8;  // drain(): prefetch the chunk this many pops ahea
 
 inline bool is_gap(uint64_t e) { return (e & (kNode | kMmapped)) == kGap; }
 
+inline uint64_t rd64(const uint8_t* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+
 /// std::allocator whose value-initialisation leaves the memory as it is: resize() of a large
 /// vector then costs no zeroing pass (the copy that fills it touches each page once).
 template <class T>
@@ -578,10 +584,11 @@ class Pass {
   /// Allocators without headers: a buffer's one-past-the-end pointer is the start of the slot
   /// after it. glibc's FILE keeps one to its buffer (a slot of its own): _IO_buf_end, right
   /// after _IO_buf_base, 0x40 bytes into a FILE whose _flags carry _IO_MAGIC (libio.h). Such a
-  /// word (at `at`) is not an edge to the next slot. Only values at a slot's start whose slot
-  /// before is in use are checked.
-  bool end_pointer(uint64_t v, uint32_t j, uint64_t at) const {
-    if (j == 0 || start(j) != v || (e_[j - 1] & (kNode | kMmapped)) != kNode || at < 0x40) return false;
+  /// word (at `at`, after the word `prev`) is not an edge to the next slot. Only values at a
+  /// slot's start, right after a pointer to the start of the in-use slot before, are checked.
+  bool end_pointer(uint64_t v, uint32_t j, uint64_t at, uint64_t prev) const {
+    if (j == 0 || start(j) != v || prev != start(j - 1) || (e_[j - 1] & (kNode | kMmapped)) != kNode || at < 0x40)
+      return false;
     uint64_t f[9];
     if (t_.memory().read(at - 0x40, f, sizeof f) != sizeof f) return false;
     return (f[0] & 0xffff0000u) == 0xfbad0000u && f[7] == start(j - 1) && f[8] == v;
@@ -629,14 +636,16 @@ class Pass {
           std::memcpy(&v, p + k, 8);
           if (v - lo >= span) continue;
           uint32_t j = find(v);
-          if (j != kNone && j != i && (headers_ || !end_pointer(v, j, a + k))) reach(j);
+          if (j != kNone && j != i && (headers_ || !end_pointer(v, j, a + k, k ? rd64(p + k - 8) : 0))) reach(j);
         }
         res_.words_scanned += (b - a) / 8;
         continue;
       }
+      uint64_t last = 0;
       uint64_t bad = scan(rnd_, a, b, [&](uint64_t v, uint64_t at) {
         uint32_t j = lookup(v);
-        if (j != kNone && j != i && (headers_ || !end_pointer(v, j, at))) reach(j);
+        if (j != kNone && j != i && (headers_ || !end_pointer(v, j, at, last))) reach(j);
+        last = v;
       });
       if (bad) unreadable_chunk(start(i), bad);
     }
@@ -647,9 +656,11 @@ class Pass {
       if ((i & 0xffff) == 0) Progress::check();
       if ((e_[i] & (kNode | kReached)) != kNode) continue;
       auto [a, b] = body(i);
+      uint64_t last = 0;
       uint64_t bad = scan(seq_, a, b, [&](uint64_t v, uint64_t at) {
         uint32_t j = lookup(v);
-        if (j != kNone && j != i && (headers_ || !end_pointer(v, j, at))) e_[j] |= kRef;
+        if (j != kNone && j != i && (headers_ || !end_pointer(v, j, at, last))) e_[j] |= kRef;
+        last = v;
       });
       if (bad) unreadable_chunk(start(i), bad);
     }
@@ -793,9 +804,11 @@ class Pass {
       auto& rs = res_.roots[p.kind];
       ++rs.ranges;
       rs.bytes += p.end - p.start;
+      uint64_t last = 0;
       rs.unreadable += scan(seq_, p.start, p.end, [&](uint64_t v, uint64_t at) {
         uint32_t j = lookup(v);
-        if (j != kNone && (headers_ || !end_pointer(v, j, at))) reach(j);
+        if (j != kNone && (headers_ || !end_pointer(v, j, at, last))) reach(j);
+        last = v;
       });
       drain();
     }
