@@ -12,6 +12,7 @@
 #include "analysis/classify.h"
 #include "analysis/reach.h"
 #include "analysis/retention.h"
+#include "bindings/alloc_model.h"
 #include "bindings/inspect_py.h"
 #include "bindings/jemalloc.h"
 #include "bindings/pytext.h"
@@ -1408,6 +1409,7 @@ PYBIND11_MODULE(_native, m) {
     }
   });
 
+  bindings::register_alloc_types(m);
   py::class_<PyChunkStream>(m, "ChunkStream")
       .def(
           "__iter__", [](PyChunkStream& s) -> PyChunkStream& { return s; }, py::return_value_policy::reference)
@@ -1469,6 +1471,30 @@ PYBIND11_MODULE(_native, m) {
             return bindings::jemalloc_chunks(t.open(), state, limit);
           },
           py::arg("state") = "all", py::arg("limit") = py::none())
+      .def(
+          "alloc_summary",
+          [](PyTarget& t, std::optional<std::string> a) { return bindings::alloc_summary(t.open(), a); },
+          py::arg("allocator") = py::none())
+      .def(
+          "alloc_tcache",
+          [](PyTarget& t, std::optional<int> lwp, std::optional<std::string> a) {
+            return bindings::alloc_tcache(t.open(), lwp, a);
+          },
+          py::arg("lwp") = py::none(), py::arg("allocator") = py::none())
+      .def(
+          "alloc_chunk",
+          [](PyTarget& t, uint64_t addr, uint64_t dump, std::optional<std::string> a) {
+            return bindings::alloc_chunk(t.open(), addr, dump, a);
+          },
+          py::arg("addr"), py::arg("dump") = 64, py::arg("allocator") = py::none())
+      .def(
+          "alloc_chunk_stream",
+          [](py::object self, const std::string& state, std::optional<uint64_t> limit, size_t batch,
+             std::optional<std::string> a) {
+            return bindings::alloc_chunk_stream(self, self.cast<PyTarget&>().open(), state, limit, batch, a);
+          },
+          py::arg("state") = "all", py::arg("limit") = py::none(), py::arg("batch") = 16384,
+          py::arg("allocator") = py::none())
       .def("close", &PyTarget::close)
       .def("tcmalloc", [](PyTarget& t) { return bindings::tcmalloc_summary(t.target()); })
       .def(
