@@ -16,7 +16,8 @@
  * truth.json also carries, for the tcache oracle, each worker's LWP and arena (thread.arena; the
  * workers get an arena each) and, per arena, stats.arenas.<i>.bins.<j>.curregs and
  * lextents.<j>.curlextents of the tcache-able classes by size ("classes"): a worker's tcache
- * holds, per class, its arena's current regions less the ones it still holds.
+ * holds, per class, its arena's current regions less the ones it still holds ("held": per
+ * class size, the regions the worker still holds).
  *
  * With a fourth argument "grow" it then waits for one byte on stdin, allocates and frees more
  * on the main thread, reads the statistics again and writes OUTDIR/truth2.json (the same
@@ -175,7 +176,17 @@ static int snapshot(const char *path, int fd, unsigned nthreads, int second) {
     }
     put("], \"threads\": [");
     for (unsigned t = 0; t < nthreads; ++t)
-        put("%s{\"lwp\": %d, \"arena\": %u}", t ? ", " : "", worker_lwp[t], worker_arena[t]);
+    {
+        put("%s{\"lwp\": %d, \"arena\": %u, \"held\": {", t ? ", " : "", worker_lwp[t], worker_arena[t]);
+        int any = 0;
+        for (unsigned j = 0; j < nclasses; ++j) {
+            unsigned n = 0;
+            for (unsigned i = 0; i < PER_THREAD; ++i)
+                if (held[t][i] && held_size[t][i] == class_size[j]) ++n;
+            if (n) put("%s\"%zu\": %u", any++ ? ", " : "", class_size[j], n);
+        }
+        put("}}");
+    }
     put("], \"held\": [");
     first = 1;
     if (second)
