@@ -177,20 +177,20 @@ void Model::locate(const target::Module& m) {
     how_["central_cache_"] = "search";
   }
   if (!ph) {
-    // PageHeap::free_[]: 128 pairs of dummy Spans; free_[0] (spans of 0 pages) is never used, so
-    // both of its list heads point at themselves; every head is a self loop or two pointers.
+    // PageHeap::free_[]: 128 pairs of dummy Spans (free_[s - 1] lists the spans of s pages,
+    // src/page_heap.cc at gperftools-2.10, so free_[0] may be in use); every head is a self loop
+    // or two pointers, and a dummy's start and length are 0 (zero-initialised static storage).
     std::vector<uint64_t> found;
     for (const auto& d : data)
       for (uint64_t off = 0; off + kMaxPages * kSpanListSize + 96 <= d.bytes.size(); off += 8) {
         const uint8_t* p = d.bytes.data() + off;
         uint64_t a = d.start + off;
-        if (rd64(p + kSpanNext) != a || rd64(p + kSpanPrev) != a || rd64(p + 48 + kSpanNext) != a + 48 ||
-            rd64(p + 48 + kSpanPrev) != a + 48)
-          continue;
+        if (rd64(p + kSpanNext) == 0 || rd64(p + kSpanStart) != 0 || rd64(p + kSpanLength) != 0) continue;
         bool ok = true;
         for (uint64_t k = 0; k < 2 * kMaxPages && ok; ++k) {
           uint64_t n = rd64(p + 48 * k + kSpanNext), pv = rd64(p + 48 * k + kSpanPrev);
-          ok = (n == a + 48 * k) == (pv == a + 48 * k) && n && pv && !(n & 7) && !(pv & 7);
+          ok = (n == a + 48 * k) == (pv == a + 48 * k) && n && pv && !(n & 7) && !(pv & 7) &&
+               rd64(p + 48 * k + kSpanStart) == 0 && rd64(p + 48 * k + kSpanLength) == 0;
         }
         if (!ok || off < kPhFree) continue;
         // stats_ follows: system_bytes a page multiple, free + unmapped and committed within it.
