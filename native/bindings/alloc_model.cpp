@@ -110,7 +110,8 @@ std::optional<Extent> jemalloc_extent(target::Target& t, uint64_t rtree, uint64_
   if (!rtree || (address >> 48)) return std::nullopt;
   memory::Reader r(t.memory());
   uint64_t leaf = 0, bits = 0;
-  if (!r.try_u64(rtree + kRoot + 8 * ((address >> 30) & (kFanout - 1)), leaf) || !leaf || (leaf & 7)) return std::nullopt;
+  if (!r.try_u64(rtree + kRoot + 8 * ((address >> 30) & (kFanout - 1)), leaf) || !leaf || (leaf & 7))
+    return std::nullopt;
   if (!r.try_u64(leaf + 8 * ((address >> 12) & (kFanout - 1)), bits) || !bits) return std::nullopt;
   uint64_t e = static_cast<uint64_t>(static_cast<int64_t>(bits << 16) >> 16) & ~uint64_t{127};
   uint64_t eb, ea, es;
@@ -438,7 +439,8 @@ void register_alloc_types(py::module_& m) {
 }
 
 py::object alloc_chunk_stream(py::object target_ref, target::Target& t, const std::string& state,
-                              std::optional<uint64_t> limit, size_t batch, const std::optional<std::string>& allocator) {
+                              std::optional<uint64_t> limit, size_t batch,
+                              const std::optional<std::string>& allocator) {
   check_filter(state);
   auto m = open_model(t, allocator);
   auto s = std::make_shared<AllocStream>(std::move(m), state, limit, batch, t.parallel_reads());
