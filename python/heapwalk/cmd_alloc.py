@@ -114,9 +114,11 @@ def _pool_label(c: Record) -> str:
 
 def render_chunks(doc: Record, limited_by_default: bool, style: Style = PLAIN) -> List[str]:
     """One line per allocation, then what is not shown and the counts by state."""
+    def state(c: Record) -> str:
+        st = str(c.get("state", "?"))
+        return st if st == "in-use" else style.paint("free", st)
     rows = [[render.addr(c.get("address")), str(c.get("size", 0)), render.size(c.get("size", 0)),
-             c.get("state", "?") if c.get("state") == "in-use" else style.paint("free", c.get("state", "?")),
-             _pool_label(c)] for c in doc.get("chunks", [])]
+             state(c), _pool_label(c)] for c in doc.get("chunks", [])]
     pool = "page heap" if doc.get("allocator") == "tcmalloc" else "arena"
     out = [_title(doc)]
     out += render.table([Column("allocation", "<"), Column("size"), Column("human"),
@@ -124,7 +126,8 @@ def render_chunks(doc: Record, limited_by_default: bool, style: Style = PLAIN) -
     total = doc.get("total", len(rows))
     more = total - len(rows)
     if more > 0:
-        out.append("… %d more (use --limit%s)" % (more, " 0 for all" if limited_by_default else ""))
+        out.append("… %d more (use --limit%s)"
+                   % (more, " 0 for all" if limited_by_default else ""))
     counts = doc.get("counts") or {}
     order = ("in-use", "cached", "free", "released", "metadata")
     states = ", ".join("%d %s" % (counts[k], k) for k in order if counts.get(k))
@@ -163,7 +166,8 @@ def render_chunk(doc: Record, hexdump: Callable[[bytes, int, str], List[str]],
     pool = c.get("pool_name") or "-"
     if c.get("arena") is not None:
         pool += " at %s" % render.addr(c["arena"])
-    out.append("  %-10s %s" % ("page heap" if doc.get("allocator") == "tcmalloc" else "arena", pool))
+    label = "page heap" if doc.get("allocator") == "tcmalloc" else "arena"
+    out.append("  %-10s %s" % (label, pool))
     s = c.get("span")
     if s:
         if doc.get("allocator") == "jemalloc":
@@ -178,7 +182,8 @@ def render_chunk(doc: Record, hexdump: Callable[[bytes, int, str], List[str]],
                                             s.get("pages", 0), s.get("location", "?"))
             out.append("  %-10s %s" % ("span", line))
             if s.get("sizeclass"):
-                out.append("  %-10s class %d, %d objects" % ("", s["sizeclass"], s.get("objects", 0)))
+                out.append("  %-10s class %d, %d objects"
+                           % ("", s["sizeclass"], s.get("objects", 0)))
     data = bytes.fromhex(c.get("bytes") or "")
     if data:
         out.append("  data at %s, first %d bytes:" % (render.addr(c.get("bytes_at")), len(data)))
@@ -193,7 +198,8 @@ def tcache(target: Any, lwp: Optional[int]) -> Record:
     target does not have."""
     doc = _engine(target, "alloc_tcache")(lwp)
     if lwp is not None and lwp not in doc.get("lwps", []):
-        raise NotFoundError("no thread with LWP %d" % lwp, hint="'heapwalk arenas' lists the threads")
+        raise NotFoundError("no thread with LWP %d" % lwp,
+                            hint="'heapwalk arenas' lists the threads")
     doc["lwp"] = lwp
     return render.wrap("tcache", doc)
 

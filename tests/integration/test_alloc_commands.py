@@ -72,7 +72,8 @@ def _start(kind: str, binary: Path, outdir: Path):
     r, w = os.pipe()
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "LD_LIBRARY_PATH")}
     proc = subprocess.Popen(_argv(kind, binary, w, outdir), pass_fds=(w,), env=env,
-                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
     os.close(w)
     return proc, r
 
@@ -138,7 +139,8 @@ def _check_held(p: Program, doc: dict, truth: dict) -> None:
     held = _held(p, truth)
     missing = [a for a in held if a not in listed]
     assert not missing, f"{len(missing)} of {len(held)} held allocations not listed: {missing[:5]}"
-    wrong = [(a, s, listed[a]) for a, s in held.items() if listed[a]["size"] != s or listed[a]["state"] != "in-use"]
+    wrong = [(a, s, listed[a]) for a, s in held.items()
+             if listed[a]["size"] != s or listed[a]["state"] != "in-use"]
     assert not wrong, f"{len(wrong)} held allocations with another size or state: {wrong[:5]}"
     assert doc["total"] == len(doc["chunks"]) and not doc["truncated"]
 
