@@ -235,7 +235,7 @@ int main(int argc, char **argv) {
         if (read(0, &byte, 1) != 1) return 1;
         /* Growth on the main thread (arena 0): small, page-sized and large, a quarter freed. */
         for (unsigned i = 0; i < GROW; ++i) {
-            size_t sz = size_for(i * 5 + 3) + (i % 7 == 0 ? 300000 : 0);
+            size_t sz = size_for(i * 5 + 3) + (i % 20 == 0 ? 300000 : 0);
             grown[i] = malloc(sz);
             memset(grown[i], 0x77, sz < 64 ? sz : 64);
             grown_size[i] = malloc_usable_size(grown[i]);

@@ -240,7 +240,7 @@ int main(int argc, char** argv) {
     if (read(0, &got, 1) != 1) return 1;
     static void* grown[GROW];
     for (int i = 0; i < GROW; ++i) {
-      size_t req = size_for(0, i * 3 + 1) + (i % 9 == 0 ? 200000 : 0);
+      size_t req = size_for(0, i * 3 + 1) + (i % 25 == 0 ? 200000 : 0);
       grown[i] = malloc(req);
       memset(grown[i], 0x55, req < 64 ? req : 64);
     }

@@ -62,10 +62,10 @@ def pools_section(target: Any) -> Optional[Record]:
                       for p in s.get("pools", [])]}
 
 
-def _title(doc: Record) -> str:
-    return "%s (%s, layout: %s)" % (render.safe(doc.get("version", doc.get("allocator", "?"))),
-                                    render.safe(doc.get("module", "")),
-                                    render.safe(doc.get("layout_source", "")))
+def _title(doc: Record) -> List[str]:
+    return ["%s (layout: %s)" % (render.safe(doc.get("version", doc.get("allocator", "?"))),
+                                 render.safe(doc.get("layout_source", ""))),
+            "  module %s" % render.safe(doc.get("module", ""))]
 
 
 # -- chunks ------------------------------------------------------------------------------------
@@ -120,7 +120,7 @@ def render_chunks(doc: Record, limited_by_default: bool, style: Style = PLAIN) -
     rows = [[render.addr(c.get("address")), str(c.get("size", 0)), render.size(c.get("size", 0)),
              state(c), _pool_label(c)] for c in doc.get("chunks", [])]
     pool = "page heap" if doc.get("allocator") == "tcmalloc" else "arena"
-    out = [_title(doc)]
+    out = _title(doc)
     out += render.table([Column("allocation", "<"), Column("size"), Column("human"),
                          Column("state", "<"), Column(pool, "<")], rows, style)
     total = doc.get("total", len(rows))
@@ -178,8 +178,9 @@ def render_chunk(doc: Record, hexdump: Callable[[bytes, int, str], List[str]],
             out.append("  %-10s %s" % ("extent", line))
             out.append("  %-10s %s (edata_t)" % ("", render.addr(s.get("edata"))))
         else:
-            line = "%s %s, %d pages, %s" % (s.get("kind", "span"), render.addr(s.get("address")),
-                                            s.get("pages", 0), s.get("location", "?"))
+            line = "%s %s, %s, %s" % (s.get("kind", "span"), render.addr(s.get("address")),
+                                      render.plural(s.get("pages", 0), "page"),
+                                      s.get("location", "?"))
             out.append("  %-10s %s" % ("span", line))
             if s.get("sizeclass"):
                 out.append("  %-10s class %d, %d objects"
@@ -209,7 +210,7 @@ def render_tcache(doc: Record, thread_of: Optional[Callable[[int], Optional[int]
     """Per thread: its cache's address, objects and bytes, then its bins (size, count, bytes)."""
     caches = doc.get("thread_caches", [])
     what = "tcache" if doc.get("allocator") == "jemalloc" else "ThreadCache"
-    out = [_title(doc)]
+    out = _title(doc)
     if not caches:
         if doc.get("lwp") is not None:
             out.append("thread LWP %d has no thread cache (it never called malloc, or its "

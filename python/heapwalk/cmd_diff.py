@@ -762,10 +762,10 @@ def _render_pools(pools: Optional[Record], style: Style) -> List[str]:
             render.safe(pools.get("version") or pools.get("allocator")),
             render.safe(p.get("name") or "pool %s" % p.get("index"))))
                    + ("" if p.get("in") == "both" else " (only in %s)" % str(p.get("in")).upper()))
-        rows = [[k, render.size(p["a"][k]), render.size(p["b"][k]), _sd(p["delta"][k]),
-                 str(p["delta"][k])] for k in keys]
-        out.extend(render.table([Column("statistic", "<"), Column("A"), Column("B"),
-                                 Column("change"), Column("bytes")], rows, style, indent="  "))
+        rows = [[k, render.size(p["a"][k]), render.size(p["b"][k]), _sd(p["delta"][k])]
+                for k in keys]
+        out.extend(render.table([Column("statistic (exact in --json)", "<"), Column("A"),
+                                 Column("B"), Column("change")], rows, style, indent="  "))
     return out
 
 

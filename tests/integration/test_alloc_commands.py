@@ -164,7 +164,7 @@ def test_chunks_free_limit_and_text(program):
     no_traceback(r)
     assert r.returncode == 0, describe(r)
     lines = r.stdout.splitlines()
-    assert p.kind in lines[0] and len(lines) > 20
+    assert p.kind in lines[1] and len(lines) > 20
     assert max(len(line) for line in lines) <= 80, r.stdout
 
 
