@@ -10,7 +10,9 @@ cores and a live process, against what the corpus programs record:
 - both with "grow": a second snapshot after more allocations; the difference of the statistics
   they printed at each snapshot is the oracle of ``diff``.
 
-Debian's stripped libraries (the symbol-free case).
+Debian's stripped libraries (the symbol-free case) and, when they are built, the -g builds of
+the same sources (jemalloc: scripts/build-jemalloc-debug's cache; tcmalloc: scripts/tcmalloc-g):
+the "symbols" cases, skipped otherwise (they take long to build).
 """
 
 from __future__ import annotations
@@ -23,10 +25,13 @@ from pathlib import Path
 
 import pytest
 
-from hwkit import (CACHE, CFLAGS, CORPORA, await_ready, describe, extract_json, gcore, no_traceback,
+from hwkit import (CACHE, CFLAGS, CORPORA, REPO, await_ready, describe, extract_json, gcore, no_traceback,
                    run_cli, run_gdb, source_key, stop)
 
 JE_LIB = Path("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
+JE_G_DIR = CACHE / "jemalloc-5.3.0-g" / "lib"
+TC_G_LIB = Path(os.environ.get("HEAPWALK_TCMALLOC_G",
+                               str(REPO / "build" / "tcmalloc-g" / "libtcmalloc.so")))
 TC_LIB = Path("/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4")
 JE_KEYS = ["pactive", "pdirty", "pmuzzy", "mapped", "retained", "resident", "base", "internal",
            "small.allocated", "large.allocated", "tcache_bytes"]
@@ -48,6 +53,7 @@ class Program:
         self.kind, self.binary = kind, binary
         self.core1, self.core2, self.truth1, self.truth2 = core1, core2, truth1, truth2
         self.proc, self.live_truth = proc, live_truth
+        self.variant = "stripped"
 
 
 def _compile(name: str, lib: str) -> Path:
@@ -67,10 +73,19 @@ def _argv(kind: str, binary: Path, fd: int, outdir: Path) -> list[str]:
     return [str(binary), "4", str(outdir), str(fd), "grow"]
 
 
-def _start(kind: str, binary: Path, outdir: Path):
+def _libdir(kind: str, variant: str) -> str | None:
+    """LD_LIBRARY_PATH for the "symbols" case: the -g build's directory."""
+    if variant != "symbols":
+        return None
+    return str(JE_G_DIR) if kind == "jemalloc" else str(TC_G_LIB.parent)
+
+
+def _start(kind: str, binary: Path, outdir: Path, variant: str):
     outdir.mkdir(parents=True, exist_ok=True)
     r, w = os.pipe()
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "LD_LIBRARY_PATH")}
+    if _libdir(kind, variant):
+        env["LD_LIBRARY_PATH"] = _libdir(kind, variant)
     proc = subprocess.Popen(_argv(kind, binary, w, outdir), pass_fds=(w,), env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
@@ -83,20 +98,26 @@ def _ready(proc, r: int, label: str) -> None:
     await_ready(proc, os.dup(r), 120, label)
 
 
-@pytest.fixture(scope="module", params=["jemalloc", "tcmalloc"])
+@pytest.fixture(scope="module", params=["jemalloc", "tcmalloc", "jemalloc-symbols",
+                                        "tcmalloc-symbols"])
 def program(request, tmp_path_factory):
-    kind = request.param
+    kind, _, variant = request.param.partition("-")
+    variant = variant or "stripped"
     lib = JE_LIB if kind == "jemalloc" else TC_LIB
     header = "/usr/include/jemalloc/jemalloc.h" if kind == "jemalloc" else \
         "/usr/include/gperftools/malloc_extension_c.h"
     if not lib.exists() or not Path(header).exists():
         pytest.skip(f"{kind}'s -dev package is not installed (scripts/setup)")
+    if variant == "symbols":
+        built = JE_G_DIR / "libjemalloc.so.2" if kind == "jemalloc" else TC_G_LIB
+        if not built.exists():
+            pytest.skip(f"no -g build of {kind} at {built}")
     name = "jemalloc_stats" if kind == "jemalloc" else "tcmalloc_stats"
     binary = _compile(name, "-ljemalloc" if kind == "jemalloc" else "-ltcmalloc")
-    outdir = CACHE / f"alloc-commands-{kind}-{source_key(name, 'grow')}"
+    outdir = CACHE / f"alloc-commands-{kind}-{variant}-{source_key(name, 'grow')}"
     core1, core2 = outdir / "core1", outdir / "core2"
     if not core2.exists():
-        proc, r = _start(kind, binary, outdir)
+        proc, r = _start(kind, binary, outdir, variant)
         try:
             _ready(proc, r, name)
             gcore(proc.pid, core1)
@@ -110,13 +131,15 @@ def program(request, tmp_path_factory):
     truth1 = json.loads((outdir / "truth.json").read_text())
     truth2 = json.loads((outdir / "truth2.json").read_text())
     live_dir = tmp_path_factory.mktemp(f"live-{kind}")
-    proc, r = _start(kind, binary, live_dir)
+    proc, r = _start(kind, binary, live_dir, variant)
     try:
         _ready(proc, r, name)
     finally:
         os.close(r)
     live = json.loads((live_dir / "truth.json").read_text())
-    yield Program(kind, binary, core1, core2, truth1, truth2, proc, live)
+    p = Program(kind, binary, core1, core2, truth1, truth2, proc, live)
+    p.variant = variant
+    yield p
     stop(proc)
 
 
@@ -147,7 +170,9 @@ def _check_held(p: Program, doc: dict, truth: dict) -> None:
 
 def test_chunks_used_lists_every_held_allocation(program):
     p = program
-    _check_held(p, _cli_json("chunks", p.core1, "--used"), p.truth1)
+    doc = _cli_json("chunks", p.core1, "--used")
+    assert doc["layout_source"] == ("symbols" if p.variant == "symbols" else "search")
+    _check_held(p, doc, p.truth1)
     _check_held(p, _cli_json("chunks", p.core2, "--used"), p.truth2)
 
 
@@ -187,6 +212,10 @@ def test_chunk_addr_finds_held_allocations(program):
     r = run_cli("chunk", p.core1, "0x1000")
     no_traceback(r)
     assert r.returncode == 1 and "not mapped" in r.stdout, describe(r)
+    for hostile in ("0xffffffffffffffff", "0x7fffffffffff", hex(1 << 47)):
+        r = run_cli("chunk", p.core1, hostile)
+        no_traceback(r)
+        assert r.returncode == 1 and "not inside any heap chunk" in r.stdout, describe(r)
 
 
 def _tcache_oracle(p: Program, truth: dict, doc: dict) -> None:
@@ -279,3 +308,10 @@ def test_gdb_commands_on_core(program):
     assert p.kind in r.stdout and f"allocation {address:#x}" in r.stdout, r.stdout[-3000:]
     assert f"thread LWP {lwp} (gdb thread" in r.stdout, r.stdout[-3000:]
     _tcache_oracle(p, p.truth1, extract_json(r.stdout))
+    # Without THREAD: the selected thread's cache (gdb thread 2 is the first worker).
+    r = run_gdb(p.binary, p.core1, commands=["thread 2", "heapwalk tcache --json"], timeout=300)
+    no_traceback(r)
+    assert r.returncode == 0, describe(r)
+    doc = extract_json(r.stdout)
+    lwps = {c["lwp"] for c in doc["thread_caches"]}
+    assert len(lwps) == 1 and lwps <= {t["lwp"] for t in p.truth1["threads"]}, doc
