@@ -315,3 +315,21 @@ def test_gdb_commands_on_core(program):
     doc = extract_json(r.stdout)
     lwps = {c["lwp"] for c in doc["thread_caches"]}
     assert len(lwps) == 1 and lwps <= {t["lwp"] for t in p.truth1["threads"]}, doc
+
+
+def test_gdb_expression_and_live_process(program):
+    """ADDR as a gdb expression (jemalloc_stats keeps its pointers in a global array), and the
+    commands in gdb attached to the live process."""
+    p = program
+    if p.kind == "jemalloc":
+        first = p.truth1["held"][0][0]  # held[0][1]: thread 0's first allocation not freed
+        r = run_gdb(p.binary, p.core1, commands=["heapwalk chunk held[0][1]"], timeout=300)
+        no_traceback(r)
+        assert r.returncode == 0 and f"allocation {first:#x}" in r.stdout, describe(r)
+    r = run_gdb("-p", str(p.proc.pid), commands=["heapwalk tcache --all --json",
+                                                 "heapwalk chunks --used --limit 3"], timeout=300)
+    no_traceback(r)
+    assert r.returncode == 0, describe(r)
+    _tcache_oracle(p, p.live_truth, extract_json(r.stdout))
+    assert "3 allocations shown of" in r.stdout, r.stdout[-2000:]
+    assert p.proc.poll() is None, "gdb detached and the process lives on"
