@@ -9,7 +9,7 @@ and looks up; this module dispatches once on the owner and renders. Every docume
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 from . import render, streamed
 from .errors import NotFoundError
@@ -101,6 +101,10 @@ def chunks(target: Any, state: str, limit: Optional[int], as_json: bool) -> Reco
             "truncated": streamed.Lazy(lambda: stream.total > stream.listed),
             "counts": streamed.Lazy(lambda: dict(stream.counts)),
             "diagnostics": streamed.Lazy(diagnostics)})
+    if limit is None:  # every slot as text: streamed line by line (stream_lines)
+        return render.wrap("chunks", dict(head, chunks=streamed.Stream(stream), total=None,
+                                          truncated=False, counts={}, diagnostics=[],
+                                          _stream=stream))
     rows = [_record(r) for batch in stream for r in batch]
     return render.wrap("chunks", dict(head, chunks=rows, total=stream.total,
                                       truncated=stream.total > stream.listed,
@@ -134,6 +138,30 @@ def render_chunks(doc: Record, limited_by_default: bool, style: Style = PLAIN) -
     out.append("%s shown of %d%s" % (render.plural(len(rows), "allocation"), total,
                                      " (slots walked: %s)" % states if states else ""))
     return out
+
+
+def stream_lines(doc: Record, style: Style = PLAIN) -> Iterator[str]:
+    """``render_chunks`` of every slot (``--limit 0`` text), a batch at a time in fixed-width
+    columns; fills ``doc``'s total, counts and diagnostics before its last line."""
+    stream = doc.pop("_stream")
+    yield from _title(doc)
+    form = "%-14s  %12s  %10s  %-8s  %s"
+    pool = "page heap" if doc.get("allocator") == "tcmalloc" else "arena"
+    yield style.paint("bold", (form % ("allocation", "size", "human", "state", pool)).rstrip())
+    for batch in stream:
+        for a, sz, st, pi, _ in batch:
+            state = st if st == "in-use" else style.paint("free", "%-8s" % st)
+            yield (form % (render.addr(a), sz, render.size(sz), state,
+                           "-" if pi is None else "#%d" % pi)).rstrip()
+    from .commands import set_severities  # pylint: disable=import-outside-toplevel
+    record = {"diagnostics": stream.diagnostics()}
+    set_severities(record)
+    doc.update(total=stream.total, counts=dict(stream.counts), diagnostics=record["diagnostics"])
+    counts = doc["counts"]
+    order = ("in-use", "cached", "free", "released", "metadata")
+    states = ", ".join("%d %s" % (counts[k], k) for k in order if counts.get(k))
+    yield "%s shown of %d%s" % (render.plural(stream.listed, "allocation"), stream.total,
+                                " (slots walked: %s)" % states if states else "")
 
 
 # -- chunk ADDR --------------------------------------------------------------------------------

@@ -428,6 +428,8 @@ class Chunks(Command):
     def stream_lines(self, document: Record, inv: Invocation) -> Iterator[str]:
         """``render`` of every chunk, line by line (``--limit 0`` text); fills ``document``'s
         total and diagnostics before its last line."""
+        if document.get("allocator") in cmd_alloc.ALLOCATORS:
+            return cmd_alloc.stream_lines(document, inv.style)
         arena, state = self._query
 
         def done(stream: Any) -> None:

@@ -191,6 +191,15 @@ def test_chunks_free_limit_and_text(program):
     lines = r.stdout.splitlines()
     assert p.kind in lines[1] and len(lines) > 20
     assert max(len(line) for line in lines) <= 80, r.stdout
+    # Every slot as text (streamed): one line each between the header and the footer.
+    everything = _cli_json("chunks", p.core1, "--limit", "0")
+    r = run_cli("chunks", p.core1, "--limit", "0", extra_env={"COLUMNS": "80"})
+    assert r.returncode == 0, describe(r)
+    lines = r.stdout.splitlines()
+    rows = [x for x in lines if x.startswith("0x")]
+    assert len(rows) == everything["total"] == len(everything["chunks"])
+    assert rows[0].split()[0] == hex(everything["chunks"][0]["address"])
+    assert f"{everything['total']} allocations shown of {everything['total']}" in r.stdout
 
 
 def test_chunk_addr_finds_held_allocations(program):
@@ -300,6 +309,7 @@ def test_gdb_commands_on_core(program):
     address, size = sorted(_held(p, p.truth1).items())[10]
     lwp = p.truth1["threads"][1]["lwp"]
     r = run_gdb(p.binary, p.core1, commands=["heapwalk chunks --limit 5",
+                                             "heapwalk chunks --limit 0",
                                              f"heapwalk chunk {address + 1:#x}",
                                              "heapwalk tcache --all",
                                              "heapwalk tcache --json --all"], timeout=300)
