@@ -113,7 +113,7 @@ class ChunkDetail(Chunk):
             query = document.get("query", 0)
             glibc = super().collect(inv)  # glibc's main arena is still there
             if glibc.get("chunk"):
-                document = glibc
+                document = dict(glibc, allocator="ptmalloc")  # a chunk of glibc's own heap
             else:
                 document.update({k: v for k, v in glibc.items() if k not in document})
                 document["diagnostics"] = (list(document.get("diagnostics", []))
