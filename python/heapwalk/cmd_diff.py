@@ -648,8 +648,12 @@ def compare(a: Record, b: Record, path_a: str = "A", path_b: str = "B",
     if pools is not None:
         doc["allocator"] = pools["allocator"]
         doc["allocator_pools"] = pools
-        if pools["a"] != pools["b"]:
-            note("A's malloc is %s, B's is %s" % (pools["a"] or "glibc", pools["b"] or "glibc"))
+        for name, kind in (("A", pools["a"]), ("B", pools["b"])):
+            if kind is None:
+                note("%s has no %s statistics (glibc owns its malloc, or a report saved "
+                     "without allocator_pools)" % (name, pools["allocator"]))
+        if pools["a"] and pools["b"] and pools["a"] != pools["b"]:
+            note("A's malloc is %s, B's is %s" % (pools["a"], pools["b"]))
     doc["verdict"]["growth"] = growth_verdict(a, b, doc)
     return render.wrap("diff", doc)
 
