@@ -252,9 +252,9 @@ def render_tcache(doc: Record, thread_of: Optional[Callable[[int], Optional[int]
         if number:
             who += " (gdb thread %d)" % number
         out.append("")
-        out.append(style.paint("bold", "%s: %s %s, %s, %s" % (
-            who, what, render.addr(c.get("address")), render.plural(c.get("objects", 0), "object"),
-            render.exact_size(c.get("bytes", 0)))))
+        out.append(style.paint("bold", "%s: %s %s" % (who, what, render.addr(c.get("address")))))
+        out.append("  %s, %s" % (render.plural(c.get("objects", 0), "object"),
+                                 render.exact_size(c.get("bytes", 0))))
         rows = [[str(b.get("size", 0)), str(b.get("count", 0)), render.size(b.get("bytes", 0))]
                 for b in c.get("bins", [])]
         if rows:
