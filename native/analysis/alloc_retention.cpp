@@ -170,8 +170,7 @@ void je_extents(target::Target& t, uint64_t rtree, std::vector<OwnedRange>& out,
 }
 
 /// Each arena's base blocks (base_block_t: size, next), the arenas' metadata mappings.
-void je_bases(target::Target& t, const std::vector<alloc::Pool>& pools, std::vector<OwnedRange>& out,
-              Diagnostics& d) {
+void je_bases(target::Target& t, const std::vector<alloc::Pool>& pools, std::vector<OwnedRange>& out, Diagnostics& d) {
   memory::Reader r(t.memory());
   for (const auto& p : pools) {
     uint64_t base = 0, block = 0;
@@ -300,13 +299,15 @@ void jemalloc_part(target::Target& t, AllocRetention& a) {
   std::vector<const alloc::Pool*> by_dirty;
   for (const auto& p : a.pools) by_dirty.push_back(&p);
   std::sort(by_dirty.begin(), by_dirty.end(), [](const alloc::Pool* x, const alloc::Pool* y) {
-    uint64_t dx = stat(x->stats, "dirty") + stat(x->stats, "muzzy"), dy = stat(y->stats, "dirty") + stat(y->stats, "muzzy");
+    uint64_t dx = stat(x->stats, "dirty") + stat(x->stats, "muzzy"),
+             dy = stat(y->stats, "dirty") + stat(y->stats, "muzzy");
     return dx != dy ? dx > dy : x->index < y->index;
   });
   auto where = [&](const char* key) {
     std::vector<const alloc::Pool*> v = by_dirty;
-    std::stable_sort(v.begin(), v.end(),
-                     [&](const alloc::Pool* x, const alloc::Pool* y) { return stat(x->stats, key) > stat(y->stats, key); });
+    std::stable_sort(v.begin(), v.end(), [&](const alloc::Pool* x, const alloc::Pool* y) {
+      return stat(x->stats, key) > stat(y->stats, key);
+    });
     std::string s;
     for (size_t i = 0; i < v.size() && i < 3; ++i) {
       if (!stat(v[i]->stats, key)) break;
@@ -328,14 +329,16 @@ void jemalloc_part(target::Target& t, AllocRetention& a) {
     c.where = where("dirty");
     std::string action;
     if (dirty_ms && *dirty_ms < 0)
-      action = "MALLOC_CONF=dirty_decay_ms:10000 (jemalloc's default; the process runs with dirty_decay_ms:-1, "
-               "which never purges)";
+      action =
+          "MALLOC_CONF=dirty_decay_ms:10000 (jemalloc's default; the process runs with dirty_decay_ms:-1, "
+          "which never purges)";
     else
       action = "MALLOC_CONF=dirty_decay_ms:1000 (a shorter decay; now " +
                (dirty_ms ? decay_text(*dirty_ms) : std::string("unknown")) + ")";
     if (!bg_on)
-      action += " and background_thread:true (without it decay runs only when the arena allocates or frees: an "
-                "idle process keeps its dirty pages)";
+      action +=
+          " and background_thread:true (without it decay runs only when the arena allocates or frees: an "
+          "idle process keeps its dirty pages)";
     action += "; now: " + purge_call + " returns " + hs(dirty + muzzy);
     c.action = action;
     c.evidence = hs(dirty) + " of dirty pages (freed, still resident) in " + std::to_string(a.pools.size()) +
@@ -367,8 +370,9 @@ void jemalloc_part(target::Target& t, AllocRetention& a) {
     c.bytes = retained;
     c.where = where("retained");
     c.virtual_only = true;
-    c.action = "nothing to give back: it is address space, not memory (VSZ, not RSS); MALLOC_CONF=retain:false "
-               "unmaps it instead (more mmap/munmap calls)";
+    c.action =
+        "nothing to give back: it is address space, not memory (VSZ, not RSS); MALLOC_CONF=retain:false "
+        "unmaps it instead (more mmap/munmap calls)";
     c.evidence = hs(retained) + " retained (stats.retained; opt.retain" +
                  (o.retain ? std::string(*o.retain ? " true" : " false") : std::string("")) +
                  "): purged extents jemalloc keeps mapped for reuse";
@@ -386,9 +390,10 @@ void jemalloc_part(target::Target& t, AllocRetention& a) {
               [](const alloc::ThreadCache* x, const alloc::ThreadCache* y) { return x->bytes > y->bytes; });
     for (size_t i = 0; i < tc.size() && i < 3; ++i)
       c.where += (i ? ", " : "lwp ") + std::to_string(tc[i]->lwp) + " " + hs(tc[i]->bytes);
-    c.action = "MALLOC_CONF=tcache_max:4096 (smaller objects only; now " +
-               (o.tcache_max ? hs(*o.tcache_max) : std::string("32 KiB by default")) +
-               ") or tcache:false; a thread can return its own with mallctl(\"thread.tcache.flush\", NULL, NULL, NULL, 0)";
+    c.action =
+        "MALLOC_CONF=tcache_max:4096 (smaller objects only; now " +
+        (o.tcache_max ? hs(*o.tcache_max) : std::string("32 KiB by default")) +
+        ") or tcache:false; a thread can return its own with mallctl(\"thread.tcache.flush\", NULL, NULL, NULL, 0)";
     c.evidence = std::to_string(a.caches.size()) + " thread caches hold " + hs(tcache) +
                  " of freed objects (stats.arenas.<i>.tcache_bytes)";
     c.summary = "jemalloc's thread caches hoard " + hs(tcache) + " of freed objects";
@@ -397,15 +402,16 @@ void jemalloc_part(target::Target& t, AllocRetention& a) {
   // Many arenas: what every arena but the one keeping most keeps (one arena would share it).
   if (a.pools.size() >= 4) {
     uint64_t kept = 0;
-    for (size_t i = 1; i < by_dirty.size(); ++i) kept += stat(by_dirty[i]->stats, "dirty") + stat(by_dirty[i]->stats, "muzzy");
+    for (size_t i = 1; i < by_dirty.size(); ++i)
+      kept += stat(by_dirty[i]->stats, "dirty") + stat(by_dirty[i]->stats, "muzzy");
     if (kept) {
       AllocCause c;
       c.cause = "jemalloc-arena-count";
       c.kind = "arena count";
       c.bytes = kept;
       c.where = std::to_string(a.pools.size()) + " arenas";
-      c.action = "MALLOC_CONF=narenas:" + std::to_string(std::min<size_t>(4, a.pools.size() / 2)) +
-                 " (now " + std::to_string(stat(a.stats, "narenas")) +
+      c.action = "MALLOC_CONF=narenas:" + std::to_string(std::min<size_t>(4, a.pools.size() / 2)) + " (now " +
+                 std::to_string(stat(a.stats, "narenas")) +
                  (o.narenas ? " of opt.narenas " + std::to_string(*o.narenas) : std::string("")) +
                  "; jemalloc's default is 4 per CPU): each arena keeps its own dirty pages";
       c.evidence = std::to_string(a.pools.size()) + " arenas; the " + std::to_string(a.pools.size() - 1) +
@@ -465,8 +471,8 @@ void tcmalloc_part(target::Target& t, const target::Module& mod, AllocRetention&
 
   for (const auto& sp : m.spans()) {
     if (sp.location == 2)
-      add_range(a.ranges, sp.address, sp.address + sp.bytes, "tcmalloc unmapped spans (address space only)",
-                "tcmalloc", false);
+      add_range(a.ranges, sp.address, sp.address + sp.bytes, "tcmalloc unmapped spans (address space only)", "tcmalloc",
+                false);
     else
       add_range(a.ranges, sp.address, sp.address + sp.bytes, "tcmalloc page heap spans", "tcmalloc", true);
   }
@@ -491,8 +497,8 @@ void tcmalloc_part(target::Target& t, const target::Module& mod, AllocRetention&
     c.evidence = "page heap: " + hs(pfree) + " free and backed (tcmalloc.pageheap_free_bytes), " + hs(unmapped) +
                  " unmapped, of " + hs(heap) + " (generic.heap_size); aggressive decommit " +
                  (aggressive ? "on" : "off");
-    c.summary = "tcmalloc's page heap keeps " + hs(pfree) + " free: ReleaseFreeMemory() would return " +
-                hs(release) + " now";
+    c.summary =
+        "tcmalloc's page heap keeps " + hs(pfree) + " free: ReleaseFreeMemory() would return " + hs(release) + " now";
     a.causes.push_back(c);
   }
   if (thread) {
@@ -536,8 +542,9 @@ void tcmalloc_part(target::Target& t, const target::Module& mod, AllocRetention&
     c.bytes = unmapped;
     c.where = "page heap";
     c.virtual_only = true;
-    c.action = "nothing to give back: tcmalloc has already returned these pages (MADV_DONTNEED); they stay as "
-               "address space for reuse";
+    c.action =
+        "nothing to give back: tcmalloc has already returned these pages (MADV_DONTNEED); they stay as "
+        "address space for reuse";
     c.evidence = hs(unmapped) + " unmapped (tcmalloc.pageheap_unmapped_bytes)";
     c.summary = "tcmalloc keeps " + hs(unmapped) + " of released address space (not resident)";
     a.causes.push_back(c);
@@ -549,10 +556,9 @@ void tcmalloc_part(target::Target& t, const target::Module& mod, AllocRetention&
       "nothing large retained to give back; see `heapwalk classify` and `heapwalk leaks` for what the memory in use "
       "holds";
   a.in_use_summary.evidence = "tcmalloc: " + hs(in_use) + " in use of " + hs(heap) + "; page heap free " + hs(pfree) +
-                              ", caches " + hs(central + transfer + thread) +
-                              "; ReleaseFreeMemory() would return " + hs(release);
-  a.in_use_summary.summary =
-      "tcmalloc: " + hs(in_use) + " in use, ReleaseFreeMemory() would return " + hs(release);
+                              ", caches " + hs(central + transfer + thread) + "; ReleaseFreeMemory() would return " +
+                              hs(release);
+  a.in_use_summary.summary = "tcmalloc: " + hs(in_use) + " in use, ReleaseFreeMemory() would return " + hs(release);
 }
 
 }  // namespace

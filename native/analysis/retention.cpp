@@ -1,7 +1,5 @@
 #include "analysis/retention.h"
 
-#include "analysis/alloc_retention.h"
-
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/mman.h>
@@ -15,6 +13,7 @@
 #include <sstream>
 #include <tuple>
 
+#include "analysis/alloc_retention.h"
 #include "hotspot/nmt.h"
 #include "hotspot/vmstructs.h"
 #include "memory/memory.h"
