@@ -512,8 +512,10 @@ void tcmalloc_part(target::Target& t, const target::Module& mod, AllocRetention&
               [](const alloc::ThreadCache* x, const alloc::ThreadCache* y) { return x->bytes > y->bytes; });
     for (size_t i = 0; i < tc.size() && i < 3 && tc[i]->bytes; ++i)
       c.where += (i ? ", " : "lwp ") + std::to_string(tc[i]->lwp) + " " + hs(tc[i]->bytes);
-    c.action = "TCMALLOC_MAX_TOTAL_THREAD_CACHE_BYTES=" + std::to_string(std::max<uint64_t>(thread / 4, 1 << 20)) +
-               " (now " + (have_max ? hs(max_tc) : std::string("unknown; 32 MiB by default")) +
+    uint64_t bound = uint64_t{1} << 20;  // a power of two near a quarter of what they hold, from 1 MiB
+    while (bound * 8 <= thread) bound *= 2;
+    c.action = "TCMALLOC_MAX_TOTAL_THREAD_CACHE_BYTES=" + std::to_string(bound) + " (now " +
+               (have_max ? hs(max_tc) : std::string("unknown; 32 MiB by default")) +
                "): the bound shared by all thread caches";
     c.evidence = std::to_string(a.caches.size()) + " thread caches hold " + hs(thread) +
                  " of freed objects (tcmalloc.thread_cache_free_bytes)";

@@ -182,16 +182,14 @@ void Model::locate(const target::Module& m) {
     how_["central_cache_"] = "search";
   }
   if (!ph) {
-    // PageHeap::free_[]: 128 pairs of dummy Spans; free_[0] (spans of 0 pages) is never used, so
-    // both of its list heads point at themselves; every head is a self loop or two pointers.
+    // PageHeap::free_[]: 128 pairs of dummy Spans; every head is a self loop or two pointers.
+    // free_[0] holds 1-page spans (a core of a program that freed many has them on its normal
+    // list), so no head is known to be empty: stats_ after the array anchors it.
     std::vector<uint64_t> found;
     for (const auto& d : data)
       for (uint64_t off = 0; off + kMaxPages * kSpanListSize + 96 <= d.bytes.size(); off += 8) {
         const uint8_t* p = d.bytes.data() + off;
         uint64_t a = d.start + off;
-        if (rd64(p + kSpanNext) != a || rd64(p + kSpanPrev) != a || rd64(p + 48 + kSpanNext) != a + 48 ||
-            rd64(p + 48 + kSpanPrev) != a + 48)
-          continue;
         bool ok = true;
         for (uint64_t k = 0; k < 2 * kMaxPages && ok; ++k) {
           uint64_t n = rd64(p + 48 * k + kSpanNext), pv = rd64(p + 48 * k + kSpanPrev);

@@ -385,6 +385,11 @@ def render_report(doc: Record, style: Style = render.PLAIN, show_all: bool = Fal
         out.extend(render_allocator(a, style))
     # glibc
     out.append("")
+    if owner is not None and not glibc.get("system_bytes") and not glibc.get("mmapped_bytes"):
+        # Another allocator answers malloc and nothing reached glibc's: one line, not a table.
+        out.append(style.paint("bold", "glibc malloc") + ": unused (%s answers malloc; the main "
+                   "arena holds nothing)" % render.safe(owner.get("allocator") or ""))
+        return out + _render_tail(doc, style)
     out.append(style.paint("bold", "glibc malloc") +
                ": %s from the system in arenas, %s in mmapped chunks (%d)"
                % (_hs(glibc.get("system_bytes")), _hs(glibc.get("mmapped_bytes")),
@@ -425,6 +430,12 @@ def render_report(doc: Record, style: Style = render.PLAIN, show_all: bool = Fal
         out.extend(render.table([Column("arena", "<"), Column("threads"), Column("system"),
                                  Column("in use"), Column("free"), Column("trimmable"),
                                  Column("top")], rows, style, indent="  "))
+    return out + _render_tail(doc, style)
+
+
+def _render_tail(doc: Record, style: Style) -> List[str]:
+    """NMT, the top classes and the verdict: the end of ``report`` text."""
+    out: List[str] = []
     nmt = doc.get("nmt")
     if nmt:
         out.append("")
