@@ -513,9 +513,12 @@ def render_allocator(a: Record, style: Style = render.PLAIN) -> List[str]:
                    % (_hs(f.get("central")), _hs(f.get("transfer")), _hs(f.get("thread")), len(caches),
                       _hs(f.get("max_total_thread_cache_bytes"))))
     nmt = a.get("nmt")
-    if nmt:
-        out.append("  NMT tracks %s of malloc; the allocator holds %s in use"
-                   % (_hs(nmt.get("malloc_bytes")), _hs(a.get("in_use_bytes"))))
+    if nmt and nmt.get("headers") == "canary":
+        tracked = nmt.get("tracked_count", 0)
+        out.append("  JVM: NMT headers carry %s in %s allocations (+ %s of headers); %s in %s "
+                   "allocations carry none (malloc NMT does not track)"
+                   % (_hs(nmt.get("tracked_bytes")), _n(tracked), _hs(16 * tracked),
+                      _hs(nmt.get("untracked_bytes")), _n(nmt.get("untracked_count", 0))))
     return out
 
 
