@@ -356,3 +356,62 @@ def test_jvm_on_jemalloc_names_the_inflater_leak_as_on_glibc(jdk):
     first = doc["verdict"][0]
     assert first["cause"] == "untracked-malloc", doc["verdict"]
     assert ("%d zlib inflate streams" % n) in first["summary"] and "end()" in first["action"], first
+
+
+# ---------------------------------------------------------------------------------------------
+# Live processes
+# ---------------------------------------------------------------------------------------------
+
+def _live(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen, dict]:
+    binary = _binary("alloc_retain", "-ldl")
+    r, w = os.pipe()
+    proc = subprocess.Popen([str(binary), "retain", str(tmp_path), str(w)], pass_fds=(w,),
+                            env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    os.close(w)
+    await_ready(proc, r, 120, "alloc_retain (live)")
+    return proc, json.loads((tmp_path / "truth.json").read_text())
+
+
+def _live_report(pid: int) -> dict:
+    r = run_cli("report", "--json", "--no-classes", "--pid", str(pid), timeout=600)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+@need_je
+def test_live_jemalloc_dirty_pages_are_the_cause(tmp_path):
+    proc, truth = _live(tmp_path, {"LD_PRELOAD": str(JEMALLOC), "MALLOC_CONF": "dirty_decay_ms:-1"})
+    try:
+        doc = _live_report(proc.pid)
+    finally:
+        stop(proc)
+    assert doc["target"]["kind"] == "live" and doc["allocator"] == "jemalloc"
+    je = _section(doc, "jemalloc")
+    dirty = sum(a["pdirty"] for a in truth["arenas"]) * PAGE
+    for k, v in truth["stats"].items():
+        assert je["figures"][k] == v, k
+    assert je["figures"]["dirty"] == dirty
+    first = doc["verdict"][0]
+    assert first["cause"] == "jemalloc-dirty" and first["bytes"] == dirty, doc["verdict"]
+    assert doc["footprint"]["source"] == "resident"
+    _check_sum(doc)
+    groups = _groups(doc)
+    assert groups["jemalloc extents"] + groups["jemalloc metadata (base)"] == truth["stats"]["mapped"], groups
+
+
+@need_tc
+def test_live_tcmalloc_page_heap_free_is_the_cause(tmp_path):
+    proc, truth = _live(tmp_path, {"LD_PRELOAD": str(TCMALLOC), "TCMALLOC_RELEASE_RATE": "0"})
+    try:
+        doc = _live_report(proc.pid)
+    finally:
+        stop(proc)
+    assert doc["target"]["kind"] == "live" and doc["allocator"] == "tcmalloc"
+    p = truth["properties"]
+    tc = _section(doc, "tcmalloc")
+    assert tc["figures"]["pageheap_free"] == p["tcmalloc.pageheap_free_bytes"]
+    assert tc["figures"]["in_use"] == p["generic.current_allocated_bytes"]
+    first = doc["verdict"][0]
+    assert first["cause"] == "tcmalloc-pageheap-free", doc["verdict"]
+    assert first["bytes"] == p["tcmalloc.pageheap_free_bytes"]
