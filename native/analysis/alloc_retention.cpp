@@ -328,17 +328,19 @@ void jemalloc_part(target::Target& t, AllocRetention& a) {
     c.bytes = dirty;
     c.where = where("dirty");
     std::string action;
+    const std::string idle =
+        " (without it decay runs only when the arena allocates or frees: an idle process keeps its dirty pages)";
     if (dirty_ms && *dirty_ms < 0)
       action =
           "MALLOC_CONF=dirty_decay_ms:10000 (jemalloc's default; the process runs with dirty_decay_ms:-1, "
-          "which never purges)";
+          "which never purges)" +
+          std::string(bg_on ? "" : " and background_thread:true" + idle);
+    else if (!bg_on)
+      action = "MALLOC_CONF=background_thread:true" + idle + " and a shorter dirty_decay_ms (e.g. 1000; now " +
+               (dirty_ms ? decay_text(*dirty_ms) : std::string("unknown")) + ")";
     else
       action = "MALLOC_CONF=dirty_decay_ms:1000 (a shorter decay; now " +
                (dirty_ms ? decay_text(*dirty_ms) : std::string("unknown")) + ")";
-    if (!bg_on)
-      action +=
-          " and background_thread:true (without it decay runs only when the arena allocates or frees: an "
-          "idle process keeps its dirty pages)";
     action += "; now: " + purge_call + " returns " + hs(dirty + muzzy);
     c.action = action;
     c.evidence = hs(dirty) + " of dirty pages (freed, still resident) in " + std::to_string(a.pools.size()) +
@@ -400,7 +402,9 @@ void jemalloc_part(target::Target& t, AllocRetention& a) {
     a.causes.push_back(c);
   }
   // Many arenas: what every arena but the one keeping most keeps (one arena would share it).
-  if (a.pools.size() >= 4) {
+  // From 8 arenas, as glibc's arena-count cause (jemalloc's default is 4 per CPU: a program's
+  // threads spread over them).
+  if (a.pools.size() >= 8) {
     uint64_t kept = 0;
     for (size_t i = 1; i < by_dirty.size(); ++i)
       kept += stat(by_dirty[i]->stats, "dirty") + stat(by_dirty[i]->stats, "muzzy");
@@ -410,8 +414,7 @@ void jemalloc_part(target::Target& t, AllocRetention& a) {
       c.kind = "arena count";
       c.bytes = kept;
       c.where = std::to_string(a.pools.size()) + " arenas";
-      c.action = "MALLOC_CONF=narenas:" + std::to_string(std::min<size_t>(4, a.pools.size() / 2)) + " (now " +
-                 std::to_string(stat(a.stats, "narenas")) +
+      c.action = "MALLOC_CONF=narenas:2 (or 4; now " + std::to_string(stat(a.stats, "narenas")) +
                  (o.narenas ? " of opt.narenas " + std::to_string(*o.narenas) : std::string("")) +
                  "; jemalloc's default is 4 per CPU): each arena keeps its own dirty pages";
       c.evidence = std::to_string(a.pools.size()) + " arenas; the " + std::to_string(a.pools.size() - 1) +

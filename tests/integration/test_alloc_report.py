@@ -415,3 +415,26 @@ def test_live_tcmalloc_page_heap_free_is_the_cause(tmp_path):
     first = doc["verdict"][0]
     assert first["cause"] == "tcmalloc-pageheap-free", doc["verdict"]
     assert first["bytes"] == p["tcmalloc.pageheap_free_bytes"]
+
+
+@need_je
+def test_jemalloc_options_from_a_library_with_symbols():
+    """A -g build of 5.3.0 (scripts/build-jemalloc-debug, as test_jemalloc.py makes it): its
+    .symtab names opt.* and the background thread state, read into the figures and actions."""
+    lib = CACHE / "jemalloc-5.3.0-g" / "lib" / "libjemalloc.so.2"
+    if not lib.exists():
+        pytest.skip("no -g build of jemalloc at %s (tests/integration/test_jemalloc.py makes it)" % lib)
+    binary = _binary("alloc_retain", "-ldl")
+    core, truth = _core("je-g-retain", [str(binary), "retain", "OUTDIR"], [],
+                        {"LD_PRELOAD": str(lib), "MALLOC_CONF": "dirty_decay_ms:-1,tcache_max:16384"})
+    doc, _ = _report(core, "--no-classes")
+    je = _section(doc, "jemalloc")
+    assert je["layout_source"] == "symbols"
+    f = je["figures"]
+    assert f["opt.dirty_decay_ms"] == truth["dirty_decay_ms"] == -1 == f["dirty_decay_ms"]
+    assert f["opt.tcache_max"] == 16384 and f["background_thread"] == 0
+    assert f["dirty"] == sum(a["pdirty"] for a in truth["arenas"]) * PAGE
+    first = doc["verdict"][0]
+    assert first["cause"] == "jemalloc-dirty" and "background threads off" in first["evidence"], first
+    groups = _groups(doc)
+    assert groups["jemalloc extents"] + groups["jemalloc metadata (base)"] == truth["stats"]["mapped"], groups
