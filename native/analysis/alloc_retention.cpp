@@ -121,6 +121,7 @@ constexpr uint64_t kArenaDecayMuzzy = 71224;  // arena_t.pa_shard.pac.decay_muzz
 constexpr uint64_t kBaseBlocks = 160;         // base_t.blocks (include/jemalloc/internal/base.h)
 constexpr uint64_t kRtreeRoot = 120, kRtreeFanout = uint64_t{1} << 18;
 constexpr unsigned kMallctlArenasAll = 4096;  // MALLCTL_ARENAS_ALL
+constexpr unsigned kMaxLeaves = 8192;         // 1 GiB each
 
 uint64_t leaf_edata(uint64_t bits) {
   // rtree_leaf_elm_bits_decode (include/jemalloc/internal/rtree.h, 5.3.0)
@@ -141,8 +142,14 @@ void je_extents(target::Target& t, uint64_t rtree, std::vector<OwnedRange>& out,
     return;
   }
   std::unordered_set<uint64_t> seen;
+  unsigned leaves = 0;
   for (uint64_t ri = 0; ri < kRtreeFanout; ++ri) {
     if (!root[ri]) continue;
+    if (++leaves > kMaxLeaves) {  // 8 TiB of address space: a smashed root
+      d.add("layout", rtree + kRtreeRoot, std::nullopt,
+            "jemalloc: more than " + std::to_string(kMaxLeaves) + " radix tree leaves; the rest not attributed");
+      break;
+    }
     if (t.memory().read(root[ri], leaf.data(), leaf.size() * 8) != leaf.size() * 8) {
       d.add("unreadable", root[ri], std::nullopt, "jemalloc: a radix tree leaf");
       continue;
