@@ -438,3 +438,44 @@ def test_jemalloc_options_from_a_library_with_symbols():
     assert first["cause"] == "jemalloc-dirty" and "background threads off" in first["evidence"], first
     groups = _groups(doc)
     assert groups["jemalloc extents"] + groups["jemalloc metadata (base)"] == truth["stats"]["mapped"], groups
+
+
+# ---------------------------------------------------------------------------------------------
+# Corruption: the structures report follows beyond the model (radix tree, base blocks)
+# ---------------------------------------------------------------------------------------------
+
+ARENA_BASE, BASE_BLOCKS, RTREE_ROOT = 78936, 160, 120  # arena_t.base, base_t.blocks, rtree_t.root
+
+
+@need_je
+@pytest.mark.parametrize("case", ["base-cycle", "base-size", "rtree-unreadable-leaf", "rtree-leaf-is-root"])
+def test_jemalloc_corruption_gives_diagnostics(case, tmp_path):
+    from test_corruption import assert_clean  # noqa: PLC0415
+    from test_nmt_corruption import SparseCore  # noqa: PLC0415
+    from hwkit import import_heapwalk  # noqa: PLC0415
+
+    core, _ = _je_retain("retain", "dirty_decay_ms:-1")
+    hw = import_heapwalk()
+    t = hw.open_core(str(core))
+    try:
+        je = t.jemalloc()
+    finally:
+        t.close()
+    sc = SparseCore(core)
+    arena0 = next(a["address"] for a in je["arenas"] if a["index"] == 0)
+    blocks = sc.u64(sc.u64(arena0 + ARENA_BASE) + BASE_BLOCKS)
+    root = je["rtree"] + RTREE_ROOT
+    first = next(root + 8 * i for i in range(1 << 18) if sc.u64(root + 8 * i))
+    edits = {"base-cycle": {blocks + 8: blocks},
+             "base-size": {blocks: 12345},
+             "rtree-unreadable-leaf": {first: 0xdead0000},
+             "rtree-leaf-is-root": {first: root}}[case]
+    bad = sc.patched(tmp_path / "core", edits)
+    for extra in (["--json"], []):
+        r = run_cli("report", "--no-classes", *extra, str(bad), timeout=300)
+        doc = assert_clean(r, case)
+        if doc is not None:
+            assert doc["allocator"] == "jemalloc"
+            _check_sum(doc)
+            if case.startswith("base"):
+                assert any("base block" in d["detail"] for d in doc["diagnostics"]), doc["diagnostics"]
