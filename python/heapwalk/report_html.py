@@ -197,8 +197,10 @@ def render_html(doc: Record) -> str:
     who = ("pid %s" % tgt.get("pid")) if tgt.get("kind") == "live" else (tgt.get("path") or tgt.get("kind"))
     parts: List[str] = []
     parts.append("<h1>heapwalk report: %s</h1>" % _e(who))
-    parts.append('<div class="sub">glibc %s, %s threads, %s mapped%s</div>'
-                 % (_e(glibc.get("version")), _e(tgt.get("threads")), _e(_hs(maps.get("mapped_bytes"))),
+    owner = next((a for a in doc.get("allocators") or [] if a.get("owns_malloc")), None)
+    parts.append('<div class="sub">%sglibc %s, %s threads, %s mapped%s</div>'
+                 % ("malloc: %s, " % _e(owner.get("version")) if owner else "",
+                    _e(glibc.get("version")), _e(tgt.get("threads")), _e(_hs(maps.get("mapped_bytes"))),
                     "" if maps.get("resident_bytes") is None else ", %s resident" % _e(_hs(maps["resident_bytes"]))))
     # Verdict first: what to do.
     items = []
