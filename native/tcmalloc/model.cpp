@@ -98,12 +98,7 @@ bool sizemap_at(const uint8_t* sm) {
 
 }  // namespace
 
-const target::Module* tcmalloc_module(const target::Target& t) {
-  return t.find_module([](const std::string& base) {
-    return base.rfind("libtcmalloc", 0) == 0 && base.find("debug") == std::string::npos &&
-           base.find(".so") != std::string::npos;
-  });
-}
+const target::Module* tcmalloc_module(target::Target& t) { return alloc::allocator_module(t, alloc::Kind::Tcmalloc); }
 
 Model::Model(target::Target& t, const target::Module& module) : t_(t), module_(module.path) {
   locate(module);
