@@ -178,9 +178,10 @@ void Model::locate(const target::Module& m) {
   }
   if (!ph) {
     // PageHeap::free_[]: 128 pairs of dummy Spans; every head is a self loop or two pointers,
-    // and stats_ follows. free_[0] is usually empty (both heads self loops: the anchor); a
-    // program that freed many 1-page spans has them there, so without such a candidate the
-    // search runs again without the anchor.
+    // and stats_ follows. free_[0] holds the 1-page spans (src/page_heap.cc PrependToFreeList:
+    // free_[span->length - 1], gperftools-2.10); it is often empty (both heads self loops: the
+    // anchor), but a program that freed many 1-page spans has them there, so without an
+    // anchored candidate the search runs again without the anchor.
     std::vector<uint64_t> found;
     auto scan = [&](bool anchored) {
       for (const auto& d : data)
