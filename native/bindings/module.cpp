@@ -13,6 +13,7 @@
 #include "analysis/reach.h"
 #include "analysis/retention.h"
 #include "bindings/alloc_model.h"
+#include "bindings/alloc_report.h"
 #include "bindings/inspect_py.h"
 #include "bindings/jemalloc.h"
 #include "bindings/pytext.h"
@@ -1110,6 +1111,9 @@ class PyTarget {
     analysis::Retention r;
     analysis::Mappings m;
     hotspot::Nmt n;
+    std::vector<analysis::AllocRetention> others;
+    std::vector<analysis::OwnedRange> owned;
+    Diagnostics others_notes;
     bool jvm = false;
     for (const auto& mod : t_->modules())
       if (mod.path.find("libjvm.so") != std::string::npos) jvm = true;
@@ -1118,7 +1122,9 @@ class PyTarget {
       analysis::RetentionOptions o;
       o.residency = residency;
       if (jvm) n = hotspot::read_nmt(*t_, &h, true);
-      m = analysis::reconcile_mappings(&h, *t_, jvm && n.found_jvm ? &n : nullptr);
+      others = analysis::compute_alloc_retention(*t_, others_notes);  // jemalloc, tcmalloc (issue 16)
+      for (const auto& a : others) owned.insert(owned.end(), a.ranges.begin(), a.ranges.end());
+      m = analysis::reconcile_mappings(&h, *t_, jvm && n.found_jvm ? &n : nullptr, &owned);
       r = analysis::compute_retention(h, *t_, o);
     }
     py::dict out;
@@ -1126,6 +1132,10 @@ class PyTarget {
     out["target"] = describe_short();
     out["retention"] = retention_dict(r);
     out["pressure"] = pressure_dict(r.pressure);
+    out["allocator"] = "ptmalloc";  // the malloc owner; "allocators": the others' part
+    for (const auto& a : others)
+      if (a.owns_malloc) out["allocator"] = alloc::kind_name(a.kind);
+    out["allocators"] = bindings::alloc_report(others);
     py::dict g;
     uint64_t system = 0, mmapped = h.mmapped().mmapped_mem;
     for (const auto& a : h.arenas()) system += a.system_mem;
@@ -1179,6 +1189,13 @@ class PyTarget {
       j["malloc_bytes"] = n.total_malloc.bytes;
       j["untracked_malloc"] =
           n.headers_walked ? py::object(counter_dict(n.untracked, std::nullopt)) : py::object(py::none());
+      for (const auto& a : others)  // jemalloc/tcmalloc answers malloc: its allocations too (issue 16)
+        if (a.owns_malloc && a.nmt && a.nmt->canary) {
+          hotspot::Counter c = n.headers_walked ? n.untracked : hotspot::Counter{};
+          c.count += a.nmt->untracked_count;
+          c.bytes += a.nmt->untracked_bytes;
+          j["untracked_malloc"] = counter_dict(c, std::nullopt);
+        }
       out["nmt"] = j;
     } else {
       out["nmt"] = py::none();
@@ -1187,6 +1204,8 @@ class PyTarget {
     extra.append(r.notes);
     extra.append(m.notes);
     if (jvm) extra.append(n.diags);
+    extra.append(others_notes);
+    for (const auto& a : others) extra.append(a.notes);
     out["diagnostics"] = diags_plus(extra);
     return out;
   }
