@@ -158,4 +158,8 @@ struct Detected {
 };
 std::vector<Detected> detect(target::Target& t);
 
+/// The module that carries allocator `k` (its library, or the executable it is linked into
+/// statically), or nullptr. ptmalloc: libc.
+const target::Module* allocator_module(target::Target& t, Kind k);
+
 }  // namespace heapwalk::alloc

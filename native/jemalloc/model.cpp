@@ -24,11 +24,6 @@ constexpr uint64_t kBinCurregs = 112 + 24, kBinNmalloc = 112, kBinNdalloc = 120,
 constexpr uint64_t kBaseAllocated = 3880, kBaseResident = 3888, kBaseMapped = 3896;
 constexpr uint64_t kSlowTcache = 168, kTcacheBins = 8, kCacheBinSize = 24, kTsdTcache = 856;
 
-bool is_jemalloc_module(const std::string& path) {
-  std::string base = path.substr(path.rfind('/') + 1);
-  return base.rfind("libjemalloc.so", 0) == 0;
-}
-
 // An arena_t at `a` with index `ind`: its `ind` field and a base_t whose figures are ordered as
 // base_stats_get asserts (allocated <= resident <= mapped, mapped a page multiple).
 bool plausible_arena(memory::Reader& r, uint64_t a, unsigned ind) {
@@ -126,8 +121,8 @@ std::optional<Globals> find_globals(target::Target& t, const target::Module& m, 
 }
 
 Model::Model(target::Target& t) : t_(t) {
-  const target::Module* m = t.find_module(is_jemalloc_module);
-  if (!m) throw Error("jemalloc: no libjemalloc module in the target");
+  const target::Module* m = alloc::allocator_module(t, alloc::Kind::Jemalloc);
+  if (!m) throw Error("jemalloc: no libjemalloc module in the target (nor one linked statically)");
   module_ = m->path;
   auto g = find_globals(t, *m, diags_);
   if (!g) throw Error("jemalloc: the arenas array (je_arenas) was not found in " + m->path);

@@ -17,7 +17,7 @@ namespace {
 
 constexpr uint64_t kData = 0x555555554000;   // module data (file-backed, rw): a root
 constexpr uint64_t kSlab = 0x7f2000000000;   // the allocator's slots
-constexpr uint64_t kMeta = kData + 0x1000;     // metadata holding the pool, right after the module
+constexpr uint64_t kMeta = kData + 0x1000;   // metadata holding the pool, right after the module
 constexpr uint64_t kStack = 0x7ffd00000000;  // the thread's stack
 
 /// A model of plain slots: the allocations given, one pool whose structure is at kMeta.
