@@ -13,6 +13,7 @@ import argparse
 from typing import Any, Dict, List, Optional
 
 from . import render
+from .cmd_classify import malloc_owner
 from .commands import Command, Invocation
 from .render import Column, Style
 
@@ -543,7 +544,9 @@ def build_report(target: Any, classes: bool = True) -> Record:
     stale: Optional[List[Record]] = None
     if classes:
         try:
-            got = target.classify(None, True, SAVED_CLASSES)
+            owner = malloc_owner(target)  # jemalloc/tcmalloc: their slots, not glibc's chunks
+            got = (target.alloc_classify(owner, True, SAVED_CLASSES) if owner
+                   else target.classify(None, True, SAVED_CLASSES))
             every = got.get("classes", [])
             stale = got.get("free_classes")
             top = every[:TOP_CLASSES]

@@ -345,10 +345,10 @@ def test_jvm_on_tcmalloc_reconciles_nmt_tcmalloc_and_mappings(jdk):
 
 
 @need_je
-@pytest.mark.xfail(reason="the zlib stream classes in jemalloc memory come from classify's generalization "
-                          "(branch classify, issue 16); passes once it is merged", strict=False)
-def test_jvm_on_jemalloc_names_the_inflater_leak_as_on_glibc(jdk):
-    s = _jvm(jdk, JEMALLOC)
+@need_tc
+@pytest.mark.parametrize("lib", [JEMALLOC, TCMALLOC], ids=["jemalloc", "tcmalloc"])
+def test_jvm_names_the_inflater_leak_as_on_glibc(jdk, lib):
+    s = _jvm(jdk, lib)
     doc, text = _report(s.core)
     n = s.truth["inflaters"]
     zlib = next(c for c in doc["classes"] if c["name"] == "zlib inflate stream + window")
