@@ -19,6 +19,11 @@
  * truth.json: {"properties": {NAME: VALUE...}, "threads": [{"lwp", "pthread", "cache_bytes"}...],
  *              "held": [[ADDRESS, REQUESTED, ALLOCATED_SIZE]...]}
  * ALLOCATED_SIZE is MallocExtension_GetAllocatedSize (the size class, or the span's pages).
+ *
+ * With a fourth argument "grow" it then waits for one byte on stdin, allocates (small, medium
+ * and large) and frees more on the main thread, reads the properties again and writes
+ * OUTDIR/truth2.json (same form) and a second byte to READY_FD: two snapshots of one process
+ * for `diff`, whose oracle is the difference of the two sets of properties.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -33,7 +38,8 @@
 
 #define MAX_THREADS 64
 #define PER_THREAD 3000
-#define MAX_HELD (MAX_THREADS * PER_THREAD + 64)
+#define GROW 20000
+#define MAX_HELD (MAX_THREADS * PER_THREAD + 64 + GROW)
 
 static const char* const kProps[] = {
     "generic.current_allocated_bytes",
@@ -149,6 +155,36 @@ static size_t put(size_t n, const char* fmt, ...) {
   return n + (size_t)k;
 }
 
+static int snapshot(const char* path, int n) {
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) return 1;
+  /* The oracle: read before anything else can allocate. */
+  for (size_t i = 0; i < NPROPS; ++i) g_props_ok[i] = MallocExtension_GetNumericProperty(kProps[i], &g_props[i]);
+
+  size_t o = put(0, "{\"properties\": {");
+  int first = 1;
+  for (size_t i = 0; i < NPROPS; ++i) {
+    if (!g_props_ok[i]) continue;
+    o = put(o, "%s\"%s\": %zu", first ? "" : ", ", kProps[i], g_props[i]);
+    first = 0;
+  }
+  o = put(o, "},\n \"threads\": [");
+  for (int t = 0; t < n; ++t)
+    o = put(o, "%s{\"index\": %d, \"lwp\": %d, \"pthread\": %lu, \"cache_bytes\": %zu}", t ? ", " : "",
+            g_threads[t].index, g_threads[t].lwp, (unsigned long)g_threads[t].self, g_threads[t].cache_bytes);
+  o = put(o, "],\n \"held\": [");
+  for (size_t i = 0; i < g_nheld; ++i)
+    o = put(o, "%s[%lu, %zu, %zu]", i ? ",\n" : "", (unsigned long)g_held[i].addr, g_held[i].req, g_held[i].alloc);
+  o = put(o, "]}\n");
+  for (size_t w = 0; w < o;) {
+    ssize_t k = write(fd, g_out + w, o - w);
+    if (k <= 0) return 1;
+    w += (size_t)k;
+  }
+  close(fd);
+  return 0;
+}
+
 int main(int argc, char** argv) {
   if (argc < 4) {
     fprintf(stderr, "usage: %s NTHREADS OUTDIR READY_FD\n", argv[0]);
@@ -160,10 +196,13 @@ int main(int argc, char** argv) {
   char path[4096];
   snprintf(path, sizeof path, "%s/truth.json", argv[2]);
   int ready = atoi(argv[3]);
-  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) {
-    perror(path);
-    return 1;
+  {
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) {
+      perror(path);
+      return 1;
+    }
+    close(fd);
   }
 
   pthread_t tids[MAX_THREADS];
@@ -193,32 +232,25 @@ int main(int argc, char** argv) {
   g_threads[0].self = pthread_self();
   g_threads[0].cache_bytes = MallocExtension_GetThreadCacheSize();
 
-  /* The oracle: read before anything else can allocate. */
-  for (size_t i = 0; i < NPROPS; ++i) g_props_ok[i] = MallocExtension_GetNumericProperty(kProps[i], &g_props[i]);
-
-  size_t o = put(0, "{\"properties\": {");
-  int first = 1;
-  for (size_t i = 0; i < NPROPS; ++i) {
-    if (!g_props_ok[i]) continue;
-    o = put(o, "%s\"%s\": %zu", first ? "" : ", ", kProps[i], g_props[i]);
-    first = 0;
-  }
-  o = put(o, "},\n \"threads\": [");
-  for (int t = 0; t < n; ++t)
-    o = put(o, "%s{\"index\": %d, \"lwp\": %d, \"pthread\": %lu, \"cache_bytes\": %zu}", t ? ", " : "",
-            g_threads[t].index, g_threads[t].lwp, (unsigned long)g_threads[t].self, g_threads[t].cache_bytes);
-  o = put(o, "],\n \"held\": [");
-  for (size_t i = 0; i < g_nheld; ++i)
-    o = put(o, "%s[%lu, %zu, %zu]", i ? ",\n" : "", (unsigned long)g_held[i].addr, g_held[i].req, g_held[i].alloc);
-  o = put(o, "]}\n");
-  for (size_t w = 0; w < o;) {
-    ssize_t k = write(fd, g_out + w, o - w);
-    if (k <= 0) return 1;
-    w += (size_t)k;
-  }
-  close(fd);
+  if (snapshot(path, n) != 0) return 1;
   char byte = 1;
   if (write(ready, &byte, 1) != 1) return 1;
+  if (argc > 4 && strcmp(argv[4], "grow") == 0) {
+    char got;
+    if (read(0, &got, 1) != 1) return 1;
+    static void* grown[GROW];
+    for (int i = 0; i < GROW; ++i) {
+      size_t req = size_for(0, i * 3 + 1) + (i % 25 == 0 ? 200000 : 0);
+      grown[i] = malloc(req);
+      memset(grown[i], 0x55, req < 64 ? req : 64);
+    }
+    for (int i = 0; i < GROW; i += 4) free(grown[i]);
+    for (int i = 1; i < GROW; i += 4) keep(grown[i], 0);
+    snprintf(path, sizeof path, "%s/truth2.json", argv[2]);
+    g_threads[0].cache_bytes = MallocExtension_GetThreadCacheSize();
+    if (snapshot(path, n) != 0) return 1;
+    if (write(ready, &byte, 1) != 1) return 1;
+  }
   close(ready);
   while (1) pause();
 }

@@ -16,6 +16,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "target/target.h"
@@ -58,9 +59,16 @@ struct Allocation {
   uint64_t size = 0;     ///< usable size of the slot (size class for slab/small objects)
   State state = State::InUse;
   int pool = -1;  ///< index into pools(), -1 when none
+  /// Allocators with a header per allocation (ptmalloc): where the block starts (the chunk),
+  /// its length from there (the chunk size) and the allocator's own state (ptmalloc::ChunkState).
+  /// 0 for the others: the block is [address, address + size).
+  uint64_t chunk = 0, chunk_size = 0;
+  uint8_t detail = 0;
 };
 /// Return false to stop the walk.
 using AllocationVisitor = std::function<bool(const Allocation&)>;
+/// A batch of allocations, in walk order (walk_part_batched); return false to stop the walk.
+using AllocationBatchVisitor = std::function<bool(const Allocation* first, size_t n)>;
 
 /// One thread's cache.
 struct ThreadCache {
@@ -96,6 +104,48 @@ class Model {
   /// The allocation containing `address`, if any.
   virtual std::optional<Allocation> find(uint64_t address) = 0;
   virtual Diagnostics& diagnostics() = 0;
+
+  // Parts of walk(), for analyses that walk in parallel (classify, leaks): walking parts
+  // 0..parts()-1 in turn visits what walk() visits, in the same order. Parts may be walked
+  // concurrently where the target can be read from several threads (Target::parallel_reads).
+  virtual size_t parts() { return 1; }
+  virtual void walk_part(size_t k, const AllocationVisitor& visit) {
+    if (k == 0) walk(visit);
+  }
+  /// walk_part() a batch at a time: one call per batch instead of one per allocation, for the
+  /// analyses' tight loops (a model with a callback walk of its own overrides it to fill the
+  /// batches directly).
+  virtual void walk_part_batched(size_t k, const AllocationBatchVisitor& visit) {
+    std::vector<Allocation> batch;
+    batch.reserve(kBatch);
+    bool more = true;
+    walk_part(k, [&](const Allocation& a) {
+      batch.push_back(a);
+      if (batch.size() == kBatch) {
+        more = visit(batch.data(), batch.size());
+        batch.clear();
+      }
+      return more;
+    });
+    if (more && !batch.empty()) visit(batch.data(), batch.size());
+  }
+  static constexpr size_t kBatch = 1024;
+  /// The pool whose allocations part k holds, -1 when several or none (ptmalloc's mmapped chunks).
+  virtual int part_pool(size_t /*k*/) const { return -1; }
+  /// How many allocations and free slots part k probably holds (a reserve hint; 0: unknown).
+  virtual uint64_t part_hint(size_t /*k*/) const { return 0; }
+  /// The pool of the allocation at `address` (an address walk() gave), -1 when none.
+  virtual int pool_of(uint64_t address) {
+    auto a = find(address);
+    return a ? a->pool : -1;
+  }
+  /// Address ranges the allocator owns beyond its allocations (heap headers, metadata such as
+  /// jemalloc's base blocks): never roots for the leak pass. Sorted or not.
+  virtual std::vector<std::pair<uint64_t, uint64_t>> owned_ranges() { return {}; }
+  /// Addresses inside in-use allocations the allocator made for itself (jemalloc: each tcache's
+  /// bin stacks, whose stale slots still name objects handed out since): those allocations are
+  /// its metadata, neither nodes nor scanned by the leak pass.
+  virtual std::vector<uint64_t> internal_addresses() const { return {}; }
 };
 
 /// Which allocators the target uses, by its loaded modules (linked or LD_PRELOAD-ed) and, when
@@ -107,5 +157,9 @@ struct Detected {
   bool owns_malloc = false;  ///< whether this allocator answers the process's malloc()
 };
 std::vector<Detected> detect(target::Target& t);
+
+/// The module that carries allocator `k` (its library, or the executable it is linked into
+/// statically), or nullptr. ptmalloc: libc.
+const target::Module* allocator_module(target::Target& t, Kind k);
 
 }  // namespace heapwalk::alloc

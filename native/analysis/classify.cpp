@@ -11,6 +11,7 @@
 
 #include "hotspot/nmt.h"
 #include "memory/memory.h"
+#include "ptmalloc/heap_model.h"
 #include "util/demangle.h"
 #include "util/parallel.h"
 
@@ -65,6 +66,7 @@ struct Member {
   uint64_t chunk;
   uint32_t cls;
   bool primary;  // the state chunk: counts the group once
+  bool zs;       // a z_stream found without a chunk header to check its size (checked in pass 2)
 };
 
 class Classes {
@@ -130,8 +132,16 @@ struct Acc {
 class Classifier {
  public:
   /// `parts`: how many classifiers share the work (they share the bound on cached vptrs).
-  Classifier(ptmalloc::Heap& /*heap*/, target::Target& t, const target::ModuleIndex& m, size_t parts)
-      : t_(t), m_(m), r_(t.memory()), vptr_cache_max_((1u << 20) / std::max<size_t>(parts, 1)) {
+  /// `headers`: allocations are ptmalloc chunks (a 16-byte header before the user pointer,
+  /// classified by chunk address and chunk size); else slots without headers (jemalloc,
+  /// tcmalloc), classified by user pointer and slot size.
+  Classifier(bool headers, target::Target& t, const target::ModuleIndex& m, size_t parts)
+      : headers_(headers),
+        hdr_(headers ? 16 : 0),
+        t_(t),
+        m_(m),
+        r_(t.memory()),
+        vptr_cache_max_((1u << 20) / std::max<size_t>(parts, 1)) {
     c_inflate_ = cls_.intern("zlib inflate stream", "zlib");
     c_inflate_w_ = cls_.intern("zlib inflate stream + window", "zlib");
     c_deflate_ = cls_.intern("zlib deflate stream", "zlib");
@@ -166,8 +176,8 @@ class Classifier {
     if (st != ChunkState::Used || size < 160) return;
     // A copy: the try_u64 calls below read through the same Reader (live targets: its cache).
     uint8_t p[128];
-    if (!r_.try_copy(c + 16, p, sizeof p)) return;
-    uint64_t mem = c + 16, strm = rd64(p, 0);
+    if (!r_.try_copy(c + hdr_, p, sizeof p)) return;
+    uint64_t mem = c + hdr_, strm = rd64(p, 0);
     if (!strm || (strm & 7)) return;
     uint32_t mode = rd32(p, kInflMode);
     bool infl = mode >= kInflHead && mode <= kInflSync;
@@ -186,13 +196,15 @@ class Classifier {
       cls = c_deflate_;
       for (size_t off : {kDefWindow, kDefPrev, kDefHead, kDefPendingBuf}) extra.push_back(rd64(p, off));
     }
-    members_.push_back({c, cls, true});
+    members_.push_back({c, cls, true, false});
     // The z_stream itself, when it is a chunk of its own (Java's Inflater callocs it).
     uint64_t sw;
-    if ((strm & 15) == 0 && r_.try_u64(strm - 8, sw) && (sw & ~uint64_t{7}) >= 128 && (sw & ~uint64_t{7}) <= 256)
-      members_.push_back({strm - 16, cls, false});
+    if (!headers_)
+      members_.push_back({strm, cls, false, true});  // its slot's size is checked when it is met
+    else if ((strm & 15) == 0 && r_.try_u64(strm - 8, sw) && (sw & ~uint64_t{7}) >= 128 && (sw & ~uint64_t{7}) <= 256)
+      members_.push_back({strm - 16, cls, false, false});
     for (uint64_t e : extra)
-      if (e && (e & 15) == 0) members_.push_back({e - 16, cls, false});
+      if (e && (e & 15) == 0) members_.push_back({e - hdr_, cls, false, false});
   }
 
   bool pointer_like(uint64_t v) const {
@@ -379,12 +391,13 @@ class Classifier {
   }
 
   // Pass 2: names one chunk, counted in per_arena_. `members`: every part's zlib groups, sorted.
+  // `pool`: the pool's address (0: none, ptmalloc's mmapped chunks).
   void classify(const ClassifyOptions& opt, const std::vector<Member>& members, uint64_t c, uint64_t size,
-                ChunkState st, const ptmalloc::Arena* a) {
+                ChunkState st, uint64_t pool) {
     size_t& mi = mi_;
     if (opt.only_chunks && !std::binary_search(opt.only_chunks->begin(), opt.only_chunks->end(), c)) return;
     ++chunks_;
-    const uint64_t key = a ? a->address : 0;
+    const uint64_t key = pool;
     if (!acc_ || key != acc_key_) {
       acc_ = &per_arena_[key];
       acc_key_ = key;
@@ -398,19 +411,21 @@ class Classifier {
           std::lower_bound(members.begin(), members.end(), c, [](const Member& m, uint64_t a) { return m.chunk < a; }) -
           members.begin());
     while (mi < members.size() && members[mi].chunk < c) ++mi;
-    if (used && mi < members.size() && members[mi].chunk == c) {
+    // A z_stream found without a header to size it: a slot of z_stream's size (112 bytes).
+    if (used && mi < members.size() && members[mi].chunk == c && (!members[mi].zs || (size >= 112 && size <= 256))) {
       acc.add(acc.used, members[mi].cls, size, c, members[mi].primary ? 1 : 0);
       note(opt, members[mi].cls, c, size, true);
       return;
     }
-    uint64_t mem = c + 16;
-    uint64_t usable = st == ChunkState::Mmapped ? size - 16 : size - 8;
+    uint64_t mem = c + hdr_;
+    uint64_t usable = !headers_ ? size : st == ChunkState::Mmapped ? size - 16 : size - 8;
     uint64_t rest = size;  // the bytes this chunk adds to the class found below
     if (!used) {
       // Stale zlib streams first: a free chunk (or the top) holding what zlib freed, state and
       // window coalesced, is named by them (issue 12: what the retained memory had held).
       uint64_t infl = 0, defl = 0;
-      uint64_t z = stale_zlib(c + 16, c + size, infl, defl);
+      // (Allocators without headers: the probe's header checks do not apply.)
+      uint64_t z = headers_ ? stale_zlib(c + 16, c + size, infl, defl) : 0;
       if (infl || defl) {
         bool whole = st != ChunkState::Top && 2 * z >= size;  // mostly streams: all of it
         uint64_t zb = whole ? size : z;
@@ -438,7 +453,7 @@ class Classifier {
     uint32_t id = kNone;
     if (p && !used && stale_zip(mem, usable)) id = c_zip_;
     if (p && !used && id == kNone && stale_class(mem, usable)) id = c_class_;
-    if (p && !used && id == kNone && st != ChunkState::Top && stale_nmt(c + 16, size)) id = c_nmt_freed_;
+    if (p && !used && id == kNone && headers_ && st != ChunkState::Top && stale_nmt(c + 16, size)) id = c_nmt_freed_;
     // HotSpot NMT-tracked malloc block: a 16-byte header (user size, category byte at 12,
     // canary 0xE99E at 14) and a 0xE88E footer after the user bytes (JDK 17.0.x and 21 layout).
     if (p && used && n >= 32 && id == kNone) {
@@ -572,6 +587,8 @@ class Classifier {
 
  private:
   static constexpr uint32_t kNone = ~0u;
+  const bool headers_;
+  const uint64_t hdr_;  // user pointer - block start: 16 (ptmalloc chunks) or 0
   target::Target& t_;
   const std::vector<std::string>* nmt_names_ = &hotspot::default_names_17();
   const target::ModuleIndex& m_;
@@ -600,50 +617,77 @@ class Classifier {
 
 }  // namespace
 
-ClassifyResult classify(ptmalloc::Heap& heap, target::Target& t, const target::ModuleIndex& modules,
+ClassifyResult classify(alloc::Model& model, target::Target& t, const target::ModuleIndex& modules,
                         const ClassifyOptions& opt) {
-  // Heap::walk's order is every arena's walk in ring order, then the mmapped chunks: each is a
-  // part, classified on its own (in parallel where the heap's own walks are) and merged in that
-  // order, which gives what one classifier walking them all would.
-  heap.summarize();
-  std::vector<const ptmalloc::Arena*> sources;
-  if (opt.arena) {
-    sources.push_back(opt.arena);
-  } else {
-    for (const auto& a : heap.arenas()) sources.push_back(&a);
+  // The model's walk is its parts' walks in order (ptmalloc: every arena's walk in ring order,
+  // then the mmapped chunks): each part is classified on its own (in parallel where the heap's
+  // own walks are) and merged in that order, which gives what one classifier walking them all
+  // would.
+  const bool headers = model.kind() == alloc::Kind::Ptmalloc;
+  std::vector<uint64_t> pool_address;
+  for (const auto& p : model.pools()) pool_address.push_back(p.address);
+  std::vector<size_t> sources;
+  for (size_t k = 0; k < model.parts(); ++k) {
+    int pp = model.part_pool(k);
+    if (opt.pool < 0 || pp == opt.pool || (pp < 0 && !headers)) sources.push_back(k);
   }
-  const size_t n = sources.size() + (opt.arena ? 0 : 1);
+  const size_t n = sources.size();
+  auto* heap_model = dynamic_cast<ptmalloc::HeapModel*>(&model);
   auto walk = [&](size_t k, auto&& visit) {
-    if (k < sources.size()) {
-      heap.walk(sources[k], [&](uint64_t c, uint64_t size, ChunkState st, const ptmalloc::Arena* a, size_t) {
-        visit(c, size, st, a);
-        return true;
+    if (heap_model) {
+      heap_model->walk_chunks(sources[k], [&](uint64_t c, uint64_t size, ChunkState st, int pool) {
+        if (opt.pool < 0 || pool == opt.pool) visit(c, size, st, pool >= 0 ? pool_address[pool] : 0);
       });
-    } else {
-      for (const auto& m : heap.mmapped().chunks) visit(m.address, m.size, ChunkState::Mmapped, nullptr);
+      return;
     }
+    model.walk_part_batched(sources[k], [&](const alloc::Allocation* b, size_t count) {
+      for (const alloc::Allocation* a = b; a != b + count; ++a) {
+        if (opt.pool >= 0 && a->pool != opt.pool) continue;
+        const uint64_t pool =
+            a->pool >= 0 && static_cast<size_t>(a->pool) < pool_address.size() ? pool_address[a->pool] : 0;
+        if (headers) {
+          visit(a->chunk, a->chunk_size, static_cast<ChunkState>(a->detail), pool);
+        } else {
+          // Slots without headers as chunk states: in use; cached and free (stale contents
+          // with --free); address space returned to the OS and metadata are never classified.
+          ChunkState st = a->state == alloc::State::InUse    ? ChunkState::Used
+                          : a->state == alloc::State::Cached ? ChunkState::Tcache
+                          : a->state == alloc::State::Free   ? ChunkState::Small
+                                                             : ChunkState::Fencepost;
+          visit(a->address, a->size, st, pool);
+        }
+      }
+      return true;
+    });
   };
   std::vector<std::unique_ptr<Classifier>> parts;
-  for (size_t k = 0; k < n; ++k) parts.push_back(std::make_unique<Classifier>(heap, t, modules, n));
+  for (size_t k = 0; k < n; ++k) parts.push_back(std::make_unique<Classifier>(headers, t, modules, n));
   run_parallel(t, n, [&](size_t k) {
-    walk(k,
-         [&](uint64_t c, uint64_t size, ChunkState st, const ptmalloc::Arena*) { parts[k]->find_zlib(c, size, st); });
+    walk(k, [&](uint64_t c, uint64_t size, ChunkState st, uint64_t) { parts[k]->find_zlib(c, size, st); });
     parts[k]->release_cache();
   });
   std::vector<Member> members;
   for (const auto& p : parts) members.insert(members.end(), p->members().begin(), p->members().end());
   std::sort(members.begin(), members.end(), [](const Member& a, const Member& b) { return a.chunk < b.chunk; });
   run_parallel(t, n, [&](size_t k) {
-    walk(k, [&](uint64_t c, uint64_t size, ChunkState st, const ptmalloc::Arena* a) {
-      parts[k]->classify(opt, members, c, size, st, a);
+    walk(k, [&](uint64_t c, uint64_t size, ChunkState st, uint64_t pool) {
+      parts[k]->classify(opt, members, c, size, st, pool);
     });
     parts[k]->release_cache();
   });
   ClassifyResult out;
-  Classifier merger(heap, t, modules, 1);
+  Classifier merger(headers, t, modules, 1);
   merger.list_limit_ = opt.list_limit;
   merger.merge(parts, out);
   return out;
+}
+
+ClassifyResult classify(ptmalloc::Heap& heap, target::Target& t, const target::ModuleIndex& modules,
+                        const ClassifyOptions& opt) {
+  ptmalloc::HeapModel model(heap);
+  ClassifyOptions o = opt;
+  if (opt.arena) o.pool = model.pool_index(opt.arena);
+  return classify(model, t, modules, o);
 }
 
 }  // namespace heapwalk::analysis

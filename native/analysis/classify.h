@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "alloc/model.h"
 #include "ptmalloc/heap.h"
 #include "target/symbols.h"
 #include "target/target.h"
@@ -24,14 +25,16 @@ struct ClassRow {
 };
 
 struct ArenaClasses {
-  uint64_t arena = 0;                ///< 0: mmapped chunks (no arena)
+  uint64_t arena = 0;                ///< 0: mmapped chunks (no arena); else the pool's address
   std::vector<ClassRow> used, free;  ///< sorted by bytes, descending
 };
 
 struct ClassifyOptions {
   const ptmalloc::Arena* arena = nullptr;  ///< only this arena (nullptr: all, plus mmapped)
+  int pool = -1;                           ///< the model's form of `arena`: only this pool (-1: all)
   bool free_chunks = false;                ///< also classify the stale contents of free chunks
-  /// Only these chunks (header addresses, sorted), e.g. the leaked set; nullptr: all.
+  /// Only these chunks (header addresses, sorted; allocators without headers: user pointers),
+  /// e.g. the leaked set; nullptr: all.
   const std::vector<uint64_t>* only_chunks = nullptr;
   /// List the chunks of the class named `list` (walk order), at most `list_limit` (0: all).
   std::string list;
@@ -53,10 +56,16 @@ struct ClassifyResult {
   uint64_t listed_total = 0;        ///< how many there are (listed may stop at list_limit)
 };
 
-/// Classifies every in-use chunk (and free ones on request). Groups zlib streams (z_stream +
-/// inflate/deflate state + window and buffers) into one owned group; names C++ objects by their
-/// vtable (symbols, or RTTI when symbols are missing); recognises content patterns; everything
-/// else goes by chunk size.
+/// Classifies every in-use allocation of `model` (and free ones on request). Groups zlib streams
+/// (z_stream + inflate/deflate state + window and buffers) into one owned group; names C++
+/// objects by their vtable (symbols, or RTTI when symbols are missing); recognises content
+/// patterns; everything else goes by size. ptmalloc (allocations with a `chunk`): chunks, their
+/// header addresses and chunk sizes, as ever; other allocators: slots, their user pointers and
+/// slot sizes (examples and listed "chunks" are then user pointers). Each part of the model's
+/// walk is classified on its own, in parallel where the target allows, and merged in order.
+ClassifyResult classify(alloc::Model& model, target::Target& t, const target::ModuleIndex& modules,
+                        const ClassifyOptions& opt);
+/// The same over a ptmalloc heap (ptmalloc::HeapModel; `opt.arena` selects an arena).
 ClassifyResult classify(ptmalloc::Heap& heap, target::Target& t, const target::ModuleIndex& modules,
                         const ClassifyOptions& opt);
 

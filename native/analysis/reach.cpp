@@ -10,6 +10,7 @@
 #include <queue>
 #include <thread>
 
+#include "ptmalloc/heap_model.h"
 #include "util/errors.h"
 #include "util/parallel.h"
 #include "util/progress.h"
@@ -41,6 +42,12 @@ constexpr size_t kPerBucket = 8;
 constexpr size_t kAhead = 8;  // drain(): prefetch the chunk this many pops ahead
 
 inline bool is_gap(uint64_t e) { return (e & (kNode | kMmapped)) == kGap; }
+
+inline uint64_t rd64(const uint8_t* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
 
 /// std::allocator whose value-initialisation leaves the memory as it is: resize() of a large
 /// vector then costs no zeroing pass (the copy that fills it touches each page once).
@@ -125,17 +132,25 @@ struct RootRange {
 
 class Pass {
  public:
-  Pass(ptmalloc::Heap& h, target::Target& t, const ReachOptions& o, ReachResult& r)
-      : h_(h), t_(t), opt_(o), res_(r), seq_(t.memory(), 4 << 20), rnd_(t.memory(), 0) {}
+  Pass(alloc::Model& m, target::Target& t, const ReachOptions& o, ReachResult& r)
+      : m_(m),
+        headers_(m.kind() == alloc::Kind::Ptmalloc),
+        hdr_(headers_ ? 16 : 0),
+        t_(t),
+        opt_(o),
+        res_(r),
+        seq_(t.memory(), 4 << 20),
+        rnd_(t.memory(), 0) {}
 
   void run() {
+    if (!headers_) find_allocator_module();
     build_index();
     if (e_.size() < 2) {
       collect();
       return;
     }
     build_lookup();
-    lo_ = (e_.front() & ~kFlags) + 16;
+    lo_ = (e_.front() & ~kFlags) + hdr_;
     span_ = (e_.back() & ~kFlags) - lo_;
     work_.reserve(e_.size());  // each node is pushed at most once
     scan_roots();
@@ -145,6 +160,23 @@ class Pass {
   }
 
  private:
+  /// The allocator's library ("libjemalloc.so.2", "libtcmalloc.so.4"; not an executable it is
+  /// linked into): its data is metadata, and objects whose first word points into it (C++
+  /// objects it made for itself, such as tcmalloc's MallocExtension) are not the program's.
+  void find_allocator_module() {
+    for (const auto& d : alloc::detect(t_)) {
+      if (d.kind != m_.kind() || d.module.empty()) continue;
+      const std::string b = d.module.substr(d.module.rfind('/') + 1);
+      if (b.rfind("libjemalloc", 0) != 0 && b.rfind("libtcmalloc", 0) != 0) continue;
+      for (const auto& mod : t_.modules())
+        if (mod.path == d.module) {
+          amod_lo_ = mod.base;
+          amod_hi_ = mod.end;
+        }
+      return;
+    }
+  }
+
   // ---- the index ---------------------------------------------------------------------------
   /// A segment of lookup()'s table (see build_lookup()).
   struct Segment {
@@ -180,19 +212,11 @@ class Pass {
     // arenas' walks one after the other, then the mmapped chunks: the parts are walked in
     // parallel where the heap's own walks are (cores, live processes), then joined as if walked
     // in one go, ordered by address and deduplicated.
-    h_.summarize();
-    const auto& arenas = h_.arenas();
-    std::vector<Part> parts(arenas.size() + 1);
-    for (size_t k = 0; k < arenas.size(); ++k) {
-      const auto& a = arenas[k];
-      // Used chunks and fenceposts as counted by the first walk, at most every free chunk, a
-      // gap a heap: enough unless the walk resynchronised (then the vector just grows).
-      parts[k].e.reserve(a.in_use.count + a.fenceposts.count + a.free_index.size() + 2 * a.heaps.size() + 2);
-    }
-    parts.back().e.reserve(2 * h_.mmapped().chunks.size());
+    std::vector<Part> parts(m_.parts());
+    for (size_t k = 0; k < parts.size(); ++k) parts[k].e.reserve(m_.part_hint(k));
     auto walk_part = [&](size_t k) {
       Part p = std::move(parts[k]);  // a local: parts[k] shares cache lines with its neighbours
-      auto visit = [&p](uint64_t addr, uint64_t size, ChunkState st) {
+      auto visit = [&p](uint64_t addr, uint64_t size, uint64_t f) {
         if ((addr & kFlags) || size == 0) {
           ++p.misaligned;
           return;
@@ -203,29 +227,62 @@ class Pass {
         } else if (p.last_end && p.last_end != addr) {
           p.push(p.last_end | kGap);
         }
-        uint64_t f = 0;
-        if (st == ChunkState::Used) f = kNode;
-        if (st == ChunkState::Mmapped) f = kNode | kMmapped;
         p.push(addr | f);
         p.last_end = (addr + size) & ~kFlags;
       };
-      if (k < arenas.size()) {
-        h_.walk(&arenas[k], [&](uint64_t addr, uint64_t size, ChunkState st, const ptmalloc::Arena*, size_t) {
-          visit(addr, size, st);
-          return true;
+      if (auto* heap_model = dynamic_cast<ptmalloc::HeapModel*>(&m_)) {
+        // ptmalloc's fast path (no Allocation per chunk): nodes are the in-use and mmapped
+        // chunks, header included.
+        heap_model->walk_chunks(k, [&](uint64_t c, uint64_t size, ChunkState st, int) {
+          uint64_t f = 0;
+          if (st == ChunkState::Used) f = kNode;
+          if (st == ChunkState::Mmapped) {
+            f = kNode | kMmapped;
+            // Their contents are scanned later (reached or not): map them now, alongside the
+            // arenas' walks, as Heap did for the heaps.
+            t_.memory().prefetch(c, size);
+          }
+          visit(c, size, f);
         });
-      } else {
-        for (const auto& c : h_.mmapped().chunks) visit(c.address, c.size, ChunkState::Mmapped);
-        // Their contents are scanned later (reached or not): map them now, alongside the arenas'
-        // walks, as Heap did for the heaps.
-        for (const auto& c : h_.mmapped().chunks) t_.memory().prefetch(c.address, c.size);
+        parts[k] = std::move(p);
+        return;
       }
+      m_.walk_part_batched(k, [&](const alloc::Allocation* b, size_t count) {
+        for (size_t x = 0; x < count; ++x) {
+          const alloc::Allocation& a = b[x];
+          if (headers_) {
+            // ptmalloc: chunks (header included); nodes are the in-use and mmapped chunks.
+            const auto st = static_cast<ChunkState>(a.detail);
+            uint64_t f = 0;
+            if (st == ChunkState::Used) f = kNode;
+            if (st == ChunkState::Mmapped) {
+              f = kNode | kMmapped;
+              // Their contents are scanned later (reached or not): map them now, alongside the
+              // arenas' walks, as Heap did for the heaps.
+              t_.memory().prefetch(a.chunk, a.chunk_size);
+            }
+            visit(a.chunk, a.chunk_size, f);
+          } else {
+            // Slots without headers: nodes are the in-use ones; cached, free and released slots
+            // only bound them.
+            visit(a.address, a.size, a.state == alloc::State::InUse ? kNode : 0);
+          }
+        }
+        return true;
+      });
       parts[k] = std::move(p);
     };
     run_parallel(parts.size(), walk_part);
     if (join(parts)) dedupe();
     if (!e_.empty() && !is_gap(e_.back())) e_.push_back(((e_.back() & ~kFlags) + 16) | kGap);
     if (e_.size() >= kNone) throw Error("too many chunks for the leak pass (" + std::to_string(e_.size()) + ")");
+    // The allocator's own allocations (jemalloc's tcache stacks): not the program's, not nodes.
+    for (uint64_t x : m_.internal_addresses()) {
+      auto it = std::upper_bound(e_.begin(), e_.end(), x | kFlags);
+      if (it == e_.begin() || it == e_.end()) continue;
+      --it;
+      if ((*it & kNode) && x < (*std::next(it) & ~kFlags)) *it &= ~(kNode | kMmapped);
+    }
   }
 
   /// Equal starts (a run's end sentinel meeting the next run's first chunk): keep the chunk.
@@ -297,9 +354,12 @@ class Pass {
       append(&gaps.back(), 1, nullptr, 0);
     }
     if (total) runs.emplace_back(run_begin, total);
-    if (misaligned)
+    if (misaligned && headers_)
       res_.diagnostics.add("misaligned", std::nullopt, std::nullopt,
                            std::to_string(misaligned) + " chunks not 16-aligned were left out of the leak pass");
+    else if (misaligned)  // 8-byte slots at odd 8-byte addresses (jemalloc, tcmalloc)
+      res_.diagnostics.note(std::to_string(misaligned) +
+                            " 8-byte slots not 16-aligned are not nodes of the leak pass (nor leak candidates)");
 
     // Element i of the joined sequence, and copies of its ranges.
     std::vector<size_t> offsets;  // of each piece
@@ -454,6 +514,7 @@ class Pass {
   uint32_t resolve(uint64_t v, const uint64_t* base) const {
     uint64_t e = *base;
     uint64_t s = e & ~kFlags;
+    if (!headers_) return (e & kNode) ? static_cast<uint32_t>(base - e_.data()) : kNone;  // [s, next)
     if (v < s + 8) {
       // The first word of a chunk (prev_size) is the last usable word of the in-use chunk
       // before it, e.g. a pointer to the last byte of a 40-byte block in a 0x30 chunk. Not
@@ -512,12 +573,25 @@ class Pass {
       for (uint64_t i = 0; i < n; i += 8) {
         uint64_t v;
         std::memcpy(&v, p + i, 8);
-        f(v);
+        f(v, a + i);
       }
       res_.words_scanned += n / 8;
       a += n;
     }
     return unreadable;
+  }
+
+  /// Allocators without headers: a buffer's one-past-the-end pointer is the start of the slot
+  /// after it. glibc's FILE keeps one to its buffer (a slot of its own): _IO_buf_end, right
+  /// after _IO_buf_base, 0x40 bytes into a FILE whose _flags carry _IO_MAGIC (libio.h). Such a
+  /// word (at `at`, after the word `prev`) is not an edge to the next slot. Only values at a
+  /// slot's start, right after a pointer to the start of the in-use slot before, are checked.
+  bool end_pointer(uint64_t v, uint32_t j, uint64_t at, uint64_t prev) const {
+    if (j == 0 || start(j) != v || prev != start(j - 1) || (e_[j - 1] & (kNode | kMmapped)) != kNode || at < 0x40)
+      return false;
+    uint64_t f[9];
+    if (t_.memory().read(at - 0x40, f, sizeof f) != sizeof f) return false;
+    return (f[0] & 0xffff0000u) == 0xfbad0000u && f[7] == start(j - 1) && f[8] == v;
   }
 
   void reach(uint32_t j) {
@@ -533,6 +607,7 @@ class Pass {
   /// chunk's user data when the next chunk follows directly.
   std::pair<uint64_t, uint64_t> body(uint32_t i) const {
     uint64_t s = start(i), end = start(i + 1);
+    if (!headers_) return {s, end};
     if (!(e_[i] & kMmapped) && !is_gap(e_[i + 1])) end += 8;
     return {s + 16, end};
   }
@@ -547,8 +622,8 @@ class Pass {
       if (n > 2 * kAhead) {
         __builtin_prefetch(&e_[work_[n - 1 - 2 * kAhead]]);
         uint64_t c = start(work_[n - 1 - kAhead]);
-        rnd_.prefetch(c + 16);
-        rnd_.prefetch(c + 80);
+        rnd_.prefetch(c + hdr_);
+        rnd_.prefetch(c + hdr_ + 64);
       }
       uint32_t i = work_.back();
       work_.pop_back();
@@ -561,14 +636,16 @@ class Pass {
           std::memcpy(&v, p + k, 8);
           if (v - lo >= span) continue;
           uint32_t j = find(v);
-          if (j != kNone && j != i) reach(j);
+          if (j != kNone && j != i && (headers_ || !end_pointer(v, j, a + k, k ? rd64(p + k - 8) : 0))) reach(j);
         }
         res_.words_scanned += (b - a) / 8;
         continue;
       }
-      uint64_t bad = scan(rnd_, a, b, [&](uint64_t v) {
+      uint64_t last = 0;
+      uint64_t bad = scan(rnd_, a, b, [&](uint64_t v, uint64_t at) {
         uint32_t j = lookup(v);
-        if (j != kNone && j != i) reach(j);
+        if (j != kNone && j != i && (headers_ || !end_pointer(v, j, at, last))) reach(j);
+        last = v;
       });
       if (bad) unreadable_chunk(start(i), bad);
     }
@@ -579,9 +656,11 @@ class Pass {
       if ((i & 0xffff) == 0) Progress::check();
       if ((e_[i] & (kNode | kReached)) != kNode) continue;
       auto [a, b] = body(i);
-      uint64_t bad = scan(seq_, a, b, [&](uint64_t v) {
+      uint64_t last = 0;
+      uint64_t bad = scan(seq_, a, b, [&](uint64_t v, uint64_t at) {
         uint32_t j = lookup(v);
-        if (j != kNone && j != i) e_[j] |= kRef;
+        if (j != kNone && j != i && (headers_ || !end_pointer(v, j, at, last))) e_[j] |= kRef;
+        last = v;
       });
       if (bad) unreadable_chunk(start(i), bad);
     }
@@ -682,8 +761,24 @@ class Pass {
       ex.emplace_back(run, start(i));
       if (i + 1 < e_.size()) run = start(i + 1);
     }
-    for (const auto& a : h_.arenas())
-      for (const auto& hr : a.heaps) ex.emplace_back(hr.address, std::max(hr.walk_end, hr.address + hr.size));
+    for (const auto& r : m_.owned_ranges()) ex.push_back(r);
+    if (!headers_ && amod_hi_) {
+      // The allocator library's own writable data (its globals: tcmalloc's central and
+      // transfer caches, whose stale slots name objects handed out since) is its metadata.
+      ex.emplace_back(amod_lo_, amod_hi_);
+      const memory::Region* r = region_of(amod_hi_);
+      if (r && r->start == amod_hi_ && r->path.empty()) ex.emplace_back(r->start, r->end);
+    }
+    if (!headers_) {
+      // The allocator's metadata (jemalloc's base blocks: arena_t, edata_t with each extent's
+      // address, the radix tree's leaves) is anonymous memory, and a mapping right after a
+      // module's counts as that module's data: the anonymous mappings holding a pool's own
+      // structure are never roots, or every extent an edata_t names would be reachable.
+      for (const auto& pool : m_.pools()) {
+        const memory::Region* r = pool.address ? region_of(pool.address) : nullptr;
+        if (r && (r->path.empty() || r->path[0] != '/')) ex.emplace_back(r->start, r->end);
+      }
+    }
     std::sort(ex.begin(), ex.end());
     std::vector<RootRange> pieces;
     for (const auto& rr : ranges) {
@@ -709,9 +804,11 @@ class Pass {
       auto& rs = res_.roots[p.kind];
       ++rs.ranges;
       rs.bytes += p.end - p.start;
-      rs.unreadable += scan(seq_, p.start, p.end, [&](uint64_t v) {
+      uint64_t last = 0;
+      rs.unreadable += scan(seq_, p.start, p.end, [&](uint64_t v, uint64_t at) {
         uint32_t j = lookup(v);
-        if (j != kNone) reach(j);
+        if (j != kNone && (headers_ || !end_pointer(v, j, at, last))) reach(j);
+        last = v;
       });
       drain();
     }
@@ -734,10 +831,14 @@ class Pass {
       uint64_t e = e_[i];
       if (!(e & kNode)) continue;
       uint64_t c = start(i), size = start(i + 1) - c;
-      const ptmalloc::Arena* a = nullptr;
-      bool need_arena = opt_.arena || !(e & kReached);
-      if (need_arena && !(e & kMmapped)) a = h_.arena_of(c);
-      if (opt_.arena && a != opt_.arena) continue;
+      uint64_t w0 = 0;
+      if (!(e & kReached) && amod_hi_ && t_.memory().read(c, &w0, 8) == 8 && w0 >= amod_lo_ && w0 < amod_hi_)
+        continue;  // the allocator's own object (find_allocator_module)
+      int pool = -1;
+      bool need_arena = opt_.pool >= 0 || !(e & kReached);
+      if (need_arena && !(e & kMmapped)) pool = m_.pool_of(c);
+      if (opt_.pool >= 0 && pool != opt_.pool) continue;
+      const uint64_t arena = pool >= 0 && static_cast<size_t>(pool) < m_.pools().size() ? m_.pools()[pool].address : 0;
       res_.nodes.add(size);
       if (e & kReached) {
         res_.reachable.add(size);
@@ -746,13 +847,13 @@ class Pass {
       res_.leaked.add(size);
       if (opt_.all_leaked) opt_.all_leaked->push_back(c);
       leaked_sizes[size].add(size);
-      res_.leaked_by_arena[a ? a->address : 0].add(size);
+      res_.leaked_by_arena[arena].add(size);
       bool unref = !(e & kRef);
       if (unref) {
         res_.unreferenced.add(size);
         unref_sizes[size].add(size);
       }
-      LeakedChunk lc{c, size, a ? a->address : 0, unref, (e & kMmapped) != 0};
+      LeakedChunk lc{c, size, arena, unref, (e & kMmapped) != 0};
       if (opt_.largest) {
         top.push(lc);
         if (opt_.limit && top.size() > opt_.limit) top.pop();
@@ -781,7 +882,10 @@ class Pass {
     res_.unreferenced_sizes = hist(unref_sizes);
   }
 
-  ptmalloc::Heap& h_;
+  alloc::Model& m_;
+  const bool headers_;                  // ptmalloc: chunks with a 16-byte header (else slots [address, + size))
+  const uint64_t hdr_;                  // 16 or 0: user pointer - block start
+  uint64_t amod_lo_ = 0, amod_hi_ = 0;  // the allocator library's mappings (find_allocator_module)
   target::Target& t_;
   uint64_t holes_ = 0, steps_ = 0;
   const ReachOptions& opt_;
@@ -798,10 +902,21 @@ class Pass {
 
 }  // namespace
 
-ReachResult find_leaks(ptmalloc::Heap& heap, target::Target& t, const ReachOptions& opt) {
+ReachResult find_leaks(alloc::Model& model, target::Target& t, const ReachOptions& opt) {
   auto t0 = std::chrono::steady_clock::now();
   ReachResult r;
-  Pass(heap, t, opt, r).run();
+  Pass(model, t, opt, r).run();
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+ReachResult find_leaks(ptmalloc::Heap& heap, target::Target& t, const ReachOptions& opt) {
+  auto t0 = std::chrono::steady_clock::now();
+  ptmalloc::HeapModel model(heap);
+  ReachOptions o = opt;
+  if (opt.arena) o.pool = model.pool_index(opt.arena);
+  ReachResult r;
+  Pass(model, t, o, r).run();
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
 }

@@ -31,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "alloc/model.h"
 #include "ptmalloc/heap.h"
 #include "target/target.h"
 #include "util/diagnostics.h"
@@ -41,6 +42,8 @@ struct ReachOptions {
   /// Report only chunks of this arena (the graph is always the whole process). nullptr: all
   /// arenas and the mmapped chunks.
   const ptmalloc::Arena* arena = nullptr;
+  /// The model's form of `arena`: report only this pool's allocations (-1: all).
+  int pool = -1;
   /// How many leaked chunks to list (0 = all).
   uint64_t limit = 0;
   /// List the largest leaked chunks first instead of in address order.
@@ -48,8 +51,8 @@ struct ReachOptions {
   /// Treat every anonymous writable region (other than heaps, mmapped chunks and stacks) as a
   /// root too: for programs (JVMs) that keep native pointers in memory they manage themselves.
   bool anon_roots = false;
-  /// When set, receives the header address of every leaked chunk, in address order (8 bytes a
-  /// leaked chunk), e.g. to classify them.
+  /// When set, receives the header address of every leaked chunk (allocators without headers:
+  /// its user pointer), in address order (8 bytes a leaked chunk), e.g. to classify them.
   std::vector<uint64_t>* all_leaked = nullptr;
 };
 
@@ -83,7 +86,14 @@ struct ReachResult {
   Diagnostics diagnostics;
 };
 
-/// Runs the pass. Throws only what Heap::walk throws; unreadable memory becomes diagnostics.
+/// Runs the pass over a model's allocations. ptmalloc (allocations with a `chunk`): as described
+/// above. Allocators without headers (jemalloc, tcmalloc): nodes are the in-use slots, an edge
+/// is a word in [address, next slot) of one (pointers to the slot's start included), listed
+/// addresses are user pointers and sizes slot sizes; the anonymous mappings holding the pools'
+/// own structures (the allocator's metadata) are not roots. Throws only what the model's walk
+/// throws; unreadable memory becomes diagnostics.
+ReachResult find_leaks(alloc::Model& model, target::Target& t, const ReachOptions& opt);
+/// The same over a ptmalloc heap (ptmalloc::HeapModel; `opt.arena` selects an arena).
 ReachResult find_leaks(ptmalloc::Heap& heap, target::Target& t, const ReachOptions& opt);
 
 }  // namespace heapwalk::analysis

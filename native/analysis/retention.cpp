@@ -13,6 +13,7 @@
 #include <sstream>
 #include <tuple>
 
+#include "analysis/alloc_retention.h"
 #include "hotspot/nmt.h"
 #include "hotspot/vmstructs.h"
 #include "memory/memory.h"
@@ -483,7 +484,8 @@ std::pair<std::string, std::string> jvm_label(const std::string& cat) {
 
 }  // namespace
 
-Mappings reconcile_mappings(ptmalloc::Heap* h, target::Target& t, const hotspot::Nmt* nmt) {
+Mappings reconcile_mappings(ptmalloc::Heap* h, target::Target& t, const hotspot::Nmt* nmt,
+                            const std::vector<OwnedRange>* owned) {
   Mappings m;
   auto& mem = t.memory();
   const auto& regions = mem.regions();
@@ -560,6 +562,15 @@ Mappings reconcile_mappings(ptmalloc::Heap* h, target::Target& t, const hotspot:
     for (const auto& ch : hotspot::code_heaps(t))
       iv.push_back({ch.start, ch.end, group("code cache (CodeHeap)", "jvm")});
   }
+  // Other allocators' memory (jemalloc, tcmalloc): after glibc's and the JVM's, which win where
+  // they overlap (a smashed structure).
+  std::set<size_t> uncommitted;
+  if (owned)
+    for (const auto& o : *owned) {
+      size_t g = group(o.label, o.kind);
+      if (!o.committed) uncommitted.insert(g);
+      iv.push_back({o.start, o.end, g});
+    }
   std::stable_sort(iv.begin(), iv.end(), [](const Labelled& a, const Labelled& b) { return a.start < b.start; });
 
   std::string exe;
@@ -639,6 +650,9 @@ Mappings reconcile_mappings(ptmalloc::Heap* h, target::Target& t, const hotspot:
       cur = e;
     }
     if (cur < r.end) parts.emplace_back(cur, r.end, dg);
+    if (r.write)
+      for (const auto& [s, e, g] : parts)
+        if (uncommitted.count(g)) m.footprint -= std::min(m.footprint, e - s);
     std::optional<uint64_t> whole_rss;
     if (auto f = rss.find(r.start); f != rss.end()) whole_rss = f->second;
     if (held) whole_rss = mem.held_bytes(r.start, r.end);

@@ -31,6 +31,10 @@ struct Nmt;
 }
 
 namespace heapwalk::analysis {
+struct OwnedRange;
+}
+
+namespace heapwalk::analysis {
 
 constexpr uint64_t kMallocChunkStruct = 48;  ///< sizeof (struct malloc_chunk), x86-64
 
@@ -173,7 +177,10 @@ struct Mappings {
 
 /// Partitions the target's mappings into groups (glibc heaps by arena, mmapped chunks, NMT
 /// regions when `nmt` has them, thread stacks, program, libraries, files, other anonymous).
-/// Σ groups' mapped == mapped exactly.
-Mappings reconcile_mappings(ptmalloc::Heap* h, target::Target& t, const hotspot::Nmt* nmt);
+/// Σ groups' mapped == mapped exactly. `owned`: other allocators' ranges (jemalloc extents and
+/// base blocks, tcmalloc spans; alloc_retention.h), each its own group; the ones not committed
+/// (returned to the OS, kept as address space) count in no footprint.
+Mappings reconcile_mappings(ptmalloc::Heap* h, target::Target& t, const hotspot::Nmt* nmt,
+                            const std::vector<OwnedRange>* owned = nullptr);
 
 }  // namespace heapwalk::analysis

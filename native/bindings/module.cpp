@@ -12,6 +12,9 @@
 #include "analysis/classify.h"
 #include "analysis/reach.h"
 #include "analysis/retention.h"
+#include "bindings/alloc_analysis.h"
+#include "bindings/alloc_model.h"
+#include "bindings/alloc_report.h"
 #include "bindings/inspect_py.h"
 #include "bindings/jemalloc.h"
 #include "bindings/pytext.h"
@@ -1109,6 +1112,9 @@ class PyTarget {
     analysis::Retention r;
     analysis::Mappings m;
     hotspot::Nmt n;
+    std::vector<analysis::AllocRetention> others;
+    std::vector<analysis::OwnedRange> owned;
+    Diagnostics others_notes;
     bool jvm = false;
     for (const auto& mod : t_->modules())
       if (mod.path.find("libjvm.so") != std::string::npos) jvm = true;
@@ -1117,7 +1123,9 @@ class PyTarget {
       analysis::RetentionOptions o;
       o.residency = residency;
       if (jvm) n = hotspot::read_nmt(*t_, &h, true);
-      m = analysis::reconcile_mappings(&h, *t_, jvm && n.found_jvm ? &n : nullptr);
+      others = analysis::compute_alloc_retention(*t_, others_notes);  // jemalloc, tcmalloc (issue 16)
+      for (const auto& a : others) owned.insert(owned.end(), a.ranges.begin(), a.ranges.end());
+      m = analysis::reconcile_mappings(&h, *t_, jvm && n.found_jvm ? &n : nullptr, &owned);
       r = analysis::compute_retention(h, *t_, o);
     }
     py::dict out;
@@ -1125,6 +1133,10 @@ class PyTarget {
     out["target"] = describe_short();
     out["retention"] = retention_dict(r);
     out["pressure"] = pressure_dict(r.pressure);
+    out["allocator"] = "ptmalloc";  // the malloc owner; "allocators": the others' part
+    for (const auto& a : others)
+      if (a.owns_malloc) out["allocator"] = alloc::kind_name(a.kind);
+    out["allocators"] = bindings::alloc_report(others);
     py::dict g;
     uint64_t system = 0, mmapped = h.mmapped().mmapped_mem;
     for (const auto& a : h.arenas()) system += a.system_mem;
@@ -1178,6 +1190,13 @@ class PyTarget {
       j["malloc_bytes"] = n.total_malloc.bytes;
       j["untracked_malloc"] =
           n.headers_walked ? py::object(counter_dict(n.untracked, std::nullopt)) : py::object(py::none());
+      for (const auto& a : others)  // jemalloc/tcmalloc answers malloc: its allocations too (issue 16)
+        if (a.owns_malloc && a.nmt && a.nmt->canary) {
+          hotspot::Counter c = n.headers_walked ? n.untracked : hotspot::Counter{};
+          c.count += a.nmt->untracked_count;
+          c.bytes += a.nmt->untracked_bytes;
+          j["untracked_malloc"] = counter_dict(c, std::nullopt);
+        }
       out["nmt"] = j;
     } else {
       out["nmt"] = py::none();
@@ -1186,6 +1205,8 @@ class PyTarget {
     extra.append(r.notes);
     extra.append(m.notes);
     if (jvm) extra.append(n.diags);
+    extra.append(others_notes);
+    for (const auto& a : others) extra.append(a.notes);
     out["diagnostics"] = diags_plus(extra);
     return out;
   }
@@ -1408,6 +1429,7 @@ PYBIND11_MODULE(_native, m) {
     }
   });
 
+  bindings::register_alloc_types(m);
   py::class_<PyChunkStream>(m, "ChunkStream")
       .def(
           "__iter__", [](PyChunkStream& s) -> PyChunkStream& { return s; }, py::return_value_policy::reference)
@@ -1469,6 +1491,45 @@ PYBIND11_MODULE(_native, m) {
             return bindings::jemalloc_chunks(t.open(), state, limit);
           },
           py::arg("state") = "all", py::arg("limit") = py::none())
+      .def(
+          "alloc_classify",
+          [](PyTarget& t, const std::string& allocator, bool free, std::optional<uint64_t> top, const std::string& list,
+             uint64_t list_limit) {
+            return bindings::alloc_classify(t.open(), t.modules_, allocator, free, top, list, list_limit);
+          },
+          py::arg("allocator"), py::arg("free") = false, py::arg("top") = py::none(), py::arg("list") = "",
+          py::arg("list_limit") = 0)
+      .def(
+          "alloc_leaks",
+          [](PyTarget& t, const std::string& allocator, std::optional<uint64_t> limit, bool largest, bool anon_roots) {
+            return bindings::alloc_leaks(t.open(), t.modules_, allocator, limit, largest, anon_roots);
+          },
+          py::arg("allocator"), py::arg("limit") = py::none(), py::arg("largest") = false,
+          py::arg("anon_roots") = false)
+      .def(
+          "alloc_summary",
+          [](PyTarget& t, std::optional<std::string> a) { return bindings::alloc_summary(t.open(), a); },
+          py::arg("allocator") = py::none())
+      .def(
+          "alloc_tcache",
+          [](PyTarget& t, std::optional<int> lwp, std::optional<std::string> a) {
+            return bindings::alloc_tcache(t.open(), lwp, a);
+          },
+          py::arg("lwp") = py::none(), py::arg("allocator") = py::none())
+      .def(
+          "alloc_chunk",
+          [](PyTarget& t, uint64_t addr, uint64_t dump, std::optional<std::string> a) {
+            return bindings::alloc_chunk(t.open(), addr, dump, a);
+          },
+          py::arg("addr"), py::arg("dump") = 64, py::arg("allocator") = py::none())
+      .def(
+          "alloc_chunk_stream",
+          [](py::object self, const std::string& state, std::optional<uint64_t> limit, size_t batch,
+             std::optional<std::string> a) {
+            return bindings::alloc_chunk_stream(self, self.cast<PyTarget&>().open(), state, limit, batch, a);
+          },
+          py::arg("state") = "all", py::arg("limit") = py::none(), py::arg("batch") = 16384,
+          py::arg("allocator") = py::none())
       .def("close", &PyTarget::close)
       .def("tcmalloc", [](PyTarget& t) { return bindings::tcmalloc_summary(t.target()); })
       .def(

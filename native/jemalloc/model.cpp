@@ -42,11 +42,6 @@ bool mapped(const std::vector<memory::Region>& rs, uint64_t addr, uint64_t len) 
   return false;
 }
 
-bool is_jemalloc_module(const std::string& path) {
-  std::string base = path.substr(path.rfind('/') + 1);
-  return base.rfind("libjemalloc.so", 0) == 0;
-}
-
 // An arena_t at `a` with index `ind`: its `ind` field and a base_t whose figures are ordered as
 // base_stats_get asserts (allocated <= resident <= mapped, mapped a page multiple).
 bool plausible_arena(memory::Reader& r, uint64_t a, unsigned ind) {
@@ -144,8 +139,8 @@ std::optional<Globals> find_globals(target::Target& t, const target::Module& m, 
 }
 
 Model::Model(target::Target& t) : t_(t) {
-  const target::Module* m = t.find_module(is_jemalloc_module);
-  if (!m) throw Error("jemalloc: no libjemalloc module in the target");
+  const target::Module* m = alloc::allocator_module(t, alloc::Kind::Jemalloc);
+  if (!m) throw Error("jemalloc: no libjemalloc module in the target (nor one linked statically)");
   module_ = m->path;
   auto g = find_globals(t, *m, diags_);
   if (!g) throw Error("jemalloc: the arenas array (je_arenas) was not found in " + m->path);
@@ -510,6 +505,7 @@ void Model::read_arena(unsigned ind, uint64_t a) {
       std::memcpy(&head, cb, 8);
       std::memcpy(&empty, cb + 20, 2);
       if (!head) break;  // bins past nhbins were never initialised
+      stack_heads_.push_back(head);
       uint16_t n = static_cast<uint16_t>(empty - static_cast<uint16_t>(head)) / 8;
       if (n) {
         std::vector<uint64_t> objs(n);

@@ -48,6 +48,9 @@ class Model : public alloc::Model {
   /// The rtree_t (je_arena_emap_global), 0 when it was not found.
   uint64_t rtree() const { return rtree_; }
   Diagnostics& diagnostics() override { return diags_; }
+  /// Each tcache bin's stack_head: inside the allocation jemalloc made for the thread's bin
+  /// stacks (tsd_tcache_data_init), whose stale slots name objects handed out since.
+  std::vector<uint64_t> internal_addresses() const override { return stack_heads_; }
   const std::string& module() const { return module_; }
 
  private:
@@ -62,6 +65,7 @@ class Model : public alloc::Model {
   Diagnostics diags_;
   uint64_t rtree_ = 0;
   std::unordered_set<uint64_t> cached_;  // pointers in every tcache stack
+  std::vector<uint64_t> stack_heads_;    // internal_addresses()
 };
 
 }  // namespace heapwalk::jemalloc

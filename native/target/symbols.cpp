@@ -1,6 +1,7 @@
 #include "target/symbols.h"
 
 #include <algorithm>
+#include <unordered_map>
 
 #include "util/demangle.h"
 
@@ -8,6 +9,7 @@ namespace heapwalk::target {
 
 ModuleIndex::ModuleIndex(Target& t) : t_(t) {
   const auto& mods = t.modules();
+  std::unordered_map<std::string, std::vector<size_t>> by_path;
   for (size_t i = 0; i < mods.size(); ++i) {
     const Module& m = mods[i];
     std::string base = m.path.substr(m.path.rfind('/') + 1);
@@ -27,8 +29,13 @@ ModuleIndex::ModuleIndex(Target& t) : t_(t) {
       if (auto dbg = t.debug_file(id)) add(*dbg);
     }
     files_.push_back(std::move(file));
-    for (const auto& r : t.memory().regions())
-      if (r.path == m.path) ranges_.push_back({r.start, r.end, r.file_offset, i});
+    by_path[m.path].push_back(i);
+  }
+  // One pass over the regions (a core may name 160 k files: issue 14, item 9).
+  for (const auto& r : t.memory().regions()) {
+    auto it = by_path.find(r.path);
+    if (it == by_path.end()) continue;
+    for (size_t i : it->second) ranges_.push_back({r.start, r.end, r.file_offset, i});
   }
   std::sort(vtables_.begin(), vtables_.end(), [](const Vtable& a, const Vtable& b) { return a.start < b.start; });
   vtables_.erase(std::unique(vtables_.begin(), vtables_.end(),

@@ -117,12 +117,7 @@ bool sizemap_at(const uint8_t* sm) {
 
 }  // namespace
 
-const target::Module* tcmalloc_module(const target::Target& t) {
-  return t.find_module([](const std::string& base) {
-    return base.rfind("libtcmalloc", 0) == 0 && base.find("debug") == std::string::npos &&
-           base.find(".so") != std::string::npos;
-  });
-}
+const target::Module* tcmalloc_module(target::Target& t) { return alloc::allocator_module(t, alloc::Kind::Tcmalloc); }
 
 Model::Model(target::Target& t, const target::Module& module) : t_(t), module_(module.path) {
   locate(module);
@@ -201,36 +196,44 @@ void Model::locate(const target::Module& m) {
     how_["central_cache_"] = "search";
   }
   if (!ph) {
-    // PageHeap::free_[]: 128 pairs of dummy Spans; free_[0] (spans of 0 pages) is never used, so
-    // both of its list heads point at themselves; every head is a self loop or two pointers.
+    // PageHeap::free_[]: 128 pairs of dummy Spans; every head is a self loop or two pointers,
+    // a dummy's start and length are 0 (zero-initialised static storage), and stats_ follows. free_[0] holds the 1-page
+    // spans (src/page_heap.cc PrependToFreeList: free_[span->length - 1], gperftools-2.10); it is often empty (both
+    // heads self loops: the anchor), but a program that freed many 1-page spans has them there, so without an anchored
+    // candidate the search runs again without the anchor.
     std::vector<uint64_t> found;
-    for (const auto& d : data)
-      for (uint64_t off = 0; off + kMaxPages * kSpanListSize + 96 <= d.bytes.size(); off += 8) {
-        const uint8_t* p = d.bytes.data() + off;
-        uint64_t a = d.start + off;
-        if (rd64(p + kSpanNext) != a || rd64(p + kSpanPrev) != a || rd64(p + 48 + kSpanNext) != a + 48 ||
-            rd64(p + 48 + kSpanPrev) != a + 48)
-          continue;
-        bool ok = true;
-        for (uint64_t k = 0; k < 2 * kMaxPages && ok; ++k) {
-          uint64_t n = rd64(p + 48 * k + kSpanNext), pv = rd64(p + 48 * k + kSpanPrev);
-          ok = (n == a + 48 * k) == (pv == a + 48 * k) && n && pv && !(n & 7) && !(pv & 7);
+    auto scan = [&](bool anchored) {
+      for (const auto& d : data)
+        for (uint64_t off = 0; off + kMaxPages * kSpanListSize + 96 <= d.bytes.size(); off += 8) {
+          const uint8_t* p = d.bytes.data() + off;
+          uint64_t a = d.start + off;
+          if (anchored && (rd64(p + kSpanNext) != a || rd64(p + kSpanPrev) != a || rd64(p + 48 + kSpanNext) != a + 48 ||
+                           rd64(p + 48 + kSpanPrev) != a + 48))
+            continue;
+          bool ok = true;
+          for (uint64_t k = 0; k < 2 * kMaxPages && ok; ++k) {
+            uint64_t n = rd64(p + 48 * k + kSpanNext), pv = rd64(p + 48 * k + kSpanPrev);
+            ok = (n == a + 48 * k) == (pv == a + 48 * k) && n && pv && !(n & 7) && !(pv & 7) &&
+                 rd64(p + 48 * k + kSpanStart) == 0 && rd64(p + 48 * k + kSpanLength) == 0;
+          }
+          if (!ok || off < kPhFree) continue;
+          // stats_ follows: system_bytes a page multiple, free + unmapped and committed within it.
+          const uint8_t* st = p + (kPhStats - kPhFree);
+          uint64_t sys = rd64(st), fr = rd64(st + 8), un = rd64(st + 16), com = rd64(st + 24);
+          if ((sys & (kPageSize - 1)) || fr + un > sys || com > sys) continue;
+          found.push_back(a - kPhFree);
         }
-        if (!ok || off < kPhFree) continue;
-        // stats_ follows: system_bytes a page multiple, free + unmapped and committed within it.
-        const uint8_t* st = p + (kPhStats - kPhFree);
-        uint64_t sys = rd64(st), fr = rd64(st + 8), un = rd64(st + 16), com = rd64(st + 24);
-        if ((sys & (kPageSize - 1)) || fr + un > sys || com > sys) continue;
-        found.push_back(a - kPhFree);
+      // A window starting a few lists later also passes (its last heads read stats_ as two
+      // pointers): the real free_[] is the first of a run of candidates 48 bytes apart.
+      if (found.size() > 1) {
+        bool run = true;
+        for (size_t i = 1; i < found.size() && run; ++i)
+          run = found[i] - found[0] <= 2 * kMaxPages * kSpanListSize && (found[i] - found[0]) % kSpanSize == 0;
+        if (run) found.resize(1);
       }
-    // A window starting a few lists later also passes (its last heads read stats_ as two
-    // pointers): the real free_[] is the first of a run of candidates 48 bytes apart.
-    if (found.size() > 1) {
-      bool run = true;
-      for (size_t i = 1; i < found.size() && run; ++i)
-        run = found[i] - found[0] <= 2 * kMaxPages * kSpanListSize && (found[i] - found[0]) % kSpanSize == 0;
-      if (run) found.resize(1);
-    }
+    };
+    scan(true);
+    if (found.empty()) scan(false);
     if (found.size() != 1)
       throw SymbolError("tcmalloc::Static::pageheap_",
                         module_ + ": " + (found.empty() ? "no" : "more than one") +

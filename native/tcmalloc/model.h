@@ -15,8 +15,9 @@
 
 namespace heapwalk::tcmalloc {
 
-/// The module that carries tcmalloc (libtcmalloc*.so), or nullptr.
-const target::Module* tcmalloc_module(const target::Target& t);
+/// The module that carries tcmalloc (libtcmalloc*.so, or the executable it is linked into
+/// statically), or nullptr.
+const target::Module* tcmalloc_module(target::Target& t);
 
 /// One size class: SizeMap's figures and the central free list's.
 struct SizeClass {

@@ -12,7 +12,7 @@ import os
 import shutil
 from typing import Any, Dict, List, Optional
 
-from . import render
+from . import cmd_alloc, render
 from .commands import ARENA_HELP, Chunk, Command, Invocation, non_negative, resolve_arena
 from .errors import UsageError
 from .render import Style
@@ -105,7 +105,22 @@ class ChunkDetail(Chunk):
                                  "%d)" % (DEFAULT_DUMP, MAX_DUMP))
 
     def collect(self, inv: Invocation) -> Record:
-        document = super().collect(inv)
+        if cmd_alloc.owner(inv.target):  # jemalloc's or tcmalloc's allocation at ADDR
+            document = cmd_alloc.chunk(inv.target, inv.evaluate(inv.args.address),
+                                       min(inv.args.bytes, MAX_DUMP))
+            if document.get("chunk"):
+                return document
+            query = document.get("query", 0)
+            glibc = super().collect(inv)  # glibc's main arena is still there
+            if glibc.get("chunk"):
+                document = dict(glibc, allocator="ptmalloc")  # a chunk of glibc's own heap
+            else:
+                document.update({k: v for k, v in glibc.items() if k not in document})
+                document["diagnostics"] = (list(document.get("diagnostics", []))
+                                           + list(glibc.get("diagnostics", [])))
+                document["query"] = query
+        else:
+            document = super().collect(inv)
         c = document.get("chunk")
         if c:
             dump = min(inv.args.bytes, MAX_DUMP)
@@ -125,6 +140,8 @@ class ChunkDetail(Chunk):
 
     def render(self, document: Record, inv: Invocation) -> List[str]:
         c = document.get("chunk")
+        if c and document.get("allocator") in cmd_alloc.ALLOCATORS:
+            return cmd_alloc.render_chunk(document, hexdump, inv.style)
         if not c:
             info = document.get("address_info")
             if info:

@@ -22,6 +22,16 @@ DEFAULT_TOP = 25
 DEFAULT_LIST = 100
 
 
+def malloc_owner(target: Any) -> Optional[str]:
+    """"jemalloc" or "tcmalloc" when that allocator answers the target's malloc (loaded modules,
+    ``alloc::detect``), else None: glibc's ptmalloc."""
+    allocators = getattr(target, "allocators", None)
+    owner = [a for a in (allocators() if allocators else []) if a.get("owns_malloc")]
+    if owner and owner[0].get("allocator") in ("jemalloc", "tcmalloc"):
+        return str(owner[0]["allocator"])
+    return None
+
+
 def _rows(rows: List[Record], style: Style, indent: str = "") -> List[str]:
     table_rows = []
     for r in rows:
@@ -40,12 +50,16 @@ def _rows(rows: List[Record], style: Style, indent: str = "") -> List[str]:
                         table_rows, style, indent=indent)
 
 
-def render_list(listing: Record, style: Style = render.PLAIN) -> List[str]:
+def render_list(listing: Record, style: Style = render.PLAIN,
+                allocator: Optional[str] = None) -> List[str]:
     """Text for ``classify --list CLASS``: every instance, user pointer first."""
     chunks = listing.get("chunks", [])
     total = listing.get("total", len(chunks))
-    out = [style.paint("bold", "%s of class %s (user pointers; chunk = pointer - 16)" % (
-        render.plural(total, "chunk"), render.clip(render.safe(listing.get("class", "")), 60)))]
+    note = "user pointers; chunk = pointer - 16" if not allocator else "user pointers, %s slots" % (
+        render.safe(allocator))
+    out = [style.paint("bold", "%s of class %s (%s)" % (
+        render.plural(total, "chunk"), render.clip(render.safe(listing.get("class", "")), 60),
+        note))]
     rows = [[render.addr(c.get("mem")), str(c.get("size", 0)),
              "used" if c.get("used", True) else "free"] for c in chunks]
     out.extend(render.table([Column("pointer", "<"), Column("size"), Column("state", "<")],
@@ -58,10 +72,13 @@ def render_list(listing: Record, style: Style = render.PLAIN) -> List[str]:
 def render_classify(document: Record, names: Dict[int, str], per_arena: bool,
                     style: Style = render.PLAIN) -> List[str]:
     """Text for ``classify``: totals, then (with --per-arena) each arena's rows."""
+    allocator = document.get("allocator")
     if "list" in document:
-        return render_list(document["list"], style)
-    out = [style.paint("bold", "in-use chunks by class (%s chunks walked, %s vtable symbols)"
-                       % (document.get("chunks", 0), document.get("vtable_symbols", 0)))]
+        return render_list(document["list"], style, allocator)
+    out = [style.paint("bold", "in-use %s by class (%s %s walked, %s vtable symbols)"
+                       % ("chunks" if not allocator else render.safe(allocator) + " allocations",
+                          document.get("chunks", 0), "chunks" if not allocator else "slots",
+                          document.get("vtable_symbols", 0)))]
     out.extend(_rows(document.get("classes", []), style))
     if "free_classes" in document:
         out.append("")
@@ -75,6 +92,8 @@ def render_classify(document: Record, names: Dict[int, str], per_arena: bool,
         for a in document.get("arenas", []):
             label = "mmapped chunks" if a.get("arena") is None else "arena %s" % (
                 render.arena_ref(a.get("arena"), names))
+            if allocator and a.get("arena") is None:
+                label = "%s allocations" % render.safe(allocator)
             out.append("")
             out.append(style.paint("bold", label))
             out.extend(_rows(a.get("classes", []), style, indent="  "))
@@ -118,10 +137,19 @@ class Classify(Command):
                                  "JSON all)" % DEFAULT_LIST)
 
     def collect(self, inv: Invocation) -> Record:
-        arena = resolve_arena(inv, inv.args.arena)
         top: Optional[int] = inv.args.top
         if top is None and not inv.json:
             top = DEFAULT_TOP
+        owner = malloc_owner(inv.target) if inv.args.arena is None else None
+        if owner:
+            # jemalloc or tcmalloc answers malloc: its allocations (--arena names a glibc arena).
+            limit = inv.args.limit
+            if limit is None:
+                limit = 0 if inv.json else DEFAULT_LIST
+            return render.wrap(self.name, inv.target.alloc_classify(
+                owner, bool(inv.args.free), top if inv.args.list is None else None,
+                inv.args.list or "", limit))
+        arena = resolve_arena(inv, inv.args.arena)
         if inv.args.list is None:
             return render.wrap(self.name, inv.target.classify(arena, bool(inv.args.free), top))
         limit = inv.args.limit

@@ -16,7 +16,7 @@ import json
 import os
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from . import render
+from . import cmd_alloc, render
 from .commands import Command, Invocation, problem_status
 from .errors import HeapwalkError, UsageError, describe_error
 from .render import Column, Style
@@ -65,6 +65,8 @@ REPORT_SHAPE: Dict[str, Any] = {
     "content_classes": [_COUNTED],
     "classes": [_COUNTED],
     "verdict": [{"cause": "name"}],
+    "allocator_pools": {"allocator": "str", "version": "str",
+                        "pools": [{"index": "index", "name": "str"}]},
 }
 _TYPE_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer",
                float: "a number", bool: "true/false", type(None): "null"}
@@ -122,7 +124,7 @@ def _live_report(args: Any, classes: bool) -> Record:
     from .cmd_report import build_report  # pylint: disable=import-outside-toplevel
     target = open_target(args)
     try:
-        doc = build_report(target, classes=classes)
+        doc = with_allocator_pools(target, build_report(target, classes=classes))
     finally:
         target.close()
     tgt = doc.setdefault("target", {})
@@ -205,9 +207,28 @@ def load(path: str, sysroot: Optional[str] = None, classes: bool = True) -> Tupl
     from .cmd_report import build_report  # pylint: disable=import-outside-toplevel
     target = heapwalk.open_core(path, sysroot=sysroot)
     try:
-        return build_report(target, classes=classes), "core"
+        return with_allocator_pools(target, build_report(target, classes=classes)), "core"
     finally:
         target.close()
+
+
+def with_allocator_pools(target: Any, doc: Record) -> Record:
+    """``doc`` with ``"allocator_pools"`` (issue 16: jemalloc's arenas or tcmalloc's page heap
+    with the allocator's own statistics) when jemalloc or tcmalloc owns malloc in ``target``."""
+    if "allocator_pools" in doc:
+        return doc
+    try:
+        section = cmd_alloc.pools_section(target)
+    except HeapwalkError:
+        raise
+    except Exception as exc:  # pylint: disable=broad-except  # the engine's Error: not found
+        doc.setdefault("diagnostics", []).append(
+            {"kind": "layout", "address": None, "arena": None, "severity": "error",
+             "detail": "allocator statistics: %s" % exc})
+        return doc
+    if section is not None:
+        doc["allocator_pools"] = section
+    return doc
 
 
 # -- comparing --------------------------------------------------------------------------------
@@ -540,6 +561,46 @@ def growth_verdict(a: Record, b: Record, doc: Record) -> List[Record]:
     return out
 
 
+#: The statistics ``diff`` text shows per pool (JSON: every statistic the model has).
+POOL_TEXT_STATS = {
+    "jemalloc": ("allocated", "active", "dirty", "muzzy", "retained", "mapped", "resident",
+                 "metadata", "tcache_bytes", "small.allocated", "large.allocated"),
+    "tcmalloc": ("generic.heap_size", "generic.current_allocated_bytes",
+                 "tcmalloc.pageheap_free_bytes", "tcmalloc.pageheap_unmapped_bytes",
+                 "tcmalloc.pageheap_committed_bytes", "tcmalloc.central_cache_free_bytes",
+                 "tcmalloc.transfer_cache_free_bytes", "tcmalloc.thread_cache_free_bytes",
+                 "release_free_memory_bytes"),
+}
+
+
+def _pool_stats(doc: Record) -> Dict[Any, Record]:
+    pools = _get(doc, "allocator_pools", "pools") or []
+    return {p.get("index"): p for p in pools if isinstance(p, dict)}
+
+
+def _allocator_rows(a: Record, b: Record) -> Optional[Record]:
+    """Per pool (matched by index), every statistic of the allocator in A, B and B - A."""
+    sa, sb = a.get("allocator_pools"), b.get("allocator_pools")
+    if not sa and not sb:
+        return None
+    kind = (sb or sa or {}).get("allocator")
+    pa, pb = _pool_stats(a), _pool_stats(b)
+    pools = []
+    for idx in sorted(set(pa) | set(pb), key=lambda i: (i is None, i)):
+        xa = (pa.get(idx) or {}).get("stats") or {}
+        xb = (pb.get(idx) or {}).get("stats") or {}
+        xa = xa if isinstance(xa, dict) else {}
+        xb = xb if isinstance(xb, dict) else {}
+        keys = sorted(k for k in set(xa) | set(xb) if isinstance(k, str))
+        row = _pair(xa, xb, keys)
+        row.update({"index": idx, "name": (pb.get(idx) or pa.get(idx) or {}).get("name"),
+                    "in": "both" if idx in pa and idx in pb else ("a" if idx in pa else "b")})
+        pools.append(row)
+    return {"allocator": kind,
+            "a": (sa or {}).get("allocator"), "b": (sb or {}).get("allocator"),
+            "version": (sb or sa or {}).get("version"), "pools": pools}
+
+
 def compare(a: Record, b: Record, path_a: str = "A", path_b: str = "B",
             kind_a: str = "report", kind_b: str = "report") -> Record:
     """The ``diff`` document of two report documents."""
@@ -583,6 +644,16 @@ def compare(a: Record, b: Record, path_a: str = "A", path_b: str = "B",
                     "b": [v.get("cause") for v in b.get("verdict") or []]},
         "diagnostics": notes,
     }
+    pools = _allocator_rows(a, b)
+    if pools is not None:
+        doc["allocator"] = pools["allocator"]
+        doc["allocator_pools"] = pools
+        for name, kind in (("A", pools["a"]), ("B", pools["b"])):
+            if kind is None:
+                note("%s has no %s statistics (glibc owns its malloc, or a report saved "
+                     "without allocator_pools)" % (name, pools["allocator"]))
+        if pools["a"] and pools["b"] and pools["a"] != pools["b"]:
+            note("A's malloc is %s, B's is %s" % (pools["a"], pools["b"]))
     doc["verdict"]["growth"] = growth_verdict(a, b, doc)
     return render.wrap("diff", doc)
 
@@ -665,6 +736,7 @@ def render_diff(doc: Record, style: Style = render.PLAIN) -> List[str]:
                  render.size(r["b"]["mapped_bytes"])] for r in maps[:TEXT_ROWS]]
         out.extend(render.table([Column("group", "<"), Column("maps"), Column("mapped"),
                                  Column("B mapped")], rows, style, indent="  "))
+    out.extend(_render_pools(doc.get("allocator_pools"), style))
     v = doc["verdict"]
     out.append("")
     out.append(style.paint("bold", "verdict") + " (what grew from A to B)")
@@ -676,6 +748,28 @@ def render_diff(doc: Record, style: Style = render.PLAIN) -> List[str]:
             out.append("     evidence: %s" % f["evidence"])
         out.append("     action: %s" % f["action"])
     out.append("  snapshot verdicts: A %s; B %s" % (", ".join(v["a"]) or "-", ", ".join(v["b"]) or "-"))
+    return out
+
+
+def _render_pools(pools: Optional[Record], style: Style) -> List[str]:
+    """Each pool whose statistics changed: the main ones in the allocator's names."""
+    if not pools:
+        return []
+    shown = POOL_TEXT_STATS.get(str(pools.get("allocator")), ())
+    out: List[str] = []
+    for p in pools.get("pools", []):
+        keys = [k for k in shown if p["delta"].get(k)]
+        if not keys:
+            continue
+        out.append("")
+        out.append(style.paint("bold", "%s %s that changed" % (
+            render.safe(pools.get("version") or pools.get("allocator")),
+            render.safe(p.get("name") or "pool %s" % p.get("index"))))
+                   + ("" if p.get("in") == "both" else " (only in %s)" % str(p.get("in")).upper()))
+        rows = [[k, render.size(p["a"][k]), render.size(p["b"][k]), _sd(p["delta"][k])]
+                for k in keys]
+        out.extend(render.table([Column("statistic (exact in --json)", "<"), Column("A"),
+                                 Column("B"), Column("change")], rows, style, indent="  "))
     return out
 
 

@@ -15,6 +15,7 @@ import argparse
 from typing import Any, Dict, List, Optional
 
 from . import render
+from .cmd_classify import malloc_owner
 from .commands import ARENA_HELP, Command, Invocation, _limit, resolve_arena
 from .render import Column, Style
 
@@ -31,7 +32,11 @@ ROOT_NAMES = {"registers": "registers", "stack": "stacks", "tls": "TLS",
 
 def query(target: Any, arena: Optional[int], limit: Optional[int], largest: bool,
           anon_roots: bool) -> Record:
-    """The engine's ``leaks`` document (through the Python Target when it forwards it)."""
+    """The engine's ``leaks`` document (through the Python Target when it forwards it); over
+    jemalloc's or tcmalloc's slots when that allocator answers malloc and no arena is named."""
+    owner = malloc_owner(target) if arena is None else None
+    if owner:
+        return target.alloc_leaks(owner, limit=limit, largest=largest, anon_roots=anon_roots)
     method = getattr(target, "leaks", None)
     if method is None:  # heapwalk.target.Target without a leaks() forwarder yet
         method = target._handle.leaks  # pylint: disable=protected-access
@@ -107,7 +112,9 @@ def render_leaks(document: Record, names: Dict[int, str], limited_by_default: bo
     """The ``leaks`` text: totals, the size histogram, the listed chunks, the roots."""
     leaked = document.get("leaked", {})
     unref = document.get("unreferenced", {})
-    out = [style.paint("head", "leak candidates") + " (conservative reachability)"]
+    allocator = document.get("allocator")
+    out = [style.paint("head", "leak candidates") + " (conservative reachability%s)" % (
+        "; %s slots, addresses are user pointers" % render.safe(allocator) if allocator else "")]
     rows = []
     for label, rec in (("in-use chunks", document.get("nodes")),
                        ("reachable", document.get("reachable")),

@@ -13,6 +13,7 @@ import argparse
 from typing import Any, Dict, List, Optional
 
 from . import render
+from .cmd_classify import malloc_owner
 from .commands import Command, Invocation
 from .render import Column, Style
 
@@ -298,6 +299,15 @@ def verdict(doc: Record) -> List[Record]:
                         "evidence": "%s in %d malloc chunks carry no NMT header"
                                     % (_hs(ub), un.get("count", 0)),
                         "summary": "%s of in-use malloc is not tracked by NMT%s" % (_hs(ub), what)})
+    out.extend(allocator_causes(doc, fp, floor))
+    owner = _owner(doc)
+    if not out and owner is not None:
+        healthy = dict(owner.get("in_use_summary") or {})
+        healthy["summary"] = "no cause reaches %s of the process (%s): %s" % (
+            _pct(CAUSE_MIN_SHARE), _of(fp), healthy.get("summary", ""))
+        healthy["allocator"] = owner.get("allocator")
+        healthy.pop("virtual", None)
+        out.append(healthy)
     if not out:
         out.append({"cause": "in-use", "kind": "in use", "bytes": ret.get("in_use_bytes", 0),
                     "where": "",
@@ -311,7 +321,32 @@ def verdict(doc: Record) -> List[Record]:
                                   _hs(free), _hs(trim))})
     for v in out:
         v["share"] = round(_share(v["bytes"], fp), 4)
-    out.sort(key=lambda v: (-v["bytes"], v["cause"]))
+    # Address space that is not memory (jemalloc retained, tcmalloc unmapped) after the rest.
+    out.sort(key=lambda v: (bool(v.get("virtual")), -v["bytes"], v["cause"]))
+    return out
+
+
+def _owner(doc: Record) -> Optional[Record]:
+    """The allocator section (``allocators``) of the allocator that answers malloc(), if it is
+    not glibc's."""
+    for a in doc.get("allocators") or []:
+        if a.get("owns_malloc"):
+            return a
+    return None
+
+
+def allocator_causes(doc: Record, fp: Record, floor: float) -> List[Record]:
+    """The engine's causes for jemalloc and tcmalloc (``allocators[].causes``: what they keep,
+    in their own terms, with their actions) that reach ``floor``; address space only (retained,
+    unmapped) counts when it exceeds the process's size too (it costs no memory)."""
+    out: List[Record] = []
+    for a in doc.get("allocators") or []:
+        for c in a.get("causes") or []:
+            need = max(floor, fp.get("bytes") or 0) if c.get("virtual") else floor
+            if (c.get("bytes") or 0) >= need:
+                v = dict(c)
+                v["allocator"] = a.get("allocator")
+                out.append(v)
     return out
 
 
@@ -323,8 +358,11 @@ def render_report(doc: Record, style: Style = render.PLAIN, show_all: bool = Fal
     pres = doc.get("pressure") or {}
     maps = doc.get("mappings") or {}
     who = ("pid %s" % tgt.get("pid")) if tgt.get("kind") == "live" else (tgt.get("path") or tgt.get("kind"))
-    out = [style.paint("bold", "heapwalk report: %s, glibc %s, %s threads"
-                       % (who, glibc.get("version"), tgt.get("threads")))]
+    owner = _owner(doc)
+    out = [style.paint("bold", "heapwalk report: %s, glibc %s, %s threads%s"
+                       % (render.safe(str(who)), glibc.get("version"), tgt.get("threads"),
+                          (", malloc: %s" % render.safe(owner.get("version") or owner.get("allocator")))
+                          if owner else ""))]
     # Mappings
     out.append("")
     live = maps.get("resident_bytes") is not None
@@ -343,8 +381,16 @@ def render_report(doc: Record, style: Style = render.PLAIN, show_all: bool = Fal
                  ""])
     out.extend(render.table([Column("group", "<"), Column("mapped"), Column("resident"),
                              Column("maps")], rows, style, indent="  "))
+    for a in doc.get("allocators") or []:
+        out.append("")
+        out.extend(render_allocator(a, style))
     # glibc
     out.append("")
+    if owner is not None and not glibc.get("system_bytes") and not glibc.get("mmapped_bytes"):
+        # Another allocator answers malloc and nothing reached glibc's: one line, not a table.
+        out.append(style.paint("bold", "glibc malloc") + ": unused (%s answers malloc; the main "
+                   "arena holds nothing)" % render.safe(owner.get("allocator") or ""))
+        return out + _render_tail(doc, style)
     out.append(style.paint("bold", "glibc malloc") +
                ": %s from the system in arenas, %s in mmapped chunks (%d)"
                % (_hs(glibc.get("system_bytes")), _hs(glibc.get("mmapped_bytes")),
@@ -385,6 +431,12 @@ def render_report(doc: Record, style: Style = render.PLAIN, show_all: bool = Fal
         out.extend(render.table([Column("arena", "<"), Column("threads"), Column("system"),
                                  Column("in use"), Column("free"), Column("trimmable"),
                                  Column("top")], rows, style, indent="  "))
+    return out + _render_tail(doc, style)
+
+
+def _render_tail(doc: Record, style: Style) -> List[str]:
+    """NMT, the top classes and the verdict: the end of ``report`` text."""
+    out: List[str] = []
     nmt = doc.get("nmt")
     if nmt:
         out.append("")
@@ -413,6 +465,64 @@ def render_report(doc: Record, style: Style = render.PLAIN, show_all: bool = Fal
     return out
 
 
+def _ms(v: Optional[int]) -> str:
+    if v is None:
+        return "unknown"
+    return "-1 (never)" if v < 0 else "%d ms" % v
+
+
+def render_allocator(a: Record, style: Style = render.PLAIN) -> List[str]:
+    """The jemalloc or tcmalloc section of ``report`` text: the allocator's own figures, what
+    its release call returns now, its thread caches."""
+    f = a.get("figures") or {}
+    head = style.paint("bold", render.safe(a.get("version") or a.get("allocator") or "")) + \
+        " (%s, layout: %s)%s" % (render.safe(a.get("module") or ""), render.safe(a.get("layout_source") or ""),
+                                 ": answers malloc" if a.get("owns_malloc") else "")
+    out = [head]
+    caches = a.get("thread_caches") or []
+    if a.get("allocator") == "jemalloc":
+        out.append("  allocated %s of %s active; resident %s, mapped %s, metadata %s; retained %s "
+                   "(address space only)"
+                   % (_hs(f.get("allocated")), _hs(f.get("active")), _hs(f.get("resident")),
+                      _hs(f.get("mapped")), _hs(f.get("metadata")), _hs(f.get("retained"))))
+        out.append("  dirty %s + muzzy %s: arena.<i>.purge would return %s now; dirty_decay_ms %s, "
+                   "muzzy_decay_ms %s%s"
+                   % (_hs(f.get("dirty")), _hs(f.get("muzzy")), _hs(f.get("purge")),
+                      _ms(f.get("dirty_decay_ms")), _ms(f.get("muzzy_decay_ms")),
+                      "" if f.get("background_thread") is None else
+                      ", background_thread %s" % ("true" if f["background_thread"] else "false")))
+        out.append("  %d arenas; %d thread caches hold %s" % (len(a.get("arenas") or []), len(caches),
+                                                            _hs(f.get("tcache"))))
+        arenas = sorted(a.get("arenas") or [], key=lambda p: (-(p.get("stats") or {}).get("dirty", 0),
+                                                              p.get("index", 0)))[:8]
+        if arenas:
+            rows = []
+            for p in arenas:
+                st = p.get("stats") or {}
+                rows.append(["#%d" % p.get("index", 0), _hs(st.get("allocated")), _hs(st.get("active")),
+                             _hs(st.get("dirty")), _hs(st.get("muzzy")), _hs(st.get("retained")),
+                             _hs(st.get("tcache_bytes"))])
+            out.extend(render.table([Column("arena", "<"), Column("allocated"), Column("active"),
+                                     Column("dirty"), Column("muzzy"), Column("retained"),
+                                     Column("tcache")], rows, style, indent="  "))
+    else:
+        out.append("  heap size %s: in use %s, page heap free %s, unmapped %s (address space only)"
+                   % (_hs(f.get("heap_size")), _hs(f.get("in_use")), _hs(f.get("pageheap_free")),
+                      _hs(f.get("pageheap_unmapped"))))
+        out.append("  ReleaseFreeMemory() would return %s now" % _hs(f.get("release_free_memory")))
+        out.append("  caches: central %s, transfer %s, thread %s (%d thread caches; max total %s)"
+                   % (_hs(f.get("central")), _hs(f.get("transfer")), _hs(f.get("thread")), len(caches),
+                      _hs(f.get("max_total_thread_cache_bytes"))))
+    nmt = a.get("nmt")
+    if nmt and nmt.get("headers") == "canary":
+        tracked = nmt.get("tracked_count", 0)
+        out.append("  JVM: NMT headers carry %s in %s allocations (+ %s of headers); %s in %s "
+                   "allocations carry none (malloc NMT does not track)"
+                   % (_hs(nmt.get("tracked_bytes")), _n(tracked), _hs(16 * tracked),
+                      _hs(nmt.get("untracked_bytes")), _n(nmt.get("untracked_count", 0))))
+    return out
+
+
 #: Content classes kept in ``content_classes`` (what ``diff`` compares), largest first.
 SAVED_CLASSES = 500
 
@@ -434,7 +544,9 @@ def build_report(target: Any, classes: bool = True) -> Record:
     stale: Optional[List[Record]] = None
     if classes:
         try:
-            got = target.classify(None, True, SAVED_CLASSES)
+            owner = malloc_owner(target)  # jemalloc/tcmalloc: their slots, not glibc's chunks
+            got = (target.alloc_classify(owner, True, SAVED_CLASSES) if owner
+                   else target.classify(None, True, SAVED_CLASSES))
             every = got.get("classes", [])
             stale = got.get("free_classes")
             top = every[:TOP_CLASSES]

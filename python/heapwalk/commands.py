@@ -12,7 +12,7 @@ import argparse
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, NoReturn, Optional
 
-from . import cmd_tcmalloc, render, streamed, termwidth
+from . import cmd_alloc, cmd_tcmalloc, render, streamed, termwidth
 from .errors import NotFoundError, UsageError
 from .render import Style
 from .target import Target
@@ -357,6 +357,8 @@ class Tcache(Command):
         if len(given) > 1 or (given and getattr(args, "all", False)):
             raise UsageError("give one of THREAD, --lwp LWP or --all")
         lwp = inv.evaluate(given[0]) if given else None
+        if cmd_alloc.owner(inv.target):  # jemalloc's or tcmalloc's thread caches
+            return cmd_alloc.tcache(inv.target, lwp)
         document = render.wrap(self.name, inv.target.tcache(lwp))
         if lwp is not None and not document.get("threads"):
             raise NotFoundError("no thread with LWP %d" % lwp,
@@ -364,6 +366,8 @@ class Tcache(Command):
         return document
 
     def render(self, document: Record, inv: Invocation) -> List[str]:
+        if document.get("allocator") in cmd_alloc.ALLOCATORS:
+            return cmd_alloc.render_tcache(document, getattr(inv, "gdb_thread_of", None), inv.style)
         return render.render_tcache(document, inv.names(), inv.style)
 
 
@@ -398,10 +402,10 @@ class Chunks(Command):
 
     def collect(self, inv: Invocation) -> Record:
         state = inv.args.state or "all"
-        owner = [a for a in inv.target.allocators() if a.get("owns_malloc")]
-        if inv.args.arena is None and owner and owner[0]["allocator"] == "jemalloc":
-            # jemalloc answers malloc: its allocations (--arena still names a glibc arena).
-            return render.wrap(self.name, inv.target.jemalloc_chunks(state, self._limit(inv)))
+        if inv.args.arena is None and cmd_alloc.owner(inv.target):
+            # jemalloc or tcmalloc answers malloc: its allocations (--arena still names a glibc
+            # arena).
+            return cmd_alloc.chunks(inv.target, state, self._limit(inv), inv.json)
         arena = resolve_arena(inv, inv.args.arena)
         if not inv.target.streams or (not inv.json and self._limit(inv) is not None):
             return render.wrap(self.name, inv.target.chunks(arena, state, self._limit(inv)))
@@ -422,12 +426,16 @@ class Chunks(Command):
             "diagnostics": streamed.Lazy(diagnostics)})
 
     def render(self, document: Record, inv: Invocation) -> List[str]:
+        if document.get("allocator") in cmd_alloc.ALLOCATORS:
+            return cmd_alloc.render_chunks(document, inv.args.limit is None, inv.style)
         return render.render_chunks(document, inv.names(), inv.args.limit is None,
                                     inv.style)
 
     def stream_lines(self, document: Record, inv: Invocation) -> Iterator[str]:
         """``render`` of every chunk, line by line (``--limit 0`` text); fills ``document``'s
         total and diagnostics before its last line."""
+        if document.get("allocator") in cmd_alloc.ALLOCATORS:
+            return cmd_alloc.stream_lines(document, inv.style)
         arena, state = self._query
 
         def done(stream: Any) -> None:

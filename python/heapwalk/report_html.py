@@ -157,6 +157,36 @@ document.body.setAttribute('data-charts', String(document.querySelectorAll('svg.
 SCRIPT_HASH = "sha256-" + base64.b64encode(hashlib.sha256(JS.encode()).digest()).decode()
 
 
+def _allocator_section(a: Record) -> str:
+    """jemalloc's or tcmalloc's part: a bar of what it holds and a table of its own figures."""
+    f = a.get("figures") or {}
+    name = a.get("allocator") or ""
+    if name == "jemalloc":
+        bar = [("allocated", f.get("allocated") or 0),
+               ("active, not allocated", max(0, (f.get("active") or 0) - (f.get("allocated") or 0))),
+               ("dirty", f.get("dirty") or 0), ("muzzy", f.get("muzzy") or 0)]
+        rows = [["allocated", _hs(f.get("allocated"))], ["active", _hs(f.get("active"))],
+                ["resident", _hs(f.get("resident"))], ["mapped", _hs(f.get("mapped"))],
+                ["metadata", _hs(f.get("metadata"))], ["retained (address space only)", _hs(f.get("retained"))],
+                ["dirty", _hs(f.get("dirty"))], ["muzzy", _hs(f.get("muzzy"))],
+                ["thread caches", _hs(f.get("tcache"))],
+                ["arena.<i>.purge would return", _hs(f.get("purge"))],
+                ["dirty_decay_ms", f.get("dirty_decay_ms", "-")], ["arenas", f.get("arenas", "-")]]
+    else:
+        bar = [("in use", f.get("in_use") or 0), ("page heap free", f.get("pageheap_free") or 0),
+               ("central + transfer", (f.get("central") or 0) + (f.get("transfer") or 0)),
+               ("thread caches", f.get("thread") or 0)]
+        rows = [["heap size", _hs(f.get("heap_size"))], ["in use", _hs(f.get("in_use"))],
+                ["page heap free", _hs(f.get("pageheap_free"))],
+                ["page heap unmapped (address space only)", _hs(f.get("pageheap_unmapped"))],
+                ["central cache", _hs(f.get("central"))], ["transfer cache", _hs(f.get("transfer"))],
+                ["thread caches", _hs(f.get("thread"))],
+                ["ReleaseFreeMemory() would return", _hs(f.get("release_free_memory"))]]
+    return ('<section id="%s"><h2>%s%s</h2>%s%s</section>'
+            % (_e(name), _e(a.get("version") or name), " (answers malloc)" if a.get("owns_malloc") else "",
+               stacked_bar("chart-" + _e(name), "%s memory" % name, bar), _table(["figure", "value"], rows)))
+
+
 def render_html(doc: Record) -> str:
     """The page for a ``report`` document."""
     tgt = doc.get("target") or {}
@@ -167,8 +197,10 @@ def render_html(doc: Record) -> str:
     who = ("pid %s" % tgt.get("pid")) if tgt.get("kind") == "live" else (tgt.get("path") or tgt.get("kind"))
     parts: List[str] = []
     parts.append("<h1>heapwalk report: %s</h1>" % _e(who))
-    parts.append('<div class="sub">glibc %s, %s threads, %s mapped%s</div>'
-                 % (_e(glibc.get("version")), _e(tgt.get("threads")), _e(_hs(maps.get("mapped_bytes"))),
+    owner = next((a for a in doc.get("allocators") or [] if a.get("owns_malloc")), None)
+    parts.append('<div class="sub">%sglibc %s, %s threads, %s mapped%s</div>'
+                 % ("malloc: %s, " % _e(owner.get("version")) if owner else "",
+                    _e(glibc.get("version")), _e(tgt.get("threads")), _e(_hs(maps.get("mapped_bytes"))),
                     "" if maps.get("resident_bytes") is None else ", %s resident" % _e(_hs(maps["resident_bytes"]))))
     # Verdict first: what to do.
     items = []
@@ -188,6 +220,9 @@ def render_html(doc: Record) -> str:
     rows.append(["total", "", _hs(maps.get("mapped_bytes")), _hs(maps.get("resident_bytes")) if live else "-", ""])
     parts.append(_table(["group", "kind", "mapped", "resident", "maps"], rows, "groups"))
     parts.append("</section>")
+    # jemalloc / tcmalloc (issue 16): the allocator's own figures, before glibc's
+    for a in doc.get("allocators") or []:
+        parts.append(_allocator_section(a))
     # glibc
     parts.append('<section id="glibc"><h2>glibc malloc</h2>')
     parts.append(stacked_bar("chart-glibc", "glibc memory in arenas", _glibc_parts(doc)))

@@ -139,6 +139,18 @@ class Target:
         """What free(address) would do on the target's glibc, check by check."""
         return self._call(self._handle.try_free, address, lwp)
 
+    def alloc_classify(self, allocator: str, free: bool = False, top: Optional[int] = None,
+                       name: str = "", limit: int = 0) -> Record:
+        """``classify`` over ``allocator``'s slots ("jemalloc", "tcmalloc": the one that answers
+        malloc); ``name``: also list that class (``limit`` 0: all)."""
+        return self._call(self._handle.alloc_classify, allocator, free, top, name, limit)
+
+    def alloc_leaks(self, allocator: str, limit: Optional[int] = None, largest: bool = False,
+                    anon_roots: bool = False) -> Record:
+        """``leaks`` over ``allocator``'s in-use slots ("jemalloc", "tcmalloc")."""
+        return self._call(self._handle.alloc_leaks, allocator, limit=limit, largest=largest,
+                          anon_roots=anon_roots)
+
     def classify_list(self, arena: Optional[int], free: bool, name: str,
                       limit: int) -> Record:
         """``classify`` plus every chunk of the class ``name`` (``limit`` 0: all)."""

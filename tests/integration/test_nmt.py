@@ -217,35 +217,37 @@ def test_gdb_attached_to_live_jvm_matches_jcmd(jvms):
     assert not bad, "\n".join(bad)
 
 
-def test_detail_sites_and_regions(jvms):
-    c = jvms.core("detail")
-    n = nmt_doc(str(c.core), detail=True)["nmt"]
+def check_sites_and_regions(n: dict, theirs: dict, not_malloc: tuple[str, ...] = ()) -> None:
+    """NMT detail: every site symbolised in libjvm, the per-category sums of the sites equal
+    the raw malloc counters (but for `not_malloc` categories), the reserved regions add up to
+    the mmap figures per category (Thread Stack into Thread), and the malloc sites jcmd printed
+    before the snapshot (`theirs`) are ours, stack for stack. jcmd's own report changes a few
+    (its ElfDecoder caches libjvm's symbol tables, mtInternal, to print those very stacks), so
+    most, not all, must match exactly."""
     sites, regions = n["sites"], n["regions"]
     assert sites and regions
-    # Every site is symbolised in libjvm and the per-category sums equal the raw counters.
     assert all(s["frames"] and "libjvm.so!" in s["frames"][0]["symbol"] for s in sites[:50])
-    per: dict[str, list[int]] = {}
+    per: dict[str, tuple[int, int]] = {}
     for s in sites:
-        p = per.setdefault(s["category"], [0, 0])
-        p[0] += s["bytes"]
-        p[1] += s["count"]
-    raw = {x["name"]: [x["malloc"]["bytes"], x["malloc"]["count"]] for x in n["raw"] if x["malloc"]["count"]}
+        b, k = per.get(s["category"], (0, 0))
+        per[s["category"]] = (b + s["bytes"], k + s["count"])
+    raw = {x["name"]: (x["malloc"]["bytes"], x["malloc"]["count"]) for x in n["raw"]
+           if x["malloc"]["count"] and x["name"] not in not_malloc}
     assert per == raw
-    # Reserved regions add up to the mmap figures per category (Thread Stack into Thread).
     res: dict[str, int] = {}
     for r in regions:
         res[r["category"]] = res.get(r["category"], 0) + r["size"]
-    vm = {x["name"]: x["mmap"]["reserved"] for x in n["raw"] if x["mmap"]["reserved"]}
-    assert res == vm
-    # The malloc sites jcmd printed (before the snapshot) are ours, stack for stack.  jcmd's
-    # own report changes a few (its ElfDecoder caches libjvm's symbol tables, mtInternal, to
-    # print those very stacks), so most, not all, must match exactly.
+    assert res == {x["name"]: x["mmap"]["reserved"] for x in n["raw"] if x["mmap"]["reserved"]}
     ours = {tuple(f["symbol"].split("!", 1)[-1] for f in s["frames"]): (s["bytes"], s["count"])
             for s in sites}
-    theirs = parse_jcmd_sites(c.jcmd_detail)
     assert len(theirs) > 50
     same = [k for k, v in theirs.items() if ours.get(k) == v]
     assert len(same) >= 0.9 * len(theirs), [k for k in theirs if k not in same][:5]
+
+
+def test_detail_sites_and_regions(jvms):
+    c = jvms.core("detail")
+    check_sites_and_regions(nmt_doc(str(c.core), detail=True)["nmt"], parse_jcmd_sites(c.jcmd_detail))
 
 
 def parse_jcmd_sites(text: str) -> dict[tuple, tuple[int, int]]:

@@ -18,7 +18,7 @@ import pytest
 from chrootjdk import JDK21, ChrootJdkCorpora, parse_peaks
 from hwkit import CACHE, describe, no_traceback, run_cli
 from nmtkit import parse_jcmd
-from test_nmt import chunk, compare_with_jcmd
+from test_nmt import check_sites_and_regions, chunk, compare_with_jcmd
 
 # JDK 21's attach listener formats each reply into a bufferedStream created with a 1 MiB initial
 # buffer (mtInternal; the largest site of the cached detail report:
@@ -151,27 +151,7 @@ def parse_jcmd21_sites(text: str) -> dict[tuple, tuple[int, int]]:
 
 def test_detail_sites_and_regions(jdk21):
     c = jdk21.core("detail")
-    n = jdk21.nmt(c.core, detail=True)["nmt"]
-    sites, regions = n["sites"], n["regions"]
-    assert sites and regions
-    assert all(s["frames"] and "libjvm.so!" in s["frames"][0]["symbol"] for s in sites[:50])
-    per: dict[str, list[int]] = {}
-    for s in sites:
-        p = per.setdefault(s["category"], [0, 0])
-        p[0] += s["bytes"]
-        p[1] += s["count"]
-    raw = {x["name"]: [x["malloc"]["bytes"], x["malloc"]["count"]] for x in n["raw"] if x["malloc"]["count"]}
-    assert per == raw
-    res: dict[str, int] = {}
-    for r in regions:
-        res[r["category"]] = res.get(r["category"], 0) + r["size"]
-    vm = {x["name"]: x["mmap"]["reserved"] for x in n["raw"] if x["mmap"]["reserved"]}
-    assert res == vm
-    ours = {tuple(f["symbol"].split("!", 1)[-1] for f in s["frames"]): (s["bytes"], s["count"]) for s in sites}
-    theirs = parse_jcmd21_sites(c.jcmd_detail)
-    assert len(theirs) > 50
-    same = [k for k, v in theirs.items() if ours.get(k) == v]
-    assert len(same) >= 0.9 * len(theirs), [k for k in theirs if k not in same][:5]
+    check_sites_and_regions(jdk21.nmt(c.core, detail=True)["nmt"], parse_jcmd21_sites(c.jcmd_detail))
 
 
 def test_live_pid_matches_jcmd(jdk21):

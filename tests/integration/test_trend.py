@@ -442,25 +442,10 @@ def test_jvm_series_names_nmt_growth(jvm_run) -> None:
 
 # -- the real watcher --------------------------------------------------------------------------
 
-def _steps(path: Path) -> list[dict]:
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            pass
-    return out
-
-
-def _count_at(steps: list[dict], when: float) -> int:
-    before = [s for s in steps if s["time"] <= when]
-    return before[-1]["count"] if before else 0
-
-
 def test_trend_of_a_real_watch_until_the_oom_kill(tmp_path: Path) -> None:
     """grower (timed mode) in a v1 memory cgroup the test limits, `heapwalk watch --cgroup`
     outside it until the kernel's OOM killer ends it, then `trend` over what watch kept."""
-    from test_watch import LimitedGroup  # noqa: PLC0415
+    from test_watch import LimitedGroup, _count_at, _progress  # noqa: PLC0415
     binary = build("grower", CACHE)
     group = LimitedGroup("trend", 96 << 20)
     try:
@@ -493,12 +478,12 @@ def test_trend_of_a_real_watch_until_the_oom_kill(tmp_path: Path) -> None:
     assert pts[-1]["cgroup_usage_percent"] >= 70, [p["cgroup_usage_percent"] for p in pts]
     assert all(p["cgroup"]["limit_bytes"] == 96 << 20 and p["frozen_seconds"] > 0 for p in pts)
     assert doc["death"]["signal"] == 9 and doc["death"]["oom_killed"]
-    steps = _steps(data / "steps.jsonl")
+    steps = _progress(data / "steps.jsonl")
     # The growing size, counted as the program counted it when each snapshot froze it.
     first, last = pts[0], pts[-1]
     t0 = first["time"] - (first["snapshot_seconds"] or 0)
     t1 = last["time"] - (last["snapshot_seconds"] or 0)
-    want = _count_at(steps, t1) - _count_at(steps, t0)
+    want = _count_at(steps, t1, "count") - _count_at(steps, t0, "count")
     top = doc["growth"]["sizes"][0]
     assert top["size"] == CHUNK, doc["growth"]["sizes"][:3]
     assert top["count"] == pytest.approx(want, rel=0.05)
