@@ -158,6 +158,28 @@ def _cli_json(*args) -> dict:
     return json.loads(r.stdout)
 
 
+def _check_pool_stats(p: Program, doc: dict, truth: dict) -> None:
+    """``arenas --json``: every per-arena (jemalloc) or page-heap (tcmalloc) figure equals the
+    allocator's own statistic the program read just before the snapshot."""
+    if p.kind == "jemalloc":
+        from test_jemalloc import ARENA_KEYS  # noqa: PLC0415
+        got = {a["index"]: a["stats"] for a in doc["jemalloc"]["arenas"]}
+        wrong = [(a["index"], k, got.get(a["index"], {}).get(k), a[k])
+                 for a in truth["arenas"] for k in ARENA_KEYS if got.get(a["index"], {}).get(k) != a[k]]
+    else:
+        from test_tcmalloc import EXACT  # noqa: PLC0415
+        names = EXACT + (["generic.total_physical_bytes"] if p.variant == "symbols" else [])
+        wrong = [(k, doc["tcmalloc"]["stats"].get(k), truth["properties"][k]) for k in names
+                 if doc["tcmalloc"]["stats"].get(k) != truth["properties"][k]]
+    assert not wrong, wrong
+
+
+def test_pool_stats_equal_the_allocators_own_core_and_live(program):
+    p = program
+    _check_pool_stats(p, _cli_json("arenas", str(p.core1)), p.truth1)
+    _check_pool_stats(p, _cli_json("arenas", "--pid", str(p.proc.pid)), p.live_truth)
+
+
 def _check_held(p: Program, doc: dict, truth: dict) -> None:
     assert doc["allocator"] == p.kind
     listed = {c["address"]: c for c in doc["chunks"]}
