@@ -572,7 +572,10 @@ def build_report(target: Any, classes: bool = True) -> Record:
              "detail": "size classes unavailable: %s" % exc})
     doc["footprint"] = footprint(doc)
     doc["verdict"] = verdict(doc)
-    return render.wrap("report", doc)
+    # jemalloc/tcmalloc: the allocator's own statistics per pool, so that `diff` of two saved
+    # reports shows their deltas as `diff` of two cores does.
+    from .cmd_diff import with_allocator_pools  # noqa: PLC0415  (cmd_diff imports this module)
+    return render.wrap("report", with_allocator_pools(target, doc))
 
 
 class Report(Command):

@@ -303,9 +303,15 @@ def test_live_process(program):
     assert p.proc.poll() is None
 
 
-def test_diff_pool_deltas_equal_the_statistics_differences(program):
+@pytest.mark.parametrize("inputs", ["cores", "saved-reports"])
+def test_diff_pool_deltas_equal_the_statistics_differences(program, inputs, tmp_path):
     p = program
-    doc = _cli_json("diff", p.core1, p.core2, "--no-classes")
+    a, b = p.core1, p.core2
+    if inputs == "saved-reports":
+        a, b = tmp_path / "a.json", tmp_path / "b.json"
+        for core, saved in ((p.core1, a), (p.core2, b)):
+            saved.write_text(json.dumps(_cli_json("report", str(core), "--no-classes")))
+    doc = _cli_json("diff", a, b, "--no-classes")
     assert doc["allocator"] == p.kind
     pools = {x["index"]: x for x in doc["allocator_pools"]["pools"]}
     if p.kind == "jemalloc":
@@ -323,7 +329,7 @@ def test_diff_pool_deltas_equal_the_statistics_differences(program):
         for k in TC_KEYS:
             assert delta[k] == p2[k] - p1[k], (k, delta[k], p2[k] - p1[k])
         assert delta["generic.heap_size"] > 0
-    r = run_cli("diff", p.core1, p.core2, "--no-classes", extra_env={"COLUMNS": "80"})
+    r = run_cli("diff", a, b, "--no-classes", extra_env={"COLUMNS": "80"})
     no_traceback(r)
     assert r.returncode in (0, 1), describe(r)
     assert "that changed" in r.stdout and max(len(x) for x in r.stdout.splitlines()) <= 80
