@@ -16,27 +16,9 @@ namespace heapwalk::bindings {
 
 namespace {
 
-constexpr const char* kSchema = "heapwalk/1";
-
-py::object opt(const std::optional<uint64_t>& v) { return v ? py::object(py::int_(*v)) : py::object(py::none()); }
-
-py::list diagnostics(std::initializer_list<const Diagnostics*> lists) {
-  py::list out;
-  for (const Diagnostics* ds : lists)
-    for (const auto& x : ds->items()) {
-      py::dict e;
-      e["kind"] = ustr(x.kind);
-      e["address"] = opt(x.address);
-      e["arena"] = opt(x.arena);
-      e["detail"] = ustr(x.detail);
-      e["severity"] = severity_name(x.severity);
-      out.append(e);
-    }
-  return out;
-}
-
-// The rows of module.cpp's classify document; examples are user pointers here.
-py::list class_rows(const std::vector<analysis::ClassRow>& rows, std::optional<uint64_t> top) {
+// Class rows; `header` is what lies before the user pointer (ptmalloc's 16-byte chunk header,
+// 0 for slots without headers).
+py::list class_rows(const std::vector<analysis::ClassRow>& rows, std::optional<uint64_t> top, uint64_t header) {
   py::list l;
   for (const auto& r : rows) {
     if (top && l.size() >= *top) break;
@@ -46,18 +28,11 @@ py::list class_rows(const std::vector<analysis::ClassRow>& rows, std::optional<u
     x["count"] = r.stats.count;
     x["bytes"] = r.stats.bytes;
     x["example"] = r.stats.example;
-    x["example_mem"] = r.stats.example ? py::object(py::int_(r.stats.example)) : py::object(py::none());
+    x["example_mem"] = r.stats.example ? py::object(py::int_(r.stats.example + header)) : py::object(py::none());
     if (!r.sample.empty()) x["sample"] = ustr(r.sample);
     l.append(x);
   }
   return l;
-}
-
-py::dict count(const ptmalloc::Count& c) {
-  py::dict d;
-  d["count"] = c.count;
-  d["bytes"] = c.bytes;
-  return d;
 }
 
 py::list size_rows(const std::vector<analysis::SizeCount>& v) {
@@ -74,15 +49,124 @@ py::list size_rows(const std::vector<analysis::SizeCount>& v) {
 
 py::object arena_or_none(uint64_t a) { return a ? py::object(py::int_(a)) : py::object(py::none()); }
 
+/// `doc` with "allocator" right after "schema".
+py::dict with_allocator(const alloc::Model& m, const py::dict& doc) {
+  py::dict out;
+  out["schema"] = kSchema;
+  out["allocator"] = alloc::kind_name(m.kind());
+  for (const auto& kv : doc) out[kv.first] = kv.second;
+  return out;
+}
+
 }  // namespace
 
-std::unique_ptr<alloc::Model> open_model(target::Target& t, const std::string& allocator) {
-  if (allocator == "jemalloc") return std::make_unique<jemalloc::Model>(t);
-  if (allocator == "tcmalloc") {
-    const target::Module* m = tcmalloc::tcmalloc_module(t);
-    if (!m) throw Error("no tcmalloc library in this target");
-    return std::make_unique<tcmalloc::Model>(t, *m);
+py::dict classify_doc(const analysis::ClassifyResult& res, bool free_chunks, std::optional<uint64_t> top,
+                      const std::string& list, uint64_t header) {
+  py::dict out;
+  out["schema"] = kSchema;
+  out["chunks"] = res.chunks;
+  out["vtable_symbols"] = res.vtables_known;
+  out["classes"] = class_rows(res.used, top, header);
+  if (free_chunks) out["free_classes"] = class_rows(res.free, top, header);
+  py::list arenas;
+  for (const auto& a : res.arenas) {
+    py::dict d;
+    d["arena"] = arena_or_none(a.arena);
+    d["classes"] = class_rows(a.used, top, header);
+    if (free_chunks) d["free_classes"] = class_rows(a.free, top, header);
+    arenas.append(d);
   }
+  out["arenas"] = arenas;
+  if (!list.empty()) {
+    py::list l;
+    for (const auto& c : res.listed) {
+      py::dict x;
+      x["address"] = c.chunk;
+      x["mem"] = c.chunk + header;
+      x["size"] = c.size;
+      x["used"] = c.used;
+      l.append(x);
+    }
+    py::dict d;
+    d["class"] = ustr(list);
+    d["chunks"] = l;
+    d["total"] = res.listed_total;
+    d["truncated"] = res.listed_total > res.listed.size();
+    out["list"] = d;
+  }
+  return out;
+}
+
+py::dict leaks_doc(const analysis::ReachResult& res, const std::vector<analysis::ClassRow>& leaked_classes,
+                   bool anon_roots, uint64_t header) {
+  auto set = [&](const ptmalloc::Count& c, const std::vector<analysis::SizeCount>& sizes) {
+    py::dict d = count_dict(c);
+    d["sizes"] = size_rows(sizes);
+    return d;
+  };
+  py::dict leaked = set(res.leaked, res.leaked_sizes);
+  py::list addrs, listed;
+  for (const auto& c : res.chunks) {
+    addrs.append(py::int_(c.address));
+    py::dict x;
+    x["address"] = c.address;
+    x["size"] = c.size;
+    x["state"] = c.mmapped ? "mmapped" : "used";
+    x["arena"] = arena_or_none(c.arena);
+    x["unreferenced"] = c.unreferenced;
+    listed.append(x);
+  }
+  leaked["chunks"] = addrs;
+  leaked["classes"] = class_rows(leaked_classes, std::nullopt, header);
+  leaked["listed"] = listed;
+  leaked["truncated"] = res.truncated;
+  py::list by_arena;
+  for (const auto& [a, c] : res.leaked_by_arena) {
+    py::dict x = count_dict(c);
+    x["arena"] = arena_or_none(a);
+    by_arena.append(x);
+  }
+  leaked["arenas"] = by_arena;
+  py::list roots;
+  for (const auto& r : res.roots) {
+    py::dict x;
+    x["kind"] = ustr(r.kind);
+    x["ranges"] = r.ranges;
+    x["bytes"] = r.bytes;
+    x["unreadable"] = r.unreadable;
+    roots.append(x);
+  }
+  py::dict out;
+  out["schema"] = kSchema;
+  out["nodes"] = count_dict(res.nodes);
+  out["reachable"] = count_dict(res.reachable);
+  out["leaked"] = leaked;
+  out["unreferenced"] = set(res.unreferenced, res.unreferenced_sizes);
+  out["roots"] = roots;
+  out["anon_roots"] = anon_roots;
+  out["words_scanned"] = res.words_scanned;
+  out["seconds"] = res.seconds;
+  return out;
+}
+
+std::unique_ptr<alloc::Model> open_model(target::Target& t, std::optional<alloc::Kind> kind) {
+  if (!kind)
+    for (const auto& d : alloc::detect(t))
+      if (d.owns_malloc && d.kind != alloc::Kind::Ptmalloc) {
+        kind = d.kind;
+        break;
+      }
+  if (!kind || *kind == alloc::Kind::Ptmalloc)
+    throw Error("the target's malloc is glibc's (no jemalloc or tcmalloc owns it)");
+  if (*kind == alloc::Kind::Jemalloc) return std::make_unique<jemalloc::Model>(t);
+  const target::Module* m = tcmalloc::tcmalloc_module(t);
+  if (!m) throw Error("the target does not use tcmalloc (no libtcmalloc module)");
+  return std::make_unique<tcmalloc::Model>(t, *m);
+}
+
+std::unique_ptr<alloc::Model> open_model(target::Target& t, const std::string& allocator) {
+  if (allocator == "jemalloc") return open_model(t, alloc::Kind::Jemalloc);
+  if (allocator == "tcmalloc") return open_model(t, alloc::Kind::Tcmalloc);
   throw Error("no allocator model named '" + allocator + "' (jemalloc, tcmalloc)");
 }
 
@@ -100,40 +184,8 @@ py::dict alloc_classify(target::Target& t, std::unique_ptr<target::ModuleIndex>&
     o.list_limit = list_limit;
     res = analysis::classify(*m, t, *modules, o);
   }
-  py::dict out;
-  out["schema"] = kSchema;
-  out["allocator"] = alloc::kind_name(m->kind());
-  out["chunks"] = res.chunks;
-  out["vtable_symbols"] = res.vtables_known;
-  out["classes"] = class_rows(res.used, top);
-  if (free_chunks) out["free_classes"] = class_rows(res.free, top);
-  py::list arenas;
-  for (const auto& a : res.arenas) {
-    py::dict d;
-    d["arena"] = arena_or_none(a.arena);
-    d["classes"] = class_rows(a.used, top);
-    if (free_chunks) d["free_classes"] = class_rows(a.free, top);
-    arenas.append(d);
-  }
-  out["arenas"] = arenas;
-  if (!list.empty()) {
-    py::list l;
-    for (const auto& c : res.listed) {
-      py::dict x;
-      x["address"] = c.chunk;
-      x["mem"] = c.chunk;
-      x["size"] = c.size;
-      x["used"] = c.used;
-      l.append(x);
-    }
-    py::dict d;
-    d["class"] = ustr(list);
-    d["chunks"] = l;
-    d["total"] = res.listed_total;
-    d["truncated"] = res.listed_total > res.listed.size();
-    out["list"] = d;
-  }
-  out["diagnostics"] = diagnostics({&t.diagnostics(), &m->diagnostics()});
+  py::dict out = with_allocator(*m, classify_doc(res, free_chunks, top, list, 0));
+  out["diagnostics"] = diagnostics_list({&t.diagnostics(), &m->diagnostics()});
   return out;
 }
 
@@ -160,55 +212,8 @@ py::dict alloc_leaks(target::Target& t, std::unique_ptr<target::ModuleIndex>& mo
       leaked_classes = analysis::classify(*m, t, *modules, co).used;
     }
   }
-  auto set = [&](const ptmalloc::Count& c, const std::vector<analysis::SizeCount>& sizes) {
-    py::dict d = count(c);
-    d["sizes"] = size_rows(sizes);
-    return d;
-  };
-  py::dict leaked = set(res.leaked, res.leaked_sizes);
-  py::list addrs, listed;
-  for (const auto& c : res.chunks) {
-    addrs.append(py::int_(c.address));
-    py::dict x;
-    x["address"] = c.address;
-    x["size"] = c.size;
-    x["state"] = "used";
-    x["arena"] = arena_or_none(c.arena);
-    x["unreferenced"] = c.unreferenced;
-    listed.append(x);
-  }
-  leaked["chunks"] = addrs;
-  leaked["classes"] = class_rows(leaked_classes, std::nullopt);
-  leaked["listed"] = listed;
-  leaked["truncated"] = res.truncated;
-  py::list by_arena;
-  for (const auto& [a, c] : res.leaked_by_arena) {
-    py::dict x = count(c);
-    x["arena"] = arena_or_none(a);
-    by_arena.append(x);
-  }
-  leaked["arenas"] = by_arena;
-  py::list roots;
-  for (const auto& r : res.roots) {
-    py::dict x;
-    x["kind"] = ustr(r.kind);
-    x["ranges"] = r.ranges;
-    x["bytes"] = r.bytes;
-    x["unreadable"] = r.unreadable;
-    roots.append(x);
-  }
-  py::dict out;
-  out["schema"] = kSchema;
-  out["allocator"] = alloc::kind_name(m->kind());
-  out["nodes"] = count(res.nodes);
-  out["reachable"] = count(res.reachable);
-  out["leaked"] = leaked;
-  out["unreferenced"] = set(res.unreferenced, res.unreferenced_sizes);
-  out["roots"] = roots;
-  out["anon_roots"] = anon_roots;
-  out["words_scanned"] = res.words_scanned;
-  out["seconds"] = res.seconds;
-  out["diagnostics"] = diagnostics({&t.diagnostics(), &m->diagnostics(), &res.diagnostics});
+  py::dict out = with_allocator(*m, leaks_doc(res, leaked_classes, anon_roots, 0));
+  out["diagnostics"] = diagnostics_list({&t.diagnostics(), &m->diagnostics(), &res.diagnostics});
   return out;
 }
 

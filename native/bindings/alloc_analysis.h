@@ -9,12 +9,31 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "alloc/model.h"
+#include "analysis/classify.h"
+#include "analysis/reach.h"
 #include "target/symbols.h"
 #include "target/target.h"
 
 namespace heapwalk::bindings {
+
+/// The `classify` document of `res` (free_classes when `free_chunks`, rows up to `top`, the
+/// `list` class's chunks); `header` is what precedes the user pointer: 16 for ptmalloc's chunks
+/// (addresses are headers), 0 for slots without headers. No "diagnostics": the caller's.
+pybind11::dict classify_doc(const analysis::ClassifyResult& res, bool free_chunks, std::optional<uint64_t> top,
+                            const std::string& list, uint64_t header);
+
+/// The `leaks` document of `res` and the classes of its leaked chunks; `header` as above. No
+/// "diagnostics".
+pybind11::dict leaks_doc(const analysis::ReachResult& res, const std::vector<analysis::ClassRow>& leaked_classes,
+                         bool anon_roots, uint64_t header);
+
+/// The model of allocator `kind` in `t` (jemalloc or tcmalloc; none: the one that owns malloc).
+/// Throws heapwalk Error when the target has no such allocator, glibc owns malloc, or the
+/// allocator's structures are not found. Needs no GIL.
+std::unique_ptr<alloc::Model> open_model(target::Target& t, std::optional<alloc::Kind> kind);
 
 /// The model of `allocator` ("jemalloc", "tcmalloc") in `t`. Throws heapwalk Error when the
 /// target has no such allocator or its structures are not found.

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "alloc/model.h"
+#include "bindings/alloc_analysis.h"
 #include "bindings/pytext.h"
 #include "jemalloc/model.h"
 #include "tcmalloc/model.h"
@@ -22,29 +23,15 @@ namespace heapwalk::bindings {
 
 namespace {
 
-py::object opt(const std::optional<uint64_t>& v) { return v ? py::object(py::int_(*v)) : py::object(py::none()); }
-
 /// The model of `allocator` ("jemalloc", "tcmalloc"), or of the allocator that owns malloc when
 /// none is named. Error when the target uses neither.
 std::unique_ptr<alloc::Model> open_model(target::Target& t, const std::optional<std::string>& allocator) {
   if (allocator && *allocator != "jemalloc" && *allocator != "tcmalloc")
     throw py::value_error("allocator must be 'jemalloc' or 'tcmalloc', not '" + *allocator + "'");
-  py::gil_scoped_release nogil;
   std::optional<alloc::Kind> kind;
-  if (allocator) {
-    kind = *allocator == "jemalloc" ? alloc::Kind::Jemalloc : alloc::Kind::Tcmalloc;
-  } else {
-    for (const auto& d : alloc::detect(t))
-      if (d.owns_malloc && d.kind != alloc::Kind::Ptmalloc) {
-        kind = d.kind;
-        break;
-      }
-  }
-  if (!kind) throw Error("the target's malloc is glibc's (no jemalloc or tcmalloc owns it)");
-  if (*kind == alloc::Kind::Jemalloc) return std::make_unique<jemalloc::Model>(t);
-  const target::Module* m = tcmalloc::tcmalloc_module(t);
-  if (!m) throw Error("the target does not use tcmalloc (no libtcmalloc module)");
-  return std::make_unique<tcmalloc::Model>(t, *m);
+  if (allocator) kind = *allocator == "jemalloc" ? alloc::Kind::Jemalloc : alloc::Kind::Tcmalloc;
+  py::gil_scoped_release nogil;
+  return bindings::open_model(t, kind);
 }
 
 std::string module_of(alloc::Model& m) {
@@ -54,18 +41,7 @@ std::string module_of(alloc::Model& m) {
 }
 
 py::list diagnostics_of(target::Target& t, alloc::Model& m) {
-  py::list diags;
-  for (const Diagnostics* ds : {&t.diagnostics(), &m.diagnostics()})
-    for (const auto& x : ds->items()) {
-      py::dict e;
-      e["kind"] = ustr(x.kind);
-      e["address"] = opt(x.address);
-      e["arena"] = opt(x.arena);
-      e["detail"] = ustr(x.detail);
-      e["severity"] = severity_name(x.severity);
-      diags.append(e);
-    }
-  return diags;
+  return diagnostics_list({&t.diagnostics(), &m.diagnostics()});
 }
 
 py::dict header(alloc::Model& m) {

@@ -12,8 +12,6 @@ namespace {
 
 py::str text(const std::string& s) { return ustr(s); }
 
-py::object opt(const std::optional<uint64_t>& v) { return v ? py::object(py::int_(*v)) : py::object(py::none()); }
-
 }  // namespace
 
 py::list allocators(target::Target& t) {
@@ -74,18 +72,7 @@ py::dict jemalloc(target::Target& t, bool allocations) {
     for (const auto& a : all) l.append(py::make_tuple(a.address, a.size, alloc::state_name(a.state), a.pool));
     d["allocations"] = l;
   }
-  py::list diags;
-  for (const Diagnostics* ds : {&t.diagnostics(), &m->diagnostics()})
-    for (const auto& x : ds->items()) {
-      py::dict e;
-      e["kind"] = text(x.kind);
-      e["address"] = opt(x.address);
-      e["arena"] = opt(x.arena);
-      e["detail"] = text(x.detail);
-      e["severity"] = severity_name(x.severity);
-      diags.append(e);
-    }
-  d["diagnostics"] = diags;
+  d["diagnostics"] = diagnostics_list({&t.diagnostics(), &m->diagnostics()});
   return d;
 }
 
@@ -120,18 +107,7 @@ py::dict jemalloc_chunks(target::Target& t, const std::string& state, std::optio
   d["allocator"] = "jemalloc";
   d["chunks"] = l;
   d["total"] = total;
-  py::list diags;
-  for (const Diagnostics* ds : {&t.diagnostics(), &m->diagnostics()})
-    for (const auto& x : ds->items()) {
-      py::dict e;
-      e["kind"] = text(x.kind);
-      e["address"] = opt(x.address);
-      e["arena"] = opt(x.arena);
-      e["detail"] = text(x.detail);
-      e["severity"] = severity_name(x.severity);
-      diags.append(e);
-    }
-  d["diagnostics"] = diags;
+  d["diagnostics"] = diagnostics_list({&t.diagnostics(), &m->diagnostics()});
   return d;
 }
 

@@ -35,56 +35,14 @@ using namespace heapwalk;
 
 namespace {
 
-constexpr const char* kSchema = "heapwalk/1";
-
 using heapwalk::bindings::ustr;
 /// ustr, or None for an empty string.
 py::object ustr_or_none(const std::string& s) { return s.empty() ? py::object(py::none()) : py::object(ustr(s)); }
 
-py::object opt(const std::optional<uint64_t>& v) { return v ? py::object(py::int_(*v)) : py::object(py::none()); }
-
-py::list diagnostics(std::initializer_list<const Diagnostics*> lists) {
-  py::list out;
-  // Files that shrank while mapped (util/sigbus_guard.h): their vanished pages read as zeros.
-  for (const auto& f : util::shrunk_files()) {
-    py::dict e;
-    e["kind"] = "truncated";
-    e["address"] = py::none();
-    e["arena"] = py::none();
-    e["detail"] = ustr(f.name + " shrank while heapwalk read it: " + std::to_string(f.pages) +
-                       " pages beyond its new end read as zeros (results from them may be incomplete)");
-    e["severity"] = "error";
-    out.append(e);
-  }
-  for (const Diagnostics* d : lists) {
-    for (const auto& x : d->items()) {
-      py::dict e;
-      e["kind"] = ustr(x.kind);
-      e["address"] = opt(x.address);
-      e["arena"] = opt(x.arena);
-      e["detail"] = ustr(x.detail);
-      e["severity"] = severity_name(x.severity);
-      out.append(e);
-    }
-    if (d->dropped()) {
-      py::dict e;
-      e["kind"] = "note";
-      e["address"] = py::none();
-      e["arena"] = py::none();
-      e["detail"] = std::to_string(d->dropped()) + " more diagnostics not shown";
-      e["severity"] = severity_name(Severity::Note);
-      out.append(e);
-    }
-  }
-  return out;
-}
-
-py::dict count(const ptmalloc::Count& c) {
-  py::dict d;
-  d["count"] = c.count;
-  d["bytes"] = c.bytes;
-  return d;
-}
+using heapwalk::bindings::count_dict;
+using heapwalk::bindings::diagnostics_list;
+using heapwalk::bindings::kSchema;
+using heapwalk::bindings::opt;
 
 class PyTarget {
  public:
@@ -104,7 +62,7 @@ class PyTarget {
     if (!t_) throw Error("target is closed");
     return *t_;
   }
-  py::list diags() { return diagnostics({&t_->diagnostics(), heap_ ? &heap_->diagnostics() : &empty_}); }
+  py::list diags() { return diagnostics_list({&t_->diagnostics(), heap_ ? &heap_->diagnostics() : &empty_}); }
 
   py::dict describe() {
     if (!t_) throw Error("target is closed");
@@ -130,7 +88,7 @@ class PyTarget {
     d["threads"] = threads;
     d["modules"] = modules;
     if (const auto* c = t_->capture_stats()) d["capture"] = capture_dict(*c);
-    d["diagnostics"] = diagnostics({&t_->diagnostics()});
+    d["diagnostics"] = diagnostics_list({&t_->diagnostics()});
     return d;
   }
 
@@ -201,14 +159,14 @@ class PyTarget {
         heaps.append(x);
       }
       d["heaps"] = heaps;
-      d["fastbins"] = h.layout().has_fastbins ? py::object(count(a.fast)) : py::object(py::none());
-      py::dict bins = count(a.binned);
+      d["fastbins"] = h.layout().has_fastbins ? py::object(count_dict(a.fast)) : py::object(py::none());
+      py::dict bins = count_dict(a.binned);
       bins["malloc_info_bytes"] = a.binned_raw;
       d["bins"] = bins;
       d["top"] = a.top;
       d["top_bytes"] = a.top_size;
-      d["tcache"] = count(a.tcache);
-      d["in_use"] = count(a.in_use);
+      d["tcache"] = count_dict(a.tcache);
+      d["in_use"] = count_dict(a.in_use);
       d["attached_threads"] = opt(a.attached_threads);
       arenas.append(d);
     }
@@ -232,7 +190,7 @@ class PyTarget {
     mm["bytes"] = m.mmapped_mem;
     mm["max_count"] = m.max_n_mmaps;
     mm["max_bytes"] = m.max_mmapped_mem;
-    mm["found"] = count(m.found);
+    mm["found"] = count_dict(m.found);
     py::list sus;
     for (const auto& c : m.suspects) sus.append(py::int_(c.address));
     mm["suspects"] = sus;
@@ -762,7 +720,7 @@ class PyTarget {
     py::dict out;
     out["schema"] = kSchema;
     out["nmt"] = d;
-    out["diagnostics"] = diagnostics({&t_->diagnostics(), h ? &h->diagnostics() : &empty_, &n.diags});
+    out["diagnostics"] = diagnostics_list({&t_->diagnostics(), h ? &h->diagnostics() : &empty_, &n.diags});
     return out;
   }
 
@@ -786,23 +744,6 @@ class PyTarget {
   std::unique_ptr<target::ModuleIndex> modules_;
 
   // ---- classify (issue 5) ----
-  static py::list class_rows(const std::vector<analysis::ClassRow>& rows, std::optional<uint64_t> top) {
-    py::list l;
-    for (const auto& r : rows) {
-      if (top && l.size() >= *top) break;
-      py::dict x;
-      x["name"] = ustr(r.name);
-      x["kind"] = ustr(r.kind);
-      x["count"] = r.stats.count;
-      x["bytes"] = r.stats.bytes;
-      x["example"] = r.stats.example;
-      x["example_mem"] = r.stats.example ? py::object(py::int_(r.stats.example + 16)) : py::object(py::none());
-      if (!r.sample.empty()) x["sample"] = ustr(r.sample);
-      l.append(x);
-    }
-    return l;
-  }
-
   py::dict classify(std::optional<uint64_t> arena, bool free_chunks, std::optional<uint64_t> top,
                     const std::string& list = "", uint64_t list_limit = 0) {
     const auto* only = select(arena);
@@ -818,38 +759,7 @@ class PyTarget {
       opt.list_limit = list_limit;
       res = analysis::classify(h, *t_, *modules_, opt);
     }
-    py::dict out;
-    out["schema"] = kSchema;
-    out["chunks"] = res.chunks;
-    out["vtable_symbols"] = res.vtables_known;
-    out["classes"] = class_rows(res.used, top);
-    if (free_chunks) out["free_classes"] = class_rows(res.free, top);
-    py::list arenas;
-    for (const auto& a : res.arenas) {
-      py::dict d;
-      d["arena"] = a.arena ? py::object(py::int_(a.arena)) : py::object(py::none());
-      d["classes"] = class_rows(a.used, top);
-      if (free_chunks) d["free_classes"] = class_rows(a.free, top);
-      arenas.append(d);
-    }
-    out["arenas"] = arenas;
-    if (!list.empty()) {  // issue 15: classify --list CLASS
-      py::list l;
-      for (const auto& c : res.listed) {
-        py::dict x;
-        x["address"] = c.chunk;
-        x["mem"] = c.chunk + 16;
-        x["size"] = c.size;
-        x["used"] = c.used;
-        l.append(x);
-      }
-      py::dict d;
-      d["class"] = ustr(list);
-      d["chunks"] = l;
-      d["total"] = res.listed_total;
-      d["truncated"] = res.listed_total > res.listed.size();
-      out["list"] = d;
-    }
+    py::dict out = bindings::classify_doc(res, free_chunks, top, list, 16);
     out["diagnostics"] = diags();
     return out;
   }
@@ -896,18 +806,6 @@ class PyTarget {
     return out;
   }
   // ---- leaks (issue 5: conservative reachability) ----
-  static py::list size_rows(const std::vector<analysis::SizeCount>& v) {
-    py::list l;
-    for (const auto& s : v) {
-      py::dict x;
-      x["size"] = s.size;
-      x["count"] = s.count.count;
-      x["bytes"] = s.count.bytes;
-      l.append(x);
-    }
-    return l;
-  }
-
   py::dict leaks(std::optional<uint64_t> arena, std::optional<uint64_t> limit, bool largest, bool anon_roots) {
     const auto* only = select(arena);
     auto& h = heap();
@@ -933,53 +831,7 @@ class PyTarget {
         leaked_classes = analysis::classify(h, *t_, *modules_, copt).used;
       }
     }
-    auto set = [&](const ptmalloc::Count& c, const std::vector<analysis::SizeCount>& sizes) {
-      py::dict d = count(c);
-      d["sizes"] = size_rows(sizes);
-      return d;
-    };
-    py::dict leaked = set(res.leaked, res.leaked_sizes);
-    py::list addrs, listed;
-    for (const auto& c : res.chunks) {
-      addrs.append(py::int_(c.address));
-      py::dict x;
-      x["address"] = c.address;
-      x["size"] = c.size;
-      x["state"] = c.mmapped ? "mmapped" : "used";
-      x["arena"] = c.arena ? py::object(py::int_(c.arena)) : py::object(py::none());
-      x["unreferenced"] = c.unreferenced;
-      listed.append(x);
-    }
-    leaked["chunks"] = addrs;
-    leaked["classes"] = class_rows(leaked_classes, std::nullopt);
-    leaked["listed"] = listed;
-    leaked["truncated"] = res.truncated;
-    py::list by_arena;
-    for (const auto& [a, c] : res.leaked_by_arena) {
-      py::dict x = count(c);
-      x["arena"] = a ? py::object(py::int_(a)) : py::object(py::none());
-      by_arena.append(x);
-    }
-    leaked["arenas"] = by_arena;
-    py::list roots;
-    for (const auto& r : res.roots) {
-      py::dict x;
-      x["kind"] = ustr(r.kind);
-      x["ranges"] = r.ranges;
-      x["bytes"] = r.bytes;
-      x["unreadable"] = r.unreadable;
-      roots.append(x);
-    }
-    py::dict out;
-    out["schema"] = kSchema;
-    out["nodes"] = count(res.nodes);
-    out["reachable"] = count(res.reachable);
-    out["leaked"] = leaked;
-    out["unreferenced"] = set(res.unreferenced, res.unreferenced_sizes);
-    out["roots"] = roots;
-    out["anon_roots"] = anon_roots;
-    out["words_scanned"] = res.words_scanned;
-    out["seconds"] = res.seconds;
+    py::dict out = bindings::leaks_doc(res, leaked_classes, anon_roots, 16);
     out["diagnostics"] = diags_plus(res.diagnostics);
     return out;
   }
@@ -1083,7 +935,7 @@ class PyTarget {
   }
 
   py::list diags_plus(const Diagnostics& extra) {
-    return diagnostics({&t_->diagnostics(), heap_ ? &heap_->diagnostics() : &empty_, &extra});
+    return diagnostics_list({&t_->diagnostics(), heap_ ? &heap_->diagnostics() : &empty_, &extra});
   }
 
   /// `retention --json` (API.md): free memory by where it sits and what malloc_trim(0) returns.

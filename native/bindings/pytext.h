@@ -1,15 +1,20 @@
 // Python values from what the target supplied, shared by every binding file (module.cpp,
-// inspect_py.h, jemalloc.cpp, tcmalloc_binding.cpp): one decoder for target text, one dict per
-// allocator-neutral pool (alloc/model.h).
+// inspect_py.h, jemalloc.cpp, tcmalloc_binding.cpp, alloc_*.cpp): one decoder for target text,
+// one diagnostics list, one dict per allocator-neutral pool (alloc/model.h).
 #pragma once
 
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <map>
+#include <optional>
 #include <string>
 
 #include "alloc/model.h"
+#include "ptmalloc/heap.h"
+#include "util/diagnostics.h"
+#include "util/sigbus_guard.h"
 
 namespace heapwalk::bindings {
 
@@ -26,6 +31,60 @@ inline pybind11::str ustr(const std::string& s) {
   return pybind11::reinterpret_steal<pybind11::str>(o);
 }
 inline pybind11::str ustr(const char* s) { return ustr(std::string(s ? s : "")); }
+
+/// Every document's "schema".
+constexpr const char* kSchema = "heapwalk/1";
+
+/// An int, or None.
+inline pybind11::object opt(const std::optional<uint64_t>& v) {
+  return v ? pybind11::object(pybind11::int_(*v)) : pybind11::object(pybind11::none());
+}
+
+/// A document's "diagnostics": files that shrank while mapped, then each list's items and how
+/// many it dropped.
+inline pybind11::list diagnostics_list(std::initializer_list<const Diagnostics*> lists) {
+  pybind11::list out;
+  // Files that shrank while mapped (util/sigbus_guard.h): their vanished pages read as zeros.
+  for (const auto& f : util::shrunk_files()) {
+    pybind11::dict e;
+    e["kind"] = "truncated";
+    e["address"] = pybind11::none();
+    e["arena"] = pybind11::none();
+    e["detail"] = ustr(f.name + " shrank while heapwalk read it: " + std::to_string(f.pages) +
+                       " pages beyond its new end read as zeros (results from them may be incomplete)");
+    e["severity"] = "error";
+    out.append(e);
+  }
+  for (const Diagnostics* d : lists) {
+    for (const auto& x : d->items()) {
+      pybind11::dict e;
+      e["kind"] = ustr(x.kind);
+      e["address"] = opt(x.address);
+      e["arena"] = opt(x.arena);
+      e["detail"] = ustr(x.detail);
+      e["severity"] = severity_name(x.severity);
+      out.append(e);
+    }
+    if (d->dropped()) {
+      pybind11::dict e;
+      e["kind"] = "note";
+      e["address"] = pybind11::none();
+      e["arena"] = pybind11::none();
+      e["detail"] = std::to_string(d->dropped()) + " more diagnostics not shown";
+      e["severity"] = severity_name(Severity::Note);
+      out.append(e);
+    }
+  }
+  return out;
+}
+
+/// {"count", "bytes"}.
+inline pybind11::dict count_dict(const ptmalloc::Count& c) {
+  pybind11::dict d;
+  d["count"] = c.count;
+  d["bytes"] = c.bytes;
+  return d;
+}
 
 /// An allocator's statistics under its own names.
 inline pybind11::dict stats_dict(const std::map<std::string, uint64_t>& m) {
