@@ -24,24 +24,6 @@ constexpr uint64_t kBinCurregs = 112 + 24, kBinNmalloc = 112, kBinNdalloc = 120,
 constexpr uint64_t kBaseAllocated = 3880, kBaseResident = 3888, kBaseMapped = 3896;
 constexpr uint64_t kSlowTcache = 168, kTcacheBins = 8, kCacheBinSize = 24, kTsdTcache = 856;
 
-/// Whether [addr, addr + len) lies in the target's mappings (adjacent ones joined); true when the
-/// target lists no mappings (a gdb callback).
-bool mapped(const std::vector<memory::Region>& rs, uint64_t addr, uint64_t len) {
-  if (rs.empty()) return true;
-  if (addr + len < addr) return false;
-  auto it =
-      std::upper_bound(rs.begin(), rs.end(), addr, [](uint64_t a, const memory::Region& r) { return a < r.start; });
-  if (it == rs.begin()) return false;
-  --it;
-  uint64_t end = addr + len;
-  while (it != rs.end() && it->start <= addr && addr < it->end) {
-    if (end <= it->end) return true;
-    addr = it->end;
-    ++it;
-  }
-  return false;
-}
-
 // An arena_t at `a` with index `ind`: its `ind` field and a base_t whose figures are ordered as
 // base_stats_get asserts (allocated <= resident <= mapped, mapped a page multiple).
 bool plausible_arena(memory::Reader& r, uint64_t a, unsigned ind) {
@@ -315,7 +297,7 @@ void Model::walk(const alloc::AllocationVisitor& visit) {
                        " bytes: the radix tree does not map its last page to it; skipped");
         continue;
       }
-      if (state == 0 && !mapped(regions, page, size)) {
+      if (state == 0 && !memory::mapped(regions, page, size)) {
         diags_.add("outside_heap", e, std::nullopt,
                    "jemalloc: the active extent at " + hex(addr) + " (" + std::to_string(size) +
                        " bytes) lies outside the target's memory; skipped");

@@ -154,5 +154,21 @@ void Reader::bytes(uint64_t addr, void* out, size_t len, const char* what) {
   if (src_.read(addr, out, len) != len) throw Fault(addr, len, what);
 }
 
+bool mapped(const std::vector<memory::Region>& rs, uint64_t addr, uint64_t len) {
+  if (rs.empty()) return true;
+  if (addr + len < addr) return false;
+  auto it =
+      std::upper_bound(rs.begin(), rs.end(), addr, [](uint64_t a, const memory::Region& r) { return a < r.start; });
+  if (it == rs.begin()) return false;
+  --it;
+  uint64_t end = addr + len;
+  while (it != rs.end() && it->start <= addr && addr < it->end) {
+    if (end <= it->end) return true;
+    addr = it->end;
+    ++it;
+  }
+  return false;
+}
+
 }  // namespace memory
 }  // namespace heapwalk

@@ -26,6 +26,10 @@ struct Region {
   bool contains(uint64_t a) const { return a >= start && a < end; }
 };
 
+/// Whether [addr, addr + len) lies in `regions` (sorted by start; adjacent ones joined); true
+/// when there are no regions (a gdb callback lists none).
+bool mapped(const std::vector<Region>& regions, uint64_t addr, uint64_t len);
+
 /// Reads target memory. Implementations must be safe against any address.
 class MemorySource {
  public:

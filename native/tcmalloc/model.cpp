@@ -58,24 +58,6 @@ uint32_t rd32(const uint8_t* p) {
   return v;
 }
 
-/// Whether [addr, addr + len) lies in the target's mappings (adjacent ones joined); true when the
-/// target lists no mappings (a gdb callback).
-bool mapped(const std::vector<memory::Region>& rs, uint64_t addr, uint64_t len) {
-  if (rs.empty()) return true;
-  if (addr + len < addr) return false;
-  auto it =
-      std::upper_bound(rs.begin(), rs.end(), addr, [](uint64_t a, const memory::Region& r) { return a < r.start; });
-  if (it == rs.begin()) return false;
-  --it;
-  uint64_t end = addr + len;
-  while (it != rs.end() && it->start <= addr && addr < it->end) {
-    if (end <= it->end) return true;
-    addr = it->end;
-    ++it;
-  }
-  return false;
-}
-
 struct Data {
   uint64_t start = 0;
   std::vector<uint8_t> bytes;
@@ -467,7 +449,7 @@ void Model::read_pagemap() {
         ++j;
         continue;
       }
-      if (info.location == 0 && !mapped(regions, info.address, info.bytes)) {
+      if (info.location == 0 && !memory::mapped(regions, info.address, info.bytes)) {
         diags_.add("outside_heap", s, std::nullopt,
                    "tcmalloc Span " + hex(s) + " in use at " + hex(info.address) + " (" + std::to_string(length) +
                        " pages) lies outside the target's memory; skipped");
