@@ -24,6 +24,7 @@
 #include <functional>
 #include <map>
 
+#include "alloc/model.h"
 #include "fuzz_common.h"
 
 namespace fuzz {
@@ -323,6 +324,51 @@ inline bool make_alloc_seed(const std::function<bool(const target::Module&)>& is
   }
   std::fprintf(stderr, "seed: %s: %zu regions, %zu bytes\n", out.c_str(), kept.size(), img.size());
   std::exit(0);
+}
+
+/// The allocator-neutral part of a fuzz run over `m`: pools and thread caches, a whole walk (at
+/// most 4 M allocations; `check_pool` traps on a pool index out of range, `ordered` on a walk
+/// out of address order), find() on one of the first allocations and on the last, find()
+/// against the walk (HEAPWALK_FUZZ_CHECK_FIND) and what a seed reaches (HEAPWALK_FUZZ_VERBOSE).
+inline uint64_t exercise_model(heapwalk::alloc::Model& m, bool check_pool, bool ordered) {
+  uint64_t sum = 0;
+  for (const auto& p : m.pools()) sum += p.in_use + p.free + p.stats.size();
+  for (const auto& c : m.thread_caches()) sum += c.bytes + c.bins.size();
+  uint64_t prev = 0, n = 0, probe[3] = {};
+  m.walk([&](const heapwalk::alloc::Allocation& a) {
+    sum += a.address ^ a.size ^ static_cast<uint64_t>(a.state);
+    if (check_pool && a.pool >= static_cast<int>(m.pools().size())) __builtin_trap();
+    if (ordered && a.address < prev) __builtin_trap();  // the walk is in address order
+    if (n < 3) probe[n] = a.address + a.size / 2;
+    ++n;
+    prev = a.address;
+    return n < (1u << 22);
+  });
+  // find() on one of the first allocations and on the last (jemalloc's walks the tree again).
+  if (auto f = m.find(probe[n % 3])) sum += f->size;
+  (void)m.find(prev);
+  if (std::getenv("HEAPWALK_FUZZ_CHECK_FIND")) {  // find() agrees with the walk (intact seeds)
+    uint64_t bad = 0;
+    m.walk([&](const heapwalk::alloc::Allocation& a) {
+      auto f = m.find(a.address + a.size / 2);
+      if (!f || f->address != a.address || f->size != a.size || f->state != a.state) {
+        if (bad++ < 4)
+          std::fprintf(stderr, "walk %llx %llu %d find %llx %llu %d\n", (unsigned long long)a.address,
+                       (unsigned long long)a.size, (int)a.state, f ? (unsigned long long)f->address : 0ull,
+                       f ? (unsigned long long)f->size : 0ull, f ? (int)f->state : -1);
+      }
+      return true;
+    });
+    std::fprintf(stderr, "find disagrees with the walk on %llu allocations\n", static_cast<unsigned long long>(bad));
+  }
+  if (std::getenv("HEAPWALK_FUZZ_VERBOSE"))  // what a seed reaches: fuzz/README.md
+    std::fprintf(stderr, "%zu pools, %zu thread caches, %llu allocations, %zu diagnostics\n", m.pools().size(),
+                 m.thread_caches().size(), static_cast<unsigned long long>(n), m.diagnostics().items().size());
+  if (std::getenv("HEAPWALK_FUZZ_VERBOSE"))
+    for (size_t i = 0; i < m.diagnostics().items().size() && i < 5; ++i)
+      std::fprintf(stderr, "  %s: %s\n", m.diagnostics().items()[i].kind.c_str(),
+                   m.diagnostics().items()[i].detail.c_str());
+  return sum;
 }
 
 }  // namespace fuzz

@@ -20,41 +20,7 @@ uint64_t exercise(target::Target& t) {
   uint64_t sum = 0;
   try {
     jemalloc::Model m(t);
-    for (const auto& p : m.pools()) sum += p.in_use + p.free + p.stats.size();
-    for (const auto& c : m.thread_caches()) sum += c.bytes + c.bins.size();
-    uint64_t prev = 0, n = 0, probe[3] = {};
-    m.walk([&](const alloc::Allocation& a) {
-      sum += a.address ^ a.size ^ static_cast<uint64_t>(a.state);
-      if (a.pool >= static_cast<int>(m.pools().size())) __builtin_trap();
-      if (n < 3) probe[n] = a.address + a.size / 2;
-      ++n;
-      prev = a.address;
-      return n < (1u << 22);
-    });
-    // find() on one of the first allocations and on the last (jemalloc's walks the tree again).
-    if (auto f = m.find(probe[n % 3])) sum += f->size;
-    (void)m.find(prev);
-    if (std::getenv("HEAPWALK_FUZZ_CHECK_FIND")) {  // find() agrees with the walk (intact seeds)
-      uint64_t bad = 0;
-      m.walk([&](const alloc::Allocation& a) {
-        auto f = m.find(a.address + a.size / 2);
-        if (!f || f->address != a.address || f->size != a.size || f->state != a.state) {
-          if (bad++ < 4)
-            std::fprintf(stderr, "walk %llx %llu %d find %llx %llu %d\n", (unsigned long long)a.address,
-                         (unsigned long long)a.size, (int)a.state, f ? (unsigned long long)f->address : 0ull,
-                         f ? (unsigned long long)f->size : 0ull, f ? (int)f->state : -1);
-        }
-        return true;
-      });
-      std::fprintf(stderr, "find disagrees with the walk on %llu allocations\n", static_cast<unsigned long long>(bad));
-    }
-    if (std::getenv("HEAPWALK_FUZZ_VERBOSE"))  // what a seed reaches: fuzz/README.md
-      std::fprintf(stderr, "%zu pools, %zu thread caches, %llu allocations, %zu diagnostics\n", m.pools().size(),
-                   m.thread_caches().size(), static_cast<unsigned long long>(n), m.diagnostics().items().size());
-    if (std::getenv("HEAPWALK_FUZZ_VERBOSE"))
-      for (size_t i = 0; i < m.diagnostics().items().size() && i < 5; ++i)
-        std::fprintf(stderr, "  %s: %s\n", m.diagnostics().items()[i].kind.c_str(),
-                     m.diagnostics().items()[i].detail.c_str());
+    sum += fuzz::exercise_model(m, /*check_pool=*/true, /*ordered=*/false);
     sum += m.rtree() + m.diagnostics().items().size();
   } catch (const Error& e) {
     if (std::getenv("HEAPWALK_FUZZ_VERBOSE")) std::fprintf(stderr, "error: %s\n", e.what());
